@@ -1,0 +1,63 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each bootstraps what it needs: a virtualenv with the pinned Python packages,
+# and the npm toolchain (anvil, solc) from package-lock.json.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP_PY  := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+
+.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap
+
+bootstrap: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: bootstrap
+	$(BIN)/shardline demo
+
+test: bootstrap
+	$(BIN)/ruff check shardline tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: bootstrap
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: bootstrap
+	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+lint: bootstrap
+	$(BIN)/ruff check shardline tests bench
+	$(BIN)/ruff format --check shardline tests bench
+
+format: bootstrap
+	$(BIN)/ruff format shardline tests bench
+	$(BIN)/ruff check --fix shardline tests bench
+
+bench: bootstrap
+	$(BIN)/python bench/lookup.py
+
+up: bootstrap
+	$(BIN)/shardline up
+
+down:
+	$(BIN)/shardline down
+
+status:
+	$(BIN)/shardline status
+
+compile: $(STAMP_NPM)
+	node shardline/contracts/compile.mjs
+
+clean:
+	-$(BIN)/shardline down
+	rm -rf .shardline

@@ -1,0 +1,1 @@
+"""NATS I/O: connection, signed envelopes, subjects, JetStream streams and consumers, workers."""

@@ -1,0 +1,71 @@
+"""JetStream streams and durable pull consumers, created idempotently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from shardline.bus import subjects
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    for name, spec in subjects.STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=spec["subjects"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=spec["max_age_s"],
+            duplicate_window=subjects.DUPLICATE_WINDOW_S,
+        )
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer and how its messages are retried."""
+
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...]
+    message_type: str
+    ack_wait_s: float = 5.0
+    max_deliver: int = 8
+    backoff_s: tuple[float, ...] = field(default=(0.05, 0.2, 0.5, 1.0, 2.0, 5.0))
+    deliver_new: bool = False
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            filter_subjects=list(self.filter_subjects),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            max_ack_pending=1024,
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
+        )
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff_s[min(max(attempt - 1, 0), len(self.backoff_s) - 1)]
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    try:
+        await js.consumer_info(spec.stream, spec.durable)
+    except NotFoundError:
+        await js.add_consumer(spec.stream, spec.config())

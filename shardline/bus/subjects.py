@@ -1,0 +1,45 @@
+"""The subject catalogue. Subjects are ``<domain>.<event>[.<id>...]``, lower case."""
+
+from __future__ import annotations
+
+# Registration: a company's share of a transport, sealed to one org node.
+TRANSPORT_SHARE = "transport.share.{org}"
+# An org's chain intake republishes the LookupRequested events it read from its own endpoint.
+LOOKUP_REQUESTED = "lookup.requested.{org}"
+# The gateway's signed request beside the chain transaction (audit-after orgs serve on it).
+LOOKUP_INTENT = "lookup.intent.{guid}"
+# One org's share for a lookup, sealed to the request's ephemeral key.
+LOOKUP_SHARE = "lookup.share.{guid}"
+# Progress of a lookup (which org answered, which share was bad): no secrets.
+LOOKUP_PROGRESS = "lookup.progress.{guid}"
+# The combiner's result, sealed to the gateway.
+LOOKUP_RESULT = "lookup.result.{guid}"
+# Request/reply: what an org's share node has served (for the audit).
+AUDIT_SERVED = "audit.served.{org}"
+# Dead letters: the original subject behind this prefix.
+DLQ_PREFIX = "dlq."
+
+STREAMS: dict[str, dict] = {
+    # name: subjects, and how long messages stay
+    "LOOKUPS": {"subjects": ["lookup.>"], "max_age_s": 24 * 3600},
+    "TRANSPORTS": {"subjects": ["transport.>"], "max_age_s": None},
+    "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
+}
+
+DUPLICATE_WINDOW_S = 15 * 60
+
+
+def dlq(subject: str) -> str:
+    return DLQ_PREFIX + subject
+
+
+def catalogue() -> dict[str, str]:
+    """Subject pattern -> the message type that travels on it (for docs and the AsyncAPI file)."""
+    return {
+        TRANSPORT_SHARE: "transport.share",
+        LOOKUP_REQUESTED: "lookup.requested",
+        LOOKUP_INTENT: "lookup.intent",
+        LOOKUP_SHARE: "lookup.share",
+        LOOKUP_PROGRESS: "lookup.progress",
+        LOOKUP_RESULT: "lookup.result",
+    }

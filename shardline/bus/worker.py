@@ -1,0 +1,272 @@
+"""The worker base: a handler is a small async function of one checked message.
+
+The base pulls from durable JetStream consumers, parses the envelope, checks the sender's
+signature and the schema, opens a sealed body, and calls the handler. A handler that returns
+has done its effect durably, so the message is acked. ``BadMessage`` is poison: the original goes
+to ``dlq.<subject>`` with the reason and is terminated, never retried. ``Transient`` and any other
+failure are nak'ed with backoff; after ``max_deliver`` attempts the message goes to the dead
+letters too. Every worker answers the NATS service API (``$SRV.PING/INFO/STATS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import FetchTimeoutError
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
+from prometheus_client import Counter, Histogram
+
+from shardline import __version__
+from shardline.bus import envelope, log, streams, subjects
+from shardline.bus.envelope import BadMessage, Envelope
+from shardline.core.directory import Directory
+from shardline.core.keys import ParticipantKeys
+
+PROCESSED = Counter(
+    "shardline_messages_processed_total",
+    "Messages a worker finished, by outcome",
+    ["worker", "status"],
+)
+DURATION = Histogram(
+    "shardline_message_processing_duration_seconds",
+    "Time from delivery to ack of one message",
+    ["worker"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+DEAD_LETTERS = Counter(
+    "shardline_dead_letters_total", "Messages sent to the dead letters", ["worker"]
+)
+
+
+class Transient(RuntimeError):
+    """Not now, maybe later: the message is nak'ed with backoff and redelivered."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    msg: Msg
+    env: Envelope
+    body: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def attempt(self) -> int:
+        return self.msg.metadata.num_delivered
+
+
+Handler = Callable[[Incoming], Awaitable[None]]
+
+
+def traceparent(trace_id: str) -> str:
+    return f"00-{trace_id}-{trace_id[:16]}-01"
+
+
+class Worker:
+    """Base of every pipeline step. Subclasses call ``consume`` in ``setup`` and implement handlers."""
+
+    kind = "worker"
+
+    def __init__(
+        self,
+        nc: Client,
+        keys: ParticipantKeys,
+        directory: Directory,
+        *,
+        instance: str,
+        pullers: int = 8,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=5)
+        self.keys = keys
+        self.directory = directory
+        self.instance = instance
+        self.pullers = pullers
+        self.name = f"{self.kind}.{instance}"
+        self._subs: list[tuple[streams.ConsumerSpec, Handler]] = []
+        self._tasks: list[asyncio.Task] = []
+        self._inflight: set[asyncio.Task] = set()
+        self._service: Service | None = None
+        self._stopping = asyncio.Event()
+        self.counts = {"ok": 0, "retry": 0, "dead_letter": 0, "error": 0}
+        self._busy_s = 0.0
+
+    # ---- for subclasses -------------------------------------------------------------
+    def consume(self, spec: streams.ConsumerSpec, handler: Handler) -> None:
+        self._subs.append((spec, handler))
+
+    async def setup(self) -> None:
+        """Declare consumers and endpoints here."""
+
+    def endpoints(self) -> list[EndpointConfig]:
+        return []
+
+    async def publish(
+        self, subject: str, env: Envelope, *, msg_id: str | None = None, durable: bool = True
+    ) -> None:
+        headers = {"traceparent": traceparent(env.trace_id), "Shardline-Type": env.type}
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        if durable:
+            await self.js.publish(subject, env.to_bytes(), headers=headers)
+        else:
+            await self.nc.publish(subject, env.to_bytes(), headers=headers)
+
+    # ---- running --------------------------------------------------------------------
+    async def start(self) -> None:
+        await streams.ensure_streams(self.js)
+        await self.setup()
+        for spec, handler in self._subs:
+            await streams.ensure_consumer(self.js, spec)
+            for _ in range(self.pullers):
+                psub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
+                self._tasks.append(asyncio.create_task(self._pull(psub, spec, handler)))
+        self._service = await add_service(
+            self.nc,
+            ServiceConfig(
+                name=f"shardline-{self.kind}",
+                version=__version__,
+                description=f"shardline {self.kind} {self.instance}",
+                metadata={"instance": self.instance, "participant": self.keys.participant_id},
+                stats_handler=self._stats,
+            ),
+        )
+        await self._service.add_endpoint(
+            EndpointConfig(
+                name="status",
+                subject=f"shardline.status.{self.kind}.{self.instance}",
+                handler=self._status,
+            )
+        )
+        for ep in self.endpoints():
+            await self._service.add_endpoint(ep)
+        log.event("worker.started", worker=self.name, consumers=[s.durable for s, _ in self._subs])
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=5)
+        if self._service is not None:
+            with contextlib.suppress(Exception):
+                await self._service.stop()
+        log.event("worker.stopped", worker=self.name)
+
+    async def _pull(self, psub, spec: streams.ConsumerSpec, handler: Handler) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await psub.fetch(1, timeout=5)
+            except (NatsTimeout, FetchTimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: back off, the client reconnects
+                log.warn("worker.fetch_failed", worker=self.name, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.current_task()
+                assert task is not None
+                self._inflight.add(task)
+                try:
+                    await self._handle(msg, spec, handler)
+                finally:
+                    self._inflight.discard(task)
+
+    async def _handle(self, msg: Msg, spec: streams.ConsumerSpec, handler: Handler) -> None:
+        started = time.perf_counter()
+        trace = ""
+        try:
+            env = envelope.parse(msg.data, spec.message_type)
+            trace = env.trace_id
+            await envelope.verify(env, self.directory)
+            body = envelope.open_body(env, self.keys)
+            await handler(Incoming(msg, env, body))
+        except BadMessage as exc:
+            await self.dead_letter(msg, str(exc), trace)
+            await msg.term()
+            status = "dead_letter"
+        except Transient as exc:
+            status = await self._retry(msg, spec, f"{exc}", trace)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "worker.handler_failed",
+                worker=self.name,
+                subject=msg.subject,
+                trace_id=trace,
+                error=repr(exc),
+            )
+            status = await self._retry(msg, spec, f"handler failed: {exc!r}", trace)
+        else:
+            await msg.ack()
+            status = "ok"
+        elapsed = time.perf_counter() - started
+        self._busy_s += elapsed
+        self.counts[status] = self.counts.get(status, 0) + 1
+        PROCESSED.labels(self.kind, status).inc()
+        DURATION.labels(self.kind).observe(elapsed)
+
+    async def _retry(self, msg: Msg, spec: streams.ConsumerSpec, reason: str, trace: str) -> str:
+        attempt = msg.metadata.num_delivered
+        if attempt >= spec.max_deliver:
+            await self.dead_letter(msg, f"gave up after {attempt} attempts: {reason}", trace)
+            await msg.term()
+            return "dead_letter"
+        await msg.nak(delay=spec.delay(attempt))
+        log.event(
+            "worker.retry",
+            worker=self.name,
+            subject=msg.subject,
+            attempt=attempt,
+            reason=reason,
+            trace_id=trace,
+        )
+        return "retry"
+
+    async def dead_letter(self, msg: Msg, reason: str, trace: str = "") -> None:
+        headers = {
+            "Shardline-Reason": reason[:1000],
+            "Shardline-Subject": msg.subject,
+            "Shardline-Worker": self.name,
+        }
+        with contextlib.suppress(Exception):
+            meta = msg.metadata
+            headers["Nats-Msg-Id"] = f"dlq:{meta.stream}:{meta.sequence.stream}"
+        await self.js.publish(subjects.dlq(msg.subject), msg.data, headers=headers)
+        DEAD_LETTERS.labels(self.kind).inc()
+        log.warn(
+            "worker.dead_letter",
+            worker=self.name,
+            subject=msg.subject,
+            reason=reason,
+            trace_id=trace,
+        )
+
+    # ---- the service API ------------------------------------------------------------
+    def _stats(self, endpoint: EndpointStats) -> dict:
+        done = sum(self.counts.values())
+        return {**self.counts, "average_ms": round(1000 * self._busy_s / done, 3) if done else 0.0}
+
+    async def _status(self, req: Request) -> None:
+        await req.respond(
+            json.dumps(
+                {"worker": self.name, "counts": self.counts, "inflight": len(self._inflight)}
+            ).encode()
+        )

@@ -1,0 +1,308 @@
+"""The `shardline` command."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shardline import stack
+from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
+
+app = typer.Typer(
+    help="shardline: answer sensitive questions across organisations that do not trust each other.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+transports_app = typer.Typer(help="Register and manage hazardous transports.", no_args_is_help=True)
+app.add_typer(transports_app, name="transports")
+console = Console()
+err = Console(stderr=True)
+
+RunDir = Annotated[
+    Path, typer.Option("--run-dir", help="Where the local stack keeps data, logs and pids.")
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
+]
+
+
+def _load(config: Path | None) -> StackConfig:
+    try:
+        return StackConfig.load(config)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up(
+    orgs: Annotated[int, typer.Option(help="Number of org nodes.")] = 4,
+    threshold: Annotated[int, typer.Option(help="Shares needed to rebuild a sheet.")] = 2,
+    policy: Annotated[
+        str, typer.Option(help=f"{CHAIN_CONFIRMED} or {AUDIT_AFTER}.")
+    ] = CHAIN_CONFIRMED,
+    deadline: Annotated[float, typer.Option(help="Seconds a lookup waits for shares.")] = 2.0,
+    confirmations: Annotated[int, typer.Option(help="Blocks an intake waits before acting.")] = 0,
+    nats_port: int = 14222,
+    nats_monitor_port: int = 18222,
+    redis_port: int = 16379,
+    anvil_port: int = 18545,
+    gateway_port: int = 18080,
+    metrics_base_port: int = 19100,
+    run_dir: RunDir = Path(".shardline"),
+) -> None:
+    """Start nats-server, redis-server and anvil, deploy the contracts, start org nodes and the gateway."""
+    if policy not in (CHAIN_CONFIRMED, AUDIT_AFTER):
+        err.print(f"[red]policy must be {CHAIN_CONFIRMED} or {AUDIT_AFTER}, not {policy!r}[/red]")
+        raise typer.Exit(2)
+    ports = stack.Ports(
+        nats_port, nats_monitor_port, redis_port, anvil_port, gateway_port, metrics_base_port
+    )
+    try:
+        stack.up(
+            run_dir,
+            orgs=orgs,
+            threshold=threshold,
+            policy=policy,
+            ports=ports,
+            deadline_s=deadline,
+            confirmations=confirmations,
+            say=console.print,
+        )
+    except (stack.StackError, OSError, RuntimeError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        "[green]stack is up[/green]: `shardline status`, `shardline lookup TR-100001`, `shardline down`"
+    )
+
+
+@app.command()
+def down(run_dir: RunDir = Path(".shardline")) -> None:
+    """Stop everything `shardline up` started."""
+    stopped = stack.down(run_dir, say=console.print)
+    if not stopped:
+        console.print("nothing was running")
+
+
+@app.command()
+def status(
+    run_dir: RunDir = Path(".shardline"), as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Show what runs and where."""
+    rows = stack.status(run_dir)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print(f"no stack in {run_dir}: start one with `shardline up`")
+        return
+    table = Table("name", "pid", "state", "log")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            str(r["pid"]),
+            "[green]running[/green]" if r["running"] else "[red]stopped[/red]",
+            r["log"],
+        )
+    console.print(table)
+    try:
+        cfg = StackConfig.load(run_dir / "stack.json")
+        console.print(
+            f"nats {cfg.nats_url}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
+            f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
+            f"threshold {cfg.threshold}"
+        )
+    except ConfigError:
+        pass
+
+
+@app.command("stop")
+def stop_cmd(names: list[str], run_dir: RunDir = Path(".shardline")) -> None:
+    """Stop some workers, e.g. `shardline stop node-org3 node-org4`."""
+    for name in names:
+        try:
+            stack.stop(run_dir, name)
+            console.print(f"stopped {name}")
+        except stack.StackError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+
+
+@app.command("start")
+def start_cmd(names: list[str], config: ConfigOpt = None) -> None:
+    """Start workers again, e.g. `shardline start node-org3`."""
+    cfg = _load(config)
+    live = stack.running(cfg.run_dir)
+    try:
+        stack.start_workers(cfg, [n for n in names if n not in live])
+    except stack.StackError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"running: {', '.join(names)}")
+
+
+@app.command()
+def worker(
+    kind: Annotated[str, typer.Argument(help="org-node, combiner or gateway")],
+    org: Annotated[str | None, typer.Option(help="The org, for org-node.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one worker in the foreground (what `up`, the Procfile and systemd units start)."""
+    from shardline import runtime
+
+    cfg = _load(config)
+    if kind == "org-node":
+        if not org:
+            err.print("[red]org-node needs --org ORG_ID[/red]")
+            raise typer.Exit(2)
+        o = cfg.org(org)
+        asyncio.run(runtime.run_workers(lambda: runtime.org_node_workers(cfg, o), o.metrics_port))
+    elif kind == "combiner":
+        asyncio.run(
+            runtime.run_workers(
+                lambda: runtime.combiner_workers(cfg), cfg.gateway.combiner_metrics_port
+            )
+        )
+    elif kind == "gateway":
+        from shardline.workers.gateway import serve
+
+        serve(cfg)
+    else:
+        err.print(f"[red]no worker kind {kind!r}: use org-node, combiner or gateway[/red]")
+        raise typer.Exit(2)
+
+
+@transports_app.command("register")
+def transports_register(
+    file: Annotated[
+        Path, typer.Argument(help="CSV with the columns of shardline/data/transports.csv")
+    ],
+    company: Annotated[
+        str | None,
+        typer.Option(help="Register every row as this org (default: the row's company)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N rows.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Split each transport's sheet across the org nodes and commit to it on chain."""
+    from rich.progress import Progress
+
+    from shardline import transports
+    from shardline.core.cargo import DataError, read_transports
+
+    cfg = _load(config)
+    try:
+        sheets = read_transports(file)[:limit]
+    except DataError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"registering {len(sheets)} transports", total=len(sheets))
+        try:
+            report = asyncio.run(
+                transports.register(
+                    cfg, sheets, company=company, progress=lambda n: bar.advance(task, n)
+                )
+            )
+        except transports.RegistrationError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    left = asyncio.run(transports.wait_stored(cfg))
+    console.print(
+        f"registered {len(report.registered)} transports "
+        f"({len(report.skipped)} already registered) across {len(cfg.orgs)} orgs, "
+        f"threshold {cfg.threshold}"
+    )
+    if any(v != 0 for v in left.values()):
+        err.print(f"[yellow]shares not yet taken in by: {left}[/yellow]")
+
+
+@app.command("lookup")
+def lookup_cmd(
+    transport_id: str,
+    responder: Annotated[str, typer.Option(help="Which responder's API key to use.")] = "responder",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Look up a transport's cargo sheet through the gateway, as a responder's phone does."""
+    from shardline.render import print_outcome
+
+    cfg = _load(config)
+    outcome = asyncio.run(_lookup(cfg, transport_id, responder, quiet=as_json))
+    if as_json:
+        print(json.dumps({"status": outcome.status, **outcome.body}, indent=2))
+    else:
+        print_outcome(console, transport_id, outcome)
+    raise typer.Exit(0 if outcome.ok else 3)
+
+
+async def _lookup(cfg: StackConfig, transport_id: str, responder: str, quiet: bool = False):
+    import httpx
+
+    from shardline.lookup_client import api_key, base_url, lookup
+    from shardline.render import print_event
+
+    async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
+        return await lookup(
+            client,
+            transport_id,
+            api_key(cfg, responder),
+            on_event=None if quiet else (lambda ev: print_event(console, ev)),
+        )
+
+
+@app.command()
+def audit(
+    since: Annotated[str | None, typer.Option(help="ISO time or epoch seconds.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time or epoch seconds.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    grace: Annotated[
+        float, typer.Option(help="Seconds a served share may wait for its chain request.")
+    ] = 30.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Match every served share to an on-chain request; exit 1 when anything is unmatched."""
+    from shardline import audit as auditing
+
+    cfg = _load(config)
+    report = asyncio.run(
+        auditing.run(cfg, since=_when(since) or 0.0, until=_when(until), grace_s=grace)
+    )
+    if fmt == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        from shardline.render import print_audit
+
+        print_audit(console, report)
+    raise typer.Exit(1 if report.unmatched or report.unreachable else 0)
+
+
+def _when(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return dt.datetime.fromisoformat(text).timestamp()
+
+
+@app.command()
+def demo(run_dir: RunDir = Path(".shardline")) -> None:
+    """Run the emergency lookup end to end on a fresh local stack, then shut it down."""
+    from shardline.demo import run
+
+    sys.exit(run(run_dir, console))
+
+
+def main() -> None:
+    app()

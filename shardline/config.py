@@ -1,0 +1,111 @@
+"""The stack's configuration: one JSON file that every worker reads.
+
+``shardline up`` writes it to ``.shardline/stack.json``. Past one machine the same file, with
+real URLs and key files, runs org nodes on their own hosts: no code changes, only config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+DEFAULT_RUN_DIR = Path(".shardline")
+CHAIN_CONFIRMED = "chain-confirmed"
+AUDIT_AFTER = "audit-after"
+Policy = Literal["chain-confirmed", "audit-after"]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class OrgNodeConfig(BaseModel):
+    id: str
+    name: str
+    policy: Policy = CHAIN_CONFIRMED
+    key_file: Path
+    database_url: str
+    chain_rpc: str | None = None  # its own chain endpoint; defaults to the stack's
+    metrics_port: int = 0
+
+
+class Responder(BaseModel):
+    name: str
+    api_key_sha256: str
+    key_file: Path
+
+
+class GatewayConfig(BaseModel):
+    id: str = "gateway"
+    key_file: Path
+    host: str = "127.0.0.1"
+    port: int = 18080
+    deadline_s: float = 2.0
+    responders: list[Responder] = Field(default_factory=list)
+    combiner_metrics_port: int = 0
+
+    def responder_for(self, api_key: str) -> Responder | None:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        found = None
+        for r in self.responders:  # compare with every entry, in constant time each
+            if hmac.compare_digest(digest, r.api_key_sha256):
+                found = r
+        return found
+
+
+class StackConfig(BaseModel):
+    run_dir: Path = DEFAULT_RUN_DIR
+    nats_url: str = "nats://127.0.0.1:14222"
+    nats_port: int = 14222
+    nats_monitor_port: int = 18222
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_port: int = 16379
+    chain_rpc: str = "http://127.0.0.1:18545"
+    anvil_port: int = 18545
+    chain_id: int = 31337
+    confirmations: int = 0
+    poll_interval_s: float = 0.02
+    threshold: int = 2
+    admin_key_file: Path
+    deployment: dict | None = None
+    orgs: list[OrgNodeConfig] = Field(default_factory=list)
+    gateway: GatewayConfig
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    def org(self, org_id: str) -> OrgNodeConfig:
+        for o in self.orgs:
+            if o.id == org_id:
+                return o
+        raise ConfigError(
+            f"no org {org_id!r} in this stack; orgs: {', '.join(o.id for o in self.orgs)}"
+        )
+
+    def org_rpc(self, org: OrgNodeConfig) -> str:
+        return org.chain_rpc or self.chain_rpc
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> StackConfig:
+        path = Path(path or os.environ.get("SHARDLINE_CONFIG") or DEFAULT_RUN_DIR / "stack.json")
+        if not path.exists():
+            raise ConfigError(
+                f"no stack configuration at {path}: start the stack with `shardline up`"
+            )
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except ValueError as exc:
+            raise ConfigError(f"stack configuration {path} is invalid: {exc}") from exc

@@ -1,0 +1,385 @@
+"""A small async client for shardline's contracts: local signing, a nonce manager, clear reverts.
+
+Transactions are signed here with eth-account and sent with ``eth_sendRawTransaction``; the node
+never holds a key. To keep many transactions per second cheap, nothing is asked of the node per
+call beyond the send itself: the nonce is counted locally (fetched once per account, resynced
+after a nonce error), fees are cached from the latest base fee and refreshed every few seconds,
+and the gas limit is a fixed argument instead of an estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
+from web3.contract import AsyncContract
+from web3.contract.async_contract import AsyncContractConstructor, AsyncContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError
+from web3.types import TxParams, TxReceipt
+
+from .artifacts import load_artifact
+
+ERROR_STRING_SELECTOR = "0x08c379a0"  # Error(string), what require(cond, "reason") reverts with
+FEE_TTL_SECONDS = 5.0
+DEFAULT_PRIORITY_FEE = 1_000_000_000  # 1 gwei, when the node cannot suggest one
+CONNECT_TIMEOUT_SECONDS = 10.0
+RECEIPT_TIMEOUT_SECONDS = 60.0
+
+_NONCE_ERRORS = (
+    "nonce too low",
+    "nonce too high",
+    "invalid nonce",
+    "already known",
+    "replacement transaction underpriced",
+)
+_FEE_ERRORS = (
+    "less than block base fee",
+    "max fee per gas less than",
+    "fee cap less than",
+    "transaction underpriced",
+)
+
+
+class ChainError(RuntimeError):
+    """The chain could not be reached or refused what was asked of it."""
+
+
+class ChainRevert(ChainError):
+    """A contract call or transaction reverted; ``reason`` is the contract's revert string."""
+
+    def __init__(self, reason: str, *, tx_hash: str | None = None) -> None:
+        self.reason = reason
+        self.tx_hash = tx_hash
+        super().__init__(reason if tx_hash is None else f"{reason} (transaction {tx_hash})")
+
+
+@dataclass
+class TxResult:
+    """A sent transaction: its hash and, once mined, its receipt."""
+
+    tx_hash: str
+    receipt: TxReceipt | None = None
+
+    @property
+    def block_number(self) -> int | None:
+        return None if self.receipt is None else self.receipt["blockNumber"]
+
+    @property
+    def contract_address(self) -> str | None:
+        """The address of the contract a creation transaction deployed."""
+        if self.receipt is None:
+            return None
+        return self.receipt.get("contractAddress")
+
+
+def revert_reason(exc: BaseException) -> str:
+    """The revert string carried by web3's ContractLogicError (or a readable fallback)."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith(ERROR_STRING_SELECTOR):
+        decoded = _decode_error_string(data)
+        if decoded is not None:
+            return decoded
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str) or not message:
+        message = str(exc)
+    for prefix in ("execution reverted: ", "execution reverted:", "Reverted "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+            break
+    message = message.strip()
+    if not message or message == "execution reverted":
+        return "execution reverted (the contract gave no reason)"
+    return message
+
+
+def _decode_error_string(data: str) -> str | None:
+    try:
+        (reason,) = abi_decode(["string"], bytes.fromhex(data[len(ERROR_STRING_SELECTOR) :]))
+    except Exception:  # malformed revert data: the caller falls back to the message
+        return None
+    return str(reason)
+
+
+def _rpc_error_message(exc: Web3RPCError) -> str:
+    """The node's own error message (web3 wraps it in a dict or a longer text)."""
+    error = (exc.rpc_response or {}).get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    return str(exc.message)
+
+
+class _NonceManager:
+    """Hands out consecutive nonces for one account; sends are serialised so none is skipped."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.next: int | None = None
+
+
+@dataclass
+class _Fees:
+    max_fee: int = 0
+    priority_fee: int = 0
+    fetched_at: float = float("-inf")
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Chain:
+    """One connection to an Ethereum node, shared by everything in a process."""
+
+    def __init__(self, w3: AsyncWeb3, rpc_url: str, chain_id: int) -> None:
+        self.w3 = w3
+        self.rpc_url = rpc_url
+        self.chain_id = chain_id
+        self._nonces: dict[str, _NonceManager] = {}
+        self._fees = _Fees()
+        self._contracts: dict[tuple[str, str], AsyncContract] = {}
+
+    # -- connection -------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        rpc_url: str,
+        *,
+        expected_chain_id: int | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> Chain:
+        """Connect to the node at ``rpc_url`` and check that it answers with a chain id."""
+        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        # We set chainId ourselves and sign locally: skip the per-call eth_chainId check.
+        for name in ("validation", "ens_name_to_address"):
+            try:
+                w3.middleware_onion.remove(name)
+            except (ValueError, Web3Exception):
+                pass
+        try:
+            chain_id = await asyncio.wait_for(w3.eth.chain_id, connect_timeout)
+        except (OSError, aiohttp.ClientError, TimeoutError, Web3Exception, ValueError) as exc:
+            await w3.provider.disconnect()
+            raise ChainError(
+                f"cannot reach the Ethereum node at {rpc_url} ({type(exc).__name__}: {exc}); "
+                "start the local stack with `shardline up` (or `make up`), or point shardline "
+                "at a running node's JSON-RPC URL"
+            ) from exc
+        if expected_chain_id is not None and chain_id != expected_chain_id:
+            await w3.provider.disconnect()
+            raise ChainError(
+                f"the node at {rpc_url} is on chain id {chain_id}, not the expected "
+                f"{expected_chain_id}; check the RPC URL or the deployment file you are using"
+            )
+        return cls(w3, rpc_url, chain_id)
+
+    async def close(self) -> None:
+        """Close the HTTP session(s) to the node."""
+        await self.w3.provider.disconnect()
+
+    async def __aenter__(self) -> Chain:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- contracts --------------------------------------------------------------------------
+
+    def contract(self, name: str, address: str) -> AsyncContract:
+        """The contract ``name`` (an artifact name, e.g. "Gatekeeper") at ``address``."""
+        checksum = Web3.to_checksum_address(address)
+        key = (name, checksum)
+        found = self._contracts.get(key)
+        if found is None:
+            found = self.w3.eth.contract(address=checksum, abi=load_artifact(name).abi)
+            self._contracts[key] = found
+        return found
+
+    def factory(self, name: str) -> type[AsyncContract]:
+        """A contract class (ABI and bytecode, no address) for deploying ``name``."""
+        artifact = load_artifact(name)
+        return self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def read(self, fn: AsyncContractFunction, *, block: int | str = "latest") -> Any:
+        """Call a view function; a revert becomes ChainRevert with the contract's reason."""
+        async with self._rpc_errors():
+            try:
+                return await fn.call(block_identifier=block)
+            except ContractLogicError as exc:
+                raise ChainRevert(revert_reason(exc)) from exc
+
+    async def simulate(
+        self,
+        account_address: str,
+        fn: AsyncContractFunction,
+        *,
+        block: int | str = "latest",
+    ) -> Any:
+        """Run ``fn`` with eth_call as if sent from ``account_address``; nothing is mined.
+
+        Returns the function's result, or raises ChainRevert with the contract's revert string.
+        """
+        async with self._rpc_errors():
+            try:
+                return await fn.call(
+                    {"from": Web3.to_checksum_address(account_address)}, block_identifier=block
+                )
+            except ContractLogicError as exc:
+                raise ChainRevert(revert_reason(exc)) from exc
+
+    # -- transactions -----------------------------------------------------------------------
+
+    async def transact(
+        self,
+        account: LocalAccount,
+        fn: AsyncContractFunction | AsyncContractConstructor,
+        *,
+        gas: int = 500_000,
+        value: int = 0,
+        wait: bool = True,
+        receipt_timeout: float = RECEIPT_TIMEOUT_SECONDS,
+    ) -> TxResult:
+        """Sign ``fn`` (a contract function or constructor call) with ``account`` and send it.
+
+        With ``wait`` the receipt is awaited and a reverted transaction raises ChainRevert with
+        the contract's reason; without, the result holds only the hash (see :meth:`wait`).
+        """
+        max_fee, priority_fee = await self._current_fees()
+        async with self._rpc_errors():
+            tx = await fn.build_transaction(
+                {
+                    "from": account.address,
+                    "gas": gas,
+                    "value": value,
+                    "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": priority_fee,
+                    "chainId": self.chain_id,
+                    "nonce": 0,  # replaced under the account's lock
+                }
+            )
+        tx_hash = await self._send(account, tx)
+        result = TxResult(tx_hash)
+        if wait:
+            await self.wait(result, receipt_timeout=receipt_timeout)
+        return result
+
+    async def wait(
+        self, tx: TxResult | str, *, receipt_timeout: float = RECEIPT_TIMEOUT_SECONDS
+    ) -> TxResult:
+        """Await a sent transaction's receipt; raises ChainRevert if it reverted."""
+        result = tx if isinstance(tx, TxResult) else TxResult(tx)
+        async with self._rpc_errors():
+            try:
+                receipt = await self.w3.eth.wait_for_transaction_receipt(
+                    result.tx_hash, timeout=receipt_timeout, poll_latency=0.05
+                )
+            except TimeExhausted as exc:
+                raise ChainError(
+                    f"transaction {result.tx_hash} was not mined within {receipt_timeout:.0f} s; "
+                    f"check that the node at {self.rpc_url} is mining (anvil with --block-time "
+                    "needs a timeout longer than its block time)"
+                ) from exc
+        result.receipt = receipt
+        if receipt["status"] != 1:
+            reason = await self._replay_reason(result.tx_hash, receipt)
+            raise ChainRevert(reason, tx_hash=result.tx_hash)
+        return result
+
+    # -- internals --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _rpc_errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            raise ChainError(
+                f"lost the Ethereum node at {self.rpc_url} ({type(exc).__name__}: {exc}); "
+                "check that it is still running (`shardline status`)"
+            ) from exc
+
+    async def _current_fees(self, *, refresh: bool = False) -> tuple[int, int]:
+        fees = self._fees
+        async with fees.lock:
+            if refresh or time.monotonic() - fees.fetched_at > FEE_TTL_SECONDS:
+                async with self._rpc_errors():
+                    block = await self.w3.eth.get_block("latest")
+                    base_fee = int(block.get("baseFeePerGas") or 0)
+                    try:
+                        priority = int(await self.w3.eth.max_priority_fee)
+                    except (Web3RPCError, ValueError):
+                        priority = DEFAULT_PRIORITY_FEE
+                # Twice the base fee leaves room for it to rise for several full blocks.
+                fees.max_fee = 2 * base_fee + priority
+                fees.priority_fee = priority
+                fees.fetched_at = time.monotonic()
+            return fees.max_fee, fees.priority_fee
+
+    async def _send(self, account: LocalAccount, tx: TxParams) -> str:
+        manager = self._nonces.setdefault(account.address, _NonceManager())
+        tx = dict(tx)  # type: ignore[assignment]
+        async with manager.lock:
+            for attempt in range(3):
+                try:
+                    if manager.next is None:
+                        async with self._rpc_errors():
+                            manager.next = await self.w3.eth.get_transaction_count(
+                                account.address, "pending"
+                            )
+                    tx["nonce"] = manager.next
+                    signed = account.sign_transaction(tx)
+                    async with self._rpc_errors():
+                        tx_hash = await self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                except Web3RPCError as exc:
+                    message = _rpc_error_message(exc)
+                    lowered = message.lower()
+                    if attempt < 2 and any(s in lowered for s in _NONCE_ERRORS):
+                        manager.next = None  # resync from the chain and try again
+                        continue
+                    if attempt < 2 and any(s in lowered for s in _FEE_ERRORS):
+                        max_fee, priority = await self._current_fees(refresh=True)
+                        tx["maxFeePerGas"], tx["maxPriorityFeePerGas"] = max_fee, priority
+                        continue
+                    manager.next = None
+                    raise ChainError(
+                        f"the node at {self.rpc_url} refused a transaction from "
+                        f"{account.address}: {message}"
+                    ) from exc
+                except BaseException:
+                    manager.next = None  # we do not know whether the node took the nonce
+                    raise
+                manager.next += 1
+                return tx_hash.to_0x_hex()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _replay_reason(self, tx_hash: str, receipt: TxReceipt) -> str:
+        """Why a mined transaction reverted: replay it with eth_call at its block."""
+        async with self._rpc_errors():
+            sent = await self.w3.eth.get_transaction(tx_hash)
+            if receipt["gasUsed"] >= sent["gas"]:
+                return (
+                    f"out of gas: the transaction used all of its {sent['gas']} gas; "
+                    "send it with a larger gas limit"
+                )
+            call: TxParams = {
+                "from": sent["from"],
+                "data": sent["input"],
+                "value": sent["value"],
+                "gas": sent["gas"],
+            }
+            if sent.get("to"):
+                call["to"] = sent["to"]
+            try:
+                await self.w3.eth.call(call, block_identifier=receipt["blockNumber"])
+            except ContractLogicError as exc:
+                return revert_reason(exc)
+        return (
+            "the transaction reverted, but replaying it at block "
+            f"{receipt['blockNumber']} succeeded, so the reason is unknown"
+        )

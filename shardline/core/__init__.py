@@ -1,0 +1,1 @@
+"""The pure core: crypto, domain models and protocol state machines. No network, no servers."""

@@ -1,0 +1,82 @@
+"""Key pairs of a participant: Ed25519 to sign, X25519 to receive sealed boxes, an Ethereum key.
+
+Keys live in one JSON file per participant, readable by its owner only. Nothing here prints a
+secret: the dataclass repr hides them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+
+class KeyFileError(ValueError):
+    """A key file that is missing, unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class ParticipantKeys:
+    participant_id: str
+    signing_seed: bytes = field(repr=False)
+    sealing_secret: bytes = field(repr=False)
+    chain_key: bytes = field(repr=False)
+
+    @classmethod
+    def generate(cls, participant_id: str) -> ParticipantKeys:
+        return cls(
+            participant_id,
+            secrets.token_bytes(32),
+            secrets.token_bytes(32),
+            secrets.token_bytes(32),
+        )
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return SigningKey(self.signing_seed)
+
+    @property
+    def sealing_key(self) -> PrivateKey:
+        return PrivateKey(self.sealing_secret)
+
+    @property
+    def signing_public(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def sealing_public(self) -> bytes:
+        return bytes(self.sealing_key.public_key)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "participant_id": self.participant_id,
+            "signing_seed": self.signing_seed.hex(),
+            "sealing_secret": self.sealing_secret.hex(),
+            "chain_key": self.chain_key.hex(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> ParticipantKeys:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(
+                data["participant_id"],
+                bytes.fromhex(data["signing_seed"]),
+                bytes.fromhex(data["sealing_secret"]),
+                bytes.fromhex(data["chain_key"]),
+            )
+        except FileNotFoundError as exc:
+            raise KeyFileError(
+                f"key file {path} does not exist: run `shardline up` to make keys"
+            ) from exc
+        except (KeyError, ValueError) as exc:
+            raise KeyFileError(f"key file {path} is malformed: {exc}") from exc

@@ -1,0 +1,63 @@
+"""A client of the gateway's lookup API, as a responder's phone (or the CLI) uses it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shardline.config import StackConfig
+
+
+@dataclass
+class LookupOutcome:
+    status: int
+    body: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+def api_key(cfg: StackConfig, responder: str = "responder") -> str:
+    path = Path(cfg.run_dir) / "keys" / f"{responder}.apikey"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no API key for responder {responder!r} at {path}") from None
+
+
+def base_url(cfg: StackConfig) -> str:
+    return f"http://{cfg.gateway.host}:{cfg.gateway.port}"
+
+
+async def lookup(
+    client: httpx.AsyncClient,
+    transport_id: str,
+    key: str,
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> LookupOutcome:
+    """Ask for a sheet; with ``on_event`` follow the SSE stream, else wait on the result."""
+    headers = {"Authorization": f"Bearer {key}"}
+    r = await client.post("/lookups", json={"transport_id": transport_id}, headers=headers)
+    if r.status_code != 202:
+        return LookupOutcome(r.status_code, r.json())
+    accepted = r.json()
+    events: list[dict[str, Any]] = []
+    if on_event is not None:
+        async with client.stream("GET", accepted["events"], headers=headers) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    ev = json.loads(line[5:].strip())
+                    events.append(ev)
+                    on_event(ev)
+                    if ev["event"] in ("result", "error"):
+                        break
+    res = await client.get(accepted["result"], headers=headers)
+    return LookupOutcome(res.status_code, res.json(), events)

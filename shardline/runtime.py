@@ -1,0 +1,142 @@
+"""Wiring: build the workers of an org node or of the gateway from the stack configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from prometheus_client import start_http_server
+from web3 import Web3
+
+from shardline.bus import log
+from shardline.bus.connect import connect
+from shardline.bus.worker import Worker
+from shardline.config import OrgNodeConfig, StackConfig
+from shardline.contracts import registry
+from shardline.contracts.client import Chain
+from shardline.contracts.cursor import Rpc
+from shardline.contracts.deploy import Deployment
+from shardline.core.directory import Directory, Participant
+from shardline.core.keys import ParticipantKeys
+from shardline.core.protocol import Terms
+
+
+def account(keys: ParticipantKeys) -> LocalAccount:
+    return Account.from_key(keys.chain_key)
+
+
+def ws_url(rpc_url: str) -> str:
+    return rpc_url.replace("https://", "wss://").replace("http://", "ws://")
+
+
+@dataclass
+class ChainView:
+    """What workers read from their own chain endpoint."""
+
+    chain: Chain
+    deployment: Deployment
+
+    async def participants(self) -> list[Participant]:
+        return await registry.list_participants(self.chain, self.deployment)
+
+    async def directory(self) -> Directory:
+        d = Directory(refresh=self.participants)
+        await d.refresh()
+        return d
+
+    async def terms(self, key: bytes) -> tuple[Terms, str, int, bool] | None:
+        info = await registry.get_transport(self.chain, self.deployment, key)
+        if info is None:
+            return None
+        terms = Terms(key, info.threshold, tuple(info.org_ids), info.commitment)
+        return terms, info.company, info.version, info.active
+
+    async def authorised(self, requester: str) -> bool:
+        return await registry.has_role(
+            self.chain, self.deployment, "RESPONDER", Web3.to_checksum_address(requester)
+        )
+
+
+async def chain_view(rpc_url: str, cfg: StackConfig) -> ChainView:
+    if cfg.deployment is None:
+        raise RuntimeError("the stack has no contract deployment yet: run `shardline up`")
+    chain = await Chain.connect(rpc_url, expected_chain_id=cfg.chain_id)
+    return ChainView(chain, Deployment.from_dict(cfg.deployment))
+
+
+async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]:
+    from shardline.workers.intake import ChainIntake
+    from shardline.workers.share_node import ShareNode
+    from shardline.workers.store import OrgStore
+
+    keys = ParticipantKeys.load(org.key_file)
+    rpc_url = cfg.org_rpc(org)
+    view = await chain_view(rpc_url, cfg)
+    directory = await view.directory()
+    nc = await connect(cfg.nats_url, f"org-node.{org.id}")
+    store = OrgStore(org.database_url)
+    gatekeeper = await registry.current_gatekeeper(view.chain, view.deployment)
+    intake = ChainIntake(
+        nc,
+        keys,
+        directory,
+        instance=org.id,
+        pullers=1,
+        org_id=org.id,
+        rpc=Rpc(view.chain.w3),
+        ws_url=ws_url(rpc_url),
+        store=store,
+        deployment=cfg.deployment or {},
+        gatekeepers=[gatekeeper],
+        confirmations=cfg.confirmations,
+        min_interval_s=cfg.poll_interval_s,
+    )
+    node = ShareNode(
+        nc,
+        keys,
+        directory,
+        instance=org.id,
+        org=org,
+        store=store,
+        terms=view.terms,
+        authorised=view.authorised,
+    )
+    return [intake, node]
+
+
+async def combiner_workers(cfg: StackConfig) -> list[Worker]:
+    from redis.asyncio import Redis
+
+    from shardline.workers.combiner import Combiner
+
+    keys = ParticipantKeys.load(cfg.gateway.key_file)
+    view = await chain_view(cfg.chain_rpc, cfg)
+    directory = await view.directory()
+    nc = await connect(cfg.nats_url, "combiner")
+    redis = Redis.from_url(cfg.redis_url)
+    return [Combiner(nc, keys, directory, instance="main", redis=redis, gateway_id=cfg.gateway.id)]
+
+
+async def run_workers(build: Callable[[], Awaitable[list[Worker]]], metrics_port: int = 0) -> None:
+    """Start workers, serve /metrics, and run until SIGTERM or SIGINT."""
+    log.setup()
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    workers = await build()
+    for w in workers:
+        await w.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for w in reversed(workers):
+        with contextlib.suppress(Exception):
+            await w.stop()
+    with contextlib.suppress(Exception):
+        await workers[0].nc.drain()

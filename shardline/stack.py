@@ -1,0 +1,387 @@
+"""The local stack launcher: servers, contracts, org nodes and the gateway under ``.shardline/``.
+
+Everything it starts is a child process in its own session with a pid file, so ``down`` stops
+exactly what ``up`` started, and a second ``up`` sees the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from eth_account import Account
+
+from shardline import servers
+from shardline.config import (
+    CHAIN_CONFIRMED,
+    GatewayConfig,
+    OrgNodeConfig,
+    Responder,
+    StackConfig,
+)
+from shardline.core.directory import GATEWAY, ORG
+from shardline.core.keys import ParticipantKeys
+
+# anvil's first well-known development account: funds and deploys on the local chain only.
+ANVIL_ADMIN_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+SERVER_ORDER = ("nats", "redis", "anvil")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Ports:
+    nats: int = 14222
+    nats_monitor: int = 18222
+    redis: int = 16379
+    anvil: int = 18545
+    gateway: int = 18080
+    metrics_base: int = 19100
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(servers.free_port() for _ in range(6)))
+
+
+# ---- pid files ----------------------------------------------------------------------------
+def pid_dir(run_dir: Path) -> Path:
+    return run_dir / "pids"
+
+
+def write_pid(run_dir: Path, name: str, proc: subprocess.Popen, argv: list[str], log: Path) -> None:
+    pid_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    info = {
+        "pid": proc.pid,
+        "argv": argv,
+        "log": str(log),
+        "created": psutil.Process(proc.pid).create_time(),
+    }
+    (pid_dir(run_dir) / f"{name}.json").write_text(json.dumps(info))
+
+
+def read_pids(run_dir: Path) -> dict[str, dict]:
+    d = pid_dir(run_dir)
+    if not d.exists():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+
+
+def is_running(info: dict) -> bool:
+    """Alive, and the same process we started (not a stranger that reused the pid)."""
+    try:
+        proc = psutil.Process(info["pid"])
+        return (
+            proc.status() != psutil.STATUS_ZOMBIE
+            and abs(proc.create_time() - info["created"]) < 1.0
+        )
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def running(run_dir: Path) -> dict[str, dict]:
+    return {n: i for n, i in read_pids(run_dir).items() if is_running(i)}
+
+
+def stop(run_dir: Path, name: str) -> bool:
+    info = read_pids(run_dir).get(name)
+    if info is None:
+        raise StackError(f"nothing called {name!r} was started here; see `shardline status`")
+    stopped = True
+    if is_running(info):
+        stopped = servers.stop_pid(info["pid"])
+    (pid_dir(run_dir) / f"{name}.json").unlink(missing_ok=True)
+    return stopped
+
+
+# ---- workers ------------------------------------------------------------------------------
+def worker_argv(cfg: StackConfig, kind: str, org: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "shardline", "worker", kind, "--config", str(cfg.path.resolve())]
+    if org:
+        argv += ["--org", org]
+    return argv
+
+
+def start_process(run_dir: Path, name: str, argv: list[str]) -> subprocess.Popen:
+    log = run_dir / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=os.getcwd(),
+        )
+    write_pid(run_dir, name, proc, argv, log)
+    return proc
+
+
+def worker_names(cfg: StackConfig) -> list[str]:
+    return [f"node-{o.id}" for o in cfg.orgs] + ["combiner", "gateway"]
+
+
+def worker_spec(cfg: StackConfig, name: str) -> list[str]:
+    if name.startswith("node-"):
+        return worker_argv(cfg, "org-node", name.removeprefix("node-"))
+    if name in ("combiner", "gateway"):
+        return worker_argv(cfg, name)
+    raise StackError(f"no worker called {name!r}; workers: {', '.join(worker_names(cfg))}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback)
+            return True
+    except OSError:
+        return False
+
+
+def wait_ready(
+    cfg: StackConfig, names: list[str], procs: dict[str, subprocess.Popen], timeout: float = 60
+) -> None:
+    """Wait until each worker answers on the bus (or, for the gateway, on HTTP)."""
+    import nats
+
+    async def check() -> set[str]:
+        ready: set[str] = set()
+        nc = await nats.connect(cfg.nats_url, connect_timeout=2)
+        try:
+            for name in names:
+                if name == "gateway":
+                    if await asyncio.to_thread(_http_ok, f"http://{cfg.gateway.host}:{cfg.gateway.port}/healthz"):
+                        ready.add(name)
+                    continue
+                subject = (
+                    f"shardline.status.share-node.{name.removeprefix('node-')}"
+                    if name.startswith("node-")
+                    else "shardline.status.combiner.main"
+                )
+                try:
+                    await nc.request(subject, b"", timeout=0.5)
+                    ready.add(name)
+                except Exception:  # noqa: S110 (not up yet)
+                    pass
+        finally:
+            await nc.close()
+        return ready
+
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            p = procs.get(name)
+            if p is not None and p.poll() is not None:
+                log = cfg.run_dir / "logs" / f"{name}.log"
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                raise StackError(
+                    f"worker {name} exited with code {p.returncode} while starting; {log}:\n{tail}"
+                )
+        pending -= asyncio.run(check())
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        raise StackError(
+            f"workers not ready after {timeout:.0f} s: {', '.join(sorted(pending))}; see {cfg.run_dir / 'logs'}"
+        )
+
+
+def start_workers(cfg: StackConfig, names: list[str]) -> None:
+    procs = {n: start_process(cfg.run_dir, n, worker_spec(cfg, n)) for n in names}
+    wait_ready(cfg, names, procs)
+
+
+# ---- up -----------------------------------------------------------------------------------
+async def _provision(
+    cfg: StackConfig,
+    org_keys: dict[str, ParticipantKeys],
+    gw_keys: ParticipantKeys,
+    responders: dict[str, ParticipantKeys],
+) -> dict:
+    from shardline.contracts import registry
+    from shardline.contracts.client import Chain
+    from shardline.contracts.deploy import deploy_all
+
+    admin = Account.from_key(ANVIL_ADMIN_KEY)
+    async with await Chain.connect(cfg.chain_rpc) as chain:
+        for k in [*org_keys.values(), gw_keys, *responders.values()]:
+            addr = Account.from_key(k.chain_key).address
+            await chain.w3.provider.make_request("anvil_setBalance", [addr, hex(10**21)])
+        dep = await deploy_all(chain, admin)
+        for org_id, k in org_keys.items():
+            await registry.register_participant(
+                chain,
+                admin,
+                dep,
+                org_id,
+                k.signing_public,
+                k.sealing_public,
+                Account.from_key(k.chain_key).address,
+                ORG,
+            )
+        await registry.register_participant(
+            chain,
+            admin,
+            dep,
+            gw_keys.participant_id,
+            gw_keys.signing_public,
+            gw_keys.sealing_public,
+            Account.from_key(gw_keys.chain_key).address,
+            GATEWAY,
+        )
+        # "visitor" has a key and an API key but no RESPONDER role: the Gatekeeper refuses it.
+        for name, k in responders.items():
+            if name != "visitor":
+                await registry.grant_role(
+                    chain, admin, dep, "RESPONDER", Account.from_key(k.chain_key).address
+                )
+        return dep.to_dict()
+
+
+def up(
+    run_dir: Path,
+    *,
+    orgs: int = 4,
+    threshold: int = 2,
+    policy: str = CHAIN_CONFIRMED,
+    ports: Ports | None = None,
+    deadline_s: float = 2.0,
+    confirmations: int = 0,
+    say=print,
+) -> StackConfig:
+    live = running(run_dir)
+    if live:
+        raise StackError(
+            f"a stack is already running from {run_dir} ({', '.join(sorted(live))}); "
+            "use it, or stop it first with `shardline down`"
+        )
+    if not 1 <= threshold <= orgs:
+        raise StackError(f"threshold {threshold} must be between 1 and the number of orgs ({orgs})")
+    ports = ports or Ports()
+    run_dir = run_dir.resolve()
+    for sub in ("data", "logs", "pids", "keys"):
+        shutil.rmtree(run_dir / sub, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    started: list[str] = []
+    try:
+        for spec in (
+            servers.nats_spec(run_dir / "data" / "nats", ports.nats, ports.nats_monitor),
+            servers.redis_spec(run_dir / "data" / "redis", ports.redis),
+            servers.anvil_spec(run_dir / "data" / "anvil", ports.anvil),
+        ):
+            t = time.monotonic()
+            log = run_dir / "logs" / f"{spec.name}.log"
+            proc = servers.spawn(spec, log)
+            write_pid(run_dir, spec.name, proc, spec.argv, log)
+            started.append(spec.name)
+            say(
+                f"started {spec.name:<6} pid {proc.pid:<7} ports {spec.ports} ({time.monotonic() - t:.2f} s)"
+            )
+
+        keys_dir = run_dir / "keys"
+        org_ids = [f"org{i}" for i in range(1, orgs + 1)]
+        org_keys = {o: ParticipantKeys.generate(o) for o in org_ids}
+        gw_keys = ParticipantKeys.generate("gateway")
+        responders = {n: ParticipantKeys.generate(n) for n in ("responder", "visitor")}
+        for k in [*org_keys.values(), gw_keys, *responders.values()]:
+            k.save(keys_dir / f"{k.participant_id}.json")
+        responder_cfgs = []
+        for name in responders:
+            api_key = secrets.token_urlsafe(24)
+            key_path = keys_dir / f"{name}.apikey"
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(api_key + "\n")
+            responder_cfgs.append(
+                Responder(
+                    name=name,
+                    api_key_sha256=hashlib.sha256(api_key.encode()).hexdigest(),
+                    key_file=keys_dir / f"{name}.json",
+                )
+            )
+        cfg = StackConfig(
+            run_dir=run_dir,
+            nats_url=f"nats://127.0.0.1:{ports.nats}",
+            nats_port=ports.nats,
+            nats_monitor_port=ports.nats_monitor,
+            redis_url=f"redis://127.0.0.1:{ports.redis}/0",
+            redis_port=ports.redis,
+            chain_rpc=f"http://127.0.0.1:{ports.anvil}",
+            anvil_port=ports.anvil,
+            confirmations=confirmations,
+            threshold=threshold,
+            admin_key_file=keys_dir / "admin.key",
+            orgs=[
+                OrgNodeConfig(
+                    id=o,
+                    name=f"Org {o[3:]}",
+                    policy=policy,
+                    key_file=keys_dir / f"{o}.json",
+                    database_url=f"sqlite:///{run_dir / 'data' / f'{o}.db'}",
+                    metrics_port=ports.metrics_base + i,
+                )
+                for i, o in enumerate(org_ids, 1)
+            ],
+            gateway=GatewayConfig(
+                key_file=keys_dir / "gateway.json",
+                port=ports.gateway,
+                deadline_s=deadline_s,
+                responders=responder_cfgs,
+                combiner_metrics_port=ports.metrics_base,
+            ),
+        )
+        t = time.monotonic()
+        cfg.deployment = asyncio.run(_provision(cfg, org_keys, gw_keys, responders))
+        cfg.save()
+        say(
+            f"deployed contracts and registered {orgs} orgs and the gateway ({time.monotonic() - t:.2f} s)"
+        )
+        t = time.monotonic()
+        start_workers(cfg, worker_names(cfg))
+        say(
+            f"started {len(cfg.orgs)} org nodes (policy {policy}), the combiner and the gateway "
+            f"on http://{cfg.gateway.host}:{cfg.gateway.port} ({time.monotonic() - t:.2f} s)"
+        )
+        return cfg
+    except BaseException:
+        down(run_dir, say=lambda _m: None)
+        raise
+
+
+def down(run_dir: Path, say=print) -> list[str]:
+    """Stop what ``up`` started: workers first, then the servers."""
+    pids = read_pids(run_dir)
+    order = [n for n in pids if n not in SERVER_ORDER] + [
+        n for n in reversed(SERVER_ORDER) if n in pids
+    ]
+    stopped = []
+    for name in order:
+        if stop(run_dir, name):
+            stopped.append(name)
+            say(f"stopped {name}")
+        else:
+            say(f"could not stop {name} (pid {pids[name]['pid']})")
+    return stopped
+
+
+def status(run_dir: Path) -> list[dict]:
+    rows = []
+    for name, info in read_pids(run_dir).items():
+        rows.append(
+            {"name": name, "pid": info["pid"], "running": is_running(info), "log": info["log"]}
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""One module per pipeline step; each is thin glue between bus, chain and core."""

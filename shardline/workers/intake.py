@@ -1,0 +1,126 @@
+"""Chain intake, one per org: reads its own chain endpoint and republishes verified events.
+
+The org's share node acts only on events that came through here, signed by its own org. Each
+event is published with its natural key (the lookup guid), so a block read twice after a reorg,
+or a restart between publish and cursor save, acts once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from eth_utils import keccak
+from web3 import Web3
+
+from shardline.bus import envelope, log, subjects
+from shardline.bus.worker import Worker
+from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.core.logpoller import Cursor
+from shardline.workers.store import OrgStore
+
+LOOKUP_REQUESTED = (
+    "0x" + keccak(text="LookupRequested(bytes16,bytes32,address,bytes32,uint32)").hex()
+)
+GATEKEEPER_UPGRADED = "0x" + keccak(text="GatekeeperUpgraded(address,address)").hex()
+
+
+def decode_lookup(lg: RawLog) -> dict:
+    return {
+        "guid": lg.topics[1][:16].hex(),
+        "transport_key": lg.topics[2].hex(),
+        "requester": Web3.to_checksum_address(lg.topics[3][12:]),
+        "ephemeral_pk": lg.data[:32].hex(),
+        "transport_version": int.from_bytes(lg.data[32:64], "big"),
+        "block_number": lg.block_number,
+        "block_hash": lg.block_hash.hex(),
+        "tx_hash": lg.tx_hash.hex(),
+        "log_index": lg.log_index,
+    }
+
+
+class ChainIntake(Worker):
+    kind = "intake"
+
+    def __init__(
+        self,
+        *args,
+        org_id: str,
+        rpc: Rpc,
+        ws_url: str,
+        store: OrgStore,
+        deployment: dict,
+        gatekeepers: list[str],
+        confirmations: int = 0,
+        min_interval_s: float = 0.02,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.org_id = org_id
+        self.store = store
+        self.governor = deployment["governor"].lower()
+        self.gatekeepers = {g.lower() for g in gatekeepers}
+        self.min_interval_s = min_interval_s
+        cursor = Cursor(start=int(deployment["block"]), remembered=store.cursor_blocks())
+        self.reader = EventReader(
+            rpc,
+            cursor,
+            addresses=lambda: [],  # by topic: an upgrade and a lookup may share a block
+            topics0=[LOOKUP_REQUESTED, GATEKEEPER_UPGRADED],
+            confirmations=confirmations,
+            save=lambda c: store.save_cursor(c.remembered()),
+        )
+        self.heads = HeadWatcher(ws_url)
+        self._loop: asyncio.Task | None = None
+
+    async def setup(self) -> None:
+        self.heads.start()
+        self._loop = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._loop:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        await self.heads.stop()
+        await super().stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                n = await self.reader.step(self.on_log)
+                if n:
+                    self.counts["ok"] += n
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # node or bus away: keep the cursor, try again
+                self.counts["error"] += 1
+                log.warn("intake.step_failed", org=self.org_id, error=str(exc))
+                await asyncio.sleep(0.5)
+            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
+                await self.heads.wait()
+            await asyncio.sleep(self.min_interval_s)
+
+    async def on_log(self, lg: RawLog) -> None:
+        topic = "0x" + lg.topics[0].hex()
+        if topic == GATEKEEPER_UPGRADED and lg.address == self.governor:
+            new = Web3.to_checksum_address(lg.topics[2][12:]).lower()
+            self.gatekeepers.add(new)
+            log.event("intake.gatekeeper_upgraded", org=self.org_id, gatekeeper=new)
+            return
+        if topic != LOOKUP_REQUESTED or lg.address not in self.gatekeepers:
+            return
+        body = decode_lookup(lg)
+        env = envelope.make("lookup.requested", body, self.keys, trace_id=body["guid"])
+        await self.publish(
+            subjects.LOOKUP_REQUESTED.format(org=self.org_id),
+            env,
+            msg_id=f"{self.org_id}:lookup:{body['guid']}",
+        )
+        log.event(
+            "intake.lookup_requested",
+            org=self.org_id,
+            guid=body["guid"],
+            block=lg.block_number,
+            trace_id=env.trace_id,
+        )

@@ -1,0 +1,269 @@
+"""Share node, one per org: keeps this org's shares and serves one per verified lookup.
+
+It stores a company's share only when it matches the transport's on-chain commitment, and
+serves a share only on a LookupRequested event read by its own chain intake or, for an org whose
+policy is audit-after, on the gateway's signed intent for an authorised requester. A share goes out
+sealed to the request's ephemeral key, once per lookup, and is written to the served log that
+`shardline audit` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig
+
+from shardline.bus import envelope, log, subjects
+from shardline.bus.envelope import BadMessage, b64, unb64
+from shardline.bus.streams import ConsumerSpec
+from shardline.bus.worker import Incoming, Transient, Worker
+from shardline.config import AUDIT_AFTER, OrgNodeConfig
+from shardline.core import commitment as cm
+from shardline.core import sealing
+from shardline.core.directory import GATEWAY
+from shardline.core.protocol import Terms
+from shardline.workers.store import OrgStore
+
+# (transport key) -> on-chain terms plus the registering company's account, or None
+TermsReader = Callable[[bytes], Awaitable[tuple[Terms, str, int, bool] | None]]
+# requester address -> may it look up?
+AuthReader = Callable[[str], Awaitable[bool]]
+
+
+class ShareNode(Worker):
+    kind = "share-node"
+
+    def __init__(
+        self,
+        *args,
+        org: OrgNodeConfig,
+        store: OrgStore,
+        terms: TermsReader,
+        authorised: AuthReader,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.org = org
+        self.store = store
+        self.terms = terms
+        self.authorised = authorised
+        self._auth_cache: dict[str, tuple[bool, float]] = {}
+
+    async def setup(self) -> None:
+        org = self.org.id
+        self.consume(
+            ConsumerSpec(
+                "TRANSPORTS",
+                f"shares-{org}",
+                (subjects.TRANSPORT_SHARE.format(org=org),),
+                "transport.share",
+                ack_wait_s=10,
+                max_deliver=20,
+            ),
+            self.on_transport_share,
+        )
+        self.consume(
+            ConsumerSpec(
+                "LOOKUPS",
+                f"lookups-{org}",
+                (subjects.LOOKUP_REQUESTED.format(org=org),),
+                "lookup.requested",
+            ),
+            self.on_lookup_requested,
+        )
+        self.consume(
+            ConsumerSpec(
+                "LOOKUPS",
+                f"intents-{org}",
+                (subjects.LOOKUP_INTENT.format(guid="*"),),
+                "lookup.intent",
+                deliver_new=True,
+            ),
+            self.on_intent,
+        )
+
+    def endpoints(self) -> list[EndpointConfig]:
+        return [
+            EndpointConfig(
+                name="served",
+                subject=subjects.AUDIT_SERVED.format(org=self.org.id),
+                handler=self.on_served_query,
+            )
+        ]
+
+    # ---- registration -----------------------------------------------------------------
+    async def on_transport_share(self, m: Incoming) -> None:
+        body = m.body
+        if body["org"] != self.org.id:
+            raise BadMessage(f"share for {body['org']} was sealed to {self.org.id}")
+        key = bytes.fromhex(body["transport_key"])
+        found = await self.terms(key)
+        if found is None:
+            raise Transient(f"transport {body['transport_id']} is not on chain yet")
+        terms, company_account, version, _active = found
+        if version < body["version"]:
+            raise Transient(
+                f"transport {body['transport_id']} version {body['version']} is not on chain yet"
+            )
+        if version > body["version"]:
+            log.event(
+                "share.outdated",
+                org=self.org.id,
+                transport=body["transport_id"],
+                version=body["version"],
+            )
+            return
+        sender = await self.directory.resolve(m.env.sender)
+        if sender.account.lower() != company_account.lower():
+            raise BadMessage(
+                f"{m.env.sender} is not the company that registered {body['transport_id']}"
+            )
+        opening = cm.Opening.from_dict(body["opening"])
+        if not (
+            cm.opening_matches(key, terms.threshold, opening, terms.commitment)
+            and cm.share_matches(key, opening, body["x"], unb64(body["share"]))
+            and terms.org_ids.index(self.org.id) + 1 == body["x"]
+        ):
+            raise BadMessage(
+                f"share for {body['transport_id']} does not match its on-chain commitment"
+            )
+        # Kept exactly as it arrived, sealed to this org: opened only to serve a lookup.
+        sealed = m.env.to_bytes()
+        self.store.put_share(
+            body["transport_key"], body["transport_id"], version, m.env.sender, sealed
+        )
+        log.event(
+            "share.stored",
+            org=self.org.id,
+            transport=body["transport_id"],
+            version=version,
+            trace_id=m.env.trace_id,
+        )
+
+    # ---- lookups --------------------------------------------------------------------
+    async def on_lookup_requested(self, m: Incoming) -> None:
+        if m.env.sender != self.org.id:
+            raise BadMessage(
+                f"lookup events are taken only from this org's own intake, not {m.env.sender}"
+            )
+        b = m.body
+        if self.store.served(b["guid"]):
+            self.store.mark_on_chain(b["guid"], b["block_number"])
+            return
+        await self.serve(
+            b["guid"],
+            b["transport_key"],
+            b["ephemeral_pk"],
+            b["requester"],
+            "chain",
+            m.env.trace_id,
+            block=b["block_number"],
+            version=b["transport_version"],
+        )
+
+    async def on_intent(self, m: Incoming) -> None:
+        sender = await self.directory.resolve(m.env.sender)
+        if sender.kind != GATEWAY:
+            raise BadMessage(f"{m.env.sender} is not a registered gateway")
+        if self.org.policy != AUDIT_AFTER:
+            return  # this org waits for the chain
+        b = m.body
+        if time.time() - m.env.sent_at > 60:
+            log.warn("intent.stale", org=self.org.id, guid=b["guid"], trace_id=m.env.trace_id)
+            return
+        if self.store.served(b["guid"]):
+            return
+        if not await self._authorised(b["requester"]):
+            log.warn(
+                "intent.refused",
+                org=self.org.id,
+                guid=b["guid"],
+                requester=b["requester"],
+                reason="requester not authorised",
+                trace_id=m.env.trace_id,
+            )
+            return
+        await self.serve(
+            b["guid"],
+            b["transport_key"],
+            b["ephemeral_pk"],
+            b["requester"],
+            "intent",
+            m.env.trace_id,
+        )
+
+    async def serve(
+        self,
+        guid: str,
+        transport_key: str,
+        ephemeral_pk: str,
+        requester: str,
+        trigger: str,
+        trace_id: str,
+        *,
+        block: int | None = None,
+        version: int | None = None,
+    ) -> None:
+        row = self.store.get_share(transport_key)
+        if row is None or (version is not None and row.version < version):
+            found = await self.terms(bytes.fromhex(transport_key))
+            if found is not None and self.org.id in found[0].org_ids:
+                raise Transient(f"share for transport key {transport_key[:12]} has not arrived yet")
+            log.warn(
+                "share.none",
+                org=self.org.id,
+                guid=guid,
+                transport_key=transport_key,
+                trace_id=trace_id,
+            )
+            return
+        stored = envelope.open_body(envelope.parse(row.sealed, "transport.share"), self.keys)
+        inner = json.dumps({"share": stored["share"], "opening": stored["opening"]}).encode()
+        body = {
+            "guid": guid,
+            "org": self.org.id,
+            "x": stored["x"],
+            "transport_key": transport_key,
+            "trigger": trigger,
+            "sealed": b64(sealing.seal(inner, bytes.fromhex(ephemeral_pk))),
+        }
+        env = envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
+        # Published before it is logged: a crash in between is redelivered, and the stream drops
+        # the second copy by its natural key, so the share goes out once.
+        await self.publish(
+            subjects.LOOKUP_SHARE.format(guid=guid), env, msg_id=f"share:{guid}:{self.org.id}"
+        )
+        self.store.record_served(guid, transport_key, requester, trigger, block)
+        log.event(
+            "share.served",
+            org=self.org.id,
+            guid=guid,
+            transport=row.transport_id,
+            trigger=trigger,
+            requester=requester,
+            trace_id=trace_id,
+        )
+
+    async def _authorised(self, requester: str) -> bool:
+        cached = self._auth_cache.get(requester)
+        if cached and time.monotonic() - cached[1] < 5.0:
+            return cached[0]
+        ok = await self.authorised(requester)
+        self._auth_cache[requester] = (ok, time.monotonic())
+        return ok
+
+    # ---- audit ----------------------------------------------------------------------
+    async def on_served_query(self, req: Request) -> None:
+        try:
+            q = json.loads(req.data or b"{}")
+            rows = self.store.served_since(float(q.get("since", 0)), q.get("until"))
+        except (ValueError, TypeError) as exc:
+            await req.respond_error("400", f"bad audit query: {exc}")
+            return
+        payload = {"org": self.org.id, "served": [r.__dict__ for r in rows]}
+        # Signed, so that the auditor can trust the list came from this org.
+        signed = sealing.sign(envelope.canonical(payload), self.keys.signing_key)
+        await req.respond(json.dumps({**payload, "sig": b64(signed)}).encode())

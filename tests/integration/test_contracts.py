@@ -1,0 +1,441 @@
+"""shardline's contracts on a real anvil, through the package's own async client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from shardline.contracts import (
+    KIND_GATEWAY,
+    KIND_ORG,
+    Chain,
+    ChainError,
+    ChainRevert,
+    Deployment,
+    current_gatekeeper,
+    deploy_all,
+    deploy_contract,
+    get_transport,
+    grant_role,
+    list_participants,
+    register_participant,
+    register_transport,
+    request_lookup,
+    retire_transport,
+    update_transport,
+)
+from shardline.core.ids import new_guid, org_id_to_bytes32, transport_key
+from shardline.servers import anvil_spec, free_port, spawn, stop_pid
+
+pytestmark = pytest.mark.integration
+
+# anvil's well-known dev account 0: for local test chains only.
+ANVIL_KEY_0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ORG_IDS = ["org1", "org2", "org3"]
+
+
+@pytest.fixture(scope="module")
+def anvil_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir: Path = tmp_path_factory.mktemp("anvil")
+    port = free_port()
+    proc = spawn(anvil_spec(data_dir, port), data_dir / "anvil.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_pid(proc.pid)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def chain(anvil_url: str) -> AsyncIterator[Chain]:
+    c = await Chain.connect(anvil_url, expected_chain_id=31337)
+    yield c
+    await c.close()
+
+
+@pytest.fixture(scope="module")
+def admin() -> LocalAccount:
+    return Account.from_key(ANVIL_KEY_0)
+
+
+async def funded(chain: Chain) -> LocalAccount:
+    account = Account.create()
+    await chain.w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+    return account
+
+
+@pytest_asyncio.fixture(scope="module")
+async def deployment(chain: Chain, admin: LocalAccount) -> Deployment:
+    return await deploy_all(chain, admin)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def orgs(
+    chain: Chain, admin: LocalAccount, deployment: Deployment
+) -> dict[str, LocalAccount]:
+    accounts = {}
+    for org_id in ORG_IDS:
+        account = await funded(chain)
+        await register_participant(
+            chain,
+            admin,
+            deployment,
+            org_id,
+            os.urandom(32),
+            os.urandom(32),
+            account.address,
+            KIND_ORG,
+        )
+        accounts[org_id] = account
+    return accounts
+
+
+@pytest_asyncio.fixture(scope="module")
+async def responder(chain: Chain, admin: LocalAccount, deployment: Deployment) -> LocalAccount:
+    account = await funded(chain)
+    await grant_role(chain, admin, deployment, "RESPONDER", account.address)
+    return account
+
+
+def fresh_key() -> bytes:
+    return transport_key(f"T-{uuid.uuid4().hex[:12]}")
+
+
+async def registered_transport(
+    chain: Chain, deployment: Deployment, company: LocalAccount
+) -> bytes:
+    key = fresh_key()
+    await register_transport(chain, company, deployment, key, os.urandom(32), 2, ORG_IDS)
+    return key
+
+
+# -- deployment and participants -------------------------------------------------------------
+
+
+async def test_deploy_all_points_the_governor_at_the_gatekeeper(
+    chain: Chain, deployment: Deployment
+) -> None:
+    assert await current_gatekeeper(chain, deployment) == deployment.gatekeeper
+    assert deployment.chain_id == 31337
+    assert Deployment.from_dict(deployment.to_dict()) == deployment
+    gk = chain.contract("Gatekeeper", deployment.gatekeeper)
+    assert await gk.functions.governor().call() == deployment.governor
+    assert await gk.functions.registry().call() == deployment.transport_registry
+
+
+async def test_participants_are_listed_and_duplicates_revert(
+    chain: Chain, admin: LocalAccount, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    gateway = await funded(chain)
+    sign, seal = os.urandom(32), os.urandom(32)
+    await register_participant(
+        chain, admin, deployment, "gw-main", sign, seal, gateway.address, KIND_GATEWAY
+    )
+    listed = {p.id: p for p in await list_participants(chain, deployment)}
+    assert set(ORG_IDS) | {"gw-main"} <= set(listed)
+    gw = listed["gw-main"]
+    assert (gw.signing_pk, gw.sealing_pk, gw.account, gw.kind, gw.active) == (
+        sign,
+        seal,
+        gateway.address,
+        KIND_GATEWAY,
+        True,
+    )
+    assert listed["org1"].account == orgs["org1"].address
+
+    registry = chain.contract("OrgRegistry", deployment.org_registry)
+    assert await registry.functions.isActiveOrgAccount(orgs["org2"].address).call()
+    assert not await registry.functions.isActiveOrgAccount(gateway.address).call()
+
+    with pytest.raises(ChainRevert) as exc:
+        await register_participant(
+            chain, admin, deployment, "gw-main", sign, seal, (await funded(chain)).address, 2
+        )
+    assert exc.value.reason == "participant already registered"
+    with pytest.raises(ChainRevert) as exc:
+        await register_participant(
+            chain, admin, deployment, "org9", sign, seal, gateway.address, KIND_ORG
+        )
+    assert exc.value.reason == "account already bound to another participant"
+    with pytest.raises(ChainRevert) as exc:
+        await register_participant(
+            chain, admin, deployment, "org9", sign, seal, (await funded(chain)).address, 3
+        )
+    assert exc.value.reason == "kind must be 1 (org) or 2 (gateway)"
+    outsider = await funded(chain)
+    with pytest.raises(ChainRevert) as exc:
+        await register_participant(
+            chain, outsider, deployment, "org9", sign, seal, outsider.address, KIND_ORG
+        )
+    assert exc.value.reason == "only the registry owner may do this"
+
+
+# -- transports ------------------------------------------------------------------------------
+
+
+async def test_an_org_registers_a_transport(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    key, commitment = fresh_key(), os.urandom(32)
+    assert await get_transport(chain, deployment, key) is None
+    result = await register_transport(chain, orgs["org1"], deployment, key, commitment, 2, ORG_IDS)
+    assert result.receipt is not None and result.receipt["status"] == 1
+    registry = chain.contract("TransportRegistry", deployment.transport_registry)
+    (event,) = registry.events.TransportRegistered().process_receipt(result.receipt)
+    assert event["args"]["key"] == key
+    assert event["args"]["company"] == orgs["org1"].address
+    assert list(event["args"]["orgIds"]) == [org_id_to_bytes32(o) for o in ORG_IDS]
+
+    info = await get_transport(chain, deployment, key)
+    assert info is not None
+    assert (info.commitment, info.threshold, info.org_ids) == (commitment, 2, ORG_IDS)
+    assert (info.company, info.version, info.active) == (orgs["org1"].address, 1, True)
+
+    with pytest.raises(ChainRevert) as exc:
+        await register_transport(chain, orgs["org2"], deployment, key, commitment, 2, ORG_IDS)
+    assert exc.value.reason == "transport already registered"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "org_ids", "reason"),
+    [
+        (0, ORG_IDS, "threshold must be between 1 and the number of orgs"),
+        (4, ORG_IDS, "threshold must be between 1 and the number of orgs"),
+        (2, ["org1", "org7"], "unknown or inactive org in the org set"),
+        (2, ["org1", "org2", "org1"], "duplicate org in the org set"),
+    ],
+)
+async def test_bad_transport_shapes_revert(
+    chain: Chain,
+    deployment: Deployment,
+    orgs: dict[str, LocalAccount],
+    threshold: int,
+    org_ids: list[str],
+    reason: str,
+) -> None:
+    with pytest.raises(ChainRevert) as exc:
+        await register_transport(
+            chain, orgs["org1"], deployment, fresh_key(), os.urandom(32), threshold, org_ids
+        )
+    assert exc.value.reason == reason
+    assert exc.value.tx_hash is not None  # mined and reverted; the reason came from a replay
+
+
+async def test_only_orgs_register_transports(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    stranger = await funded(chain)
+    with pytest.raises(ChainRevert) as exc:
+        await register_transport(
+            chain, stranger, deployment, fresh_key(), os.urandom(32), 2, ORG_IDS
+        )
+    assert exc.value.reason == "only a registered org may register transports"
+
+
+async def test_only_the_company_updates_or_retires(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    key = await registered_transport(chain, deployment, orgs["org1"])
+    new_commitment = os.urandom(32)
+    only_company = "only the registering company may update or retire this transport"
+
+    with pytest.raises(ChainRevert) as exc:
+        await update_transport(chain, orgs["org2"], deployment, key, new_commitment, 1, ["org2"])
+    assert exc.value.reason == only_company
+    with pytest.raises(ChainRevert) as exc:
+        await retire_transport(chain, orgs["org2"], deployment, key)
+    assert exc.value.reason == only_company
+
+    result = await update_transport(
+        chain, orgs["org1"], deployment, key, new_commitment, 1, ["org2", "org3"]
+    )
+    registry = chain.contract("TransportRegistry", deployment.transport_registry)
+    (event,) = registry.events.TransportUpdated().process_receipt(result.receipt)
+    assert event["args"]["version"] == 2
+    info = await get_transport(chain, deployment, key)
+    assert info is not None
+    assert (info.commitment, info.threshold, info.org_ids, info.version) == (
+        new_commitment,
+        1,
+        ["org2", "org3"],
+        2,
+    )
+
+    await retire_transport(chain, orgs["org1"], deployment, key)
+    info = await get_transport(chain, deployment, key)
+    assert info is not None and not info.active
+    with pytest.raises(ChainRevert) as exc:
+        await update_transport(chain, orgs["org1"], deployment, key, new_commitment, 1, ["org2"])
+    assert exc.value.reason == "transport is retired"
+    with pytest.raises(ChainRevert) as exc:
+        await retire_transport(chain, orgs["org1"], deployment, fresh_key())
+    assert exc.value.reason == "transport not registered"
+
+
+# -- lookups ---------------------------------------------------------------------------------
+
+
+async def test_authorised_lookup_emits_lookup_requested(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount], responder: LocalAccount
+) -> None:
+    key = await registered_transport(chain, deployment, orgs["org1"])
+    guid, ephemeral = new_guid(), os.urandom(32)
+    result = await request_lookup(chain, responder, deployment, guid, key, ephemeral, wait=True)
+    gk = chain.contract("Gatekeeper", deployment.gatekeeper)
+    (event,) = gk.events.LookupRequested().process_receipt(result.receipt)
+    assert event["address"] == deployment.gatekeeper
+    assert event["args"]["guid"] == guid
+    assert event["args"]["transportKey"] == key
+    assert event["args"]["requester"] == responder.address
+    assert event["args"]["ephemeralPk"] == ephemeral
+    assert event["args"]["transportVersion"] == 1
+    assert await gk.functions.lookupUsed(guid).call()
+
+    with pytest.raises(ChainRevert) as exc:
+        await request_lookup(chain, responder, deployment, guid, key, ephemeral, wait=True)
+    assert exc.value.reason == "lookup guid already used"
+
+
+async def test_lookup_refusals_carry_the_contract_reason(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount], responder: LocalAccount
+) -> None:
+    key = await registered_transport(chain, deployment, orgs["org1"])
+    gk = chain.contract("Gatekeeper", deployment.gatekeeper)
+    stranger = await funded(chain)
+
+    # Simulated (eth_call) and mined (receipt status 0, reason replayed) refusals agree.
+    call = gk.functions.requestLookup(new_guid(), key, os.urandom(32))
+    with pytest.raises(ChainRevert) as exc:
+        await chain.simulate(stranger.address, call)
+    assert "requester not authorised" in exc.value.reason
+    with pytest.raises(ChainRevert) as exc:
+        await request_lookup(chain, stranger, deployment, new_guid(), key, os.urandom(32))
+    assert "requester not authorised" in exc.value.reason
+
+    with pytest.raises(ChainRevert) as exc:
+        await request_lookup(chain, responder, deployment, new_guid(), fresh_key(), os.urandom(32))
+    assert exc.value.reason == "transport not registered"
+
+    await retire_transport(chain, orgs["org1"], deployment, key)
+    with pytest.raises(ChainRevert) as exc:
+        await chain.simulate(
+            responder.address, gk.functions.requestLookup(new_guid(), key, os.urandom(32))
+        )
+    assert exc.value.reason == "transport is retired"
+
+
+async def test_governor_upgrade_retires_the_old_gatekeeper(
+    chain: Chain, admin: LocalAccount, orgs: dict[str, LocalAccount]
+) -> None:
+    # A deployment of its own, so the upgrade does not change what other tests see.
+    dep = await deploy_all(chain, admin)
+    responder = await funded(chain)
+    await grant_role(chain, admin, dep, "RESPONDER", responder.address)
+    for org_id, account in (("up-org1", await funded(chain)), ("up-org2", await funded(chain))):
+        await register_participant(
+            chain, admin, dep, org_id, os.urandom(32), os.urandom(32), account.address, KIND_ORG
+        )
+        company = account
+    key = fresh_key()
+    await register_transport(chain, company, dep, key, os.urandom(32), 1, ["up-org1", "up-org2"])
+
+    governor = chain.contract("Governor", dep.governor)
+    new_gk = await deploy_contract(chain, admin, "Gatekeeper", dep.governor, dep.transport_registry)
+    stranger = await funded(chain)
+    with pytest.raises(ChainRevert) as exc:
+        await chain.transact(stranger, governor.functions.upgrade(new_gk))
+    assert exc.value.reason == "only the governor owner may upgrade"
+
+    result = await chain.transact(admin, governor.functions.upgrade(new_gk))
+    (event,) = governor.events.GatekeeperUpgraded().process_receipt(result.receipt)
+    assert (event["args"]["previous"], event["args"]["current"]) == (dep.gatekeeper, new_gk)
+    assert await current_gatekeeper(chain, dep) == new_gk
+
+    with pytest.raises(ChainRevert) as exc:
+        await request_lookup(
+            chain, responder, dep, new_guid(), key, os.urandom(32), gatekeeper=dep.gatekeeper
+        )
+    assert exc.value.reason.startswith("gatekeeper retired")
+
+    # Roles live on each gatekeeper: the new one needs its own grant, then lookups work again.
+    with pytest.raises(ChainRevert) as exc:
+        await request_lookup(chain, responder, dep, new_guid(), key, os.urandom(32))
+    assert "requester not authorised" in exc.value.reason
+    await grant_role(chain, admin, dep, "RESPONDER", responder.address)
+    result = await request_lookup(chain, responder, dep, new_guid(), key, os.urandom(32))
+    (event,) = (
+        chain.contract("Gatekeeper", new_gk)
+        .events.LookupRequested()
+        .process_receipt(result.receipt)
+    )
+    assert event["address"] == new_gk
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+async def test_fifty_concurrent_transactions_from_one_account(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount], responder: LocalAccount
+) -> None:
+    key = await registered_transport(chain, deployment, orgs["org1"])
+    gatekeeper = await current_gatekeeper(chain, deployment)
+    guids = [new_guid() for _ in range(50)]
+    sent = await asyncio.gather(
+        *(
+            request_lookup(
+                chain,
+                responder,
+                deployment,
+                g,
+                key,
+                os.urandom(32),
+                wait=False,
+                gatekeeper=gatekeeper,
+            )
+            for g in guids
+        )
+    )
+    assert all(r.receipt is None for r in sent)
+    assert len({r.tx_hash for r in sent}) == 50
+    mined = await asyncio.gather(*(chain.wait(r) for r in sent))
+    assert all(r.receipt is not None and r.receipt["status"] == 1 for r in mined)
+    gk = chain.contract("Gatekeeper", gatekeeper)
+    assert all(await asyncio.gather(*(gk.functions.lookupUsed(g).call() for g in guids)))
+
+
+async def test_nonce_manager_resyncs_after_a_foreign_transaction(
+    chain: Chain, anvil_url: str, deployment: Deployment
+) -> None:
+    account = await funded(chain)
+    # A view function sent as a transaction: harmless; the point is the nonce.
+    fn = chain.contract("Governor", deployment.governor).functions.gatekeeper
+    await chain.transact(account, fn())
+    other = await Chain.connect(anvil_url)
+    try:
+        await other.transact(account, fn())  # `chain`'s locally counted nonce is now stale
+    finally:
+        await other.close()
+    result = await chain.transact(account, fn())
+    assert result.receipt is not None and result.receipt["status"] == 1
+    assert await chain.w3.eth.get_transaction_count(account.address) == 3
+
+
+async def test_connect_to_nothing_names_the_url() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ChainError) as exc:
+        await Chain.connect(url, connect_timeout=5)
+    assert url in str(exc.value)
+    assert "shardline up" in str(exc.value)
+
+
+async def test_addresses_are_checksummed(deployment: Deployment) -> None:
+    for address in (deployment.governor, deployment.gatekeeper, deployment.org_registry):
+        assert Web3.is_checksum_address(address)
