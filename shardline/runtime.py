@@ -126,7 +126,10 @@ async def run_workers(build: Callable[[], Awaitable[list[Worker]]], metrics_port
     """Start workers, serve /metrics, and run until SIGTERM or SIGINT."""
     log.setup()
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        try:
+            start_http_server(metrics_port, addr="127.0.0.1")
+        except OSError as exc:  # the work matters more than its metrics
+            log.warn("metrics.unavailable", port=metrics_port, error=str(exc))
     workers = await build()
     for w in workers:
         await w.start()

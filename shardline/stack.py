@@ -50,10 +50,14 @@ class Ports:
     anvil: int = 18545
     gateway: int = 18080
     metrics_base: int = 19100
+    any_free: bool = False  # pick every port (metrics too) from the free ones
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(servers.free_port() for _ in range(6)))
+        return cls(*(servers.free_port() for _ in range(6)), any_free=True)
+
+    def metrics(self, index: int) -> int:
+        return servers.free_port() if self.any_free else self.metrics_base + index
 
 
 # ---- pid files ----------------------------------------------------------------------------
@@ -332,7 +336,7 @@ def up(
                     policy=policy,
                     key_file=keys_dir / f"{o}.json",
                     database_url=f"sqlite:///{run_dir / 'data' / f'{o}.db'}",
-                    metrics_port=ports.metrics_base + i,
+                    metrics_port=ports.metrics(i),
                 )
                 for i, o in enumerate(org_ids, 1)
             ],
@@ -341,7 +345,7 @@ def up(
                 port=ports.gateway,
                 deadline_s=deadline_s,
                 responders=responder_cfgs,
-                combiner_metrics_port=ports.metrics_base,
+                combiner_metrics_port=ports.metrics(0),
             ),
         )
         t = time.monotonic()

@@ -1,0 +1,60 @@
+"""Shared fixtures: real servers and a real local stack, on free ports, in temporary folders."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from shardline import servers, stack
+from shardline.config import CHAIN_CONFIRMED, StackConfig
+from shardline.core.cargo import CargoSheet, read_transports, sample_transports_path
+
+E2E_TRANSPORTS = 24
+
+
+@pytest.fixture(scope="session")
+def sample_sheets() -> list[CargoSheet]:
+    return read_transports(sample_transports_path())
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory) -> str:
+    port, monitor = servers.free_port(), servers.free_port()
+    d = tmp_path_factory.mktemp("nats")
+    proc = servers.spawn(servers.nats_spec(d / "data", port, monitor), d / "nats.log")
+    yield f"nats://127.0.0.1:{port}"
+    servers.stop_pid(proc.pid)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    port = servers.free_port()
+    d = tmp_path_factory.mktemp("redis")
+    proc = servers.spawn(servers.redis_spec(d / "data", port), d / "redis.log")
+    yield f"redis://127.0.0.1:{port}/0"
+    servers.stop_pid(proc.pid)
+
+
+def start_stack(run_dir: Path, sheets: list[CargoSheet], policy: str = CHAIN_CONFIRMED) -> StackConfig:
+    from shardline import transports
+
+    cfg = stack.up(run_dir, orgs=4, threshold=2, policy=policy, ports=stack.Ports.free(), say=lambda _m: None)
+    try:
+        asyncio.run(transports.register(cfg, sheets))
+        left = asyncio.run(transports.wait_stored(cfg))
+        assert all(v == 0 for v in left.values()), f"shares not stored: {left}"
+    except BaseException:
+        stack.down(run_dir, say=lambda _m: None)
+        raise
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory, sample_sheets) -> StackConfig:
+    """A chain-confirmed stack: 4 org nodes, threshold 2, some sample transports registered."""
+    run_dir = tmp_path_factory.mktemp("stack")
+    cfg = start_stack(run_dir, sample_sheets[:E2E_TRANSPORTS])
+    yield cfg
+    stack.down(run_dir, say=lambda _m: None)

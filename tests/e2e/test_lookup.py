@@ -1,0 +1,231 @@
+"""The emergency lookup end to end on a real local stack (nats-server, redis-server, anvil)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import httpx
+import nats
+import pytest
+from sqlalchemy.orm import Session
+
+from shardline import stack
+from shardline.bus import envelope
+from shardline.bus.envelope import b64, unb64
+from shardline.config import StackConfig
+from shardline.core.keys import ParticipantKeys
+from shardline.lookup_client import api_key, base_url, lookup
+from shardline.workers.store import OrgStore, StoredShare
+
+pytestmark = pytest.mark.e2e
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def do_lookup(cfg: StackConfig, transport_id: str, responder: str = "responder", events: bool = True):
+    async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
+        return await lookup(client, transport_id, api_key(cfg, responder),
+                            on_event=(lambda _e: None) if events else None)
+
+
+def test_lookup_returns_the_registered_sheet(live_stack, sample_sheets):
+    sheet = sample_sheets[3]
+    out = run(do_lookup(live_stack, sheet.transport_id))
+    assert out.status == 200, out.body
+    assert out.body["sheet"] == json.loads(sheet.canonical_bytes())
+    assert len(out.body["used_orgs"]) == 2 and out.body["bad_orgs"] == []
+    kinds = [e["event"] for e in out.events]
+    assert kinds[0] == "accepted" and kinds[-1] == "result"
+    assert kinds.count("share") >= 2
+
+
+def test_unknown_transport_is_404(live_stack):
+    out = run(do_lookup(live_stack, "TR-999999"))
+    assert out.status == 404
+    assert out.body["detail"] == "no transport TR-999999 is registered; check the id on the label"
+
+
+def test_unknown_api_key_is_401(live_stack, sample_sheets):
+    async def go():
+        async with httpx.AsyncClient(base_url=base_url(live_stack)) as c:
+            return await c.post("/lookups", json={"transport_id": sample_sheets[0].transport_id},
+                                headers={"Authorization": "Bearer not-a-key"})
+
+    assert run(go()).status_code == 401
+
+
+def test_unauthorised_requester_gets_403_and_no_share_leaves(live_stack, sample_sheets):
+    async def go():
+        nc = await nats.connect(live_stack.nats_url)
+        seen: list[str] = []
+
+        async def grab(m):
+            seen.append(m.subject)
+
+        sub = await nc.subscribe("lookup.>", cb=grab)
+        out = await do_lookup(live_stack, sample_sheets[1].transport_id, responder="visitor")
+        await asyncio.sleep(1.0)
+        await sub.unsubscribe()
+        await nc.close()
+        return out, seen
+
+    out, seen = run(go())
+    assert out.status == 403
+    assert "requester not authorised" in out.body["detail"]
+    assert seen == []  # no intent, no request, no share: nothing about this lookup on the bus
+
+
+def test_no_plaintext_sheet_crosses_the_bus(live_stack, sample_sheets):
+    """Record every payload on `>` while lookups run; no sheet's text may appear in any of them."""
+    targets = sample_sheets[5:9]
+
+    async def go():
+        nc = await nats.connect(live_stack.nats_url)
+        payloads: list[bytes] = []
+
+        async def grab(m):
+            payloads.append(m.data + json.dumps(m.headers or {}).encode())
+
+        sub = await nc.subscribe(">", cb=grab)
+        outs = [await do_lookup(live_stack, s.transport_id) for s in targets]
+        await asyncio.sleep(0.5)
+        await sub.unsubscribe()
+        await nc.close()
+        return outs, payloads
+
+    outs, payloads = run(go())
+    assert all(o.status == 200 for o in outs)
+    assert len(payloads) > 20
+    blob = b"\n".join(payloads)
+    for s in targets:
+        for secret in (s.emergency_contact.phone, s.emergency_contact.name, s.vehicle, s.carrier,
+                       s.canonical_bytes()[:40]):
+            needle = secret.encode() if isinstance(secret, str) else secret
+            assert needle not in blob, f"{needle!r} of {s.transport_id} crossed the bus in clear"
+
+
+def _tamper_share(cfg: StackConfig, org_id: str, transport_id: str) -> None:
+    """Make one org node hold a wrong share, as a faulty or malicious node would."""
+    org = cfg.org(org_id)
+    keys = ParticipantKeys.load(org.key_file)
+    store = OrgStore(org.database_url)
+    with Session(store.engine) as s, s.begin():
+        row = s.query(StoredShare).filter_by(transport_id=transport_id).one()
+        env = envelope.parse(row.sealed, "transport.share")
+        body = envelope.open_body(env, keys)
+        share = bytearray(unb64(body["share"]))
+        share[-1] ^= 0x01
+        body["share"] = b64(bytes(share))
+        row.sealed = envelope.make("transport.share", body, keys, seal_to=(org_id, keys.sealing_public)).to_bytes()
+
+
+def test_a_wrong_share_is_named_and_not_used(live_stack, sample_sheets):
+    sheet = sample_sheets[10]
+    _tamper_share(live_stack, "org1", sheet.transport_id)
+    out = run(do_lookup(live_stack, sheet.transport_id))
+    assert out.status == 200, out.body
+    assert out.body["sheet"] == json.loads(sheet.canonical_bytes())
+    assert "org1" not in out.body["used_orgs"]
+    bad = [e for e in out.events if e["event"] == "bad_share"]
+    if bad:  # org1 may answer after the sheet is already rebuilt; when it answers first, it is named
+        assert bad[0]["org"] == "org1" and "does not match its committed hash" in bad[0]["detail"]
+
+
+def test_a_wrong_share_is_always_named_when_needed(live_stack, sample_sheets):
+    """With only org1 (bad) and org2 online, org1's share is needed: it is named, and 504 follows."""
+    sheet = sample_sheets[11]
+    _tamper_share(live_stack, "org1", sheet.transport_id)
+    for name in ("node-org3", "node-org4"):
+        stack.stop(live_stack.run_dir, name)
+    try:
+        out = run(do_lookup(live_stack, sheet.transport_id))
+    finally:
+        stack.start_workers(live_stack, ["node-org3", "node-org4"])
+    assert out.status == 504
+    assert out.body["bad"].keys() == {"org1"}
+    assert out.body["answered"] == ["org2"]
+    assert "bad: org1" in out.body["detail"]
+
+
+def test_fewer_than_threshold_online_is_504_naming_who_answered(live_stack, sample_sheets):
+    for name in ("node-org2", "node-org3", "node-org4"):
+        stack.stop(live_stack.run_dir, name)
+    try:
+        t = time.monotonic()
+        out = run(do_lookup(live_stack, sample_sheets[12].transport_id))
+        waited = time.monotonic() - t
+    finally:
+        stack.start_workers(live_stack, ["node-org2", "node-org3", "node-org4"])
+    assert out.status == 504
+    assert out.body["answered"] == ["org1"]
+    assert sorted(out.body["missing"]) == ["org2", "org3", "org4"]
+    assert "1 good share(s) of 2 needed" in out.body["detail"]
+    assert waited >= live_stack.gateway.deadline_s
+
+
+def test_two_of_four_online_still_succeeds(live_stack, sample_sheets):
+    for name in ("node-org3", "node-org4"):
+        stack.stop(live_stack.run_dir, name)
+    try:
+        out = run(do_lookup(live_stack, sample_sheets[13].transport_id))
+    finally:
+        stack.start_workers(live_stack, ["node-org3", "node-org4"])
+    assert out.status == 200
+    assert sorted(out.body["used_orgs"]) == ["org1", "org2"]
+
+
+def test_a_node_killed_mid_request_serves_once_after_restart(live_stack, sample_sheets):
+    """Freeze org2's node, look up, kill -9 it with the work in flight, restart: it serves once."""
+    pid = stack.read_pids(live_stack.run_dir)["node-org2"]["pid"]
+    guid = None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        out = run(do_lookup(live_stack, sample_sheets[14].transport_id))
+        guid = out.body["guid"]
+        assert out.status == 200  # org1, org3, org4 are enough
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        stack.stop(live_stack.run_dir, "node-org2")
+        stack.start_workers(live_stack, ["node-org2"])
+
+    async def shares_from(org: str, within: float) -> list:
+        nc = await nats.connect(live_stack.nats_url)
+        js = nc.jetstream()
+        deadline = time.monotonic() + within
+        found: list = []
+        while time.monotonic() < deadline:
+            sub = await js.subscribe(f"lookup.share.{guid}", ordered_consumer=True)
+            found = []
+            while True:
+                try:
+                    m = await sub.next_msg(timeout=0.5)
+                except Exception:
+                    break
+                if json.loads(m.data)["sender"] == org:
+                    found.append(m)
+            await sub.unsubscribe()
+            if found:
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)  # a second copy, if any, would arrive now
+        sub = await js.subscribe(f"lookup.share.{guid}", ordered_consumer=True)
+        found = []
+        while True:
+            try:
+                m = await sub.next_msg(timeout=0.5)
+            except Exception:
+                break
+            if json.loads(m.data)["sender"] == org:
+                found.append(m)
+        await nc.close()
+        return found
+
+    found = run(shares_from("org2", 30))
+    assert len(found) == 1, f"org2 served {len(found)} times"
+    assert OrgStore(live_stack.org("org2").database_url).served(guid) is not None
