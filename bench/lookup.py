@@ -4,9 +4,9 @@ For each org policy (chain-confirmed, audit-after) it starts a fresh local stack
 temporary directory, registers a few sample transports, and measures:
 
 - baselines: a bare anvil transaction round trip (0 wei from the dev admin to itself, signed and
-  sent the way ``Chain._send`` does, receipt awaited with ``Chain.wait``), a bare ``eth_call``
-  (``TransportRegistry.get`` through ``registry.get_transport``), and a bare NATS request/reply
-  against an echo responder;
+  sent the way ``Chain._send`` does, receipt awaited with ``Chain.wait``), the gateway's first read
+  (``registry.get_transport``, two eth_calls), a bare NATS request/reply against an echo
+  responder, and the gateway's ``GET /healthz`` (HTTP and FastAPI doing no work);
 - sequential lookups (POST + GET through ``lookup_client.lookup``), one after another;
 - where the time goes: a few lookups followed over SSE, with the gateway's ``at_ms`` per event;
 - sustained throughput: ``--concurrency`` clients for ``--duration`` seconds, with errors by status,
@@ -109,6 +109,7 @@ class Baselines:
     chain_tx_sign_p50: float | None  # signing alone, part of chain_tx
     eth_call: Stats
     nats_request: Stats
+    http_healthz: Stats  # the gateway's GET /healthz: HTTP + FastAPI, no work
 
 
 async def chain_tx_round_trips(cfg: StackConfig, n: int, warmup: int = 5) -> tuple[Stats, Stats]:
@@ -190,6 +191,17 @@ async def nats_round_trips(cfg: StackConfig, n: int, warmup: int = 50) -> Stats:
     finally:
         await requester.close()
         await responder.close()
+    return Stats.of(out)
+
+
+async def http_round_trips(client: httpx.AsyncClient, n: int, warmup: int = 20) -> Stats:
+    out = []
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        r = await client.get("/healthz")
+        r.raise_for_status()
+        if i >= warmup:
+            out.append(ms_since(t0))
     return Stats.of(out)
 
 
@@ -434,14 +446,14 @@ async def measure(cfg: StackConfig, policy: str, args: argparse.Namespace, say) 
     chain_tx, signing = await chain_tx_round_trips(cfg, args.chain_samples)
     eth_call = await eth_call_round_trips(cfg, ids, args.chain_samples)
     nats_req = await nats_round_trips(cfg, args.nats_samples)
-    baselines = Baselines(chain_tx, signing.p50, eth_call, nats_req)
-    say(
-        f"baselines: anvil tx p50 {chain_tx.p50} ms, eth_call p50 {eth_call.p50} ms, "
-        f"NATS request p50 {nats_req.p50} ms"
-    )
-
     key = api_key(cfg)
     async with http_client(cfg, 4) as client:
+        healthz = await http_round_trips(client, args.http_samples)
+        baselines = Baselines(chain_tx, signing.p50, eth_call, nats_req, healthz)
+        say(
+            f"baselines: anvil tx p50 {chain_tx.p50} ms, eth_call p50 {eth_call.p50} ms, "
+            f"NATS request p50 {nats_req.p50} ms, HTTP /healthz p50 {healthz.p50} ms"
+        )
         for _ in range(args.warmup):
             await lookup(client, rng.choice(ids), key)
         seq = await sequential(client, key, ids, args.samples, rng)
@@ -545,12 +557,16 @@ def print_report(args: argparse.Namespace, runs: dict[str, PolicyRun]) -> None:
     )
     row("    of which signing p50 ms", lambda r: fmt(r.baselines.chain_tx_sign_p50))
     row(
-        f"  eth_call get_transport p50/p95 ms (n={args.chain_samples})",
+        f"  get_transport (2 eth_calls) p50/p95 ms (n={args.chain_samples})",
         lambda r: trio(r.baselines.eth_call, "p50", "p95"),
     )
     row(
         f"  NATS request/reply p50/p95 ms (n={args.nats_samples})",
         lambda r: trio(r.baselines.nats_request, "p50", "p95"),
+    )
+    row(
+        f"  gateway GET /healthz p50/p95 ms (n={args.http_samples})",
+        lambda r: trio(r.baselines.http_healthz, "p50", "p95"),
     )
     section("sequential lookups (POST + GET)")
     row(
@@ -652,6 +668,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=2.0, help="the gateway's lookup deadline, s")
     p.add_argument("--chain-samples", type=int, default=100, help="bare anvil txs and eth_calls")
     p.add_argument("--nats-samples", type=int, default=1000, help="bare NATS requests")
+    p.add_argument("--http-samples", type=int, default=200, help="bare GET /healthz")
     p.add_argument("--phase-samples", type=int, default=30, help="lookups followed over SSE")
     p.add_argument("--warmup", type=int, default=10, help="lookups before measuring")
     p.add_argument("--policy", choices=POLICIES, action="append", help="only this policy")

@@ -166,7 +166,9 @@ def wait_ready(
         try:
             for name in names:
                 if name == "gateway":
-                    if await asyncio.to_thread(_http_ok, f"http://{cfg.gateway.host}:{cfg.gateway.port}/healthz"):
+                    if await asyncio.to_thread(
+                        _http_ok, f"http://{cfg.gateway.host}:{cfg.gateway.port}/healthz"
+                    ):
                         ready.add(name)
                     continue
                 subject = (

@@ -37,10 +37,14 @@ def redis_url(tmp_path_factory) -> str:
     servers.stop_pid(proc.pid)
 
 
-def start_stack(run_dir: Path, sheets: list[CargoSheet], policy: str = CHAIN_CONFIRMED) -> StackConfig:
+def start_stack(
+    run_dir: Path, sheets: list[CargoSheet], policy: str = CHAIN_CONFIRMED
+) -> StackConfig:
     from shardline import transports
 
-    cfg = stack.up(run_dir, orgs=4, threshold=2, policy=policy, ports=stack.Ports.free(), say=lambda _m: None)
+    cfg = stack.up(
+        run_dir, orgs=4, threshold=2, policy=policy, ports=stack.Ports.free(), say=lambda _m: None
+    )
     try:
         asyncio.run(transports.register(cfg, sheets))
         left = asyncio.run(transports.wait_stored(cfg))

@@ -15,10 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from shardline import schemas
 from shardline.core import sealing
 from shardline.core.directory import Directory, UnknownParticipant
 from shardline.core.keys import ParticipantKeys
+
+MAX_MESSAGE_BYTES = 256 * 1024
 
 
 class BadMessage(ValueError):
@@ -100,10 +104,17 @@ def make(
 
 def parse(raw: bytes, expected_type: str | None = None) -> Envelope:
     """Read an envelope and check its outer form (not yet its signature)."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise BadMessage(
+            f"{len(raw)} bytes is larger than the {MAX_MESSAGE_BYTES} bytes a message may have"
+        )
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # orjson refuses nesting deeper than 1024 instead of exhausting the stack
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage("not an envelope: the message is JSON but not an object")
     try:
         schemas.validate("envelope", data)
     except schemas.SchemaError as exc:
@@ -146,9 +157,11 @@ def open_body(env: Envelope, keys: ParticipantKeys) -> dict[str, Any]:
     if env.body["sealed_to"] != keys.participant_id:
         raise BadMessage(f"sealed to {env.body['sealed_to']}, not to {keys.participant_id}")
     try:
-        body = json.loads(sealing.unseal(unb64(env.body["box"]), keys.sealing_key))
+        body = orjson.loads(sealing.unseal(unb64(env.body["box"]), keys.sealing_key))
     except (sealing.SealError, ValueError) as exc:
         raise BadMessage(f"sealed body does not open: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadMessage("sealed body is not a JSON object")
     try:
         schemas.validate(env.type, body)
     except schemas.SchemaError as exc:

@@ -167,11 +167,13 @@ def read_transports(path: Path) -> list[CargoSheet]:
     sheets = [
         sheet_from_row(r, sample=sample, where=f"{path} row {i}") for i, r in enumerate(rows, 2)
     ]
-    seen: set[str] = set()
-    for s in sheets:
+    seen: dict[str, int] = {}
+    for row, s in enumerate(sheets, 2):
         if s.transport_id in seen:
-            raise DataError(f"{path}: transport {s.transport_id} appears twice")
-        seen.add(s.transport_id)
+            raise DataError(
+                f"{path} row {row}: transport_id {s.transport_id} appears twice (first in row {seen[s.transport_id]})"
+            )
+        seen[s.transport_id] = row
     return sheets
 
 

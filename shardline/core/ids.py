@@ -20,7 +20,7 @@ class InvalidId(ValueError):
 
 
 def check_org_id(org_id: str) -> str:
-    if not ORG_ID_RE.match(org_id):
+    if not ORG_ID_RE.fullmatch(org_id):
         raise InvalidId(
             f"org id {org_id!r} is not valid: use 1-31 lower-case letters, digits or '-', "
             "starting with a letter or digit"
@@ -38,7 +38,7 @@ def org_id_from_bytes32(raw: bytes) -> str:
 
 
 def check_transport_id(transport_id: str) -> str:
-    if not TRANSPORT_ID_RE.match(transport_id):
+    if not TRANSPORT_ID_RE.fullmatch(transport_id):
         raise InvalidId(
             f"transport id {transport_id!r} is not valid: use 1-64 letters, digits, '.', '_' or '-'"
         )

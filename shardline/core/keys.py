@@ -61,6 +61,7 @@ class ParticipantKeys:
             "chain_key": self.chain_key.hex(),
         }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when the file was there before with looser rights
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
 
@@ -68,15 +69,20 @@ class ParticipantKeys:
     def load(cls, path: Path) -> ParticipantKeys:
         try:
             data = json.loads(Path(path).read_text())
-            return cls(
+            keys = cls(
                 data["participant_id"],
                 bytes.fromhex(data["signing_seed"]),
                 bytes.fromhex(data["sealing_secret"]),
                 bytes.fromhex(data["chain_key"]),
             )
+            if not all(
+                len(k) == 32 for k in (keys.signing_seed, keys.sealing_secret, keys.chain_key)
+            ):
+                raise ValueError("every key must be 32 bytes")
+            return keys
         except FileNotFoundError as exc:
             raise KeyFileError(
                 f"key file {path} does not exist: run `shardline up` to make keys"
             ) from exc
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise KeyFileError(f"key file {path} is malformed: {exc}") from exc

@@ -105,7 +105,10 @@ def rebuild(terms: Terms, shares: list[shamir.Share], opening: cm.Opening) -> Ca
     """Rebuild the sheet from exactly ``threshold`` checked shares and check the record commitment."""
     if len(shares) < terms.threshold:
         raise RebuildError(f"{len(shares)} good shares, {terms.threshold} needed")
-    secret = shamir.combine(shares[: terms.threshold])
+    try:
+        secret = shamir.combine(shares[: terms.threshold])
+    except shamir.ShamirError as exc:
+        raise RebuildError(f"the shares do not rebuild one record: {exc}") from None
     if not cm.secret_matches(terms.transport_key, opening, secret):
         raise RebuildError("the rebuilt record does not match its on-chain commitment")
     return CargoSheet.from_bytes(secret[cm.SALT_BYTES :])

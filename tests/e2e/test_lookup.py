@@ -28,10 +28,16 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def do_lookup(cfg: StackConfig, transport_id: str, responder: str = "responder", events: bool = True):
+async def do_lookup(
+    cfg: StackConfig, transport_id: str, responder: str = "responder", events: bool = True
+):
     async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
-        return await lookup(client, transport_id, api_key(cfg, responder),
-                            on_event=(lambda _e: None) if events else None)
+        return await lookup(
+            client,
+            transport_id,
+            api_key(cfg, responder),
+            on_event=(lambda _e: None) if events else None,
+        )
 
 
 def test_lookup_returns_the_registered_sheet(live_stack, sample_sheets):
@@ -54,8 +60,11 @@ def test_unknown_transport_is_404(live_stack):
 def test_unknown_api_key_is_401(live_stack, sample_sheets):
     async def go():
         async with httpx.AsyncClient(base_url=base_url(live_stack)) as c:
-            return await c.post("/lookups", json={"transport_id": sample_sheets[0].transport_id},
-                                headers={"Authorization": "Bearer not-a-key"})
+            return await c.post(
+                "/lookups",
+                json={"transport_id": sample_sheets[0].transport_id},
+                headers={"Authorization": "Bearer not-a-key"},
+            )
 
     assert run(go()).status_code == 401
 
@@ -104,8 +113,13 @@ def test_no_plaintext_sheet_crosses_the_bus(live_stack, sample_sheets):
     assert len(payloads) > 20
     blob = b"\n".join(payloads)
     for s in targets:
-        for secret in (s.emergency_contact.phone, s.emergency_contact.name, s.vehicle, s.carrier,
-                       s.canonical_bytes()[:40]):
+        for secret in (
+            s.emergency_contact.phone,
+            s.emergency_contact.name,
+            s.vehicle,
+            s.carrier,
+            s.canonical_bytes()[:40],
+        ):
             needle = secret.encode() if isinstance(secret, str) else secret
             assert needle not in blob, f"{needle!r} of {s.transport_id} crossed the bus in clear"
 
@@ -122,7 +136,9 @@ def _tamper_share(cfg: StackConfig, org_id: str, transport_id: str) -> None:
         share = bytearray(unb64(body["share"]))
         share[-1] ^= 0x01
         body["share"] = b64(bytes(share))
-        row.sealed = envelope.make("transport.share", body, keys, seal_to=(org_id, keys.sealing_public)).to_bytes()
+        row.sealed = envelope.make(
+            "transport.share", body, keys, seal_to=(org_id, keys.sealing_public)
+        ).to_bytes()
 
 
 def test_a_wrong_share_is_named_and_not_used(live_stack, sample_sheets):
@@ -133,7 +149,9 @@ def test_a_wrong_share_is_named_and_not_used(live_stack, sample_sheets):
     assert out.body["sheet"] == json.loads(sheet.canonical_bytes())
     assert "org1" not in out.body["used_orgs"]
     bad = [e for e in out.events if e["event"] == "bad_share"]
-    if bad:  # org1 may answer after the sheet is already rebuilt; when it answers first, it is named
+    if (
+        bad
+    ):  # org1 may answer after the sheet is already rebuilt; when it answers first, it is named
         assert bad[0]["org"] == "org1" and "does not match its committed hash" in bad[0]["detail"]
 
 

@@ -123,7 +123,9 @@ def test_lower_case_un_number_is_normalised(tmp_path):
 
 
 def test_unknown_un_number(tmp_path):
-    path = write_csv(tmp_path / "t.csv", [good_row(), good_row(transport_id="TR-2", un_number="UN0000")])
+    path = write_csv(
+        tmp_path / "t.csv", [good_row(), good_row(transport_id="TR-2", un_number="UN0000")]
+    )
     with pytest.raises(DataError) as info:
         read_transports(path)
     msg = str(info.value)
@@ -145,7 +147,9 @@ def test_missing_column_value(tmp_path, column):
 
 @pytest.mark.parametrize(("column", "value"), [("quantity", "lots"), ("packages", "1.5")])
 def test_non_numeric_quantity(tmp_path, column, value):
-    path = write_csv(tmp_path / "t.csv", [good_row(), good_row(transport_id="TR-2", **{column: value})])
+    path = write_csv(
+        tmp_path / "t.csv", [good_row(), good_row(transport_id="TR-2", **{column: value})]
+    )
     with pytest.raises(DataError) as info:
         read_transports(path)
     msg = str(info.value)
@@ -164,14 +168,6 @@ def test_duplicate_transport_id_names_file_and_id(tmp_path):
     assert "TR-1" in msg and "twice" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "read_transports reports a duplicate transport id as '<path>: transport X appears "
-        "twice' without the row, although DataError promises to name the file, the row and the "
-        "field"
-    ),
-)
 def test_duplicate_transport_id_names_the_row(tmp_path):
     path = write_csv(tmp_path / "t.csv", [good_row(), good_row(transport_id="TR-2"), good_row()])
     with pytest.raises(DataError, match="row 4"):

@@ -37,7 +37,9 @@ def test_responder_for_finds_each_responder(gateway):
     assert gateway.responder_for("key-b").name == "brigade-b"
 
 
-@pytest.mark.parametrize("wrong", ["", "key-c", "KEY-A", "key-a ", hashlib.sha256(b"key-a").hexdigest()])
+@pytest.mark.parametrize(
+    "wrong", ["", "key-c", "KEY-A", "key-a ", hashlib.sha256(b"key-a").hexdigest()]
+)
 def test_responder_for_wrong_key_is_none(gateway, wrong):
     assert gateway.responder_for(wrong) is None
 
@@ -51,7 +53,9 @@ def stack(tmp_path: Path) -> StackConfig:
         run_dir=tmp_path / "run",
         admin_key_file=tmp_path / "admin.json",
         orgs=[
-            OrgNodeConfig(id="org1", name="Org 1", key_file=tmp_path / "o1", database_url="sqlite://"),
+            OrgNodeConfig(
+                id="org1", name="Org 1", key_file=tmp_path / "o1", database_url="sqlite://"
+            ),
             OrgNodeConfig(
                 id="org2",
                 name="Org 2",
@@ -74,7 +78,7 @@ def test_load_missing_path_mentions_shardline_up(tmp_path):
 def test_load_uses_environment_variable(tmp_path, monkeypatch):
     path = tmp_path / "elsewhere.json"
     monkeypatch.setenv("SHARDLINE_CONFIG", str(path))
-    with pytest.raises(ConfigError, match="elsewhere.json"):
+    with pytest.raises(ConfigError, match=r"elsewhere\.json"):
         StackConfig.load()
 
 

@@ -64,15 +64,6 @@ def test_invalid_transport_ids_raise(tid):
         ids.transport_key(tid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ORG_ID_RE / TRANSPORT_ID_RE end in '$' and are used with re.match, and '$' also "
-        "matches before a trailing newline: check_org_id('org1\\n') and "
-        "check_transport_id('TR-1\\n') pass, and transport_key('TR-1\\n') gives a different key "
-        "than 'TR-1' (use fullmatch or \\Z)"
-    ),
-)
 @pytest.mark.parametrize("check", [ids.check_org_id, ids.check_transport_id])
 def test_trailing_newline_is_invalid(check):
     with pytest.raises(InvalidId):
@@ -122,14 +113,6 @@ def test_saved_file_is_owner_only(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ParticipantKeys.save passes mode 0o600 to os.open, which only applies when the file is "
-        "created: saving over an existing world-readable file keeps its 0o644 mode, so the new "
-        "secrets are readable by everyone"
-    ),
-)
 def test_saving_over_an_existing_file_makes_it_owner_only(tmp_path):
     path = tmp_path / "k.json"
     path.write_text("{}")
@@ -160,7 +143,9 @@ def test_load_missing_file(tmp_path):
     [
         "not json",
         "{}",
-        json.dumps({"participant_id": "x", "signing_seed": "zz", "sealing_secret": "", "chain_key": ""}),
+        json.dumps(
+            {"participant_id": "x", "signing_seed": "zz", "sealing_secret": "", "chain_key": ""}
+        ),
         json.dumps({"participant_id": "x", "signing_seed": "00"}),
     ],
 )
@@ -172,13 +157,6 @@ def test_load_malformed_file(tmp_path, content):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ParticipantKeys.load catches only KeyError/ValueError: a key file holding valid JSON "
-        "that is not an object (e.g. '[]') raises a bare TypeError instead of KeyFileError"
-    ),
-)
 def test_load_json_that_is_not_an_object(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text("[]")
@@ -186,19 +164,16 @@ def test_load_json_that_is_not_an_object(tmp_path):
         ParticipantKeys.load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ParticipantKeys.load does not check key lengths: a file whose seeds are 1 byte long "
-        "loads without error and only fails later, outside load, when signing_key or "
-        "sealing_key is built (nacl ValueError/TypeError, not KeyFileError)"
-    ),
-)
 def test_load_rejects_short_keys(tmp_path):
     path = tmp_path / "short.json"
     path.write_text(
         json.dumps(
-            {"participant_id": "org1", "signing_seed": "00", "sealing_secret": "00", "chain_key": "00"}
+            {
+                "participant_id": "org1",
+                "signing_seed": "00",
+                "sealing_secret": "00",
+                "chain_key": "00",
+            }
         )
     )
     with pytest.raises(KeyFileError, match="malformed"):

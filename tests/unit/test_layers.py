@@ -62,9 +62,7 @@ def imported(source: str, module: str, is_package: bool = False) -> set[str]:
 def violations(path: Path, forbidden: tuple[str, ...]) -> list[str]:
     mod = module_name(path)
     names = imported(path.read_text(), mod, path.name == "__init__.py")
-    return sorted(
-        n for n in names for f in forbidden if n == f or n.startswith(f + ".")
-    )
+    return sorted(n for n in names for f in forbidden if n == f or n.startswith(f + "."))
 
 
 def sources(*packages: str) -> list[Path]:
@@ -111,7 +109,9 @@ def test_the_checker_sees_forbidden_imports(source, module, expected):
 
 
 def test_the_checker_passes_allowed_imports():
-    names = imported("import hashlib\nfrom shardline.core import shamir\nfrom . import ids\n", "shardline.core.x")
+    names = imported(
+        "import hashlib\nfrom shardline.core import shamir\nfrom . import ids\n", "shardline.core.x"
+    )
     bad = [n for n in names for f in CORE_FORBIDDEN if n == f or n.startswith(f + ".")]
     assert bad == []
     assert "shardline.core.ids" in names

@@ -12,8 +12,8 @@ from shardline.core import ids, shamir
 from shardline.core.cargo import CargoSheet, read_transports, sample_transports_path
 from shardline.core.protocol import (
     BadShare,
-    Registration,
     RebuildError,
+    Registration,
     Terms,
     check_share,
     rebuild,
@@ -216,19 +216,10 @@ def test_inconsistent_dealer_shares_pass_their_hashes_but_do_not_rebuild(sheet, 
     checked = [check_share(terms, s.org_id, s.x, s.share, s.opening) for s in bad.shares]
     # combine() notices garbage before the commitment check (ShamirError) or the commitment
     # check does (RebuildError): both are ValueErrors, and neither returns a sheet.
-    with pytest.raises(ValueError, match="does not match|do not match"):
+    with pytest.raises(ValueError, match=r"(does|do) not match"):
         rebuild(terms, checked, bad.shares[0].opening)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "protocol.rebuild lets shamir.ShamirError escape from shamir.combine() when the shares "
-        "of an inconsistent dealer combine to a value that is not a framed secret; its contract "
-        "(RebuildError: 'good-looking shares that still do not rebuild the committed record') "
-        "says it should raise RebuildError"
-    ),
-)
 def test_inconsistent_dealer_raises_rebuild_error(sheet, key):
     bad = _inconsistent_dealer(sheet, key)
     terms = terms_of(bad)

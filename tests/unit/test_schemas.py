@@ -44,7 +44,9 @@ def test_every_message_type_has_a_file():
 
 
 def test_every_file_is_a_message_type_or_the_envelope():
-    assert sorted([*schemas.message_types(), "envelope"]) == [f.removesuffix(".json") for f in FILES]
+    assert sorted([*schemas.message_types(), "envelope"]) == [
+        f.removesuffix(".json") for f in FILES
+    ]
 
 
 def test_message_type_names_fit_the_envelope_pattern():

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardline.core import shamir
-from shardline.core.shamir import ELEMENT, MAX_SHARES, PRIME, Share, ShamirError
+from shardline.core.shamir import ELEMENT, MAX_SHARES, PRIME, ShamirError, Share
 
 
 @pytest.mark.parametrize("length", [0, 1, 59, 60, 61, 63, 64, 65, 128, 1000])
@@ -31,9 +31,7 @@ def test_width_grows_with_secret_length():
     assert len(shamir.split(b"a" * 1000, 2, 3)[0].ys) == 16
 
 
-@pytest.mark.parametrize(
-    ("t", "n"), [(t, n) for n in range(2, 6) for t in range(2, 5) if t <= n]
-)
+@pytest.mark.parametrize(("t", "n"), [(t, n) for n in range(2, 6) for t in range(2, 5) if t <= n])
 def test_every_t_subset_rebuilds(t, n):
     secret = os.urandom(100)
     shares = shamir.split(secret, t, n)

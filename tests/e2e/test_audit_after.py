@@ -1,0 +1,106 @@
+"""Audit-after mode: org nodes serve on the gateway's signed intent; the audit flags what never
+reached the chain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import nats
+import pytest
+from eth_account import Account
+
+from shardline import audit, stack
+from shardline.bus import envelope
+from shardline.config import AUDIT_AFTER
+from shardline.core import ids
+from shardline.core.keys import ParticipantKeys
+from shardline.workers.store import OrgStore
+
+from ..conftest import start_stack
+from .test_lookup import do_lookup
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def audit_after_stack(tmp_path_factory, sample_sheets):
+    run_dir = tmp_path_factory.mktemp("stack-audit-after")
+    cfg = start_stack(run_dir, sample_sheets[:6], policy=AUDIT_AFTER)
+    yield cfg
+    stack.down(run_dir, say=lambda _m: None)
+
+
+def _served_trigger(cfg, guid: str) -> list[str]:
+    return [r.trigger for o in cfg.orgs if (r := OrgStore(o.database_url).served(guid)) is not None]
+
+
+def test_audit_after_serves_on_the_intent_and_the_audit_matches_it(
+    audit_after_stack, sample_sheets
+):
+    cfg = audit_after_stack
+    out = asyncio.run(do_lookup(cfg, sample_sheets[2].transport_id))
+    assert out.status == 200
+    triggers = _served_trigger(cfg, out.body["guid"])
+    assert "intent" in triggers
+    time.sleep(1.0)  # the chain transaction settles
+    report = asyncio.run(audit.run(cfg, grace_s=0))
+    mine = [r for r in report.rows if r.guid == out.body["guid"]]
+    assert mine and all(r.status == "matched" for r in mine)
+
+
+def test_a_served_request_that_never_reached_the_chain_is_flagged(audit_after_stack, sample_sheets):
+    """A gateway that serves requests off the record (no chain transaction) is caught by the audit."""
+    cfg = audit_after_stack
+    gw = ParticipantKeys.load(cfg.gateway.key_file)
+    responder = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
+    guid = secrets.token_hex(16)
+    body = {
+        "guid": guid,
+        "transport_key": ids.transport_key(sample_sheets[3].transport_id).hex(),
+        "ephemeral_pk": secrets.token_hex(32),
+        "requester": responder.address,
+    }
+
+    async def go():
+        nc = await nats.connect(cfg.nats_url)
+        await nc.jetstream().publish(
+            f"lookup.intent.{guid}", envelope.make("lookup.intent", body, gw).to_bytes()
+        )
+        await nc.close()
+
+    asyncio.run(go())
+    deadline = time.monotonic() + 10
+    while len(_served_trigger(cfg, guid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _served_trigger(cfg, guid) == ["intent"] * 4
+
+    report = asyncio.run(audit.run(cfg, grace_s=0))
+    flagged = {r.org for r in report.unmatched if r.guid == guid}
+    assert flagged == {"org1", "org2", "org3", "org4"}
+    assert all(r.status == "not_on_chain" for r in report.unmatched if r.guid == guid)
+
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shardline",
+            "audit",
+            "--config",
+            str(cfg.path),
+            "--grace",
+            "0",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=60,
+    )
+    assert cli.returncode == 1, cli.stderr
+    assert guid in cli.stdout and '"not_on_chain"' in cli.stdout

@@ -1,0 +1,116 @@
+"""The reorg-safe event reader against a real anvil: reorgs are re-read, nothing lost or doubled."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from eth_account import Account
+
+from shardline import servers
+from shardline.contracts import registry
+from shardline.contracts.client import Chain
+from shardline.contracts.cursor import EventReader, Rpc
+from shardline.contracts.deploy import deploy_all
+from shardline.core import ids
+from shardline.core.directory import ORG
+from shardline.core.logpoller import Cursor
+from shardline.workers.intake import GATEKEEPER_UPGRADED, LOOKUP_REQUESTED, decode_lookup
+
+pytestmark = pytest.mark.integration
+ADMIN = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+@pytest.fixture(scope="module")
+def anvil_url(tmp_path_factory):
+    d = tmp_path_factory.mktemp("anvil-cursor")
+    port = servers.free_port()
+    proc = servers.spawn(servers.anvil_spec(d, port), d / "anvil.log")
+    yield f"http://127.0.0.1:{port}"
+    servers.stop_pid(proc.pid)
+
+
+async def _setup(url: str):
+    chain = await Chain.connect(url)
+    admin = Account.from_key(ADMIN)
+    org, responder = Account.create(), Account.create()
+    for a in (org, responder):
+        await chain.w3.provider.make_request("anvil_setBalance", [a.address, hex(10**20)])
+    dep = await deploy_all(chain, admin)
+    await registry.register_participant(
+        chain, admin, dep, "org1", b"\1" * 32, b"\2" * 32, org.address, ORG
+    )
+    await registry.grant_role(chain, admin, dep, "RESPONDER", responder.address)
+    key = ids.transport_key("TR-1")
+    await registry.register_transport(chain, org, dep, key, b"\3" * 32, 1, ["org1"])
+    return chain, dep, responder, key
+
+
+async def _lookup(chain, dep, responder, key) -> str:
+    guid = ids.new_guid()
+    await registry.request_lookup(chain, responder, dep, guid, key, secrets.token_bytes(32))
+    return guid.hex()
+
+
+async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url):
+    chain, dep, responder, key = await _setup(anvil_url)
+    rpc = Rpc(chain.w3)
+    handled: list[str] = []
+
+    async def handle(lg):
+        if "0x" + lg.topics[0].hex() == LOOKUP_REQUESTED:
+            handled.append(decode_lookup(lg)["guid"])
+
+    reader = EventReader(
+        rpc,
+        Cursor(start=dep.block),
+        addresses=lambda: [],
+        topics0=[LOOKUP_REQUESTED, GATEKEEPER_UPGRADED],
+    )
+    first = await _lookup(chain, dep, responder, key)
+    while await reader.step(handle) or reader.cursor.next_number <= await rpc.block_number():
+        pass
+    assert handled == [first]
+
+    snapshot = await rpc.call("evm_snapshot", [])
+    orphan = await _lookup(chain, dep, responder, key)  # will be reorganised away
+    await reader.step(handle)
+    assert handled == [first, orphan]
+
+    assert await rpc.call("evm_revert", [snapshot]) is True
+    await rpc.call("anvil_mine", ["0x2"])  # a different, longer branch
+    fresh = await Chain.connect(anvil_url)  # the reverted transaction's nonce is free again
+    replacement = await _lookup(fresh, dep, responder, key)
+    await fresh.close()
+    for _ in range(5):
+        await reader.step(handle)
+
+    assert handled == [first, orphan, replacement]  # the new branch's event read once, none lost
+    canonical = {
+        n: (await rpc.header(n)).hash for n in range(dep.block, await rpc.block_number() + 1)
+    }
+    assert all(canonical[b.number] == b.hash for b in reader.cursor.remembered())
+    assert reader.cursor.next_number == await rpc.block_number() + 1
+    await chain.close()
+
+
+async def test_reader_waits_for_confirmations(anvil_url):
+    chain, dep, responder, key = await _setup(anvil_url)
+    rpc = Rpc(chain.w3)
+    handled: list[str] = []
+
+    async def handle(lg):
+        if "0x" + lg.topics[0].hex() == LOOKUP_REQUESTED:
+            handled.append(decode_lookup(lg)["guid"])
+
+    start = await rpc.block_number() + 1
+    reader = EventReader(
+        rpc, Cursor(start=start), addresses=lambda: [], topics0=[LOOKUP_REQUESTED], confirmations=3
+    )
+    guid = await _lookup(chain, dep, responder, key)
+    await reader.step(handle)
+    assert handled == []
+    await rpc.call("anvil_mine", ["0x3"])
+    await reader.step(handle)
+    assert handled == [guid]
+    await chain.close()
