@@ -18,8 +18,11 @@ $(STAMP_PY): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# `npm ci` refuses a lock file whose optional per-platform anvil builds could not all be
+# resolved from the registry mirror; `npm install` installs the same pinned versions from it.
 $(STAMP_NPM): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=silent || npm install --no-audit --no-fund --no-save --loglevel=error
+	@test -d node_modules/solc && test -d node_modules/@foundry-rs/anvil
 	@touch $@
 
 demo: bootstrap
