@@ -86,7 +86,9 @@ class ChainIntake(Worker):
         await super().stop()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 n = await self.reader.step(self.on_log)
                 if n:
@@ -99,7 +101,8 @@ class ChainIntake(Worker):
                 await asyncio.sleep(0.5)
             if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
                 await self.heads.wait()
-            await asyncio.sleep(self.min_interval_s)
+            # at most one read per min_interval_s under load; none of it when idle
+            await asyncio.sleep(max(0.0, self.min_interval_s - (loop.time() - started)))
 
     async def on_log(self, lg: RawLog) -> None:
         topic = "0x" + lg.topics[0].hex()
