@@ -51,6 +51,7 @@ from shardline.contracts.client import Chain
 from shardline.contracts.deploy import Deployment
 from shardline.core.cargo import read_transports, sample_transports_path
 from shardline.core.ids import transport_key
+from shardline.core.keys import ParticipantKeys
 from shardline.lookup_client import LookupOutcome, api_key, base_url, lookup
 
 POLICIES = (CHAIN_CONFIRMED, AUDIT_AFTER)
@@ -350,6 +351,32 @@ class Sustained:
     drain_s: float  # how long the in-flight lookups took to finish after the window
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process in the window
     cpu_busy_pct: float | None = None  # whole machine, all cores
+    # The gateway's Gatekeeper transactions (the responder's nonce): the audit trail on chain.
+    accepted_in_window: int = 0
+    chain_txs_in_window: int = 0  # mined inside the window
+    chain_catch_up_s: float | None = None  # after the window, until every accepted one is mined
+
+
+class Nonces:
+    """How many transactions an account has had mined: one per accepted lookup."""
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        self.chain, self.address = chain, address
+
+    async def mined(self) -> int:
+        return await self.chain.w3.eth.get_transaction_count(self.address, "latest")
+
+    async def settled(self, within_s: float = 10.0) -> int:
+        """The count once it stops moving: earlier lookups' transactions are all in."""
+        last = await self.mined()
+        deadline = time.perf_counter() + within_s
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.3)
+            now = await self.mined()
+            if now == last:
+                break
+            last = now
+        return last
 
 
 def cpu_snapshot(run_dir: Path) -> dict[str, float]:
@@ -366,7 +393,14 @@ def cpu_snapshot(run_dir: Path) -> dict[str, float]:
 
 
 async def sustained(
-    cfg: StackConfig, key: str, ids: list[str], concurrency: int, duration: float, seed: int
+    cfg: StackConfig,
+    key: str,
+    ids: list[str],
+    concurrency: int,
+    duration: float,
+    seed: int,
+    nonces: Nonces,
+    catch_up_within_s: float = 15.0,
 ) -> Sustained:
     accepted = 0
 
@@ -379,6 +413,7 @@ async def sustained(
     async with http_client(cfg, concurrency, event_hooks={"response": [on_response]}) as client:
         # Open the connections before the clock starts.
         await asyncio.gather(*(client.get("/healthz") for _ in range(concurrency)))
+        mined0 = await nonces.settled()
         cpu0 = cpu_snapshot(cfg.run_dir)
         psutil.cpu_percent(None)
         stop_at = time.perf_counter() + duration
@@ -398,8 +433,16 @@ async def sustained(
         await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
         busy = psutil.cpu_percent(None)
         cpu1 = cpu_snapshot(cfg.run_dir)
+        accepted_in_window = accepted
+        mined_in_window = await nonces.mined() - mined0
         await asyncio.gather(*tasks)
         drain = time.perf_counter() - stop_at
+    catch_up: float | None = None
+    while time.perf_counter() - stop_at < duration + catch_up_within_s:
+        if await nonces.mined() - mined0 >= accepted:
+            catch_up = round(time.perf_counter() - stop_at, 2)
+            break
+        await asyncio.sleep(0.1)
     statuses = Counter(s for _, s, _ in finished)
     ok = statuses.pop("200", 0)
     in_window = sum(1 for end, s, _ in finished if s == "200" and end <= stop_at)
@@ -415,6 +458,9 @@ async def sustained(
         drain_s=round(drain, 3),
         cpu_s={n: round(cpu1[n] - cpu0[n], 2) for n in cpu0 if n in cpu1},
         cpu_busy_pct=busy,
+        accepted_in_window=accepted_in_window,
+        chain_txs_in_window=mined_in_window,
+        chain_catch_up_s=catch_up,
     )
 
 
@@ -459,7 +505,17 @@ async def measure(cfg: StackConfig, policy: str, args: argparse.Namespace, say) 
         seq = await sequential(client, key, ids, args.samples, rng)
     say(f"sequential: {seq.lookups.n} OK of {args.samples}, p50 {seq.lookups.p50} ms")
     ph = await phases(cfg, key, ids, args.phase_samples, rng, cfg.threshold)
-    sus = await sustained(cfg, key, ids, args.concurrency, args.duration, args.seed)
+    requester = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
+    async with await Chain.connect(cfg.chain_rpc, expected_chain_id=cfg.chain_id) as chain:
+        sus = await sustained(
+            cfg,
+            key,
+            ids,
+            args.concurrency,
+            args.duration,
+            args.seed,
+            Nonces(chain, requester.address),
+        )
     say(f"sustained: {sus.ok_per_s} OK lookups/s, {sus.lost} lost")
     return PolicyRun(policy, 0.0, len(ids), baselines, seq, ph, sus)
 
@@ -607,6 +663,18 @@ def print_report(args: argparse.Namespace, runs: dict[str, PolicyRun]) -> None:
     )
     row("  latency p50/p95/p99 ms", lambda r: trio(r.sustained.latency, "p50", "p95", "p99"))
     row("  drain after window s", lambda r: fmt(r.sustained.drain_s))
+    row(
+        "  Gatekeeper txs mined in window / 202s",
+        lambda r: f"{r.sustained.chain_txs_in_window} / {r.sustained.accepted_in_window}",
+    )
+    row(
+        "  chain caught up s after window",
+        lambda r: (
+            fmt(r.sustained.chain_catch_up_s)
+            if r.sustained.chain_catch_up_s is not None
+            else "not yet"
+        ),
+    )
     row("  machine CPU busy % (all cores)", lambda r: fmt(r.sustained.cpu_busy_pct, 0))
     procs = sorted({n for p in names for n in runs[p].sustained.cpu_s})
     for name in sorted(procs, key=lambda n: -max(runs[p].sustained.cpu_s.get(n, 0) for p in names)):
