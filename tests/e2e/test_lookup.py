@@ -212,26 +212,7 @@ def test_a_node_killed_mid_request_serves_once_after_restart(live_stack, sample_
         stack.stop(live_stack.run_dir, "node-org2")
         stack.start_workers(live_stack, ["node-org2"])
 
-    async def shares_from(org: str, within: float) -> list:
-        nc = await nats.connect(live_stack.nats_url)
-        js = nc.jetstream()
-        deadline = time.monotonic() + within
-        found: list = []
-        while time.monotonic() < deadline:
-            sub = await js.subscribe(f"lookup.share.{guid}", ordered_consumer=True)
-            found = []
-            while True:
-                try:
-                    m = await sub.next_msg(timeout=0.5)
-                except Exception:
-                    break
-                if json.loads(m.data)["sender"] == org:
-                    found.append(m)
-            await sub.unsubscribe()
-            if found:
-                break
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(2)  # a second copy, if any, would arrive now
+    async def shares_in_stream(js, org: str) -> list:
         sub = await js.subscribe(f"lookup.share.{guid}", ordered_consumer=True)
         found = []
         while True:
@@ -241,6 +222,19 @@ def test_a_node_killed_mid_request_serves_once_after_restart(live_stack, sample_
                 break
             if json.loads(m.data)["sender"] == org:
                 found.append(m)
+        await sub.unsubscribe()
+        return found
+
+    async def shares_from(org: str, within: float) -> list:
+        nc = await nats.connect(live_stack.nats_url)
+        js = nc.jetstream()
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if await shares_in_stream(js, org):
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)  # a second copy, if any, would arrive now
+        found = await shares_in_stream(js, org)
         await nc.close()
         return found
 
