@@ -62,12 +62,7 @@ def redis_server_bin() -> str:
 
 
 def _node_modules_dirs() -> list[Path]:
-    dirs = [Path.cwd() / "node_modules", REPO_DIR / "node_modules"]
-    seen: list[Path] = []
-    for d in dirs:
-        if d not in seen:
-            seen.append(d)
-    return seen
+    return list(dict.fromkeys([Path.cwd() / "node_modules", REPO_DIR / "node_modules"]))
 
 
 def anvil_bin() -> str:

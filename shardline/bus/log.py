@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any
 
 _logger = logging.getLogger("shardline")
@@ -46,7 +45,3 @@ def warn(name: str, **fields: Any) -> None:
 
 def error(name: str, **fields: Any) -> None:
     _logger.error(name, extra={"fields": fields}, exc_info=sys.exc_info()[0] is not None)
-
-
-def now() -> float:
-    return time.time()

@@ -13,7 +13,7 @@ from web3 import Web3
 
 from ..core.directory import GATEWAY, ORG, Participant
 from ..core.ids import org_id_from_bytes32, org_id_to_bytes32
-from .client import Chain, TxResult
+from .client import Chain, ChainRevert, TxResult
 from .deploy import Deployment
 
 KIND_ORG = ORG
@@ -250,11 +250,15 @@ async def get_transport(chain: Chain, deployment: Deployment, key: bytes) -> Tra
     """The transport registered under ``key``, or None when there is none."""
     registry = chain.contract("TransportRegistry", deployment.transport_registry)
     key = _bytes32(key, "transport key")
-    if not await chain.read(registry.functions.exists(key)):
-        return None
-    commitment, threshold, org_ids, company, version, active = await chain.read(
-        registry.functions.get(key)
-    )
+    # One call, not exists() then get(): this sits on every lookup's path.
+    try:
+        commitment, threshold, org_ids, company, version, active = await chain.read(
+            registry.functions.get(key)
+        )
+    except ChainRevert as exc:
+        if exc.reason == "transport not registered":
+            return None
+        raise
     return TransportInfo(
         commitment=bytes(commitment),
         threshold=int(threshold),

@@ -14,7 +14,7 @@ from nacl.public import PrivateKey
 from redis.asyncio import Redis
 
 from shardline.bus import envelope, log, subjects
-from shardline.bus.envelope import b64, unb64
+from shardline.bus.envelope import unb64
 from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Worker
 from shardline.core import commitment as cm
@@ -85,11 +85,13 @@ class Combiner(Worker):
             await self._bad(guid, org, f"the sealed share does not open: {exc}", m.env.trace_id)
             return
         key = lookup_key(guid)
-        added = await self.redis.hsetnx(f"{key}:good", org, share.to_bytes())
-        await self.redis.expire(f"{key}:good", LOOKUP_TTL_S)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hsetnx(f"{key}:good", org, share.to_bytes())
+            p.expire(f"{key}:good", LOOKUP_TTL_S)
+            p.hgetall(f"{key}:good")
+            added, _, good = await p.execute()
         if added:
             await self._progress(guid, "share", org, "", m.env.trace_id)
-        good = await self.redis.hgetall(f"{key}:good")
         if len(good) < terms.threshold or not await self.redis.hsetnx(key, "done", "1"):
             return
         shares = sorted((shamir.Share.from_bytes(v) for v in good.values()), key=lambda s: s.x)
@@ -135,8 +137,10 @@ class Combiner(Worker):
 
     async def _bad(self, guid: str, org: str, reason: str, trace_id: str) -> None:
         key = f"{lookup_key(guid)}:bad"
-        await self.redis.hset(key, org, reason)
-        await self.redis.expire(key, LOOKUP_TTL_S)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(key, org, reason)
+            p.expire(key, LOOKUP_TTL_S)
+            await p.execute()
         log.warn("share.rejected", guid=guid, org=org, reason=reason, trace_id=trace_id)
         await self._progress(guid, "bad_share", org, reason, trace_id)
 
@@ -148,6 +152,3 @@ class Combiner(Worker):
             trace_id=trace_id,
         )
         await self.publish(subjects.LOOKUP_PROGRESS.format(guid=guid), env, durable=False)
-
-
-__all__ = ["Combiner", "b64", "lookup_key"]

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import (
-    Boolean,
     Float,
     Integer,
     LargeBinary,
@@ -59,13 +58,6 @@ class CursorBlock(Base):
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
     parent: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(256))
-    flag: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 @dataclass(frozen=True)
@@ -124,10 +116,6 @@ class OrgStore:
     def get_share(self, transport_key: str) -> StoredShare | None:
         with Session(self.engine, expire_on_commit=False) as s:
             return s.get(StoredShare, transport_key)
-
-    def count_shares(self) -> int:
-        with Session(self.engine) as s:
-            return len(s.scalars(select(StoredShare.transport_key)).all())
 
     # served -----------------------------------------------------------------------
     def served(self, guid: str) -> ServedRecord | None:

@@ -46,6 +46,17 @@ async def _setup(url: str):
     return chain, dep, responder, key
 
 
+def _collector():
+    """The guids of the LookupRequested logs a reader hands over, in order."""
+    handled: list[str] = []
+
+    async def handle(lg):
+        if "0x" + lg.topics[0].hex() == LOOKUP_REQUESTED:
+            handled.append(decode_lookup(lg)["guid"])
+
+    return handled, handle
+
+
 async def _lookup(chain, dep, responder, key) -> str:
     guid = ids.new_guid()
     await registry.request_lookup(chain, responder, dep, guid, key, secrets.token_bytes(32))
@@ -55,11 +66,7 @@ async def _lookup(chain, dep, responder, key) -> str:
 async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url):
     chain, dep, responder, key = await _setup(anvil_url)
     rpc = Rpc(chain.w3)
-    handled: list[str] = []
-
-    async def handle(lg):
-        if "0x" + lg.topics[0].hex() == LOOKUP_REQUESTED:
-            handled.append(decode_lookup(lg)["guid"])
+    handled, handle = _collector()
 
     reader = EventReader(
         rpc,
@@ -97,11 +104,7 @@ async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url):
 async def test_reader_waits_for_confirmations(anvil_url):
     chain, dep, responder, key = await _setup(anvil_url)
     rpc = Rpc(chain.w3)
-    handled: list[str] = []
-
-    async def handle(lg):
-        if "0x" + lg.topics[0].hex() == LOOKUP_REQUESTED:
-            handled.append(decode_lookup(lg)["guid"])
+    handled, handle = _collector()
 
     start = await rpc.block_number() + 1
     reader = EventReader(

@@ -18,7 +18,12 @@ def test_procfile_names_every_worker_of_a_four_org_stack():
             entries[name.strip()] = command.split()
     cfg = StackConfig(
         admin_key_file=Path("admin.key"),
-        orgs=[OrgNodeConfig(id=f"org{i}", name=f"Org {i}", key_file=Path("k"), database_url="sqlite://") for i in range(1, 5)],
+        orgs=[
+            OrgNodeConfig(
+                id=f"org{i}", name=f"Org {i}", key_file=Path("k"), database_url="sqlite://"
+            )
+            for i in range(1, 5)
+        ],
         gateway=GatewayConfig(key_file=Path("g")),
     )
     assert sorted(entries) == sorted(worker_names(cfg))
@@ -26,4 +31,7 @@ def test_procfile_names_every_worker_of_a_four_org_stack():
         expected = worker_spec(cfg, name)
         # the launcher runs `python -m shardline worker ...`; the Procfile the console script
         assert argv[0] == "shardline"
-        assert argv[1:] == expected[3 : expected.index("--config")] + expected[expected.index("--config") + 2 :]
+        assert (
+            argv[1:]
+            == expected[3 : expected.index("--config")] + expected[expected.index("--config") + 2 :]
+        )
