@@ -56,7 +56,7 @@ class AuditReport:
 
 
 async def chain_lookups(chain: Chain, dep: Deployment) -> dict[str, dict]:
-    rpc = Rpc(chain.w3)
+    rpc = Rpc(chain.rpc)
     latest = await rpc.block_number()
     gatekeepers = {(await registry.current_gatekeeper(chain, dep)).lower()}
     found: dict[str, dict] = {}

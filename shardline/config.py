@@ -47,6 +47,9 @@ class GatewayConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = 18080
     deadline_s: float = 2.0
+    # Audit-after: ask threshold + spare_shares org nodes first, the others after hedge_s.
+    spare_shares: int = 1
+    hedge_s: float = 0.25
     responders: list[Responder] = Field(default_factory=list)
     combiner_metrics_port: int = 0
 

@@ -42,10 +42,18 @@ async def lookup(
     key: str,
     *,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    wait_s: float = 5.0,
 ) -> LookupOutcome:
-    """Ask for a sheet; with ``on_event`` follow the SSE stream, else wait on the result."""
+    """Ask for a sheet; with ``on_event`` follow the SSE stream, else wait on the result.
+
+    Without ``on_event`` the POST asks the gateway to answer with the outcome itself if it comes
+    within ``wait_s`` (``Prefer: wait``): one round trip instead of two.
+    """
     headers = {"Authorization": f"Bearer {key}"}
-    r = await client.post("/lookups", json={"transport_id": transport_id}, headers=headers)
+    post_headers = (
+        headers if on_event is not None or not wait_s else {**headers, "Prefer": f"wait={wait_s:g}"}
+    )
+    r = await client.post("/lookups", json={"transport_id": transport_id}, headers=post_headers)
     if r.status_code != 202:
         return LookupOutcome(r.status_code, r.json())
     accepted = r.json()

@@ -1,6 +1,7 @@
 """The worker base: a handler is a small async function of one checked message.
 
-The base pulls from durable JetStream consumers, parses the envelope, checks the sender's
+The base pulls from durable JetStream consumers (a standing pull request per consumer, topped up
+as messages are handled, so that a message costs one delivery and one ack), parses the envelope, checks the sender's
 signature and the schema, opens a sealed body, and calls the handler. A handler that returns
 has done its effect durably, so the message is acked. ``BadMessage`` is poison: the original goes
 to ``dlq.<subject>`` with the reason and is terminated, never retried. ``Transient`` and any other
@@ -21,7 +22,6 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import FetchTimeoutError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
@@ -47,6 +47,10 @@ DURATION = Histogram(
 DEAD_LETTERS = Counter(
     "shardline_dead_letters_total", "Messages sent to the dead letters", ["worker"]
 )
+
+
+PULL_EXPIRES_S = 30.0
+PULL_HEARTBEAT_S = 5.0
 
 
 class Transient(RuntimeError):
@@ -87,14 +91,14 @@ class Worker:
         directory: Directory,
         *,
         instance: str,
-        pullers: int = 8,
+        concurrency: int = 32,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=5)
         self.keys = keys
         self.directory = directory
         self.instance = instance
-        self.pullers = pullers
+        self.concurrency = concurrency
         self.name = f"{self.kind}.{instance}"
         self._subs: list[tuple[streams.ConsumerSpec, Handler]] = []
         self._tasks: list[asyncio.Task] = []
@@ -131,9 +135,9 @@ class Worker:
         await self.setup()
         for spec, handler in self._subs:
             await streams.ensure_consumer(self.js, spec)
-            for _ in range(self.pullers):
-                psub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
-                self._tasks.append(asyncio.create_task(self._pull(psub, spec, handler)))
+            inbox = self.nc.new_inbox()
+            sub = await self.nc.subscribe(inbox, pending_msgs_limit=-1, pending_bytes_limit=-1)
+            self._tasks.append(asyncio.create_task(self._pull(sub, inbox, spec, handler)))
         self._service = await add_service(
             self.nc,
             ServiceConfig(
@@ -167,26 +171,72 @@ class Worker:
                 await self._service.stop()
         log.event("worker.stopped", worker=self.name)
 
-    async def _pull(self, psub, spec: streams.ConsumerSpec, handler: Handler) -> None:
-        while not self._stopping.is_set():
-            try:
-                msgs = await psub.fetch(1, timeout=5)
-            except (NatsTimeout, FetchTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: back off, the client reconnects
-                log.warn("worker.fetch_failed", worker=self.name, error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                task = asyncio.current_task()
-                assert task is not None
-                self._inflight.add(task)
+    async def _pull(self, sub, inbox: str, spec: streams.ConsumerSpec, handler: Handler) -> None:
+        """One standing pull on ``spec``'s consumer, handling up to ``concurrency`` at a time.
+
+        Messages asked for but not yet delivered (``asked``) plus those being handled never exceed
+        twice the concurrency, so nothing waits long in this process while its ack timer runs.
+        The server sends a heartbeat while idle; when two are missed (a restart, a reconnect)
+        the pull is asked again.
+        """
+        api = f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}"
+        window = 2 * self.concurrency
+        slots = asyncio.Semaphore(self.concurrency)
+        asked = 0
+        handling = 0
+
+        def done(_task: asyncio.Task) -> None:
+            nonlocal handling
+            handling -= 1
+            slots.release()
+
+        try:
+            while not self._stopping.is_set():
+                free = window - asked - handling
+                if free >= window // 2:
+                    request = {
+                        "batch": free,
+                        "expires": int(PULL_EXPIRES_S * 1e9),
+                        "idle_heartbeat": int(PULL_HEARTBEAT_S * 1e9),
+                    }
+                    try:
+                        await self.nc.publish(api, json.dumps(request).encode(), reply=inbox)
+                        asked += free
+                    except Exception as exc:  # connection trouble: the client reconnects
+                        log.warn("worker.pull_failed", worker=self.name, error=str(exc))
+                        await asyncio.sleep(0.5)
+                        continue
                 try:
-                    await self._handle(msg, spec, handler)
-                finally:
-                    self._inflight.discard(task)
+                    msg = await sub.next_msg(timeout=2.5 * PULL_HEARTBEAT_S)
+                except (NatsTimeout, TimeoutError):
+                    asked = 0  # the server lost our pull: ask again
+                    continue
+                status = msg.headers.get("Status") if msg.headers else None
+                if status:
+                    if status == "408":  # the pull expired; what it did not deliver is void
+                        pending = msg.headers.get("Nats-Pending-Messages")
+                        asked = max(0, asked - int(pending)) if pending else 0
+                    elif status not in ("100",):  # 409 and the like: start over, gently
+                        log.warn(
+                            "worker.pull_status",
+                            worker=self.name,
+                            consumer=spec.durable,
+                            status=status,
+                            description=msg.headers.get("Description", ""),
+                        )
+                        asked = 0
+                        await asyncio.sleep(0.2)
+                    continue
+                asked = max(0, asked - 1)
+                await slots.acquire()
+                handling += 1
+                task = asyncio.create_task(self._handle(msg, spec, handler))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(done)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _handle(self, msg: Msg, spec: streams.ConsumerSpec, handler: Handler) -> None:
         started = time.perf_counter()

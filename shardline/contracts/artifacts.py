@@ -63,3 +63,15 @@ def load_artifact(name: str) -> Artifact:
         raise ArtifactError(
             f"artifact {path} lacks the field {exc.args[0]!r}; run `make compile` to rebuild it"
         ) from exc
+
+
+@cache
+def event_topic(contract: str, event: str) -> str:
+    """topic0 (``0x`` + keccak of the canonical signature) of ``event`` in ``contract``'s ABI."""
+    from eth_utils import keccak
+
+    for entry in load_artifact(contract).abi:
+        if entry.get("type") == "event" and entry.get("name") == event:
+            types = ",".join(i["type"] for i in entry.get("inputs", []))
+            return "0x" + keccak(text=f"{event}({types})").hex()
+    raise ArtifactError(f"contract {contract} has no event {event}; run `make compile`?")

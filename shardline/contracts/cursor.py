@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import orjson
 import websockets
-from web3 import AsyncWeb3
 
 from shardline.bus import log
 from shardline.core.logpoller import BlockRef, Cursor
+
+from .rpc import JsonRpc
 
 MAX_RANGE = 500
 
@@ -33,6 +36,21 @@ class RawLog:
     block_hash: bytes
     tx_hash: bytes
     log_index: int
+    removed: bool = False
+
+
+def raw_log(r: dict) -> RawLog:
+    """A log as the node's JSON-RPC gives it (eth_getLogs, or a ``logs`` subscription)."""
+    return RawLog(
+        address=r["address"].lower(),
+        topics=tuple(_b(t) for t in r["topics"]),
+        data=_b(r["data"]),
+        block_number=int(r["blockNumber"], 16),
+        block_hash=_b(r["blockHash"]),
+        tx_hash=_b(r["transactionHash"]),
+        log_index=int(r["logIndex"], 16),
+        removed=bool(r.get("removed", False)),
+    )
 
 
 def _b(hexstr: str) -> bytes:
@@ -40,16 +58,13 @@ def _b(hexstr: str) -> bytes:
 
 
 class Rpc:
-    """Plain JSON-RPC over the web3 provider's session: no formatters on the hot path."""
+    """The reads the cursor needs, in plain JSON-RPC: no formatters on the hot path."""
 
-    def __init__(self, w3: AsyncWeb3) -> None:
-        self.w3 = w3
+    def __init__(self, rpc: JsonRpc) -> None:
+        self.rpc = rpc
 
     async def call(self, method: str, params: list) -> object:
-        resp = await self.w3.provider.make_request(method, params)
-        if "error" in resp:
-            raise RuntimeError(f"{method} failed: {resp['error']}")
-        return resp["result"]
+        return await self.rpc.call(method, params)
 
     async def block_number(self) -> int:
         return int(await self.call("eth_blockNumber", []), 16)
@@ -67,43 +82,65 @@ class Rpc:
         if addresses:
             query["address"] = addresses
         raw = await self.call("eth_getLogs", [query])
-        return [
-            RawLog(
-                address=r["address"].lower(),
-                topics=tuple(_b(t) for t in r["topics"]),
-                data=_b(r["data"]),
-                block_number=int(r["blockNumber"], 16),
-                block_hash=_b(r["blockHash"]),
-                tx_hash=_b(r["transactionHash"]),
-                log_index=int(r["logIndex"], 16),
-            )
-            for r in raw  # type: ignore[union-attr]
-            if not r.get("removed")
-        ]
+        return [raw_log(r) for r in raw if not r.get("removed")]  # type: ignore[union-attr]
 
 
-class HeadWatcher:
-    """Wakes the reader on each new head (websocket ``newHeads``), else every ``fallback_s``."""
+class Subscription:
+    """A websocket subscription run as a background task; ``live`` while it is confirmed."""
 
-    def __init__(self, ws_url: str, fallback_s: float = 1.0) -> None:
-        self.ws_url = ws_url
-        self.fallback_s = fallback_s
-        self.event = asyncio.Event()
-        self._task: asyncio.Task | None = None
+    live = False
+    _task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        self.live = False
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class HeadWatcher(Subscription):
+    """Wakes the reader on each new head (websocket ``newHeads``), else every ``fallback_s``.
+
+    It also keeps the recent heads it was sent (number, hash, parent), so that the reader need
+    not ask the node for headers it was just given. They are hints: the reader checks that they
+    link up and asks the node when they do not.
+    """
+
+    KEEP = 256
+
+    def __init__(self, ws_url: str, fallback_s: float = 1.0) -> None:
+        self.ws_url = ws_url
+        self.fallback_s = fallback_s
+        self.event = asyncio.Event()
+        self.latest = 0
+        self._heads: dict[int, BlockRef] = {}
+
     async def wait(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), self.fallback_s)
         self.event.clear()
+
+    def get(self, number: int) -> BlockRef | None:
+        return self._heads.get(number)
+
+    def forget(self, start: int, end: int) -> None:
+        for n in range(start, end + 1):
+            self._heads.pop(n, None)
+
+    def _take(self, head: dict) -> None:
+        ref = BlockRef(int(head["number"], 16), _b(head["hash"]), _b(head["parentHash"]))
+        self._heads[ref.number] = ref
+        # a shorter chain after a reorg: what lay above the new head is no longer canonical
+        for n in [n for n in self._heads if n > ref.number or n <= ref.number - self.KEEP]:
+            del self._heads[n]
+        self.latest = ref.number
 
     async def _run(self) -> None:
         while True:
@@ -119,11 +156,18 @@ class HeadWatcher:
                             }
                         )
                     )
-                    async for _ in ws:
+                    async for frame in ws:
+                        msg = orjson.loads(frame)
+                        head = (msg.get("params") or {}).get("result")
+                        if isinstance(head, dict) and "hash" in head:
+                            self._take(head)
+                            self.live = True
                         self.event.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the node restarted or has no websocket: poll meanwhile
+                self.live = False
+                self._heads.clear()
                 log.warn("chain.head_subscription_lost", url=self.ws_url, error=str(exc))
                 await asyncio.sleep(1.0)
 
@@ -140,8 +184,10 @@ class EventReader:
         topics0: list[str],
         confirmations: int = 0,
         save: Callable[[Cursor], Awaitable[None] | None] | None = None,
+        heads: HeadWatcher | None = None,
     ) -> None:
         self.rpc = rpc
+        self.heads = heads
         self.cursor = cursor
         self.addresses = addresses
         self.topics0 = topics0
@@ -151,23 +197,25 @@ class EventReader:
 
     async def step(self, handle: Callable[[RawLog], Awaitable[None]]) -> int:
         """Read what is new up to head - confirmations; returns how many logs were handled."""
-        latest = await self.rpc.block_number()
+        pushed = self.heads is not None and self.heads.live and self.heads.latest
+        latest = self.heads.latest if pushed else await self.rpc.block_number()  # type: ignore[union-attr]
         self.head_seen = latest
         target = latest - self.confirmations
         start = self.cursor.next_number
         if target < start:
             return 0
         end = min(target, start + MAX_RANGE - 1)
-        headers = await asyncio.gather(*(self.rpc.header(n) for n in range(start, end + 1)))
-        if any(h is None for h in headers):
+        chain = await self._headers(start, end, use_pushed=bool(pushed))
+        if chain is None:
             return 0  # the node is behind its own block number; try again on the next head
-        chain = [h for h in headers if h is not None]
         if not self.cursor.extends(chain):
             await self._rewind()
             return 0
         hashes = {h.number: h.hash for h in chain}
         logs = await self.rpc.logs(start, end, self.addresses(), self.topics0)
         if any(hashes.get(lg.block_number) != lg.block_hash for lg in logs):
+            if self.heads is not None:
+                self.heads.forget(start, end)
             return 0  # a reorg happened while reading: read again
         logs.sort(key=lambda lg: (lg.block_number, lg.log_index))
         for lg in logs:
@@ -179,7 +227,28 @@ class EventReader:
                 await saved
         return len(logs)
 
+    async def _headers(self, start: int, end: int, *, use_pushed: bool) -> list[BlockRef] | None:
+        """Headers start..end: those the node pushed, if they link up, else read from it."""
+        if use_pushed and self.heads is not None:
+            got = [self.heads.get(n) for n in range(start, end + 1)]
+            missing = [start + i for i, h in enumerate(got) if h is None]
+            if missing:
+                read = await asyncio.gather(*(self.rpc.header(n) for n in missing))
+                for n, h in zip(missing, read, strict=True):
+                    got[n - start] = h
+            if all(h is not None for h in got):
+                chain = [h for h in got if h is not None]
+                if all(b.parent == a.hash for a, b in itertools.pairwise(chain)):
+                    return chain
+            self.heads.forget(start, end)
+        headers = await asyncio.gather(*(self.rpc.header(n) for n in range(start, end + 1)))
+        if any(h is None for h in headers):
+            return None
+        return [h for h in headers if h is not None]
+
     async def _rewind(self) -> None:
+        if self.heads is not None:
+            self.heads.forget(0, self.heads.latest)
         remembered = self.cursor.remembered()
         canonical: dict[int, bytes] = {}
         for ref in reversed(remembered):

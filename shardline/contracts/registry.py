@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from web3 import Web3
 
 from ..core.directory import GATEWAY, ORG, Participant
@@ -217,6 +218,19 @@ async def has_role(
         role_id(role_name), Web3.to_checksum_address(account)
     )
     return bool(await chain.read(fn))
+
+
+REQUEST_LOOKUP_SELECTOR = keccak(text="requestLookup(bytes16,bytes32,bytes32)")[:4]
+
+
+def request_lookup_calldata(guid: bytes, key: bytes, ephemeral_pk: bytes) -> bytes:
+    """ABI-encoded ``requestLookup(guid, key, ephemeralPk)``: three static words."""
+    return (
+        REQUEST_LOOKUP_SELECTOR
+        + _bytes16(guid, "lookup guid").ljust(32, b"\0")
+        + _bytes32(key, "transport key")
+        + _bytes32(ephemeral_pk, "ephemeral public key")
+    )
 
 
 async def request_lookup(

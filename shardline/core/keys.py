@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from nacl.public import PrivateKey
@@ -36,11 +37,11 @@ class ParticipantKeys:
             secrets.token_bytes(32),
         )
 
-    @property
+    @cached_property
     def signing_key(self) -> SigningKey:
         return SigningKey(self.signing_seed)
 
-    @property
+    @cached_property
     def sealing_key(self) -> PrivateKey:
         return PrivateKey(self.sealing_secret)
 

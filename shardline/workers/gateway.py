@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from sse_starlette.sse import EventSourceResponse
+from web3 import Web3
 
 from shardline.bus import envelope, log, subjects
 from shardline.bus.connect import connect
@@ -31,10 +33,24 @@ from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import traceparent
 from shardline.config import Responder, StackConfig
 from shardline.contracts import registry
+from shardline.contracts.artifacts import event_topic
 from shardline.contracts.client import ChainError, ChainRevert
+from shardline.contracts.cursor import RawLog
+from shardline.contracts.watch import LogWatch
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
+
+# What the gateway keeps from the chain while its log subscription is live.
+TRANSPORT_EVENTS = [
+    event_topic("TransportRegistry", e)
+    for e in ("TransportRegistered", "TransportUpdated", "TransportRetired")
+]
+ROLE_EVENTS = [event_topic("Gatekeeper", e) for e in ("RoleGranted", "RoleRevoked")]
+LOOKUP_REQUESTED = event_topic("Gatekeeper", "LookupRequested")
+GATEKEEPER_UPGRADED = event_topic("Governor", "GatekeeperUpgraded")
+# After this long without its LookupRequested log, a lookup's receipt is fetched to say why.
+CHAIN_CHECK_S = 5.0
 
 LOOKUPS = Counter("shardline_lookups_total", "Lookups by outcome", ["outcome"])
 LOOKUP_SECONDS = Histogram(
@@ -70,6 +86,7 @@ class LookupState:
     bad: dict[str, str] = field(default_factory=dict)
     outcome: dict[str, Any] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    chain_seen: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def add(self, kind: str, **data: Any) -> None:
@@ -97,13 +114,28 @@ class Gateway:
         self.lookups: dict[str, LookupState] = {}
         self.accounts: dict[str, LocalAccount] = {}
         self._tasks: set[asyncio.Task] = set()
+        # Kept only while the log subscription is live; every (re)subscription empties them.
+        self._terms: dict[bytes, tuple] = {}
+        self._authorised: set[str] = set()
+        # Org nodes that let a lookup down are asked last until they answer again.
+        self._slow: set[str] = set()
 
     async def start(self) -> None:
-        from shardline.runtime import account, chain_view
+        from shardline.runtime import account, chain_view, ws_url
 
         self.view = await chain_view(self.cfg.chain_rpc, self.cfg)
         self.directory = await self.view.directory()
         self.gatekeeper = await registry.current_gatekeeper(self.view.chain, self.view.deployment)
+        self.registry_address = self.view.deployment.transport_registry.lower()
+        self.governor_address = self.view.deployment.governor.lower()
+        self.watch = LogWatch(
+            ws_url(self.cfg.chain_rpc),
+            [*TRANSPORT_EVENTS, *ROLE_EVENTS, LOOKUP_REQUESTED, GATEKEEPER_UPGRADED],
+            self._on_log,
+            self._forget_chain_state,
+        )
+        self.watch.start()
+        await self.watch.started()
         self.nc = await connect(self.cfg.nats_url, "gateway")
         self.js = self.nc.jetstream()
         self.redis = Redis.from_url(self.cfg.redis_url)
@@ -116,6 +148,8 @@ class Gateway:
         for t in list(self._tasks):
             t.cancel()
         with contextlib.suppress(Exception):
+            await self.watch.stop()
+        with contextlib.suppress(Exception):
             await self.nc.drain()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
@@ -127,6 +161,59 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # ---- what the chain says, kept while the subscription is live -----------------------
+    def _forget_chain_state(self) -> None:
+        self._terms.clear()
+        self._authorised.clear()
+
+    def _on_log(self, lg: RawLog) -> None:
+        topic = "0x" + lg.topics[0].hex()
+        if topic == LOOKUP_REQUESTED:
+            state = self.lookups.get(lg.topics[1][:16].hex())
+            if state is not None and not lg.removed and lg.address == self.gatekeeper.lower():
+                state.chain_seen.set()
+                self._spawn(
+                    state.add("on_chain", tx="0x" + lg.tx_hash.hex(), block=lg.block_number)
+                )
+        elif topic in TRANSPORT_EVENTS and lg.address == self.registry_address:
+            self._terms.pop(lg.topics[1], None)
+        elif topic in ROLE_EVENTS:
+            self._authorised.clear()
+        elif topic == GATEKEEPER_UPGRADED and lg.address == self.governor_address:
+            self.gatekeeper = Web3.to_checksum_address(lg.topics[2][12:])
+            self._authorised.clear()
+            log.event("gateway.gatekeeper_upgraded", gatekeeper=self.gatekeeper)
+
+    async def terms(self, key: bytes) -> tuple | None:
+        found = self._terms.get(key)
+        if found is None:
+            live = self.watch.live
+            found = await self.view.terms(key)
+            if found is not None and live and self.watch.live:
+                self._terms[key] = found
+        return found
+
+    async def check_requester(self, responder: Responder, acct: LocalAccount, calldata: bytes):
+        """Raise 403 with the Gatekeeper's own reason unless it would take this request."""
+        if acct.address in self._authorised:
+            return
+        live = self.watch.live
+        try:
+            await self.view.chain.simulate_call(acct.address, self.gatekeeper, calldata)
+        except ChainRevert as exc:
+            LOOKUPS.labels("http_403").inc()
+            raise HTTPException(
+                403, f"the Gatekeeper refused {responder.name}: {exc.reason}"
+            ) from None
+        if live and self.watch.live:
+            self._authorised.add(acct.address)
+
+    def choose_servers(self, org_ids: tuple[str, ...], threshold: int) -> list[str]:
+        """The org nodes asked first: threshold plus spares, those that let us down last."""
+        want = min(len(org_ids), threshold + self.cfg.gateway.spare_shares)
+        ranked = sorted(org_ids, key=lambda o: (o in self._slow, secrets.randbelow(1 << 16)))
+        return ranked[:want]
+
     # ---- the lookup ---------------------------------------------------------------------
     async def begin(self, responder: Responder, transport_id: str) -> LookupState:
         try:
@@ -134,7 +221,7 @@ class Gateway:
         except ids.InvalidId as exc:
             raise HTTPException(422, str(exc)) from None
         acct = self.accounts[responder.name]
-        found = await self.view.terms(key)
+        found = await self.terms(key)
         if found is None:
             LOOKUPS.labels("http_404").inc()
             raise HTTPException(
@@ -148,15 +235,8 @@ class Gateway:
             )
         guid = ids.new_guid()
         esk, epk = sealing.ephemeral_keypair()
-        gk = self.view.chain.contract("Gatekeeper", self.gatekeeper)
-        fn = gk.functions.requestLookup(guid, key, epk)
-        try:
-            await self.view.chain.simulate(acct.address, fn)
-        except ChainRevert as exc:
-            LOOKUPS.labels("http_403").inc()
-            raise HTTPException(
-                403, f"the Gatekeeper refused {responder.name}: {exc.reason}"
-            ) from None
+        calldata = registry.request_lookup_calldata(guid, key, epk)
+        await self.check_requester(responder, acct, calldata)
         g = guid.hex()
         now = time.monotonic()
         state = LookupState(
@@ -170,51 +250,86 @@ class Gateway:
         )
         self.lookups[g] = state
         lk = lookup_key(g)
-        await self.redis.hset(
-            lk,
-            mapping={
-                "esk": bytes(esk).hex(),
-                "transport_key": key.hex(),
-                "transport_id": transport_id,
-                "threshold": terms.threshold,
-                "org_ids": json.dumps(list(terms.org_ids)),
-                "commitment": terms.commitment.hex(),
-            },
-        )
-        await self.redis.expire(lk, LOOKUP_TTL_S)
-        intent = envelope.make(
-            "lookup.intent",
-            {
-                "guid": g,
-                "transport_key": key.hex(),
-                "ephemeral_pk": epk.hex(),
-                "requester": acct.address,
-            },
-            self.keys,
-            trace_id=g,
-        )
-        await self.js.publish(
-            subjects.LOOKUP_INTENT.format(guid=g),
-            intent.to_bytes(),
-            headers={"Nats-Msg-Id": f"intent:{g}", "traceparent": traceparent(g)},
-        )
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(
+                lk,
+                mapping={
+                    "esk": bytes(esk).hex(),
+                    "transport_key": key.hex(),
+                    "transport_id": transport_id,
+                    "threshold": terms.threshold,
+                    "org_ids": json.dumps(list(terms.org_ids)),
+                    "commitment": terms.commitment.hex(),
+                },
+            )
+            p.expire(lk, LOOKUP_TTL_S)
+            await p.execute()
+        first = self.choose_servers(terms.org_ids, terms.threshold)
+        await self._ask(state, key, epk, first, 1)
         await state.add(
             "accepted",
             transport_id=transport_id,
             threshold=terms.threshold,
             orgs=list(terms.org_ids),
+            asked=first,
         )
-        self._spawn(self._send(state, acct, fn))
-        self._spawn(self._deadline(state))
+        self._spawn(self._send(state, acct, calldata))
+        self._spawn(self._follow(state, key, epk, first))
         log.event(
             "lookup.accepted", guid=g, transport=transport_id, responder=responder.name, trace_id=g
         )
         return state
 
-    async def _send(self, state: LookupState, acct: LocalAccount, fn) -> None:
+    async def _ask(
+        self, state: LookupState, key: bytes, epk: bytes, orgs: list[str], round_: int
+    ) -> None:
+        """The signed intent: audit-after org nodes named in ``orgs`` serve on it."""
+        intent = envelope.make(
+            "lookup.intent",
+            {
+                "guid": state.guid,
+                "transport_key": key.hex(),
+                "ephemeral_pk": epk.hex(),
+                "requester": state.requester,
+                "orgs": orgs,
+            },
+            self.keys,
+            trace_id=state.guid,
+        )
+        await self.js.publish(
+            subjects.LOOKUP_INTENT.format(guid=state.guid),
+            intent.to_bytes(),
+            headers={
+                "Nats-Msg-Id": f"intent:{state.guid}:{round_}",
+                "traceparent": traceparent(state.guid),
+            },
+        )
+
+    async def _follow(self, state: LookupState, key: bytes, epk: bytes, first: list[str]) -> None:
+        """Hedge, then the deadline: ask the other org nodes if the first ones are slow."""
+        rest = [o for o in state.org_ids if o not in first]
+        if rest:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.done.wait(), self.cfg.gateway.hedge_s)
+            if not state.done.is_set():
+                self._slow.update(o for o in first if o not in state.answered)
+                with contextlib.suppress(Exception):
+                    await self._ask(state, key, epk, rest, 2)
+                    await state.add("asked", orgs=rest)
+        await self._deadline(state)
+
+    async def _send(self, state: LookupState, acct: LocalAccount, calldata: bytes) -> None:
+        """The Gatekeeper transaction; its LookupRequested log marks the lookup on chain."""
+        chain = self.view.chain
         try:
-            tx = await self.view.chain.transact(acct, fn, gas=registry.LOOKUP_GAS, wait=True)
-            await state.add("on_chain", tx=tx.tx_hash, block=tx.block_number)
+            tx = await chain.send_call(acct, self.gatekeeper, calldata, gas=registry.LOOKUP_GAS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.chain_seen.wait(), CHAIN_CHECK_S)
+            if not state.chain_seen.is_set():  # no log (yet): the receipt says why
+                result = await chain.wait(tx)
+                if not state.chain_seen.is_set():
+                    state.chain_seen.set()
+                    await state.add("on_chain", tx=tx, block=result.block_number)
         except (ChainRevert, ChainError) as exc:
             log.warn("lookup.chain_failed", guid=state.guid, error=str(exc), trace_id=state.guid)
             await state.add("chain_failed", detail=str(exc))
@@ -255,6 +370,7 @@ class Gateway:
         org, stage = env.body["org"], env.body["stage"]
         if stage == "share" and org not in state.answered:
             state.answered.append(org)
+            self._slow.discard(org)
             await state.add("share", org=org)
         elif stage == "bad_share":
             state.bad[org] = env.body.get("detail", "")
@@ -288,6 +404,18 @@ class Gateway:
                 used_orgs=body["used_orgs"],
                 bad_orgs=body["bad_orgs"],
             )
+
+
+def preferred_wait(prefer: str | None, limit_s: float = 30.0) -> float:
+    """Seconds from a ``Prefer: wait=N`` header (RFC 7240), capped; 0 when absent or malformed."""
+    for part in (prefer or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return max(0.0, min(float(value.strip().strip('"')), limit_s))
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def create_app(cfg: StackConfig) -> FastAPI:
@@ -331,21 +459,48 @@ def create_app(cfg: StackConfig) -> FastAPI:
         status_code=202,
         response_model=LookupAccepted,
         responses={
+            200: {"description": "with `Prefer: wait=N`: the sheet, when it came within N s"},
             401: {},
             403: {"description": "the Gatekeeper refused the requester"},
             404: {"description": "no such transport"},
+            502: {"description": "with `Prefer: wait=N`: the shares did not rebuild the sheet"},
+            504: {"description": "with `Prefer: wait=N`: fewer than t org nodes answered"},
         },
     )
     async def post_lookup(
-        req: LookupRequest, who: Responder = Depends(responder)
-    ) -> LookupAccepted:
+        req: LookupRequest,
+        who: Responder = Depends(responder),
+        prefer: str | None = Header(
+            default=None,
+            description="`wait=N` (RFC 7240): answer with the outcome if it comes within N s, "
+            "saving a second round trip on a weak signal; else 202 as without it",
+        ),
+    ) -> Any:
         state = await gw.begin(who, req.transport_id)
+        links = {
+            "events": f"/lookups/{state.guid}/events",
+            "result": f"/lookups/{state.guid}",
+        }
+        wait_s = preferred_wait(prefer)
+        if wait_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.done.wait(), wait_s)
+            if state.outcome is not None:
+                return JSONResponse(
+                    {
+                        "guid": state.guid,
+                        "transport_id": state.transport_id,
+                        **links,
+                        **state.outcome,
+                    },
+                    status_code=state.outcome["status"],
+                    headers={"Preference-Applied": f"wait={wait_s:g}"},
+                )
         return LookupAccepted(
             guid=state.guid,
             transport_id=state.transport_id,
-            events=f"/lookups/{state.guid}/events",
-            result=f"/lookups/{state.guid}",
             deadline_s=cfg.gateway.deadline_s,
+            **links,
         )
 
     def _state(guid: str) -> LookupState:

@@ -62,6 +62,7 @@ class ChainIntake(Worker):
         self.gatekeepers = {g.lower() for g in gatekeepers}
         self.min_interval_s = min_interval_s
         cursor = Cursor(start=int(deployment["block"]), remembered=store.cursor_blocks())
+        self.heads = HeadWatcher(ws_url)
         self.reader = EventReader(
             rpc,
             cursor,
@@ -69,8 +70,8 @@ class ChainIntake(Worker):
             topics0=[LOOKUP_REQUESTED, GATEKEEPER_UPGRADED],
             confirmations=confirmations,
             save=lambda c: store.save_cursor(c.remembered()),
+            heads=self.heads,
         )
-        self.heads = HeadWatcher(ws_url)
         self._loop: asyncio.Task | None = None
 
     async def setup(self) -> None:
@@ -114,6 +115,16 @@ class ChainIntake(Worker):
         if topic != LOOKUP_REQUESTED or lg.address not in self.gatekeepers:
             return
         body = decode_lookup(lg)
+        if self.store.mark_on_chain(body["guid"], lg.block_number):
+            # already served on the gateway's intent (audit-after): the chain has caught up
+            log.event(
+                "intake.lookup_confirmed",
+                org=self.org_id,
+                guid=body["guid"],
+                block=lg.block_number,
+                trace_id=body["guid"],
+            )
+            return
         env = envelope.make("lookup.requested", body, self.keys, trace_id=body["guid"])
         await self.publish(
             subjects.LOOKUP_REQUESTED.format(org=self.org_id),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from nats.micro.request import Request
@@ -31,6 +32,7 @@ from shardline.workers.store import OrgStore
 TermsReader = Callable[[bytes], Awaitable[tuple[Terms, str, int, bool] | None]]
 # requester address -> may it look up?
 AuthReader = Callable[[str], Awaitable[bool]]
+NOT_ASKED_KEPT = 100_000
 
 
 class ShareNode(Worker):
@@ -51,6 +53,8 @@ class ShareNode(Worker):
         self.terms = terms
         self.authorised = authorised
         self._auth_cache: dict[str, tuple[bool, float]] = {}
+        # audit-after lookups whose intent named other org nodes (newest last)
+        self._not_asked: OrderedDict[str, None] = OrderedDict()
 
     async def setup(self) -> None:
         org = self.org.id
@@ -153,6 +157,8 @@ class ShareNode(Worker):
         if self.store.served(b["guid"]):
             self.store.mark_on_chain(b["guid"], b["block_number"])
             return
+        if b["guid"] in self._not_asked:
+            return  # audit-after: the gateway chose other org nodes for this lookup
         await self.serve(
             b["guid"],
             b["transport_key"],
@@ -171,6 +177,13 @@ class ShareNode(Worker):
         if self.org.policy != AUDIT_AFTER:
             return  # this org waits for the chain
         b = m.body
+        if "orgs" in b and self.org.id not in b["orgs"]:
+            # The gateway asked others first and asks again if they are slow; the chain event
+            # for this lookup, when it comes, is not a reason to serve either.
+            self._not_asked[b["guid"]] = None
+            while len(self._not_asked) > NOT_ASKED_KEPT:
+                self._not_asked.popitem(last=False)
+            return
         if time.time() - m.env.sent_at > 60:
             log.warn("intent.stale", org=self.org.id, guid=b["guid"], trace_id=m.env.trace_id)
             return

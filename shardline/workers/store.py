@@ -13,14 +13,18 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    bindparam,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shardline.core.logpoller import BlockRef
 
@@ -85,7 +89,41 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+@dataclass(frozen=True)
+class ShareRow:
+    transport_key: str
+    transport_id: str
+    version: int
+    company: str
+    sealed: bytes
+
+
+_shares = StoredShare.__table__
+_served = Served.__table__
+_cursor = CursorBlock.__table__
+
+# Built once: on the hot path only parameters change, so SQLAlchemy's compiled cache is hit
+# without rebuilding a statement per call.
+_SHARE_VERSION = select(_shares.c.version).where(_shares.c.transport_key == bindparam("k"))
+_GET_SHARE = select(
+    _shares.c.transport_key,
+    _shares.c.transport_id,
+    _shares.c.version,
+    _shares.c.company,
+    _shares.c.sealed,
+).where(_shares.c.transport_key == bindparam("k"))
+_GET_SERVED = select(_served).where(_served.c.guid == bindparam("g"))
+_INSERT_SERVED = insert(_served)
+_MARK_ON_CHAIN = (
+    update(_served)
+    .where(_served.c.guid == bindparam("g"), _served.c.on_chain_block.is_(None))
+    .values(on_chain_block=bindparam("block"))
+)
+
+
 class OrgStore:
+    """Plain SQL statements (SQLAlchemy Core): a lookup touches this store on its hot path."""
+
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
 
@@ -94,97 +132,98 @@ class OrgStore:
         self, transport_key: str, transport_id: str, version: int, company: str, sealed: bytes
     ) -> bool:
         """Keep the newest version of a transport's share; False when it is not newer."""
-        with Session(self.engine) as s, s.begin():
-            row = s.get(StoredShare, transport_key)
-            if row is not None and row.version >= version:
+        row = {
+            "transport_key": transport_key,
+            "transport_id": transport_id,
+            "version": version,
+            "company": company,
+            "sealed": sealed,
+            "stored_at": time.time(),
+        }
+        with self.engine.begin() as c:
+            old = c.execute(_SHARE_VERSION, {"k": transport_key}).scalar()
+            if old is not None and old >= version:
                 return False
-            if row is None:
-                s.add(
-                    StoredShare(
-                        transport_key=transport_key,
-                        transport_id=transport_id,
-                        version=version,
-                        company=company,
-                        sealed=sealed,
-                        stored_at=time.time(),
-                    )
-                )
+            if old is None:
+                c.execute(insert(_shares).values(row))
             else:
-                row.version, row.sealed, row.stored_at = version, sealed, time.time()
+                c.execute(
+                    update(_shares).where(_shares.c.transport_key == transport_key).values(row)
+                )
             return True
 
-    def get_share(self, transport_key: str) -> StoredShare | None:
-        with Session(self.engine, expire_on_commit=False) as s:
-            return s.get(StoredShare, transport_key)
+    def get_share(self, transport_key: str) -> ShareRow | None:
+        with self.engine.connect() as c:
+            r = c.execute(_GET_SHARE, {"k": transport_key}).first()
+        return ShareRow(*r) if r is not None else None
 
     # served -----------------------------------------------------------------------
     def served(self, guid: str) -> ServedRecord | None:
-        with Session(self.engine) as s:
-            row = s.get(Served, guid)
-            return _record(row) if row else None
+        with self.engine.connect() as c:
+            r = c.execute(_GET_SERVED, {"g": guid}).first()
+        return _record(r) if r is not None else None
 
     def record_served(
         self, guid: str, transport_key: str, requester: str, trigger: str, block: int | None
     ) -> bool:
         """Write that a share went out; False when it was already written (a redelivery)."""
         try:
-            with Session(self.engine) as s, s.begin():
-                s.add(
-                    Served(
-                        guid=guid,
-                        transport_key=transport_key,
-                        requester=requester,
-                        trigger=trigger,
-                        served_at=time.time(),
-                        on_chain_block=block,
-                    )
+            with self.engine.begin() as c:
+                c.execute(
+                    _INSERT_SERVED,
+                    {
+                        "guid": guid,
+                        "transport_key": transport_key,
+                        "requester": requester,
+                        "trigger": trigger,
+                        "served_at": time.time(),
+                        "on_chain_block": block,
+                    },
                 )
             return True
         except IntegrityError:
             return False
 
-    def mark_on_chain(self, guid: str, block: int) -> None:
-        with Session(self.engine) as s, s.begin():
-            row = s.get(Served, guid)
-            if row is not None and row.on_chain_block is None:
-                row.on_chain_block = block
+    def mark_on_chain(self, guid: str, block: int) -> bool:
+        """Note the block of a served lookup's on-chain request; False if none was served."""
+        with self.engine.begin() as c:
+            done = c.execute(_MARK_ON_CHAIN, {"g": guid, "block": block})
+            return bool(done.rowcount)
 
     def served_since(self, since: float = 0.0, until: float | None = None) -> list[ServedRecord]:
-        with Session(self.engine) as s:
-            q = select(Served).where(Served.served_at >= since)
-            if until is not None:
-                q = q.where(Served.served_at <= until)
-            return [_record(r) for r in s.scalars(q.order_by(Served.served_at))]
+        q = select(_served).where(_served.c.served_at >= since)
+        if until is not None:
+            q = q.where(_served.c.served_at <= until)
+        with self.engine.connect() as c:
+            return [_record(r) for r in c.execute(q.order_by(_served.c.served_at))]
 
     # cursor -----------------------------------------------------------------------
     def cursor_blocks(self) -> list[BlockRef]:
-        with Session(self.engine) as s:
+        with self.engine.connect() as c:
             return [
                 BlockRef(r.number, r.hash, r.parent)
-                for r in s.scalars(select(CursorBlock).order_by(CursorBlock.number))
+                for r in c.execute(select(_cursor).order_by(_cursor.c.number))
             ]
 
     def save_cursor(self, blocks: list[BlockRef]) -> None:
         """Make the stored blocks equal ``blocks`` (ascending), touching only what changed."""
-        with Session(self.engine) as s, s.begin():
+        with self.engine.begin() as c:
             if not blocks:
-                s.query(CursorBlock).delete()
+                c.execute(delete(_cursor))
                 return
             lo, hi = blocks[0].number, blocks[-1].number
-            s.query(CursorBlock).filter(
-                (CursorBlock.number < lo) | (CursorBlock.number > hi)
-            ).delete()
-            top = s.scalar(select(func.max(CursorBlock.number)))
-            s.add_all(
-                [
-                    CursorBlock(number=b.number, hash=b.hash, parent=b.parent)
-                    for b in blocks
-                    if top is None or b.number > top
-                ]
-            )
+            c.execute(delete(_cursor).where((_cursor.c.number < lo) | (_cursor.c.number > hi)))
+            top = c.execute(select(func.max(_cursor.c.number))).scalar()
+            new = [
+                {"number": b.number, "hash": b.hash, "parent": b.parent}
+                for b in blocks
+                if top is None or b.number > top
+            ]
+            if new:
+                c.execute(insert(_cursor), new)
 
 
-def _record(row: Served) -> ServedRecord:
+def _record(row) -> ServedRecord:
     return ServedRecord(
         row.guid, row.transport_key, row.requester, row.trigger, row.served_at, row.on_chain_block
     )

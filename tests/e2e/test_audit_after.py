@@ -45,8 +45,12 @@ def test_audit_after_serves_on_the_intent_and_the_audit_matches_it(
     cfg = audit_after_stack
     out = asyncio.run(do_lookup(cfg, sample_sheets[2].transport_id))
     assert out.status == 200
-    triggers = _served_trigger(cfg, out.body["guid"])
-    assert "intent" in triggers
+    # the share goes out before its node writes it down: give the log a moment
+    deadline = time.monotonic() + 5
+    while len(triggers := _served_trigger(cfg, out.body["guid"])) < cfg.threshold:
+        assert time.monotonic() < deadline, f"served log holds only {triggers}"
+        time.sleep(0.05)
+    assert set(triggers) == {"intent"}
     time.sleep(1.0)  # the chain transaction settles
     report = asyncio.run(audit.run(cfg, grace_s=0))
     mine = [r for r in report.rows if r.guid == out.body["guid"]]
@@ -104,3 +108,24 @@ def test_a_served_request_that_never_reached_the_chain_is_flagged(audit_after_st
     )
     assert cli.returncode == 1, cli.stderr
     assert guid in cli.stdout and '"not_on_chain"' in cli.stdout
+
+
+def test_with_asked_nodes_down_the_gateway_asks_the_others(audit_after_stack, sample_sheets):
+    """The gateway asks threshold + 1 nodes first; with two nodes down some lookups asked only one
+    live node, and the second round (after the hedge delay) still gets them their sheet."""
+    cfg = audit_after_stack
+    down = ["node-org1", "node-org2"]
+    for name in down:
+        stack.stop(cfg.run_dir, name)
+    try:
+        outs = [asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id)) for i in range(8)]
+        assert [o.status for o in outs] == [200] * 8
+        for out in outs:
+            assert set(out.body["used_orgs"]) == {"org3", "org4"}
+            first = next(e for e in out.events if e["event"] == "accepted")["asked"]
+            second = [e["orgs"] for e in out.events if e["event"] == "asked"]
+            assert len(first) == cfg.threshold + cfg.gateway.spare_shares
+            if not {"org3", "org4"} <= set(first):  # a live node was left for the second round
+                assert second and {"org3", "org4"} <= set(first) | set(second[0])
+    finally:
+        stack.start_workers(cfg, down)

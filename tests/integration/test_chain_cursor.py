@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -10,7 +11,7 @@ from eth_account import Account
 from shardline import servers
 from shardline.contracts import registry
 from shardline.contracts.client import Chain
-from shardline.contracts.cursor import EventReader, Rpc
+from shardline.contracts.cursor import EventReader, HeadWatcher, Rpc
 from shardline.contracts.deploy import deploy_all
 from shardline.core import ids
 from shardline.core.directory import ORG
@@ -63,24 +64,42 @@ async def _lookup(chain, dep, responder, key) -> str:
     return guid.hex()
 
 
-async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url):
+async def _heads_caught_up(heads: HeadWatcher | None, rpc: Rpc) -> None:
+    """With pushed heads, wait until the node's newest head has arrived over the websocket."""
+    if heads is None:
+        return
+    for _ in range(200):
+        if heads.live and heads.latest == await rpc.block_number():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the node did not push its new head within 2 s")
+
+
+@pytest.mark.parametrize("pushed", [False, True], ids=["read-headers", "pushed-heads"])
+async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url, pushed):
     chain, dep, responder, key = await _setup(anvil_url)
-    rpc = Rpc(chain.w3)
+    rpc = Rpc(chain.rpc)
     handled, handle = _collector()
+    heads = HeadWatcher(anvil_url.replace("http://", "ws://")) if pushed else None
+    if heads is not None:
+        heads.start()
 
     reader = EventReader(
         rpc,
         Cursor(start=dep.block),
         addresses=lambda: [],
         topics0=[LOOKUP_REQUESTED, GATEKEEPER_UPGRADED],
+        heads=heads,
     )
     first = await _lookup(chain, dep, responder, key)
+    await _heads_caught_up(heads, rpc)
     while await reader.step(handle) or reader.cursor.next_number <= await rpc.block_number():
         pass
     assert handled == [first]
 
     snapshot = await rpc.call("evm_snapshot", [])
     orphan = await _lookup(chain, dep, responder, key)  # will be reorganised away
+    await _heads_caught_up(heads, rpc)
     await reader.step(handle)
     assert handled == [first, orphan]
 
@@ -89,8 +108,11 @@ async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url):
     fresh = await Chain.connect(anvil_url)  # the reverted transaction's nonce is free again
     replacement = await _lookup(fresh, dep, responder, key)
     await fresh.close()
+    await _heads_caught_up(heads, rpc)
     for _ in range(5):
         await reader.step(handle)
+    if heads is not None:
+        await heads.stop()
 
     assert handled == [first, orphan, replacement]  # the new branch's event read once, none lost
     canonical = {
@@ -103,7 +125,7 @@ async def test_reader_rereads_from_the_common_ancestor_after_a_reorg(anvil_url):
 
 async def test_reader_waits_for_confirmations(anvil_url):
     chain, dep, responder, key = await _setup(anvil_url)
-    rpc = Rpc(chain.w3)
+    rpc = Rpc(chain.rpc)
     handled, handle = _collector()
 
     start = await rpc.block_number() + 1
