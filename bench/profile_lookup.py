@@ -81,10 +81,18 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="shardline-profile-"))
     try:
         cfg = stack.up(
-            run_dir, orgs=4, threshold=2, policy=args.policy, ports=stack.Ports.free(),
+            run_dir,
+            orgs=4,
+            threshold=2,
+            policy=args.policy,
+            ports=stack.Ports.free(),
             say=lambda m: print("  " + m, flush=True),
         )
-        sheets = [s for s in read_transports(sample_transports_path()) if s.company in {o.id for o in cfg.orgs}][:60]
+        sheets = [
+            s
+            for s in read_transports(sample_transports_path())
+            if s.company in {o.id for o in cfg.orgs}
+        ][:60]
         asyncio.run(transports.register(cfg, sheets))
         asyncio.run(transports.wait_stored(cfg))
         ids = [s.transport_id for s in sheets]
@@ -95,11 +103,29 @@ def main() -> int:
         spies = {}
         for name, pid in procs.items():
             out = run_dir / f"profile-{name}.txt"
-            spies[name] = (out, subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
-                 "--gil", "--format", "raw", "--duration", str(int(args.duration)), "-o", str(out)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            spies[name] = (
+                out,
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--rate",
+                        "250",
+                        "--nonblocking",
+                        "--gil",
+                        "--format",
+                        "raw",
+                        "--duration",
+                        str(int(args.duration)),
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                ),
+            )
         cpu0 = {n: sum(psutil.Process(pid).cpu_times()[:2]) for n, pid in procs.items()}
         ok, bad = asyncio.run(drive(cfg, ids, args.concurrency, args.duration))
         cpu1 = {n: sum(psutil.Process(pid).cpu_times()[:2]) for n, pid in procs.items()}

@@ -50,6 +50,8 @@ class GatewayConfig(BaseModel):
     # Audit-after: ask threshold + spare_shares org nodes first, the others after hedge_s.
     spare_shares: int = 1
     hedge_s: float = 0.25
+    # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
+    tx_linger_s: float = 0.0
     responders: list[Responder] = Field(default_factory=list)
     combiner_metrics_port: int = 0
 

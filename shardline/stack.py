@@ -24,6 +24,7 @@ from eth_account import Account
 
 from shardline import servers
 from shardline.config import (
+    AUDIT_AFTER,
     CHAIN_CONFIRMED,
     GatewayConfig,
     OrgNodeConfig,
@@ -346,6 +347,8 @@ def up(
                 key_file=keys_dir / "gateway.json",
                 port=ports.gateway,
                 deadline_s=deadline_s,
+                # audit-after answers before the chain: its requests may wait to share a block
+                tx_linger_s=0.01 if policy == AUDIT_AFTER else 0.0,
                 responders=responder_cfgs,
                 combiner_metrics_port=ports.metrics(0),
             ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
@@ -230,6 +231,19 @@ def request_lookup_calldata(guid: bytes, key: bytes, ephemeral_pk: bytes) -> byt
         + _bytes16(guid, "lookup guid").ljust(32, b"\0")
         + _bytes32(key, "transport key")
         + _bytes32(ephemeral_pk, "ephemeral public key")
+    )
+
+
+REQUEST_LOOKUPS_SELECTOR = keccak(text="requestLookups(bytes16[],bytes32[],bytes32[])")[:4]
+
+
+def request_lookups_calldata(items: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    """ABI-encoded ``requestLookups`` for (guid, key, ephemeral key) triples of one requester."""
+    guids = [_bytes16(g, "lookup guid") for g, _, _ in items]
+    keys = [_bytes32(k, "transport key") for _, k, _ in items]
+    epks = [_bytes32(e, "ephemeral public key") for _, _, e in items]
+    return REQUEST_LOOKUPS_SELECTOR + abi_encode(
+        ["bytes16[]", "bytes32[]", "bytes32[]"], [guids, keys, epks]
     )
 
 

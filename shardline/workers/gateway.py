@@ -40,6 +40,7 @@ from shardline.contracts.watch import LogWatch
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
+from shardline.workers.lookup_tx import LookupTxBatcher
 
 # What the gateway keeps from the chain while its log subscription is live.
 TRANSPORT_EVENTS = [
@@ -119,6 +120,7 @@ class Gateway:
         self._authorised: set[str] = set()
         # Org nodes that let a lookup down are asked last until they answer again.
         self._slow: set[str] = set()
+        self._batchers: dict[str, LookupTxBatcher] = {}
 
     async def start(self) -> None:
         from shardline.runtime import account, chain_view, ws_url
@@ -147,6 +149,8 @@ class Gateway:
     async def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()
+        for b in self._batchers.values():
+            await b.stop()
         with contextlib.suppress(Exception):
             await self.watch.stop()
         with contextlib.suppress(Exception):
@@ -265,7 +269,7 @@ class Gateway:
             p.expire(lk, LOOKUP_TTL_S)
             await p.execute()
         first = self.choose_servers(terms.org_ids, terms.threshold)
-        await self._ask(state, key, epk, first, 1)
+        # before the intent goes out: its shares may come back before the publish returns
         await state.add(
             "accepted",
             transport_id=transport_id,
@@ -273,7 +277,8 @@ class Gateway:
             orgs=list(terms.org_ids),
             asked=first,
         )
-        self._spawn(self._send(state, acct, calldata))
+        await self._ask(state, key, epk, first, 1)
+        self._spawn(self._send(state, acct, guid, key, epk))
         self._spawn(self._follow(state, key, epk, first))
         log.event(
             "lookup.accepted", guid=g, transport=transport_id, responder=responder.name, trace_id=g
@@ -313,23 +318,48 @@ class Gateway:
                 await asyncio.wait_for(state.done.wait(), self.cfg.gateway.hedge_s)
             if not state.done.is_set():
                 self._slow.update(o for o in first if o not in state.answered)
-                with contextlib.suppress(Exception):
+                await state.add("asked", orgs=rest)
+                try:
                     await self._ask(state, key, epk, rest, 2)
-                    await state.add("asked", orgs=rest)
+                except Exception as exc:  # the bus is away: the deadline will say who answered
+                    log.warn("lookup.ask_failed", guid=state.guid, error=str(exc))
         await self._deadline(state)
 
-    async def _send(self, state: LookupState, acct: LocalAccount, calldata: bytes) -> None:
-        """The Gatekeeper transaction; its LookupRequested log marks the lookup on chain."""
-        chain = self.view.chain
+    def batcher(self, acct: LocalAccount) -> LookupTxBatcher:
+        found = self._batchers.get(acct.address)
+        if found is None:
+            found = LookupTxBatcher(
+                self.view.chain,
+                acct,
+                lambda: self.gatekeeper,
+                linger_s=self.cfg.gateway.tx_linger_s,
+            )
+            self._batchers[acct.address] = found
+        return found
+
+    async def _send(
+        self, state: LookupState, acct: LocalAccount, guid: bytes, key: bytes, epk: bytes
+    ) -> None:
+        """The Gatekeeper request; its LookupRequested log marks the lookup on chain."""
+        chain, batcher = self.view.chain, self.batcher(acct)
         try:
-            tx = await chain.send_call(acct, self.gatekeeper, calldata, gas=registry.LOOKUP_GAS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.chain_seen.wait(), CHAIN_CHECK_S)
-            if not state.chain_seen.is_set():  # no log (yet): the receipt says why
-                result = await chain.wait(tx)
+            sent = await batcher.submit(guid, key, epk)
+            for attempt in (1, 2):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.chain_seen.wait(), CHAIN_CHECK_S)
+                if state.chain_seen.is_set():
+                    return
+                try:  # no log (yet): the receipt says why
+                    result = await chain.wait(sent.tx_hash)
+                except ChainRevert:
+                    if sent.batch_size == 1 or attempt == 2:
+                        raise
+                    sent = await batcher.send_one(guid, key, epk)  # alone, it may pass
+                    continue
                 if not state.chain_seen.is_set():
                     state.chain_seen.set()
-                    await state.add("on_chain", tx=tx, block=result.block_number)
+                    await state.add("on_chain", tx=sent.tx_hash, block=result.block_number)
+                return
         except (ChainRevert, ChainError) as exc:
             log.warn("lookup.chain_failed", guid=state.guid, error=str(exc), trace_id=state.guid)
             await state.add("chain_failed", detail=str(exc))

@@ -33,6 +33,7 @@ from shardline.contracts import (
     retire_transport,
     update_transport,
 )
+from shardline.contracts.registry import request_lookups_calldata
 from shardline.core.ids import new_guid, org_id_to_bytes32, transport_key
 from shardline.servers import anvil_spec, free_port, spawn, stop_pid
 
@@ -302,6 +303,39 @@ async def test_authorised_lookup_emits_lookup_requested(
     with pytest.raises(ChainRevert) as exc:
         await request_lookup(chain, responder, deployment, guid, key, ephemeral, wait=True)
     assert exc.value.reason == "lookup guid already used"
+
+
+async def test_a_batch_of_lookups_emits_one_event_each_or_reverts_whole(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount], responder: LocalAccount
+) -> None:
+    gk = chain.contract("Gatekeeper", deployment.gatekeeper)
+    keys = [await registered_transport(chain, deployment, orgs["org1"]) for _ in range(3)]
+    items = [(new_guid(), k, os.urandom(32)) for k in keys]
+    tx = await chain.send_call(
+        responder, deployment.gatekeeper, request_lookups_calldata(items), gas=600_000
+    )
+    result = await chain.wait(tx)
+    events = gk.events.LookupRequested().process_receipt(result.receipt)
+    assert [(e["args"]["guid"], e["args"]["transportKey"]) for e in events] == [
+        (g, k) for g, k, _ in items
+    ]
+
+    # one unknown transport in a batch: the whole batch reverts with that entry's reason
+    bad = [(new_guid(), keys[0], os.urandom(32)), (new_guid(), fresh_key(), os.urandom(32))]
+    tx = await chain.send_call(
+        responder, deployment.gatekeeper, request_lookups_calldata(bad), gas=600_000
+    )
+    with pytest.raises(ChainRevert) as exc:
+        await chain.wait(tx)
+    assert exc.value.reason == "transport not registered"
+    assert not await gk.functions.lookupUsed(bad[0][0]).call()
+
+    stranger = await funded(chain)
+    with pytest.raises(ChainRevert) as exc:
+        await chain.simulate_call(
+            stranger.address, deployment.gatekeeper, request_lookups_calldata(items[:1])
+        )
+    assert "requester not authorised" in exc.value.reason
 
 
 async def test_lookup_refusals_carry_the_contract_reason(

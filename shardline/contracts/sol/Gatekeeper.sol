@@ -79,6 +79,28 @@ contract Gatekeeper {
     /// @param transportKey The transport key (hash of the transport id).
     /// @param ephemeralPk The requester's one-time X25519 public key.
     function requestLookup(bytes16 guid, bytes32 transportKey, bytes32 ephemeralPk) external {
+        _checkRequester();
+        _request(guid, transportKey, ephemeralPk);
+    }
+
+    /// @notice Several lookups of one requester in one transaction, each checked and recorded
+    ///         as `requestLookup` would; one bad entry reverts them all, with its reason.
+    function requestLookups(
+        bytes16[] calldata guids,
+        bytes32[] calldata transportKeys,
+        bytes32[] calldata ephemeralPks
+    ) external {
+        require(
+            guids.length == transportKeys.length && guids.length == ephemeralPks.length,
+            "lookup batch arrays differ in length"
+        );
+        _checkRequester();
+        for (uint256 i = 0; i < guids.length; i++) {
+            _request(guids[i], transportKeys[i], ephemeralPks[i]);
+        }
+    }
+
+    function _checkRequester() private view {
         require(
             IGovernor(governor).gatekeeper() == address(this),
             "gatekeeper retired: use the current gatekeeper named by the governor"
@@ -87,6 +109,9 @@ contract Gatekeeper {
             _roles[RESPONDER][msg.sender],
             "requester not authorised: the account lacks the RESPONDER role"
         );
+    }
+
+    function _request(bytes16 guid, bytes32 transportKey, bytes32 ephemeralPk) private {
         require(guid != bytes16(0), "lookup guid must not be empty");
         require(ephemeralPk != bytes32(0), "ephemeral public key must not be empty");
         (uint32 version, bool active) = registry.status(transportKey);
