@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import nats
 import psutil
+import uvloop
 from eth_account import Account
 
 from shardline import stack, transports
@@ -537,7 +538,7 @@ def run_policy(policy: str, args: argparse.Namespace) -> PolicyRun:
             say=say,
         )
         startup = time.perf_counter() - t
-        result = asyncio.run(measure(cfg, policy, args, say))
+        result = uvloop.run(measure(cfg, policy, args, say))  # the loop the workers run on
         result.startup_s = round(startup, 2)
         finished = True
         return result

@@ -166,9 +166,11 @@ def worker(
             err.print("[red]org-node needs --org ORG_ID[/red]")
             raise typer.Exit(2)
         o = cfg.org(org)
-        asyncio.run(runtime.run_workers(lambda: runtime.org_node_workers(cfg, o), o.metrics_port))
+        runtime.run_loop(
+            runtime.run_workers(lambda: runtime.org_node_workers(cfg, o), o.metrics_port)
+        )
     elif kind == "combiner":
-        asyncio.run(
+        runtime.run_loop(
             runtime.run_workers(
                 lambda: runtime.combiner_workers(cfg), cfg.gateway.combiner_metrics_port
             )

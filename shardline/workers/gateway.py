@@ -587,4 +587,6 @@ def serve(cfg: StackConfig) -> None:
         port=cfg.gateway.port,
         log_level="warning",
         access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
