@@ -8,9 +8,15 @@ BIN    := $(VENV)/bin
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap
+.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap browser webapp
 
-bootstrap: $(STAMP_PY) $(STAMP_NPM)
+bootstrap: $(STAMP_PY) $(STAMP_NPM) browser
+
+# The browser tests drive Debian's Chromium; install it once if the machine lacks it.
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "cannot install chromium: run 'sudo apt-get install chromium'"; exit 1; }
 
 $(STAMP_PY): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +28,7 @@ $(STAMP_PY): pyproject.toml
 # resolved from the registry mirror; `npm install` installs the same pinned versions from it.
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=silent || npm install --no-audit --no-fund --no-save --loglevel=error
-	@test -d node_modules/solc && test -d node_modules/@foundry-rs/anvil
+	@test -d node_modules/solc && test -d node_modules/@foundry-rs/anvil && test -d node_modules/esbuild && test -d node_modules/jsqr
 	@touch $@
 
 demo: bootstrap
@@ -60,6 +66,10 @@ status:
 
 compile: $(STAMP_NPM)
 	node shardline/contracts/compile.mjs
+
+# The responders' web app: shardline/webapp/src -> shardline/webapp/static (committed).
+webapp: $(STAMP_NPM)
+	npm run --silent build:webapp
 
 clean:
 	-$(BIN)/shardline down

@@ -34,6 +34,7 @@ from shardline.contracts import registry
 from shardline.contracts.client import ChainError, ChainRevert
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
+from shardline.workers import webapp
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
 
 LOOKUPS = Counter("shardline_lookups_total", "Lookups by outcome", ["outcome"])
@@ -389,6 +390,7 @@ def create_app(cfg: StackConfig) -> FastAPI:
 
         return EventSourceResponse(stream())
 
+    webapp.install(app, cfg)
     return app
 
 
