@@ -116,9 +116,12 @@ def test_scan_a_label_photo_and_read_the_sheet(chromium, live_stack, target, lab
     expect(page.get_by_role("img", name=f"Hazard class {target.hazard_class}")).to_be_visible()
     assert not page.locator("#problem").is_visible()
 
-    page.screenshot(path=str(artifacts / "sheet-360x740.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 800})
-    page.screenshot(path=str(artifacts / "sheet-1280x800.png"), full_page=True)
+    # The sheet as the responder sees it on arrival (it takes the focus), and the whole page.
+    for width, height in ((360, 740), (1280, 800)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("document.getElementById('sheet').scrollIntoView()")
+        page.screenshot(path=str(artifacts / f"sheet-{width}x{height}.png"))
+        page.screenshot(path=str(artifacts / f"page-{width}x{height}-full.png"), full_page=True)
     # Nothing is wider than the phone's screen at 360 px.
     page.set_viewport_size({"width": 360, "height": 740})
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
