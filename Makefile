@@ -10,9 +10,9 @@ STAMP_NPM := node_modules/.installed
 
 .PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap browser webapp
 
-bootstrap: $(STAMP_PY) $(STAMP_NPM) browser
+bootstrap: $(STAMP_PY) $(STAMP_NPM)
 
-# The browser tests drive Debian's Chromium; install it once if the machine lacks it.
+# The browser tests (tests/browser) drive Debian's Chromium; install it once if it is missing.
 browser:
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
@@ -34,15 +34,15 @@ $(STAMP_NPM): package.json package-lock.json
 demo: bootstrap
 	$(BIN)/shardline demo
 
-test: bootstrap
+test: bootstrap browser
 	$(BIN)/ruff check shardline tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: bootstrap
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: bootstrap
-	$(BIN)/python -m pytest -q tests/integration tests/e2e
+test-integration: bootstrap browser
+	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/browser
 
 lint: bootstrap
 	$(BIN)/ruff check shardline tests bench

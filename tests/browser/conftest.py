@@ -29,20 +29,31 @@ ARTIFACTS = Path(
 
 
 @pytest.fixture(scope="module")
-def chromium(live_stack):
-    """The browser, for one module. Playwright's sync API keeps an event loop running in this
-    thread while it lives, so the stack is started first and stack calls go through `off_loop`."""
+def playwright(live_stack):
+    """Playwright, for one module. Its sync API keeps an event loop running in this thread while
+    it lives, so the stack is started first and stack calls go through `off_loop`."""
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.fail(
-            f"no Chromium at {CHROMIUM}: `make bootstrap` installs Debian's chromium package "
+            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package "
             "(apt-get install chromium), or set SHARDLINE_CHROMIUM"
         )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield p
+
+
+def launch(playwright, *extra_args: str):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
+    )
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright):
+    browser = launch(playwright)
+    yield browser
+    browser.close()
 
 
 def off_loop(fn, *args):

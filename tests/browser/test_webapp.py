@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from shardline import stack
 from shardline.core.cargo import CargoSheet
 from shardline.lookup_client import api_key, base_url
-from tests.browser.conftest import off_loop
+from tests.browser.conftest import launch, off_loop
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +76,9 @@ def unnamed_controls(page: Page) -> tuple[list[str], set[str]]:
     )["nodeIds"]
     unnamed, checked = [], set()
     for node_id in found:
-        ax = cdp.send("Accessibility.getPartialAXTree", {"nodeId": node_id, "fetchRelatives": False})
+        ax = cdp.send(
+            "Accessibility.getPartialAXTree", {"nodeId": node_id, "fetchRelatives": False}
+        )
         node = ax["nodes"][0]
         if node.get("ignored"):
             continue  # not rendered in this view; checked in the view that shows it
@@ -126,6 +129,39 @@ def test_scan_a_label_photo_and_read_the_sheet(chromium, live_stack, target, lab
     page.set_viewport_size({"width": 360, "height": 740})
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     ctx.close()
+
+
+def camera_video(label: Path, out: Path) -> Path:
+    """A Y4M video of the label held in front of the camera, for Chromium's fake camera."""
+    w, h = 640, 480
+    frame = Image.new("RGB", (w, h), (90, 90, 90))
+    img = Image.open(label).convert("RGB")
+    img.thumbnail((560, 400))
+    frame.paste(img, ((w - img.width) // 2, (h - img.height) // 2))
+    y, cb, cr = frame.convert("YCbCr").split()
+    planes = (
+        y.tobytes() + cb.resize((w // 2, h // 2)).tobytes() + cr.resize((w // 2, h // 2)).tobytes()
+    )
+    out.write_bytes(
+        f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode() + (b"FRAME\n" + planes) * 5
+    )
+    return out
+
+
+def test_scan_a_label_with_the_camera(playwright, live_stack, target, label_png, tmp_path):
+    video = camera_video(label_png, tmp_path / "label.y4m")
+    browser = launch(playwright, f"--use-file-for-fake-video-capture={video}")
+    try:
+        ctx = new_context(browser)
+        page = ctx.new_page()
+        sign_in(page, live_stack)
+        page.get_by_role("button", name="Scan label with camera").click()
+        expect(page.locator('#events li[data-event="result"]')).to_have_count(1)
+        expect(page.locator("#sheet .facts")).to_contain_text(target.transport_id)
+        expect(page.locator("#sheet-un")).to_have_text(target.un_number)
+        expect(page.locator("#camera")).to_be_hidden()  # the camera stops once a code is read
+    finally:
+        browser.close()
 
 
 def test_recent_lookups_are_encrypted_on_the_device_and_wiped_at_sign_out(
