@@ -11,6 +11,7 @@ const WHO = "shardline.responder";
 let guides = null;
 let stopScan = null;
 let stream = null;
+let current = 0; // the lookup on screen; an older one still streaming must not touch the page
 
 const auth = () => ({ Authorization: `Bearer ${sessionStorage.getItem(KEY)}` });
 const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
@@ -102,6 +103,7 @@ async function signIn(event) {
 }
 
 async function signOut(message = "") {
+  current += 1;
   stopCamera();
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(WHO);
@@ -129,6 +131,7 @@ async function refreshRecent() {
           {
             type: "button",
             onclick: () => {
+              current += 1;
               clearResult();
               renderSheet($("sheet"), sheet, { note: `Saved on this device at ${clock(at)}; look it up again for the latest sheet.` });
               $("sheet").focus();
@@ -199,6 +202,7 @@ function failed(status, body, id) {
 }
 
 async function go(text) {
+  current += 1;
   stopCamera();
   clearResult();
   const target = parseTarget(text);
@@ -216,10 +220,11 @@ async function go(text) {
     } else problem("Unknown UN number", `${target.un} is not in this app's table. Check the number on the orange plate.`);
     return;
   }
-  await lookup(target.transportId, guide);
+  await lookup(target.transportId, guide, current);
 }
 
-async function lookup(id, guide) {
+async function lookup(id, guide, mine) {
+  const stale = () => mine !== current;
   const sheet = $("sheet");
   if (guide) {
     renderSheet(sheet, guide, { guideOnly: true, note: `Public guide for ${guide.un_number} while the sheet of ${id} loads.` });
@@ -239,9 +244,10 @@ async function lookup(id, guide) {
       body: JSON.stringify({ transport_id: id }),
     });
   } catch {
-    offline();
+    if (!stale()) offline();
     return;
   }
+  if (stale()) return;
   if (res.status !== 202) {
     failed(res.status, await res.json().catch(() => ({})), id);
     return;
@@ -252,6 +258,7 @@ async function lookup(id, guide) {
     const events = await fetch(accepted.events, { headers: auth() });
     if (events.ok) {
       for await (const e of readEvents(events)) {
+        if (stale()) return;
         addEvent(e);
         if (e.event === "result" || e.event === "error") {
           outcome = e;
@@ -267,10 +274,11 @@ async function lookup(id, guide) {
       const r = await fetch(accepted.result, { headers: auth() });
       outcome = { status: r.status, ...(await r.json()) };
     } catch {
-      offline();
+      if (!stale()) offline();
       return;
     }
   }
+  if (stale()) return;
   if (outcome.status !== 200) {
     failed(outcome.status, outcome, id);
     return;
