@@ -8,9 +8,15 @@ BIN    := $(VENV)/bin
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap
+.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap browser webapp
 
 bootstrap: $(STAMP_PY) $(STAMP_NPM)
+
+# The browser tests (tests/browser) drive Debian's Chromium; install it once if it is missing.
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "cannot install chromium: run 'sudo apt-get install chromium'"; exit 1; }
 
 $(STAMP_PY): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,21 +28,21 @@ $(STAMP_PY): pyproject.toml
 # resolved from the registry mirror; `npm install` installs the same pinned versions from it.
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=silent || npm install --no-audit --no-fund --no-save --loglevel=error
-	@test -d node_modules/solc && test -d node_modules/@foundry-rs/anvil
+	@test -d node_modules/solc && test -d node_modules/@foundry-rs/anvil && test -d node_modules/esbuild && test -d node_modules/jsqr
 	@touch $@
 
 demo: bootstrap
 	$(BIN)/shardline demo
 
-test: bootstrap
+test: bootstrap browser
 	$(BIN)/ruff check shardline tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: bootstrap
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: bootstrap
-	$(BIN)/python -m pytest -q tests/integration tests/e2e
+test-integration: bootstrap browser
+	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/browser
 
 lint: bootstrap
 	$(BIN)/ruff check shardline tests bench
@@ -60,6 +66,10 @@ status:
 
 compile: $(STAMP_NPM)
 	node shardline/contracts/compile.mjs
+
+# The responders' web app: shardline/webapp/src -> shardline/webapp/static (committed).
+webapp: $(STAMP_NPM)
+	npm run --silent build:webapp
 
 clean:
 	-$(BIN)/shardline down

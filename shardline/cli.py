@@ -299,6 +299,54 @@ def _when(text: str | None) -> float | None:
 
 
 @app.command()
+def label(
+    transport_id: Annotated[
+        str | None, typer.Argument(help="The transport to label, e.g. TR-100001.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="label.svg|png|pdf (default <id>.svg); with --all a .pdf sheet."),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="A printable A4 sheet of every transport's label.")
+    ] = False,
+    company: Annotated[str | None, typer.Option(help="With --all: only this company.")] = None,
+    transports_file: Annotated[
+        Path | None,
+        typer.Option("--transports", help="Transports CSV (default: the sample file)."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The responders' app URL, so that a phone camera opens it directly."),
+    ] = None,
+) -> None:
+    """Make the QR label to fix on a transport, or with --all a printable sheet for a fleet."""
+    from shardline import labels
+    from shardline.core.cargo import DataError, read_transports, sample_transports_path
+
+    if all_ == (transport_id is not None):
+        err.print("[red]give a TRANSPORT_ID or --all, not both and not neither[/red]")
+        raise typer.Exit(2)
+    try:
+        sheets = read_transports(transports_file or sample_transports_path())
+        chosen = labels.select(sheets, transport_id, company)
+        if all_:
+            target = out or Path(f"labels-{company or 'fleet'}.pdf")
+            pages = labels.write_fleet(chosen, target, url)
+            console.print(f"wrote {len(chosen)} labels on {pages} A4 page(s) to {target}")
+        else:
+            target = out or Path(f"{transport_id}.svg")
+            labels.write_label(chosen[0], target, url)
+            console.print(f"wrote the label of {transport_id} ({chosen[0].un_number}) to {target}")
+    except (DataError, labels.LabelError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"[red]cannot write {exc.filename}: {exc.strerror}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def demo(run_dir: RunDir = Path(".shardline")) -> None:
     """Run the emergency lookup end to end on a fresh local stack, then shut it down."""
     from shardline.demo import run

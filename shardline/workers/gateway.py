@@ -39,6 +39,7 @@ from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
+from shardline.workers import webapp
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
 from shardline.workers.lookup_tx import LookupTxBatcher
 
@@ -574,6 +575,7 @@ def create_app(cfg: StackConfig) -> FastAPI:
 
         return EventSourceResponse(stream())
 
+    webapp.install(app, cfg)
     return app
 
 
