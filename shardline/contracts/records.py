@@ -132,7 +132,7 @@ async def readers_of(chain: Chain, deployment: Deployment, record_id: str) -> li
 
 # -- grants --------------------------------------------------------------------------------
 def _grant_gas(proxies: int) -> int:
-    return 120_000 + 45_000 * max(proxies, 1)
+    return 260_000 + 60_000 * max(proxies, 1)
 
 
 async def grant(

@@ -183,8 +183,8 @@ class RecordsProxy(Worker):
         if row is None:
             return None
         body = envelope.open_body(envelope.parse(row.sealed, "records.kfrag"), self.keys)
-        # It verified when it arrived; what this org sealed at rest needs no second check.
-        found = (row.version, umbral.VerifiedKeyFrag.from_verified_bytes(unb64(body["kfrag"])))
+        # It verified when it arrived, and only this proxy writes its rows.
+        found = (row.version, umbral.KeyFrag.from_bytes(unb64(body["kfrag"])).skip_verification())
         self._kfrags[(rid, reader)] = found
         return found
 
@@ -212,6 +212,9 @@ class RecordsProxy(Worker):
             reply = await self.answer(env)
         except (ChainError, OSError) as exc:
             reply = self.refusal(env, "unavailable", f"this proxy cannot reach its chain: {exc}")
+        except Exception as exc:
+            log.error("records.access_failed", org=self.org_id, error=repr(exc))
+            reply = self.refusal(env, "unavailable", f"{self.org_id} failed: {exc!r}")
         await req.respond(reply.to_bytes())
         self.counts["ok" if reply.type == "records.cfrag" else "error"] += 1
 
