@@ -35,6 +35,7 @@ from shardline.contracts.client import ChainError, ChainRevert
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
+from shardline.workers.records_api import records_router
 
 LOOKUPS = Counter("shardline_lookups_total", "Lookups by outcome", ["outcome"])
 LOOKUP_SECONDS = Histogram(
@@ -307,6 +308,7 @@ def create_app(cfg: StackConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.mount("/metrics", make_asgi_app())
+    app.include_router(records_router(cfg))
 
     async def responder(
         authorization: str | None = Header(default=None),

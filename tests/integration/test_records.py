@@ -273,3 +273,70 @@ async def test_no_plaintext_on_the_bus_or_in_any_proxy_store(client, records_sta
         for f in db.parent.glob(db.name + "*"):  # the database, its WAL and shared memory
             assert marker not in f.read_bytes(), f
         assert ProxyStore(org.database_url).kfrags(), org.id  # the proxies did store something
+
+
+def _cli(cfg: StackConfig, *args: str, stdin: bytes | None = None):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "shardline", "records", *args, "--config", str(cfg.path)],
+        capture_output=True,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_cli_and_rest_api_tell_the_same_story(records_stack, tmp_path):
+    import httpx
+
+    cfg = records_stack
+    suffix = os.urandom(2).hex()
+    owner, reader = f"pat-{suffix}", f"hosp-{suffix}"
+    for who in (owner, reader):
+        p = await asyncio.to_thread(_cli, cfg, "keygen", who)
+        assert p.returncode == 0, p.stderr.decode()
+    keys = cfg.run_dir / "keys" / "records"
+    auth = {
+        n: {"Authorization": f"Bearer {(keys / f'{n}.apikey').read_text().strip()}"}
+        for n in (owner, reader)
+    }
+    text = b"vaccination record\n" + os.urandom(300)
+    base = f"http://{cfg.gateway.host}:{cfg.gateway.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        assert (await http.post("/records", content=text)).status_code == 401
+        r = await http.post("/records", content=text, headers=auth[owner])
+        assert r.status_code == 201, r.text
+        rid = r.json()["record_id"]
+        p = await asyncio.to_thread(
+            _cli, cfg, "grant", rid, reader, "--as", owner, "--threshold", "2", "--expires", "1d"
+        )
+        assert p.returncode == 0, p.stderr.decode()
+        assert f"granted record {rid} to {reader}: 2 of org1, org2, org3" in " ".join(
+            p.stdout.decode().split()
+        )
+        r = await http.get(f"/records/{rid}", headers=auth[reader])
+        assert r.status_code == 200, r.text
+        assert r.content == text
+        assert len(r.headers["X-Shardline-Used-Proxies"].split(",")) == 2
+        out = tmp_path / "copy.bin"
+        p = await asyncio.to_thread(_cli, cfg, "get", rid, "--as", reader, "--out", str(out))
+        assert p.returncode == 0, p.stderr.decode()
+        assert out.read_bytes() == text
+        listing = (await http.get("/records", headers=auth[owner])).json()
+        assert listing["owned"][0]["grants"][0]["reader"] == reader
+        r = await http.post(
+            f"/records/{rid}/grants", json={"reader": "no-such-reader"}, headers=auth[owner]
+        )
+        assert r.status_code == 404 and "unknown reader" in r.json()["detail"]["detail"]
+        r = await http.delete(f"/records/{rid}/grants/{reader}", headers=auth[owner])
+        assert r.status_code == 200, r.text
+        r = await http.get(f"/records/{rid}", headers=auth[reader])
+        assert r.status_code == 403
+        body = r.json()["detail"]
+        assert body["record_id"] == rid and body["reader"] == reader and "revoked" in body["detail"]
+        p = await asyncio.to_thread(_cli, cfg, "get", rid, "--as", reader)
+        assert p.returncode == 1 and b"revoked" in p.stderr and p.stdout == b""
+        spec = (await http.get("/openapi.json")).json()
+        assert "/records/{record_id}/grants" in spec["paths"]
