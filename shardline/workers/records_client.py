@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,16 @@ from shardline.bus.envelope import BadMessage, b64, unb64
 from shardline.contracts import records as chain_records
 from shardline.contracts import registry
 from shardline.contracts.client import Chain, ChainRevert
+from shardline.contracts.cursor import Rpc
 from shardline.contracts.deploy import Deployment
 from shardline.core import records as rc
 from shardline.core.directory import Directory, UnknownParticipant
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+# A reader remembers a grant's proxies and threshold this long; liveness is the proxies' call.
+GRANT_TTL_S = 5.0
+# Ask m proxies first; ask the others when one fails, or when m have not answered by then.
+HEDGE_S = 0.25
 LOCAL_CHAIN_ID = 31337
 
 
@@ -78,8 +84,10 @@ class RecordsClient:
         self.blobs = blobs
         self.timeout_s = timeout_s
         self.orgs = Directory(refresh=lambda: registry.list_participants(chain, deployment))
+        self.rpc = Rpc(chain.w3)
         self._records: dict[str, rc.RecordInfo] = {}
         self._parties: dict[str, rc.Party] = {}
+        self._grants: dict[tuple[str, str], tuple[rc.Grant, float]] = {}
 
     @classmethod
     async def connect(
@@ -284,7 +292,7 @@ class RecordsClient:
         return found
 
     async def grant_view(self, record_id: str, reader: str) -> GrantView:
-        g, chain_time = await chain_records.grant_of(self.chain, self.deployment, record_id, reader)
+        g, chain_time = await chain_records.read_grant(self.rpc, self.deployment, record_id, reader)
         return GrantView(g, g.status(max(time.time(), chain_time)))
 
     async def listing(self, party_id: str) -> dict:
@@ -313,18 +321,28 @@ class RecordsClient:
 
     # ---- reader -------------------------------------------------------------------------
     async def context(
-        self, reader: rc.PartyKeys, record_id: str
+        self, reader: rc.PartyKeys, record_id: str, *, fresh: bool = False
     ) -> tuple[rc.ReadContext, rc.Grant]:
+        """What a read needs; the grant from the chain, or remembered for GRANT_TTL_S."""
         rc.check_record_id(record_id)
-        record, (g, chain_time), reader_party = await asyncio.gather(
-            self.record(record_id),
-            chain_records.grant_of(self.chain, self.deployment, record_id, reader.id),
-            self.party(reader.id, record_id=record_id),
-        )
+        cached = self._grants.get((record_id, reader.id))
+        if cached and not fresh and time.monotonic() - cached[1] < GRANT_TTL_S:
+            record, reader_party = await asyncio.gather(
+                self.record(record_id), self.party(reader.id, record_id=record_id)
+            )
+            g = cached[0]
+        else:
+            record, (g, chain_time), reader_party = await asyncio.gather(
+                self.record(record_id),
+                chain_records.read_grant(self.rpc, self.deployment, record_id, reader.id),
+                self.party(reader.id, record_id=record_id),
+            )
+            refused = g.refusal(max(time.time(), chain_time))
+            if refused is not None:
+                self._grants.pop((record_id, reader.id), None)
+                raise refused
+            self._grants[(record_id, reader.id)] = (g, time.monotonic())
         owner = await self.party(record.owner, role="owner", record_id=record_id)
-        refused = g.refusal(max(time.time(), chain_time))
-        if refused is not None:
-            raise refused
         return rc.ReadContext(record, owner, reader_party, g.threshold), g
 
     async def ask(self, reader: rc.PartyKeys, record_id: str, org: str, trace_id: str) -> Answer:
@@ -368,24 +386,44 @@ class RecordsClient:
         ctx, g = await self.context(reader, record_id)
         blob = asyncio.ensure_future(self.blobs.get(ctx.record.content_hash.hex()))
         trace = envelope.new_trace_id()
-        pending = {asyncio.ensure_future(self.ask(reader, record_id, o, trace)) for o in g.proxies}
+        order = random.sample(g.proxies, len(g.proxies))  # spread the load over the proxies
+        waiting = order[g.threshold :]
+        pending = {
+            asyncio.ensure_future(self.ask(reader, record_id, o, trace))
+            for o in order[: g.threshold]
+        }
         collector = rc.CfragCollector(ctx)
         silent: list[str] = []
         try:
             while pending and not collector.ready:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=HEDGE_S if waiting else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                failed = 0
                 for task in done:
                     a = task.result()
                     if a.outcome == "cfrag":
-                        collector.add(a.org, a.cfrag)
-                    elif a.outcome == "refusal":
-                        collector.refuse(a.org, f"{a.reason}: {a.detail}")
-                    elif a.outcome == "bad":
-                        collector.bad[a.org] = a.detail
+                        failed += not collector.add(a.org, a.cfrag)
                     else:
-                        silent.append(a.org)
+                        failed += 1
+                        if a.outcome == "refusal":
+                            collector.refuse(a.org, f"{a.reason}: {a.detail}")
+                        elif a.outcome == "bad":
+                            collector.bad[a.org] = a.detail
+                        else:
+                            silent.append(a.org)
+                if waiting and (failed or not done):  # ask the others too
+                    pending |= {
+                        asyncio.ensure_future(self.ask(reader, record_id, o, trace))
+                        for o in waiting
+                    }
+                    waiting = []
             if not collector.ready:
                 blob.cancel()
+                if collector.refused:  # the grant may have changed since it was remembered
+                    await self.context(reader, record_id, fresh=True)
                 raise collector.shortfall(g.proxies)
             try:
                 ciphertext = await blob

@@ -224,7 +224,7 @@ class RecordsProxy(Worker):
         if env.sender != reader:
             return self.refusal(env, "bad request", f"signed by {env.sender}, not by {reader}")
         grant_call = asyncio.ensure_future(
-            chain_records.grant_of(self.chain, self.deployment, rid, reader)
+            chain_records.read_grant(self.reader.rpc, self.deployment, rid, reader)
         )
         try:
             try:
