@@ -15,6 +15,7 @@ from rich.table import Table
 
 from shardline import stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
+from shardline.records_cli import records_app
 
 app = typer.Typer(
     help="shardline: answer sensitive questions across organisations that do not trust each other.",
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 transports_app = typer.Typer(help="Register and manage hazardous transports.", no_args_is_help=True)
 app.add_typer(transports_app, name="transports")
+app.add_typer(records_app, name="records")
 console = Console()
 err = Console(stderr=True)
 

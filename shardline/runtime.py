@@ -114,7 +114,31 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         terms=view.terms,
         authorised=view.authorised,
     )
-    return [intake, node]
+    workers: list[Worker] = [intake, node]
+    if view.deployment.records_registry:
+        workers.append(records_proxy(nc, keys, view, org, rpc_url, cfg))
+    return workers
+
+
+def records_proxy(
+    nc, keys: ParticipantKeys, view: ChainView, org: OrgNodeConfig, rpc_url: str, cfg: StackConfig
+) -> Worker:
+    from shardline.workers.records_proxy import PartyDirectory, RecordsProxy
+    from shardline.workers.records_store import ProxyStore
+
+    return RecordsProxy(
+        nc,
+        keys,
+        PartyDirectory(view.chain, view.deployment),
+        instance=org.id,
+        concurrency=1,
+        org_id=org.id,
+        store=ProxyStore(org.database_url),
+        chain=view.chain,
+        deployment=view.deployment,
+        ws_url=ws_url(rpc_url),
+        confirmations=cfg.confirmations,
+    )
 
 
 async def combiner_workers(cfg: StackConfig) -> list[Worker]:

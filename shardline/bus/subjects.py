@@ -16,6 +16,11 @@ LOOKUP_PROGRESS = "lookup.progress.{guid}"
 LOOKUP_RESULT = "lookup.result.{guid}"
 # Request/reply: what an org's share node has served (for the audit).
 AUDIT_SERVED = "audit.served.{org}"
+# Records: an owner's key fragment for one proxy, sealed to that proxy's org (durable).
+RECORDS_KFRAG = "records.kfrag.{org}"
+# Records: request/reply to one org's proxy; the reply is a cfrag sealed to the reader, or a
+# refusal. Not in a stream: a stream would answer the request with its own ack.
+RECORDS_ACCESS = "records.access.{org}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -24,6 +29,7 @@ STREAMS: dict[str, dict] = {
     "LOOKUPS": {"subjects": ["lookup.>"], "max_age_s": 24 * 3600},
     "TRANSPORTS": {"subjects": ["transport.>"], "max_age_s": None},
     "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
+    "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},
 }
 
 DUPLICATE_WINDOW_S = 15 * 60
@@ -42,4 +48,6 @@ def catalogue() -> dict[str, str]:
         LOOKUP_SHARE: "lookup.share",
         LOOKUP_PROGRESS: "lookup.progress",
         LOOKUP_RESULT: "lookup.result",
+        RECORDS_KFRAG: "records.kfrag",
+        RECORDS_ACCESS: "records.access",
     }

@@ -23,13 +23,14 @@ class Deployment:
     governor: str
     block: int
     chain_id: int
+    records_registry: str = ""  # empty in deployments made before the records capability
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name != "records_registry"]
         missing = [n for n in names if n not in data]
         if missing:
             raise ValueError(
@@ -43,6 +44,9 @@ class Deployment:
             governor=Web3.to_checksum_address(data["governor"]),
             block=int(data["block"]),
             chain_id=int(data["chain_id"]),
+            records_registry=Web3.to_checksum_address(data["records_registry"])
+            if data.get("records_registry")
+            else "",
         )
 
 
@@ -68,6 +72,7 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
     transport_registry = await deploy_contract(chain, admin, "TransportRegistry", org_registry)
     gatekeeper = await deploy_contract(chain, admin, "Gatekeeper", governor, transport_registry)
     await chain.transact(admin, chain.contract("Governor", governor).functions.upgrade(gatekeeper))
+    records_registry = await deploy_contract(chain, admin, "RecordsRegistry", org_registry)
     return Deployment(
         org_registry=org_registry,
         transport_registry=transport_registry,
@@ -75,4 +80,5 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
         governor=governor,
         block=start_block + 1,
         chain_id=chain.chain_id,
+        records_registry=records_registry,
     )

@@ -1,0 +1,367 @@
+"""Records proxy, one per org node: re-encrypts a record's capsule for a reader with a live grant.
+
+It takes an owner's key fragment only when the owner signed it for that record and reader and
+the grant on its own chain endpoint names this org; it keeps it sealed at rest. On an access
+request it checks the grant on its own chain endpoint (not revoked, not expired, by the later of
+the chain's clock and its own), re-encrypts the on-chain capsule, and answers with the capsule
+fragment sealed to the reader. It follows AccessRevoked (and newer AccessGranted) events with the
+reorg-safe reader and deletes superseded or revoked fragments; from the revoking block on it
+refuses anyway, because every request reads the grant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+
+import umbral_pre as umbral
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig
+
+from shardline.bus import envelope, log, subjects
+from shardline.bus.envelope import BadMessage, b64, unb64
+from shardline.bus.streams import ConsumerSpec
+from shardline.bus.worker import Incoming, Transient, Worker
+from shardline.contracts import records as chain_records
+from shardline.contracts.client import Chain, ChainError
+from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.contracts.deploy import Deployment
+from shardline.core import records as rc
+from shardline.core.directory import Directory, Participant, UnknownParticipant
+from shardline.core.logpoller import Cursor
+from shardline.workers.records_store import ProxyStore
+
+PARTY = 3  # a records party's kind in a PartyDirectory (not an OrgRegistry kind)
+
+
+class PartyDirectory(Directory):
+    """Records parties (owners and readers) by id, from the RecordsRegistry on one's own chain.
+
+    Party keys cannot change on chain once registered, so an entry is kept once read.
+    """
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        super().__init__()
+        self.chain = chain
+        self.deployment = deployment
+        self.parties: dict[str, rc.Party] = {}
+
+    async def party(self, party_id: str) -> rc.Party:
+        found = self.parties.get(party_id)
+        if found is None:
+            try:
+                found = await chain_records.get_party(self.chain, self.deployment, party_id)
+            except ValueError:  # not an id shape at all
+                found = None
+            if found is None:
+                raise UnknownParticipant(f"{party_id!r} is not a records party on chain")
+            self.parties[party_id] = found
+        return found
+
+    async def resolve(self, participant_id: str) -> Participant:
+        p = await self.party(participant_id)
+        return Participant(p.id, p.signing_pk, p.sealing_pk, p.account, PARTY)
+
+
+class RecordsProxy(Worker):
+    kind = "records-proxy"
+
+    def __init__(
+        self,
+        *args,
+        org_id: str,
+        store: ProxyStore,
+        chain: Chain,
+        deployment: Deployment,
+        ws_url: str,
+        confirmations: int = 0,
+        clock: Callable[[], float] = time.time,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.org_id = org_id
+        self.store = store
+        self.chain = chain
+        self.deployment = deployment
+        self.parties: PartyDirectory = self.directory  # type: ignore[assignment]
+        self.clock = clock
+        self._records: dict[str, rc.RecordInfo] = {}
+        self._kfrags: dict[tuple[str, str], tuple[int, umbral.VerifiedKeyFrag]] = {}
+        self.reader = EventReader(
+            Rpc(chain.rpc),
+            Cursor(start=int(deployment.block), remembered=store.cursor_blocks()),
+            addresses=lambda: [deployment.records_registry],
+            topics0=[chain_records.ACCESS_REVOKED, chain_records.ACCESS_GRANTED],
+            confirmations=confirmations,
+            save=lambda c: store.save_cursor(c.remembered()),
+            heads=(heads := HeadWatcher(ws_url)),
+        )
+        self.heads = heads
+        self._loop: asyncio.Task | None = None
+        self._audits: set[asyncio.Task] = set()
+
+    # ---- wiring -------------------------------------------------------------------------
+    async def setup(self) -> None:
+        self.consume(
+            ConsumerSpec(
+                "RECORDS",
+                f"records-kfrags-{self.org_id}",
+                (subjects.RECORDS_KFRAG.format(org=self.org_id),),
+                "records.kfrag",
+                ack_wait_s=10,
+                max_deliver=20,
+            ),
+            self.on_kfrag,
+        )
+        self.heads.start()
+        self._loop = asyncio.create_task(self._follow_chain())
+
+    def endpoints(self) -> list[EndpointConfig]:
+        return [
+            EndpointConfig(
+                name="reencrypt",
+                subject=subjects.RECORDS_ACCESS.format(org=self.org_id),
+                handler=self.on_access,
+            ),
+            EndpointConfig(
+                name="records-state",
+                subject=f"records.state.{self.org_id}",
+                handler=self.on_state,
+            ),
+        ]
+
+    async def stop(self) -> None:
+        if self._loop:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        await self.heads.stop()
+        await super().stop()
+
+    # ---- key fragments ------------------------------------------------------------------
+    async def on_kfrag(self, m: Incoming) -> None:
+        b = m.body
+        rid, reader, version = b["record_id"], b["reader"], b["version"]
+        if b["org"] != self.org_id:
+            raise BadMessage(f"key fragment for {b['org']} was sealed to {self.org_id}")
+        try:
+            record = await self.record(rid)
+        except rc.UnknownRecord:
+            raise Transient(f"record {rid} is not on this org's chain endpoint yet") from None
+        if m.env.sender != record.owner:
+            raise BadMessage(f"{m.env.sender} is not the owner of record {rid}")
+        grant, _now = await chain_records.grant_of(self.chain, self.deployment, rid, reader)
+        if grant.version < version:
+            raise Transient(f"grant {version} of record {rid} to {reader} is not on chain yet")
+        if grant.version > version or grant.revoked:
+            log.event("records.kfrag_outdated", org=self.org_id, record=rid, reader=reader)
+            return
+        if self.org_id not in grant.proxies:
+            raise BadMessage(f"grant of record {rid} to {reader} does not name {self.org_id}")
+        owner = await self.parties.party(record.owner)
+        try:
+            reader_party = await self.parties.party(reader)
+            verified = rc.verify_kfrag(
+                unb64(b["kfrag"]), owner.verifying_pk, owner.umbral_pk, reader_party.umbral_pk
+            )
+        except (UnknownParticipant, rc.BadFragment) as exc:
+            raise BadMessage(f"key fragment of record {rid} for {reader}: {exc}") from None
+        # Kept exactly as it arrived, sealed to this org.
+        self.store.put_kfrag(rid, reader, version, record.owner, m.env.to_bytes())
+        self._kfrags[(rid, reader)] = (version, verified)
+        log.event(
+            "records.kfrag_stored", org=self.org_id, record=rid, reader=reader, version=version
+        )
+
+    def kfrag(self, rid: str, reader: str) -> tuple[int, umbral.VerifiedKeyFrag] | None:
+        cached = self._kfrags.get((rid, reader))
+        if cached is not None:
+            return cached
+        row = self.store.get_kfrag(rid, reader)
+        if row is None:
+            return None
+        body = envelope.open_body(envelope.parse(row.sealed, "records.kfrag"), self.keys)
+        # It verified when it arrived, and only this proxy writes its rows.
+        found = (row.version, umbral.KeyFrag.from_bytes(unb64(body["kfrag"])).skip_verification())
+        self._kfrags[(rid, reader)] = found
+        return found
+
+    def forget(self, rid: str, reader: str, up_to_version: int | None = None) -> bool:
+        cached = self._kfrags.get((rid, reader))
+        if cached is not None and (up_to_version is None or cached[0] <= up_to_version):
+            del self._kfrags[(rid, reader)]
+        return self.store.drop_kfrag(rid, reader, up_to_version)
+
+    async def record(self, rid: str) -> rc.RecordInfo:
+        found = self._records.get(rid)
+        if found is None:  # a record's hash and capsule never change on chain
+            found = await chain_records.get_record(self.chain, self.deployment, rid)
+            self._records[rid] = found
+        return found
+
+    # ---- access requests ----------------------------------------------------------------
+    async def on_access(self, req: Request) -> None:
+        try:
+            env = envelope.parse(req.data, "records.access")
+        except BadMessage as exc:
+            await req.respond_error("400", f"bad access request: {exc}")
+            return
+        try:
+            reply = await self.answer(env)
+        except (ChainError, OSError) as exc:
+            reply = self.refusal(env, "unavailable", f"this proxy cannot reach its chain: {exc}")
+        except Exception as exc:
+            log.error("records.access_failed", org=self.org_id, error=repr(exc))
+            reply = self.refusal(env, "unavailable", f"{self.org_id} failed: {exc!r}")
+        await req.respond(reply.to_bytes())
+        self.counts["ok" if reply.type == "records.cfrag" else "error"] += 1
+
+    async def answer(self, env: envelope.Envelope) -> envelope.Envelope:
+        b = env.body
+        rid, reader = b["record_id"], b["reader"]
+        if env.sender != reader:
+            return self.refusal(env, "bad request", f"signed by {env.sender}, not by {reader}")
+        grant_call = asyncio.ensure_future(
+            chain_records.read_grant(self.reader.rpc, self.deployment, rid, reader)
+        )
+        try:
+            try:
+                await envelope.verify(env, self.parties)
+            except BadMessage as exc:
+                return self.refusal(env, "bad request", str(exc))
+            reader_party = await self.parties.party(reader)
+            try:
+                record = await self.record(rid)
+            except rc.UnknownRecord as exc:
+                return self.refusal(env, "not granted", str(exc))
+            held = self.kfrag(rid, reader)
+            # Re-encrypt while the grant read is in flight; nothing leaves unless it is live.
+            cfrag = rc.reencrypt(record.capsule, held[1]) if held else None
+            grant, chain_time = await grant_call
+        finally:
+            grant_call.cancel()
+        refused = grant.refusal(max(self.clock(), chain_time))
+        if refused is not None:
+            if refused.reason in (rc.REVOKED, rc.EXPIRED) and self.forget(rid, reader):
+                log.event(
+                    "records.kfrag_deleted",
+                    org=self.org_id,
+                    record=rid,
+                    reader=reader,
+                    why=refused.reason,
+                )
+            return self.refusal(env, refused.reason, f"{self.org_id}: {refused}")
+        if self.org_id not in grant.proxies:
+            return self.refusal(
+                env,
+                "not a proxy",
+                f"the grant of record {rid} to {reader} does not name {self.org_id}",
+            )
+        if held is None or cfrag is None or held[0] != grant.version:
+            return self.refusal(
+                env,
+                "no key fragment",
+                f"{self.org_id} holds no key fragment for grant {grant.version} "
+                f"of record {rid} to {reader} (yet)",
+            )
+        self._audit(b["request_id"], rid, reader, grant.version)
+        log.event(
+            "records.reencrypted",
+            org=self.org_id,
+            record=rid,
+            reader=reader,
+            version=grant.version,
+            trace_id=env.trace_id,
+        )
+        return envelope.make(
+            "records.cfrag",
+            {
+                "request_id": b["request_id"],
+                "record_id": rid,
+                "reader": reader,
+                "org": self.org_id,
+                "version": grant.version,
+                "cfrag": b64(cfrag),
+            },
+            self.keys,
+            seal_to=(reader, reader_party.sealing_pk),
+            trace_id=env.trace_id,
+        )
+
+    def _audit(self, request_id: str, rid: str, reader: str, version: int) -> None:
+        """Write what was re-encrypted for whom, off the reply's path."""
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self.store.record_reencrypted, request_id, rid, reader, version)
+        )
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    def refusal(self, env: envelope.Envelope, reason: str, detail: str) -> envelope.Envelope:
+        b = env.body
+        log.event(
+            "records.refused",
+            org=self.org_id,
+            record=b["record_id"],
+            reader=b["reader"],
+            reason=reason,
+            trace_id=env.trace_id,
+        )
+        return envelope.make(
+            "records.refusal",
+            {
+                "request_id": b["request_id"],
+                "record_id": b["record_id"],
+                "reader": b["reader"],
+                "org": self.org_id,
+                "reason": reason,
+                "detail": detail[:1000],
+            },
+            self.keys,
+            trace_id=env.trace_id,
+        )
+
+    async def on_state(self, req: Request) -> None:
+        """What this proxy holds (ids only) and how far it has read the chain: for operators."""
+        head = self.reader.cursor.head
+        await req.respond(
+            json.dumps(
+                {
+                    "org": self.org_id,
+                    "block": head.number if head else None,
+                    "kfrags": [
+                        {"record_id": r, "reader": rd, "version": v}
+                        for r, rd, v in self.store.kfrags()
+                    ],
+                }
+            ).encode()
+        )
+
+    # ---- grant events -------------------------------------------------------------------
+    async def _follow_chain(self) -> None:
+        while True:
+            try:
+                await self.reader.step(self.on_log)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # node away: keep the cursor and try again
+                log.warn("records.chain_step_failed", org=self.org_id, error=str(exc))
+                await asyncio.sleep(0.5)
+            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
+                await self.heads.wait()
+
+    async def on_log(self, lg: RawLog) -> None:
+        kind, rid, reader, version = chain_records.decode_access_event(lg)
+        # revoked: this grant's fragment goes; granted anew: older fragments are superseded
+        up_to = version if kind == "revoked" else version - 1
+        if self.forget(rid, reader, up_to):
+            log.event(
+                "records.kfrag_deleted",
+                org=self.org_id,
+                record=rid,
+                reader=reader,
+                why=kind,
+                block=lg.block_number,
+            )
