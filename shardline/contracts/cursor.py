@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -185,9 +186,12 @@ class EventReader:
         confirmations: int = 0,
         save: Callable[[Cursor], Awaitable[None] | None] | None = None,
         heads: HeadWatcher | None = None,
+        save_every_s: float = 2.0,
     ) -> None:
         self.rpc = rpc
         self.heads = heads
+        self.save_every_s = save_every_s
+        self._saved_at = float("-inf")
         self.cursor = cursor
         self.addresses = addresses
         self.topics0 = topics0
@@ -221,7 +225,12 @@ class EventReader:
         for lg in logs:
             await handle(lg)
         self.cursor.advance(chain)
-        if self.save is not None:
+        # Saved when it carried events, else every few seconds: after a restart the blocks
+        # since the last save are read again, and every act on an event is idempotent by its
+        # natural key, so what an idle block changes need not be written at once.
+        now = time.monotonic()
+        if self.save is not None and (logs or now - self._saved_at >= self.save_every_s):
+            self._saved_at = now
             saved = self.save(self.cursor)
             if saved is not None:
                 await saved

@@ -346,6 +346,14 @@ class Gateway:
         chain, batcher = self.view.chain, self.batcher(acct)
         try:
             sent = await batcher.submit(guid, key, epk)
+            log.event(
+                "lookup.tx_sent",
+                guid=state.guid,
+                tx=sent.tx_hash,
+                batch=sent.batch_size,
+                at_ms=round(1000 * (time.monotonic() - state.started), 1),
+                trace_id=state.guid,
+            )
             for attempt in (1, 2):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(state.chain_seen.wait(), CHAIN_CHECK_S)
