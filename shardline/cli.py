@@ -153,7 +153,7 @@ def start_cmd(names: list[str], config: ConfigOpt = None) -> None:
 
 @app.command()
 def worker(
-    kind: Annotated[str, typer.Argument(help="org-node, combiner or gateway")],
+    kind: Annotated[str, typer.Argument(help="org-node, combiner, gateway or contacts-jobs")],
     org: Annotated[str | None, typer.Option(help="The org, for org-node.")] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -177,8 +177,14 @@ def worker(
         from shardline.workers.gateway import serve
 
         serve(cfg)
+    elif kind == "contacts-jobs":
+        from shardline.contacts.jobs import worker_main
+
+        worker_main(cfg, [org] if org else [o.id for o in cfg.orgs])
     else:
-        err.print(f"[red]no worker kind {kind!r}: use org-node, combiner or gateway[/red]")
+        err.print(
+            f"[red]no worker kind {kind!r}: use org-node, combiner, gateway or contacts-jobs[/red]"
+        )
         raise typer.Exit(2)
 
 

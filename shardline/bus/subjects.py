@@ -16,6 +16,10 @@ LOOKUP_PROGRESS = "lookup.progress.{guid}"
 LOOKUP_RESULT = "lookup.result.{guid}"
 # Request/reply: what an org's share node has served (for the audit).
 AUDIT_SERVED = "audit.served.{org}"
+# Progress of an org's dedup job (counts only).
+DEDUP_PROGRESS = "dedup.job.{job}.progress"
+# Private set intersection rounds between two org nodes: blinded points only.
+PSI_ROUND = "psi.round.{session}.{org}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -42,4 +46,6 @@ def catalogue() -> dict[str, str]:
         LOOKUP_SHARE: "lookup.share",
         LOOKUP_PROGRESS: "lookup.progress",
         LOOKUP_RESULT: "lookup.result",
+        DEDUP_PROGRESS: "dedup.progress",
+        PSI_ROUND: "psi.round",
     }
