@@ -106,7 +106,19 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         terms=view.terms,
         authorised=view.authorised,
     )
-    return [intake, node]
+    from shardline.contacts.store import ContactStore
+    from shardline.workers.psi_node import PsiNode
+
+    matcher = PsiNode(
+        nc,
+        keys,
+        directory,
+        instance=org.id,
+        pullers=1,
+        org_id=org.id,
+        store=ContactStore(org.database_url),
+    )
+    return [intake, node, matcher]
 
 
 async def combiner_workers(cfg: StackConfig) -> list[Worker]:

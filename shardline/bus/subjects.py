@@ -20,6 +20,8 @@ AUDIT_SERVED = "audit.served.{org}"
 DEDUP_PROGRESS = "dedup.job.{job}.progress"
 # Private set intersection rounds between two org nodes: blinded points only.
 PSI_ROUND = "psi.round.{session}.{org}"
+# Request/reply: an org asks its own PSI worker to start a match (signed by the org itself).
+PSI_START = "psi.start.{org}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -28,6 +30,7 @@ STREAMS: dict[str, dict] = {
     "LOOKUPS": {"subjects": ["lookup.>"], "max_age_s": 24 * 3600},
     "TRANSPORTS": {"subjects": ["transport.>"], "max_age_s": None},
     "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
+    "PSI": {"subjects": ["psi.round.>"], "max_age_s": 3600},
 }
 
 DUPLICATE_WINDOW_S = 15 * 60
@@ -48,4 +51,5 @@ def catalogue() -> dict[str, str]:
         LOOKUP_RESULT: "lookup.result",
         DEDUP_PROGRESS: "dedup.progress",
         PSI_ROUND: "psi.round",
+        PSI_START: "psi.start",
     }

@@ -121,3 +121,30 @@ class Merge(ContactsBase):
     merged_at: Mapped[float] = mapped_column(Float)
     undone_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (UniqueConstraint("job_id", "group_no", "merged_at"),)
+
+
+class PsiSession(ContactsBase):
+    """One private match with a peer org, from this org's side."""
+
+    __tablename__ = "psi_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(12))  # initiator, responder
+    state: Mapped[str] = mapped_column(String(16))  # running, done, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    mine: Mapped[int] = mapped_column(Integer, default=0)  # elements sent, padding included
+    theirs: Mapped[int] = mapped_column(Integer, default=0)
+    shared_contacts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PsiShared(ContactsBase):
+    """A contact of this org that the peer also has; ``handle`` is the smallest doubly-blinded
+    value it shares, which the peer's twin contact knows too (the pair's common name)."""
+
+    __tablename__ = "psi_shared"
+    session_id: Mapped[str] = mapped_column(ForeignKey("psi_sessions.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    handle: Mapped[str] = mapped_column(String(64), index=True)
+    values_json: Mapped[str] = mapped_column(Text)

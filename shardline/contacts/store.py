@@ -27,6 +27,8 @@ from shardline.contacts.models import (
     ImportBatch,
     Merge,
     PairReview,
+    PsiSession,
+    PsiShared,
 )
 from shardline.core.contact_keys import anonymous_id, phonetic_keys
 from shardline.core.contacts import ContactRecord, ImportResult, RowError
@@ -326,3 +328,55 @@ class ContactStore:
     def merges(self) -> list[Merge]:
         with self.session() as s:
             return list(s.scalars(select(Merge).order_by(Merge.id)))
+
+    # ---- private matching -------------------------------------------------------------
+    def start_session(self, session_id: str, peer: str, role: str) -> None:
+        with self.session() as s, s.begin():
+            if s.get(PsiSession, session_id) is None:
+                s.add(
+                    PsiSession(
+                        id=session_id, peer=peer, role=role, state="running", started_at=time.time()
+                    )
+                )
+
+    def psi_session(self, session_id: str) -> PsiSession:
+        with self.session() as s:
+            row = s.get(PsiSession, session_id)
+            if row is None:
+                raise StoreError(f"no match session {session_id} in this org's store")
+            return row
+
+    def psi_sessions(self) -> list[PsiSession]:
+        with self.session() as s:
+            return list(s.scalars(select(PsiSession).order_by(PsiSession.started_at.desc())))
+
+    def fail_session(self, session_id: str, detail: str) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(PsiSession, session_id)
+            if row is not None and row.state == "running":
+                row.state, row.detail, row.finished_at = "failed", detail[:2000], time.time()
+
+    def finish_session(
+        self, session_id: str, shared: dict[int, set[bytes]], mine: int, theirs: int
+    ) -> None:
+        """Keep the result in one transaction: a session is either whole or absent."""
+        with self.session() as s, s.begin():
+            row = s.get(PsiSession, session_id)
+            if row is None or row.state != "running":
+                return
+            s.add_all(
+                PsiShared(
+                    session_id=session_id,
+                    contact_id=cid,
+                    handle=min(values).hex(),
+                    values_json=json.dumps(sorted(v.hex() for v in values)),
+                )
+                for cid, values in shared.items()
+            )
+            row.state, row.mine, row.theirs = "done", mine, theirs
+            row.shared_contacts, row.finished_at = len(shared), time.time()
+
+    def shared(self, session_id: str) -> list[PsiShared]:
+        with self.session() as s:
+            q = select(PsiShared).where(PsiShared.session_id == session_id)
+            return list(s.scalars(q.order_by(PsiShared.contact_id)))
