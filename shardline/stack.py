@@ -135,13 +135,18 @@ def start_process(run_dir: Path, name: str, argv: list[str]) -> subprocess.Popen
 
 
 def worker_names(cfg: StackConfig) -> list[str]:
-    return [f"node-{o.id}" for o in cfg.orgs] + ["combiner", "gateway"]
+    return [f"node-{o.id}" for o in cfg.orgs] + [
+        "combiner",
+        "gateway",
+        "contacts-jobs",
+        "contacts-api",
+    ]
 
 
 def worker_spec(cfg: StackConfig, name: str) -> list[str]:
     if name.startswith("node-"):
         return worker_argv(cfg, "org-node", name.removeprefix("node-"))
-    if name in ("combiner", "gateway"):
+    if name in ("combiner", "gateway", "contacts-jobs", "contacts-api"):
         return worker_argv(cfg, name)
     raise StackError(f"no worker called {name!r}; workers: {', '.join(worker_names(cfg))}")
 
@@ -151,6 +156,15 @@ def _http_ok(url: str) -> bool:
         with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback)
             return True
     except OSError:
+        return False
+
+
+def _celery_ready(cfg: StackConfig) -> bool:
+    from shardline.contacts.jobs import configure
+
+    try:
+        return bool(configure(cfg).control.ping(timeout=0.5))
+    except Exception:
         return False
 
 
@@ -169,6 +183,16 @@ def wait_ready(
                     if await asyncio.to_thread(
                         _http_ok, f"http://{cfg.gateway.host}:{cfg.gateway.port}/healthz"
                     ):
+                        ready.add(name)
+                    continue
+                if name == "contacts-api":
+                    if await asyncio.to_thread(
+                        _http_ok, f"http://{cfg.gateway.host}:{cfg.contacts_api_port}/healthz"
+                    ):
+                        ready.add(name)
+                    continue
+                if name == "contacts-jobs":
+                    if await asyncio.to_thread(_celery_ready, cfg):
                         ready.add(name)
                     continue
                 subject = (
@@ -349,6 +373,7 @@ def up(
                 responders=responder_cfgs,
                 combiner_metrics_port=ports.metrics(0),
             ),
+            contacts_api_port=servers.free_port() if ports.any_free else ports.gateway + 10,
         )
         t = time.monotonic()
         cfg.deployment = asyncio.run(_provision(cfg, org_keys, gw_keys, responders))

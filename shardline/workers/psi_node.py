@@ -109,7 +109,7 @@ class PsiNode(Worker):
             self._watch.cancel()
         await super().stop()
         if self.pool:
-            self.pool.shutdown(cancel_futures=True)
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- crypto in the process pool ---------------------------------------------------
     async def _map(self, fn, items: list, *args) -> list:
