@@ -58,14 +58,16 @@ def is_point(p: bytes) -> bool:
 
 def reblind(points: Sequence[bytes], scalar: bytes) -> list[bytes]:
     """The peer's points raised to our scalar; refuses anything outside the group."""
+    # libsodium's scalar multiplication itself refuses a non-canonical encoding, a point of
+    # small order and a point outside the prime-order subgroup, so no separate check is needed
     out = []
     for i, p in enumerate(points):
-        if len(p) != POINT_BYTES or not sodium.crypto_core_ed25519_is_valid_point(p):
-            raise BadPoint(f"element {i} is not a valid group point")
+        if len(p) != POINT_BYTES:
+            raise BadPoint(f"element {i} has {len(p)} bytes, not {POINT_BYTES}")
         try:
             out.append(sodium.crypto_scalarmult_ed25519_noclamp(scalar, p))
         except SodiumError:
-            raise BadPoint(f"element {i} is a point of small order") from None
+            raise BadPoint(f"element {i} is not a point of the prime-order group") from None
     return out
 
 
