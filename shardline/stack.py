@@ -160,12 +160,14 @@ def _http_ok(url: str) -> bool:
 
 
 def _celery_ready(cfg: StackConfig) -> bool:
-    from shardline.contacts.jobs import configure
+    from celery import Celery
 
-    try:
-        return bool(configure(cfg).control.ping(timeout=0.5))
-    except Exception:
-        return False
+    # a probe of its own: this process may have talked to another stack's broker before
+    with Celery("shardline-probe", broker=cfg.redis_url, set_as_current=False) as probe:
+        try:
+            return bool(probe.control.ping(timeout=0.5))
+        except Exception:
+            return False
 
 
 def wait_ready(

