@@ -15,6 +15,7 @@ from rich.table import Table
 
 from shardline import stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
+from shardline.contacts_cli import contacts_app
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 transports_app = typer.Typer(help="Register and manage hazardous transports.", no_args_is_help=True)
 app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
+app.add_typer(contacts_app, name="contacts")
 console = Console()
 err = Console(stderr=True)
 
@@ -155,7 +157,9 @@ def start_cmd(names: list[str], config: ConfigOpt = None) -> None:
 
 @app.command()
 def worker(
-    kind: Annotated[str, typer.Argument(help="org-node, combiner or gateway")],
+    kind: Annotated[
+        str, typer.Argument(help="org-node, combiner, gateway, contacts-jobs or contacts-api")
+    ],
     org: Annotated[str | None, typer.Option(help="The org, for org-node.")] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -181,8 +185,18 @@ def worker(
         from shardline.workers.gateway import serve
 
         serve(cfg)
+    elif kind == "contacts-jobs":
+        from shardline.contacts.jobs import worker_main
+
+        worker_main(cfg, [org] if org else [o.id for o in cfg.orgs])
+    elif kind == "contacts-api":
+        from shardline.workers.org_api import serve as serve_api
+
+        serve_api(cfg, [org] if org else [o.id for o in cfg.orgs])
     else:
-        err.print(f"[red]no worker kind {kind!r}: use org-node, combiner or gateway[/red]")
+        err.print(
+            f"[red]no worker kind {kind!r}: use org-node, combiner, gateway, contacts-jobs or contacts-api[/red]"
+        )
         raise typer.Exit(2)
 
 

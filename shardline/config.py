@@ -81,6 +81,7 @@ class StackConfig(BaseModel):
     deployment: dict | None = None
     orgs: list[OrgNodeConfig] = Field(default_factory=list)
     gateway: GatewayConfig
+    contacts_api_port: int = 18090
 
     @property
     def path(self) -> Path:

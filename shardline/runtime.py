@@ -114,7 +114,19 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         terms=view.terms,
         authorised=view.authorised,
     )
-    workers: list[Worker] = [intake, node]
+    from shardline.contacts.store import ContactStore
+    from shardline.workers.psi_node import PsiNode
+
+    matcher = PsiNode(
+        nc,
+        keys,
+        directory,
+        instance=org.id,
+        concurrency=1,
+        org_id=org.id,
+        store=ContactStore(org.database_url),
+    )
+    workers: list[Worker] = [intake, node, matcher]
     if view.deployment.records_registry:
         workers.append(records_proxy(nc, keys, view, org, rpc_url, cfg))
     return workers

@@ -136,13 +136,18 @@ def start_process(run_dir: Path, name: str, argv: list[str]) -> subprocess.Popen
 
 
 def worker_names(cfg: StackConfig) -> list[str]:
-    return [f"node-{o.id}" for o in cfg.orgs] + ["combiner", "gateway"]
+    return [f"node-{o.id}" for o in cfg.orgs] + [
+        "combiner",
+        "gateway",
+        "contacts-jobs",
+        "contacts-api",
+    ]
 
 
 def worker_spec(cfg: StackConfig, name: str) -> list[str]:
     if name.startswith("node-"):
         return worker_argv(cfg, "org-node", name.removeprefix("node-"))
-    if name in ("combiner", "gateway"):
+    if name in ("combiner", "gateway", "contacts-jobs", "contacts-api"):
         return worker_argv(cfg, name)
     raise StackError(f"no worker called {name!r}; workers: {', '.join(worker_names(cfg))}")
 
@@ -153,6 +158,17 @@ def _http_ok(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def _celery_ready(cfg: StackConfig) -> bool:
+    from celery import Celery
+
+    # a probe of its own: this process may have talked to another stack's broker before
+    with Celery("shardline-probe", broker=cfg.redis_url, set_as_current=False) as probe:
+        try:
+            return bool(probe.control.ping(timeout=0.5))
+        except Exception:
+            return False
 
 
 def wait_ready(
@@ -170,6 +186,16 @@ def wait_ready(
                     if await asyncio.to_thread(
                         _http_ok, f"http://{cfg.gateway.host}:{cfg.gateway.port}/healthz"
                     ):
+                        ready.add(name)
+                    continue
+                if name == "contacts-api":
+                    if await asyncio.to_thread(
+                        _http_ok, f"http://{cfg.gateway.host}:{cfg.contacts_api_port}/healthz"
+                    ):
+                        ready.add(name)
+                    continue
+                if name == "contacts-jobs":
+                    if await asyncio.to_thread(_celery_ready, cfg):
                         ready.add(name)
                     continue
                 subject = (
@@ -352,6 +378,7 @@ def up(
                 responders=responder_cfgs,
                 combiner_metrics_port=ports.metrics(0),
             ),
+            contacts_api_port=servers.free_port() if ports.any_free else ports.gateway + 10,
         )
         t = time.monotonic()
         cfg.deployment = asyncio.run(_provision(cfg, org_keys, gw_keys, responders))

@@ -21,6 +21,12 @@ RECORDS_KFRAG = "records.kfrag.{org}"
 # Records: request/reply to one org's proxy; the reply is a cfrag sealed to the reader, or a
 # refusal. Not in a stream: a stream would answer the request with its own ack.
 RECORDS_ACCESS = "records.access.{org}"
+# Progress of an org's dedup job (counts only).
+DEDUP_PROGRESS = "dedup.job.{job}.progress"
+# Private set intersection rounds between two org nodes: blinded points only.
+PSI_ROUND = "psi.round.{session}.{org}"
+# Request/reply: an org asks its own PSI worker to start a match (signed by the org itself).
+PSI_START = "psi.start.{org}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -30,6 +36,7 @@ STREAMS: dict[str, dict] = {
     "TRANSPORTS": {"subjects": ["transport.>"], "max_age_s": None},
     "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
     "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},
+    "PSI": {"subjects": ["psi.round.>"], "max_age_s": 3600},
 }
 
 DUPLICATE_WINDOW_S = 15 * 60
@@ -50,4 +57,7 @@ def catalogue() -> dict[str, str]:
         LOOKUP_RESULT: "lookup.result",
         RECORDS_KFRAG: "records.kfrag",
         RECORDS_ACCESS: "records.access",
+        DEDUP_PROGRESS: "dedup.progress",
+        PSI_ROUND: "psi.round",
+        PSI_START: "psi.start",
     }

@@ -1,0 +1,150 @@
+"""SQLAlchemy models of an org's contact store. The schema is made by Alembic migrations
+(``migrations/``), never by ``create_all``, so PostgreSQL and SQLite stores evolve alike."""
+
+from __future__ import annotations
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class ContactsBase(DeclarativeBase):
+    pass
+
+
+class ImportBatch(ContactsBase):
+    """One imported file: what came in, what was refused and why."""
+
+    __tablename__ = "contact_imports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    fmt: Mapped[str] = mapped_column(String(8))
+    mapping_json: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer)
+    imported: Mapped[int] = mapped_column(Integer)
+    errors_json: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[float] = mapped_column(Float)
+
+
+class Contact(ContactsBase):
+    """A normalised contact, its original row, its phonetic keys and its anonymous id."""
+
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("contact_imports.id"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    anon_id: Mapped[str] = mapped_column(String(64), index=True)
+    external_id: Mapped[str] = mapped_column(String(128), default="")
+    given_name: Mapped[str] = mapped_column(String(200), default="")
+    family_name: Mapped[str] = mapped_column(String(200), default="")
+    birth_date: Mapped[str] = mapped_column(String(10), default="")
+    sex: Mapped[str] = mapped_column(String(1), default="")
+    phone: Mapped[str] = mapped_column(String(32), default="")
+    email: Mapped[str] = mapped_column(String(200), default="")
+    street_number: Mapped[str] = mapped_column(String(32), default="")
+    address: Mapped[str] = mapped_column(String(300), default="")
+    locality: Mapped[str] = mapped_column(String(200), default="")
+    postcode: Mapped[str] = mapped_column(String(16), default="")
+    region: Mapped[str] = mapped_column(String(100), default="")
+    id_number: Mapped[str] = mapped_column(String(64), default="")
+    original_json: Mapped[str] = mapped_column(Text)
+    keys_json: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[float] = mapped_column(Float)
+    # set by a merge, cleared by its undo: the contact then stands for the survivor
+    merged_into: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class DedupJob(ContactsBase):
+    __tablename__ = "dedup_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # queued, running, done, failed
+    stage: Mapped[str] = mapped_column(String(32), default="")
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_json: Mapped[str] = mapped_column(Text, default="")
+    contacts: Mapped[int] = mapped_column(Integer, default=0)
+    groups: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DedupChunk(ContactsBase):
+    """A chunk of candidate pairs whose comparison levels are stored: a resumed job skips it."""
+
+    __tablename__ = "dedup_chunks"
+    job_id: Mapped[str] = mapped_column(ForeignKey("dedup_jobs.id"), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    levels_json: Mapped[str] = mapped_column(Text)
+
+
+class DedupPair(ContactsBase):
+    __tablename__ = "dedup_pairs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("dedup_jobs.id"), primary_key=True)
+    a: Mapped[int] = mapped_column(Integer, primary_key=True)
+    b: Mapped[int] = mapped_column(Integer, primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    group_no: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class DedupMember(ContactsBase):
+    __tablename__ = "dedup_members"
+    job_id: Mapped[str] = mapped_column(ForeignKey("dedup_jobs.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_no: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (Index("ix_dedup_members_group", "job_id", "group_no"),)
+
+
+class PairReview(ContactsBase):
+    """A reviewer's word on a pair; later jobs honour it."""
+
+    __tablename__ = "pair_reviews"
+    a: Mapped[int] = mapped_column(Integer, primary_key=True)
+    b: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decision: Mapped[str] = mapped_column(String(8))  # accept, reject
+    reviewer: Mapped[str] = mapped_column(String(100))
+    reviewed_at: Mapped[float] = mapped_column(Float)
+
+
+class Merge(ContactsBase):
+    """A merge: the members now point at the survivor. Undo clears them; the row stays."""
+
+    __tablename__ = "merges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    group_no: Mapped[int] = mapped_column(Integer)
+    survivor: Mapped[int] = mapped_column(Integer)
+    members_json: Mapped[str] = mapped_column(Text)
+    merged_by: Mapped[str] = mapped_column(String(100))
+    merged_at: Mapped[float] = mapped_column(Float)
+    undone_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (UniqueConstraint("job_id", "group_no", "merged_at"),)
+
+
+class PsiSession(ContactsBase):
+    """One private match with a peer org, from this org's side."""
+
+    __tablename__ = "psi_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(12))  # initiator, responder
+    state: Mapped[str] = mapped_column(String(16))  # running, done, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    mine: Mapped[int] = mapped_column(Integer, default=0)  # elements sent, padding included
+    theirs: Mapped[int] = mapped_column(Integer, default=0)
+    shared_contacts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PsiShared(ContactsBase):
+    """A contact of this org that the peer also has; ``handle`` is the smallest doubly-blinded
+    value it shares, which the peer's twin contact knows too (the pair's common name)."""
+
+    __tablename__ = "psi_shared"
+    session_id: Mapped[str] = mapped_column(ForeignKey("psi_sessions.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    handle: Mapped[str] = mapped_column(String(64), index=True)
+    values_json: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,128 @@
+"""Private set intersection by elliptic-curve Diffie-Hellman, through libsodium.
+
+The group is the prime-order subgroup of edwards25519 (libsodium's ``crypto_core_ed25519_*``,
+the group ristretto255 encodes; PyNaCl exposes the ed25519 operations, not the ristretto255
+ones). A key is hashed to the group as the sum of two Elligator maps of a SHA-512 digest (the
+random-oracle construction of RFC 9380), blinded by a secret scalar, and blinded again by the
+peer: ``H(k)^(ab) = H(k)^(ba)``, so equal keys meet and nothing else can be compared.
+
+Each contact gives several match keys (phonetic codes of the names with the birth date, the
+postcode, the street number; the id number), so that a contact whose registration differs in
+one or two fields still meets its twin. A contact is shared when any of its keys is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+
+from nacl import bindings as sodium
+from nacl.exceptions import RuntimeError as SodiumError
+
+from shardline.core import dedup
+from shardline.core.contacts import ContactRecord
+
+DOMAIN = b"shardline psi v1 "
+POINT_BYTES = 32
+
+
+class BadPoint(ValueError):
+    """A peer sent something that is not a point of the prime-order group."""
+
+
+def new_scalar() -> bytes:
+    return sodium.crypto_core_ed25519_scalar_reduce(secrets.token_bytes(64))
+
+
+def hash_to_group(key: bytes) -> bytes:
+    h = hashlib.sha512(DOMAIN + key).digest()
+    return sodium.crypto_core_ed25519_add(
+        sodium.crypto_core_ed25519_from_uniform(h[:32]),
+        sodium.crypto_core_ed25519_from_uniform(h[32:]),
+    )
+
+
+def random_point() -> bytes:
+    """A point nobody knows the preimage of: padding that looks like any blinded key."""
+    return hash_to_group(secrets.token_bytes(32))
+
+
+def blind_keys(keys: Sequence[bytes], scalar: bytes) -> list[bytes]:
+    return [sodium.crypto_scalarmult_ed25519_noclamp(scalar, hash_to_group(k)) for k in keys]
+
+
+def is_point(p: bytes) -> bool:
+    return len(p) == POINT_BYTES and bool(sodium.crypto_core_ed25519_is_valid_point(p))
+
+
+def reblind(points: Sequence[bytes], scalar: bytes) -> list[bytes]:
+    """The peer's points raised to our scalar; refuses anything outside the group."""
+    # libsodium's scalar multiplication itself refuses a non-canonical encoding, a point of
+    # small order and a point outside the prime-order subgroup, so no separate check is needed
+    out = []
+    for i, p in enumerate(points):
+        if len(p) != POINT_BYTES:
+            raise BadPoint(f"element {i} has {len(p)} bytes, not {POINT_BYTES}")
+        try:
+            out.append(sodium.crypto_scalarmult_ed25519_noclamp(scalar, p))
+        except SodiumError:
+            raise BadPoint(f"element {i} is not a point of the prime-order group") from None
+    return out
+
+
+# ---- match keys -----------------------------------------------------------------------------
+KEY_SPECS = ("id", "gfd", "fdp", "gdp", "gfp", "gfl", "dps", "gfs", "swap")
+
+
+def match_keys(c: ContactRecord) -> list[bytes]:
+    """The contact's match keys, each tagged with its kind (so kinds never collide)."""
+    p = dedup.prepare(0, c)
+    parts = {
+        "id": (p.id_number,) if len(p.id_number) >= 6 else ("",),
+        "gfd": (p.g_nys, p.f_nys, p.birth),
+        "fdp": (p.f_nys, p.birth, p.postcode),
+        "gdp": (p.g_nys, p.birth, p.postcode),
+        "gfp": (p.g_nys, p.f_nys, p.postcode),
+        "gfl": (p.g_meta, p.f_meta, p.locality),
+        "dps": (p.birth, p.postcode, p.street_number),
+        "gfs": (p.g_meta, p.f_meta, p.street_number),
+        "swap": (*sorted((p.g_nys, p.f_nys)), p.birth),
+    }
+    return [(k + ":" + "|".join(v)).encode() for k, v in parts.items() if k in KEY_SPECS and all(v)]
+
+
+def prototype_key(c: ContactRecord) -> list[bytes]:
+    """The earlier prototype's single exact phonetic id (both names' NYSIIS and the birth date)."""
+    p = dedup.prepare(0, c)
+    v = (p.g_nys, p.f_nys, p.birth)
+    return [("gfd:" + "|".join(v)).encode()] if all(v) else []
+
+
+def flatten(keys_per_contact: Iterable[tuple[int, list[bytes]]]) -> tuple[list[int], list[bytes]]:
+    """(owner contact id per element, element) in one list each."""
+    owners: list[int] = []
+    elems: list[bytes] = []
+    for cid, ks in keys_per_contact:
+        for k in ks:
+            owners.append(cid)
+            elems.append(k)
+    return owners, elems
+
+
+def shuffled_order(n: int) -> list[int]:
+    order = list(range(n))
+    secrets.SystemRandom().shuffle(order)
+    return order
+
+
+def intersect(
+    mine_double: Sequence[bytes], owners: Sequence[int], theirs_double: Iterable[bytes]
+) -> dict[int, set[bytes]]:
+    """Which of my contacts are shared: contact id -> the doubly-blinded values it shares."""
+    theirs = set(theirs_double)
+    shared: dict[int, set[bytes]] = {}
+    for owner, v in zip(owners, mine_double, strict=True):
+        if v in theirs:
+            shared.setdefault(owner, set()).add(v)
+    return shared
