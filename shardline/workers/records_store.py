@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Integer, LargeBinary, String, delete, func, select
+from sqlalchemy import Float, Integer, LargeBinary, String, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from shardline.core.logpoller import BlockRef
-from shardline.workers.store import make_engine
+from shardline.workers.store import load_cursor, make_engine, save_cursor
 
 
 class Base(DeclarativeBase):
@@ -128,28 +128,7 @@ class ProxyStore:
             )
 
     def cursor_blocks(self) -> list[BlockRef]:
-        with Session(self.engine) as s:
-            return [
-                BlockRef(r.number, r.hash, r.parent)
-                for r in s.scalars(select(RecordsCursorBlock).order_by(RecordsCursorBlock.number))
-            ]
+        return load_cursor(self.engine, RecordsCursorBlock.__table__)
 
     def save_cursor(self, blocks: list[BlockRef]) -> None:
-        with Session(self.engine) as s, s.begin():
-            if not blocks:
-                s.execute(delete(RecordsCursorBlock))
-                return
-            lo, hi = blocks[0].number, blocks[-1].number
-            s.execute(
-                delete(RecordsCursorBlock).where(
-                    (RecordsCursorBlock.number < lo) | (RecordsCursorBlock.number > hi)
-                )
-            )
-            top = s.scalar(select(func.max(RecordsCursorBlock.number)))
-            s.add_all(
-                [
-                    RecordsCursorBlock(number=b.number, hash=b.hash, parent=b.parent)
-                    for b in blocks
-                    if top is None or b.number > top
-                ]
-            )
+        save_cursor(self.engine, RecordsCursorBlock.__table__, blocks)

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.schema import Table
 
 from shardline.core.logpoller import BlockRef
 
@@ -199,28 +200,37 @@ class OrgStore:
 
     # cursor -----------------------------------------------------------------------
     def cursor_blocks(self) -> list[BlockRef]:
-        with self.engine.connect() as c:
-            return [
-                BlockRef(r.number, r.hash, r.parent)
-                for r in c.execute(select(_cursor).order_by(_cursor.c.number))
-            ]
+        return load_cursor(self.engine, _cursor)
 
     def save_cursor(self, blocks: list[BlockRef]) -> None:
-        """Make the stored blocks equal ``blocks`` (ascending), touching only what changed."""
-        with self.engine.begin() as c:
-            if not blocks:
-                c.execute(delete(_cursor))
-                return
-            lo, hi = blocks[0].number, blocks[-1].number
-            c.execute(delete(_cursor).where((_cursor.c.number < lo) | (_cursor.c.number > hi)))
-            top = c.execute(select(func.max(_cursor.c.number))).scalar()
-            new = [
-                {"number": b.number, "hash": b.hash, "parent": b.parent}
-                for b in blocks
-                if top is None or b.number > top
-            ]
-            if new:
-                c.execute(insert(_cursor), new)
+        save_cursor(self.engine, _cursor, blocks)
+
+
+def load_cursor(engine: Engine, table: Table) -> list[BlockRef]:
+    """The blocks a chain reader remembers, from its own (number, hash, parent) table."""
+    with engine.connect() as c:
+        return [
+            BlockRef(r.number, r.hash, r.parent)
+            for r in c.execute(select(table).order_by(table.c.number))
+        ]
+
+
+def save_cursor(engine: Engine, table: Table, blocks: list[BlockRef]) -> None:
+    """Make the stored blocks equal ``blocks`` (ascending), touching only what changed."""
+    with engine.begin() as c:
+        if not blocks:
+            c.execute(delete(table))
+            return
+        lo, hi = blocks[0].number, blocks[-1].number
+        c.execute(delete(table).where((table.c.number < lo) | (table.c.number > hi)))
+        top = c.execute(select(func.max(table.c.number))).scalar()
+        new = [
+            {"number": b.number, "hash": b.hash, "parent": b.parent}
+            for b in blocks
+            if top is None or b.number > top
+        ]
+        if new:
+            c.execute(insert(table), new)
 
 
 def _record(row) -> ServedRecord:
