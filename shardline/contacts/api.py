@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 from shardline.config import ConfigError, StackConfig
 from shardline.contacts import auth
-from shardline.contacts.store import FIELD_NAMES, ContactStore, StoreError, contact_secret
-from shardline.core.contacts import MappingError, identity_mapping, read_file_text
+from shardline.contacts.store import ContactStore, StoreError, contact_secret
+from shardline.core.contacts import FIELDS, MappingError, identity_mapping, read_file_text
 from shardline.core.keys import ParticipantKeys
 
 
@@ -121,7 +121,7 @@ def router(cfg: StackConfig, orgs: list[str]) -> APIRouter:
     ) -> list[dict]:
         rows = await asyncio.to_thread(store(org).page, offset, min(limit, 1000))
         return [
-            {"id": c.id, "merged_into": c.merged_into, **{f: getattr(c, f) for f in FIELD_NAMES}}
+            {"id": c.id, "merged_into": c.merged_into, **{f: getattr(c, f) for f in FIELDS}}
             for c in rows
         ]
 

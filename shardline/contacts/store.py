@@ -31,7 +31,7 @@ from shardline.contacts.models import (
     PsiShared,
 )
 from shardline.core.contact_keys import anonymous_id, phonetic_keys
-from shardline.core.contacts import ContactRecord, ImportResult, RowError
+from shardline.core.contacts import FIELDS, ContactRecord, ImportResult, RowError
 
 
 class StoreError(ValueError):
@@ -67,25 +67,8 @@ class ImportReport:
     already: bool = False
 
 
-FIELD_NAMES = (
-    "external_id",
-    "given_name",
-    "family_name",
-    "birth_date",
-    "sex",
-    "phone",
-    "email",
-    "street_number",
-    "address",
-    "locality",
-    "postcode",
-    "region",
-    "id_number",
-)
-
-
 def to_record(c: Contact) -> ContactRecord:
-    return ContactRecord(line=c.line, **{f: getattr(c, f) for f in FIELD_NAMES})
+    return ContactRecord(line=c.line, **{f: getattr(c, f) for f in FIELDS})
 
 
 class ContactStore:

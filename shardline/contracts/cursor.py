@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -86,7 +87,7 @@ class Rpc:
         return [raw_log(r) for r in raw if not r.get("removed")]  # type: ignore[union-attr]
 
 
-class Subscription:
+class Subscription(ABC):
     """A websocket subscription run as a background task; ``live`` while it is confirmed."""
 
     live = False
@@ -102,8 +103,9 @@ class Subscription:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
+    @abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """Subscribe, follow, and resubscribe after a drop, until cancelled."""
 
 
 class HeadWatcher(Subscription):

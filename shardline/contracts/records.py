@@ -176,7 +176,14 @@ async def grant_of(
     (threshold, proxies, expires_at, version, revoked), chain_time = await chain.read(
         fn, block=block
     )
-    g = Grant(
+    return _grant(record_id, reader, threshold, proxies, expires_at, version, revoked), int(
+        chain_time
+    )
+
+
+def _grant(record_id, reader, threshold, proxies, expires_at, version, revoked) -> Grant:
+    """A grant from the fields ``grantOf`` returns."""
+    return Grant(
         record_id,
         reader,
         int(threshold),
@@ -185,7 +192,6 @@ async def grant_of(
         int(version),
         bool(revoked),
     )
-    return g, int(chain_time)
 
 
 GRANT_OF = keccak(text="grantOf(bytes16,bytes32)")[:4]
@@ -205,16 +211,9 @@ async def read_grant(
     (threshold, proxies, expires_at, version, revoked), chain_time = abi_decode(
         GRANT_OF_OUT, bytes.fromhex(str(raw)[2:])
     )
-    g = Grant(
-        record_id,
-        reader,
-        int(threshold),
-        tuple(org_id_from_bytes32(bytes(p)) for p in proxies),
-        int(expires_at),
-        int(version),
-        bool(revoked),
+    return _grant(record_id, reader, threshold, proxies, expires_at, version, revoked), int(
+        chain_time
     )
-    return g, int(chain_time)
 
 
 # -- events --------------------------------------------------------------------------------
