@@ -76,6 +76,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--only", action="append", help="profile only these process names")
+    p.add_argument("--native", action="store_true", help="sample C frames too (py-spy --native)")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     run_dir = Path(tempfile.mkdtemp(prefix="shardline-profile-"))
@@ -113,8 +114,8 @@ def main() -> int:
                         str(pid),
                         "--rate",
                         "250",
-                        "--nonblocking",
-                        "--gil",
+                        # C frames need the process paused while it is sampled
+                        *(["--native"] if args.native else ["--nonblocking", "--gil"]),
                         "--format",
                         "raw",
                         "--duration",
@@ -126,15 +127,19 @@ def main() -> int:
                     stderr=subprocess.DEVNULL,
                 ),
             )
-        cpu0 = {n: sum(psutil.Process(pid).cpu_times()[:2]) for n, pid in procs.items()}
+        cpu0 = {n: psutil.Process(pid).cpu_times()[:2] for n, pid in procs.items()}
         ok, bad = asyncio.run(drive(cfg, ids, args.concurrency, args.duration))
-        cpu1 = {n: sum(psutil.Process(pid).cpu_times()[:2]) for n, pid in procs.items()}
+        cpu1 = {n: psutil.Process(pid).cpu_times()[:2] for n, pid in procs.items()}
         for _out, proc in spies.values():
             proc.wait(timeout=60)
         print(f"\n{ok} OK lookups, {bad} not, in {args.duration:g} s: {ok / args.duration:.1f}/s")
         for name, (out, _proc) in spies.items():
-            cpu = cpu1[name] - cpu0[name]
-            print(f"\n=== {name}: {cpu:.2f} CPU s, {1000 * cpu / max(ok, 1):.2f} ms per OK lookup")
+            user, system = (cpu1[name][i] - cpu0[name][i] for i in (0, 1))
+            cpu = user + system
+            print(
+                f"\n=== {name}: {cpu:.2f} CPU s ({system:.2f} in the kernel), "
+                f"{1000 * cpu / max(ok, 1):.2f} ms per OK lookup"
+            )
             if not out.exists():
                 print("  (no samples)")
                 continue
