@@ -27,6 +27,8 @@ transports_app = typer.Typer(help="Register and manage hazardous transports.", n
 app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
+responder_app = typer.Typer(help="Responders: credentials for the gateway.", no_args_is_help=True)
+app.add_typer(responder_app, name="responder")
 console = Console()
 err = Console(stderr=True)
 
@@ -277,6 +279,24 @@ async def _lookup(cfg: StackConfig, transport_id: str, responder: str, quiet: bo
             api_key(cfg, responder),
             on_event=None if quiet else (lambda ev: print_event(console, ev)),
         )
+
+
+@responder_app.command("token")
+def responder_token_cmd(
+    name: Annotated[str, typer.Argument(help="The responder, as configured at the gateway.")],
+    ttl: Annotated[float, typer.Option(help="Seconds the token lives (at most a day).")] = 3600,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a JWT for a responder, signed by the local stack's token issuer."""
+    from shardline.core.responder_tokens import TokenError
+    from shardline.lookup_client import responder_token
+
+    cfg = _load(config)
+    try:
+        print(responder_token(cfg, name, ttl))
+    except (FileNotFoundError, TokenError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command()

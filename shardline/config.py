@@ -41,6 +41,17 @@ class Responder(BaseModel):
     key_file: Path
 
 
+class TokenIssuer(BaseModel):
+    """An identity provider whose responder JWTs the gateway accepts (EdDSA, public key only)."""
+
+    issuer: str
+    audience: str
+    public_key_file: Path
+    # Where the local stack keeps the issuer's private key, so that `shardline responder token`
+    # can stand in for the provider; unset where a real provider signs.
+    private_key_file: Path | None = None
+
+
 class GatewayConfig(BaseModel):
     id: str = "gateway"
     key_file: Path
@@ -53,7 +64,11 @@ class GatewayConfig(BaseModel):
     # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
     tx_linger_s: float = 0.0
     responders: list[Responder] = Field(default_factory=list)
+    token_issuer: TokenIssuer | None = None
     combiner_metrics_port: int = 0
+
+    def responder_named(self, name: str) -> Responder | None:
+        return next((r for r in self.responders if r.name == name), None)
 
     def responder_for(self, api_key: str) -> Responder | None:
         digest = hashlib.sha256(api_key.encode()).hexdigest()

@@ -32,6 +32,35 @@ def api_key(cfg: StackConfig, responder: str = "responder") -> str:
         raise FileNotFoundError(f"no API key for responder {responder!r} at {path}") from None
 
 
+def responder_token(cfg: StackConfig, responder: str = "responder", ttl_s: float = 3600) -> str:
+    """A JWT for ``responder`` signed by the local stack's token issuer (what the brigade's
+    identity provider does in a real deployment)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from eth_account import Account
+
+    from shardline.core import responder_tokens
+    from shardline.core.keys import ParticipantKeys
+
+    issuer = cfg.gateway.token_issuer
+    if issuer is None or issuer.private_key_file is None:
+        raise FileNotFoundError(
+            "this stack has no local token issuer: tokens come from your identity provider"
+        )
+    found = cfg.gateway.responder_named(responder)
+    if found is None:
+        names = ", ".join(r.name for r in cfg.gateway.responders)
+        raise FileNotFoundError(f"no responder {responder!r} at this gateway; there are: {names}")
+    address = Account.from_key(ParticipantKeys.load(found.key_file).chain_key).address
+    return responder_tokens.issue(
+        load_pem_private_key(issuer.private_key_file.read_bytes(), None),
+        issuer=issuer.issuer,
+        audience=issuer.audience,
+        subject=responder,
+        address=address,
+        ttl_s=ttl_s,
+    )
+
+
 def base_url(cfg: StackConfig) -> str:
     return f"http://{cfg.gateway.host}:{cfg.gateway.port}"
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 
 from shardline import servers
@@ -30,6 +32,7 @@ from shardline.config import (
     OrgNodeConfig,
     Responder,
     StackConfig,
+    TokenIssuer,
 )
 from shardline.core.directory import GATEWAY, ORG
 from shardline.core.keys import ParticipantKeys
@@ -284,6 +287,34 @@ async def _provision(
         return dep.to_dict()
 
 
+def local_token_issuer(keys_dir: Path) -> TokenIssuer:
+    """A stand-in for the brigade's identity provider: an Ed25519 key pair whose responder
+    tokens the gateway accepts (``shardline responder token``). A real deployment configures
+    the provider's public key only."""
+    private = Ed25519PrivateKey.generate()
+    priv_path, pub_path = keys_dir / "token-issuer.pem", keys_dir / "token-issuer.pub.pem"
+    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    pub_path.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return TokenIssuer(
+        issuer="shardline-local-idp",
+        audience="shardline-gateway",
+        public_key_file=pub_path,
+        private_key_file=priv_path,
+    )
+
+
 def up(
     run_dir: Path,
     *,
@@ -376,6 +407,7 @@ def up(
                 # audit-after answers before the chain: its requests may wait to share a block
                 tx_linger_s=0.01 if policy == AUDIT_AFTER else 0.0,
                 responders=responder_cfgs,
+                token_issuer=local_token_issuer(keys_dir),
                 combiner_metrics_port=ports.metrics(0),
             ),
             contacts_api_port=servers.free_port() if ports.any_free else ports.gateway + 10,

@@ -43,6 +43,7 @@ from shardline.workers import webapp
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
 from shardline.workers.lookup_tx import LookupTxBatcher
 from shardline.workers.records_api import records_router
+from shardline.workers.responder_auth import ResponderAuth
 
 # What the gateway keeps from the chain while its log subscription is live.
 TRANSPORT_EVENTS = [
@@ -477,19 +478,14 @@ def create_app(cfg: StackConfig) -> FastAPI:
     app.mount("/metrics", make_asgi_app())
     app.include_router(records_router(cfg))
 
+    auth = ResponderAuth(cfg.gateway)
+
     async def responder(
         authorization: str | None = Header(default=None),
         x_api_key: str | None = Header(default=None),
     ) -> Responder:
-        presented = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
-        found = cfg.gateway.responder_for(presented) if presented else None
-        if found is None:
-            raise HTTPException(
-                401,
-                "missing or unknown API key: send `Authorization: Bearer <key>`",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return found
+        """An API key, or a JWT from the configured token issuer, naming one responder."""
+        return auth.identify(x_api_key or (authorization or "").removeprefix("Bearer "))
 
     @app.get("/healthz")
     async def healthz() -> dict:
