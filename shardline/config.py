@@ -65,6 +65,10 @@ class GatewayConfig(BaseModel):
     tx_linger_s: float = 0.0
     responders: list[Responder] = Field(default_factory=list)
     token_issuer: TokenIssuer | None = None
+    # After a request is on chain, seconds after which it is checked again (each after the
+    # last): a reorg that drops it makes the gateway send it again. Past the chain's finality
+    # depth nothing can drop it.
+    chain_recheck_s: list[float] = Field(default_factory=lambda: [2.0, 30.0])
     combiner_metrics_port: int = 0
 
     def responder_named(self, name: str) -> Responder | None:

@@ -34,6 +34,7 @@ FEE_TTL_SECONDS = 5.0
 DEFAULT_PRIORITY_FEE = 1_000_000_000  # 1 gwei, when the node cannot suggest one
 CONNECT_TIMEOUT_SECONDS = 10.0
 RECEIPT_TIMEOUT_SECONDS = 60.0
+DROPPED_CHECK_S = 1.0  # how often a transaction not yet mined is checked to be still pending
 
 _NONCE_ERRORS = (
     "nonce too low",
@@ -52,6 +53,17 @@ _FEE_ERRORS = (
 
 class ChainError(RuntimeError):
     """The chain could not be reached or refused what was asked of it."""
+
+
+class TxDropped(ChainError):
+    """The node no longer knows a transaction it took: a reorg or a restart dropped it."""
+
+    def __init__(self, tx_hash: str, rpc_url: str) -> None:
+        self.tx_hash = tx_hash
+        super().__init__(
+            f"transaction {tx_hash} is neither mined nor pending at {rpc_url}: "
+            "a reorg or a node restart dropped it; send it again"
+        )
 
 
 class ChainRevert(ChainError):
@@ -116,6 +128,9 @@ class _NonceManager:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.next: int | None = None
+        # After a dropped transaction, count from the mined nonce: later transactions of ours
+        # may wait in the pool behind the gap, and "pending" would count past it.
+        self.count_from = "pending"
 
 
 @dataclass
@@ -291,6 +306,24 @@ class Chain:
             raise ChainRevert(reason, tx_hash=result.tx_hash)
         return result
 
+    def resync_nonce(self, address: str) -> None:
+        """Forget the counted nonce: after a dropped transaction the chain's count is behind."""
+        manager = self._nonces.get(address)
+        if manager is not None:
+            manager.next = None
+            manager.count_from = "latest"
+
+    async def still_mined(
+        self, tx_hash: str, *, receipt_timeout: float = RECEIPT_TIMEOUT_SECONDS
+    ) -> bool:
+        """After a reorg: is a transaction that was mined in a block of the canonical chain (or
+        pending again, and then mined)? False when the node no longer knows it."""
+        try:
+            await self.mined(tx_hash, receipt_timeout=receipt_timeout)
+        except TxDropped:
+            return False
+        return True
+
     async def mined(
         self, tx_hash: str, *, receipt_timeout: float = RECEIPT_TIMEOUT_SECONDS
     ) -> dict[str, Any]:
@@ -302,11 +335,18 @@ class Chain:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + receipt_timeout
         pause = 0.0
+        next_known_check = loop.time() + DROPPED_CHECK_S
         async with self._rpc_errors():
             while True:
                 receipt = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
                 if receipt:
                     return receipt
+                if loop.time() > next_known_check:  # not mined yet: is it still pending?
+                    next_known_check = loop.time() + DROPPED_CHECK_S
+                    if not await self.rpc.call("eth_getTransactionByHash", [tx_hash]):
+                        if await self.rpc.call("eth_getTransactionReceipt", [tx_hash]):
+                            continue  # mined between the two calls
+                        raise TxDropped(tx_hash, self.rpc_url)
                 if loop.time() > deadline:
                     raise ChainError(
                         f"transaction {tx_hash} was not mined within {receipt_timeout:.0f} s; "
@@ -377,10 +417,12 @@ class Chain:
                         async with self._rpc_errors():
                             manager.next = int(
                                 await self.rpc.call(
-                                    "eth_getTransactionCount", [account.address, "pending"]
+                                    "eth_getTransactionCount",
+                                    [account.address, manager.count_from],
                                 ),
                                 16,
                             )
+                        manager.count_from = "pending"
                     tx["nonce"] = manager.next
                     if fast:
                         raw, _ = sign_eip1559(account.key, tx)  # type: ignore[arg-type]

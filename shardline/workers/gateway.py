@@ -34,7 +34,7 @@ from shardline.bus.worker import traceparent
 from shardline.config import Responder, StackConfig
 from shardline.contracts import registry
 from shardline.contracts.artifacts import event_topic
-from shardline.contracts.client import ChainError, ChainRevert
+from shardline.contracts.client import ChainError, ChainRevert, TxDropped
 from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
 from shardline.core import ids, sealing
@@ -55,6 +55,7 @@ LOOKUP_REQUESTED = event_topic("Gatekeeper", "LookupRequested")
 GATEKEEPER_UPGRADED = event_topic("Governor", "GatekeeperUpgraded")
 # After this long without its LookupRequested log, a lookup's receipt is fetched to say why.
 CHAIN_CHECK_S = 5.0
+MAX_CHAIN_ATTEMPTS = 3
 
 LOOKUPS = Counter("shardline_lookups_total", "Lookups by outcome", ["outcome"])
 LOOKUP_SECONDS = Histogram(
@@ -124,6 +125,7 @@ class Gateway:
         # Org nodes that let a lookup down are asked last until they answer again.
         self._slow: set[str] = set()
         self._batchers: dict[str, LookupTxBatcher] = {}
+        self._rechecks: dict[str, asyncio.Future] = {}
 
     async def start(self) -> None:
         from shardline.runtime import account, chain_view, ws_url
@@ -152,6 +154,8 @@ class Gateway:
     async def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()
+        for f in list(self._rechecks.values()):
+            f.cancel()
         for b in self._batchers.values():
             await b.stop()
         with contextlib.suppress(Exception):
@@ -343,7 +347,12 @@ class Gateway:
     async def _send(
         self, state: LookupState, acct: LocalAccount, guid: bytes, key: bytes, epk: bytes
     ) -> None:
-        """The Gatekeeper request; its LookupRequested log marks the lookup on chain."""
+        """The Gatekeeper request; its LookupRequested log marks the lookup on chain.
+
+        A request must stay on chain, or the audit would find shares served for nothing: a
+        transaction that a reorg or a node restart dropped is sent again, alone, with the
+        account's nonce counted afresh (a dropped nonce would hold up every later request).
+        """
         chain, batcher = self.view.chain, self.batcher(acct)
         try:
             sent = await batcher.submit(guid, key, epk)
@@ -355,25 +364,59 @@ class Gateway:
                 at_ms=round(1000 * (time.monotonic() - state.started), 1),
                 trace_id=state.guid,
             )
-            for attempt in (1, 2):
+            for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(state.chain_seen.wait(), CHAIN_CHECK_S)
-                if state.chain_seen.is_set():
-                    return
-                try:  # no log (yet): the receipt says why
-                    result = await chain.wait(sent.tx_hash)
+                try:
+                    if not state.chain_seen.is_set():  # no log (yet): the receipt says why
+                        result = await chain.wait(sent.tx_hash)
+                        if not state.chain_seen.is_set():
+                            state.chain_seen.set()
+                            await state.add("on_chain", tx=sent.tx_hash, block=result.block_number)
+                    if await self._stays_on_chain(sent.tx_hash):
+                        return
                 except ChainRevert:
-                    if sent.batch_size == 1 or attempt == 2:
+                    if sent.batch_size == 1 or attempt == MAX_CHAIN_ATTEMPTS:
                         raise
                     sent = await batcher.send_one(guid, key, epk)  # alone, it may pass
                     continue
-                if not state.chain_seen.is_set():
-                    state.chain_seen.set()
-                    await state.add("on_chain", tx=sent.tx_hash, block=result.block_number)
-                return
+                except TxDropped:
+                    pass
+                if attempt == MAX_CHAIN_ATTEMPTS:
+                    raise ChainError(
+                        f"the request for lookup {state.guid} was dropped from the chain "
+                        f"{attempt} times; check the node at {self.cfg.chain_rpc}"
+                    )
+                state.chain_seen.clear()
+                chain.resync_nonce(acct.address)
+                dropped, sent = sent.tx_hash, await batcher.send_one(guid, key, epk)
+                log.warn(
+                    "lookup.tx_resent",
+                    guid=state.guid,
+                    dropped=dropped,
+                    tx=sent.tx_hash,
+                    trace_id=state.guid,
+                )
+                await state.add("chain_resent", dropped=dropped, tx=sent.tx_hash)
         except (ChainRevert, ChainError) as exc:
             log.warn("lookup.chain_failed", guid=state.guid, error=str(exc), trace_id=state.guid)
             await state.add("chain_failed", detail=str(exc))
+
+    async def _stays_on_chain(self, tx_hash: str) -> bool:
+        """Checked again after each of ``chain_recheck_s``: a reorg may drop a mined request.
+        The lookups of one batch share one check."""
+        check = self._rechecks.get(tx_hash)
+        if check is None:
+            check = self._rechecks[tx_hash] = asyncio.ensure_future(self._recheck(tx_hash))
+            check.add_done_callback(lambda _t: self._rechecks.pop(tx_hash, None))
+        return await asyncio.shield(check)
+
+    async def _recheck(self, tx_hash: str) -> bool:
+        for delay in self.cfg.gateway.chain_recheck_s:
+            await asyncio.sleep(delay)
+            if not await self.view.chain.still_mined(tx_hash):
+                return False
+        return True
 
     async def _deadline(self, state: LookupState) -> None:
         with contextlib.suppress(TimeoutError):

@@ -152,3 +152,47 @@ def test_concurrent_lookups_all_reach_the_chain(audit_after_stack, sample_sheets
     rows = [r for r in report.rows if r.guid in guids]
     assert {r.guid for r in rows} == guids
     assert all(r.status == "matched" for r in rows), [r for r in rows if r.status != "matched"]
+
+
+def _matched(cfg, guids: set[str]) -> dict[str, str]:
+    report = asyncio.run(audit.run(cfg, grace_s=0))
+    return {r.guid: r.status for r in report.rows if r.guid in guids}
+
+
+def test_a_request_a_reorg_drops_is_sent_again_and_the_audit_matches(
+    audit_after_stack, sample_sheets
+):
+    """The chain drops a mined Gatekeeper request (anvil reverts to a snapshot taken before it):
+    the gateway sees its request gone, counts the account's nonce afresh and sends it again, so
+    the shares served for it stay matched; a lookup made in the meantime, whose transaction waits
+    behind the dropped nonce, reaches the chain too."""
+    from shardline.contracts.rpc import JsonRpc
+
+    cfg = audit_after_stack
+
+    async def rpc(method: str, *params):
+        client = JsonRpc(cfg.chain_rpc)
+        try:
+            return await client.call(method, list(params))
+        finally:
+            await client.close()
+
+    snapshot = asyncio.run(rpc("evm_snapshot"))
+    first = asyncio.run(do_lookup(cfg, sample_sheets[1].transport_id))
+    assert first.status == 200
+    deadline = time.monotonic() + 10
+    while _matched(cfg, {first.body["guid"]}).get(first.body["guid"]) != "matched":
+        assert time.monotonic() < deadline, "the first lookup never reached the chain"
+        time.sleep(0.2)
+    assert asyncio.run(rpc("evm_revert", snapshot)) is True
+    second = asyncio.run(do_lookup(cfg, sample_sheets[2].transport_id))
+    assert second.status == 200
+    guids = {first.body["guid"], second.body["guid"]}
+    deadline = time.monotonic() + 60
+    while (status := _matched(cfg, guids)) != dict.fromkeys(guids, "matched"):
+        assert time.monotonic() < deadline, f"not back on chain after the reorg: {status}"
+        time.sleep(0.5)
+    # and it was the gateway that sent the first again, not the node that kept it
+    gateway_log = (cfg.run_dir / "logs" / "gateway.log").read_text()
+    resent = [ln for ln in gateway_log.splitlines() if '"lookup.tx_resent"' in ln]
+    assert any(first.body["guid"] in ln for ln in resent), resent
