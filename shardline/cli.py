@@ -16,6 +16,7 @@ from rich.table import Table
 from shardline import stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.ops_cli import install as install_ops_commands
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -104,19 +105,23 @@ def status(
 ) -> None:
     """Show what runs and where."""
     rows = stack.status(run_dir)
+    urls = _metrics_urls(run_dir)
+    for r in rows:
+        r["metrics"] = urls.get(r["name"], "")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
         console.print(f"no stack in {run_dir}: start one with `shardline up`")
         return
-    table = Table("name", "pid", "state", "log")
+    table = Table("name", "pid", "state", "log", "metrics")
     for r in rows:
         table.add_row(
             r["name"],
             str(r["pid"]),
             "[green]running[/green]" if r["running"] else "[red]stopped[/red]",
             r["log"],
+            r["metrics"],
         )
     console.print(table)
     try:
@@ -128,6 +133,15 @@ def status(
         )
     except ConfigError:
         pass
+
+
+def _metrics_urls(run_dir: Path) -> dict[str, str]:
+    from shardline.ops.metrics import endpoints
+
+    try:
+        return endpoints(StackConfig.load(run_dir / "stack.json"))
+    except ConfigError:
+        return {}
 
 
 @app.command("stop")
@@ -165,8 +179,10 @@ def worker(
 ) -> None:
     """Run one worker in the foreground (what `up`, the Procfile and systemd units start)."""
     from shardline import runtime
+    from shardline.bus import telemetry
 
     cfg = _load(config)
+    telemetry.set_enabled(cfg.telemetry)
     if kind == "org-node":
         if not org:
             err.print("[red]org-node needs --org ORG_ID[/red]")
@@ -368,6 +384,9 @@ def demo(run_dir: RunDir = Path(".shardline")) -> None:
     from shardline.demo import run
 
     sys.exit(run(run_dir, console))
+
+
+install_ops_commands(app)  # monitor, tail, logs, dlq
 
 
 def main() -> None:

@@ -41,6 +41,13 @@ class Responder(BaseModel):
     key_file: Path
 
 
+class Operator(BaseModel):
+    """Someone who runs the consortium: may read the ops page (`/ops`) and its JSON."""
+
+    name: str
+    api_key_sha256: str
+
+
 class GatewayConfig(BaseModel):
     id: str = "gateway"
     key_file: Path
@@ -54,14 +61,23 @@ class GatewayConfig(BaseModel):
     tx_linger_s: float = 0.0
     responders: list[Responder] = Field(default_factory=list)
     combiner_metrics_port: int = 0
+    operators: list[Operator] = Field(default_factory=list)
 
     def responder_for(self, api_key: str) -> Responder | None:
-        digest = hashlib.sha256(api_key.encode()).hexdigest()
-        found = None
-        for r in self.responders:  # compare with every entry, in constant time each
-            if hmac.compare_digest(digest, r.api_key_sha256):
-                found = r
-        return found
+        return _holder(self.responders, api_key)
+
+    def operator_for(self, api_key: str) -> Operator | None:
+        return _holder(self.operators, api_key)
+
+
+def _holder(entries, api_key: str):
+    """The entry whose key hash matches, compared with every entry in constant time each."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    found = None
+    for e in entries:
+        if hmac.compare_digest(digest, e.api_key_sha256):
+            found = e
+    return found
 
 
 class StackConfig(BaseModel):
@@ -82,6 +98,8 @@ class StackConfig(BaseModel):
     orgs: list[OrgNodeConfig] = Field(default_factory=list)
     gateway: GatewayConfig
     contacts_api_port: int = 18090
+    # Metrics and trace headers; off only to measure their cost (bench/ops_overhead.py).
+    telemetry: bool = True
 
     @property
     def path(self) -> Path:
