@@ -211,10 +211,17 @@ def processes(cfg: StackConfig) -> list[dict] | None:
 
     if not stack.pid_dir(cfg.run_dir).exists():
         return None
-    return [
+    rows = [
         {"name": r["name"], "pid": r["pid"], "running": r["running"]}
         for r in stack.status(cfg.run_dir)
     ]
+    started = {r["name"] for r in rows}  # a stopped worker has no pid file: still expected
+    rows += [
+        {"name": n, "pid": None, "running": False}
+        for n in stack.worker_names(cfg)
+        if n not in started
+    ]
+    return rows
 
 
 async def _part(coro) -> Any:

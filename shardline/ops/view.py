@@ -44,7 +44,7 @@ def render(snap: dict[str, Any]) -> Group:
     if snap.get("processes"):
         p = Table("process", "pid", "state", title="local processes")
         for r in snap["processes"]:
-            p.add_row(r["name"], str(r["pid"]), _up(r["running"]))
+            p.add_row(r["name"], str(r["pid"] or "-"), _up(r["running"]))
         parts.append(p)
 
     s = Table("stream / consumer", "messages", "pending", "ack pending", "redelivered", "ack floor")
