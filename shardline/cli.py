@@ -308,10 +308,16 @@ def audit(
     """Match every served share to an on-chain request; exit 1 when anything is unmatched."""
     from shardline import audit as auditing
 
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        raise typer.Exit(2)
+    try:
+        start, end = _when(since), _when(until)
+    except ValueError as exc:
+        err.print(f"[red]--since/--until: {exc}; give an ISO time or epoch seconds[/red]")
+        raise typer.Exit(2) from None
     cfg = _load(config)
-    report = asyncio.run(
-        auditing.run(cfg, since=_when(since) or 0.0, until=_when(until), grace_s=grace)
-    )
+    report = asyncio.run(auditing.run(cfg, since=start or 0.0, until=end, grace_s=grace))
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:

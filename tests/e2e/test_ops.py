@@ -300,3 +300,25 @@ def test_ops_api_needs_the_operator_role(live_stack):
         assert audit.status_code == 200
         rows = audit.json()["rows"]
         assert rows and {r["org"] for r in rows} == {"org2"}
+
+
+def test_audit_window_and_format_for_cron(live_stack, sample_sheets):
+    cfg = live_stack
+    out = asyncio.run(do_lookup(cfg, sample_sheets[7].transport_id))
+    assert out.status == 200
+    served_after = time.time() - 60
+
+    def audit(*args: str) -> tuple[int, dict]:
+        done = cli(cfg, "audit", "--format", "json", *args)
+        assert done.returncode in (0, 1), done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+    code, report = audit("--since", str(served_after))
+    assert code == 0 and report["unmatched"] == 0 and report["unreachable"] == []
+    mine = [r for r in report["rows"] if r["guid"] == out.body["guid"]]
+    assert len(mine) == 4 and all(r["status"] == "matched" for r in mine)
+    assert all(r["served_at"] >= served_after for r in report["rows"])
+    code, report = audit("--until", "2020-01-01T00:00:00")
+    assert code == 0 and report["rows"] == []
+    bad = cli(cfg, "audit", "--format", "xml")
+    assert bad.returncode == 2 and "--format must be table or json" in bad.stderr
