@@ -25,6 +25,13 @@ class ConfigError(ValueError):
     pass
 
 
+class Operator(BaseModel):
+    """Someone who runs the consortium: may read the ops page (`/ops`) and its JSON."""
+
+    name: str
+    api_key_sha256: str
+
+
 class OrgNodeConfig(BaseModel):
     id: str
     name: str
@@ -41,13 +48,6 @@ class Responder(BaseModel):
     key_file: Path
 
 
-class Operator(BaseModel):
-    """Someone who runs the consortium: may read the ops page (`/ops`) and its JSON."""
-
-    name: str
-    api_key_sha256: str
-
-
 class GatewayConfig(BaseModel):
     id: str = "gateway"
     key_file: Path
@@ -59,25 +59,25 @@ class GatewayConfig(BaseModel):
     hedge_s: float = 0.25
     # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
     tx_linger_s: float = 0.0
+    operators: list[Operator] = Field(default_factory=list)
     responders: list[Responder] = Field(default_factory=list)
     combiner_metrics_port: int = 0
-    operators: list[Operator] = Field(default_factory=list)
 
     def responder_for(self, api_key: str) -> Responder | None:
-        return _holder(self.responders, api_key)
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        found = None
+        for r in self.responders:  # compare with every entry, in constant time each
+            if hmac.compare_digest(digest, r.api_key_sha256):
+                found = r
+        return found
 
     def operator_for(self, api_key: str) -> Operator | None:
-        return _holder(self.operators, api_key)
-
-
-def _holder(entries, api_key: str):
-    """The entry whose key hash matches, compared with every entry in constant time each."""
-    digest = hashlib.sha256(api_key.encode()).hexdigest()
-    found = None
-    for e in entries:
-        if hmac.compare_digest(digest, e.api_key_sha256):
-            found = e
-    return found
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        found = None
+        for o in self.operators:  # compare with every entry, in constant time each
+            if hmac.compare_digest(digest, o.api_key_sha256):
+                found = o
+        return found
 
 
 class StackConfig(BaseModel):
