@@ -16,6 +16,7 @@ from rich.table import Table
 from shardline import stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.ops_cli import install as install_ops_commands
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -106,19 +107,23 @@ def status(
 ) -> None:
     """Show what runs and where."""
     rows = stack.status(run_dir)
+    urls = _metrics_urls(run_dir)
+    for r in rows:
+        r["metrics"] = urls.get(r["name"], "")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
         console.print(f"no stack in {run_dir}: start one with `shardline up`")
         return
-    table = Table("name", "pid", "state", "log")
+    table = Table("name", "pid", "state", "log", "metrics")
     for r in rows:
         table.add_row(
             r["name"],
             str(r["pid"]),
             "[green]running[/green]" if r["running"] else "[red]stopped[/red]",
             r["log"],
+            r["metrics"],
         )
     console.print(table)
     try:
@@ -130,6 +135,15 @@ def status(
         )
     except ConfigError:
         pass
+
+
+def _metrics_urls(run_dir: Path) -> dict[str, str]:
+    from shardline.ops.metrics import endpoints
+
+    try:
+        return endpoints(StackConfig.load(run_dir / "stack.json"))
+    except ConfigError:
+        return {}
 
 
 @app.command("stop")
@@ -167,8 +181,10 @@ def worker(
 ) -> None:
     """Run one worker in the foreground (what `up`, the Procfile and systemd units start)."""
     from shardline import runtime
+    from shardline.bus import telemetry
 
     cfg = _load(config)
+    telemetry.set_enabled(cfg.telemetry)
     if kind == "org-node":
         if not org:
             err.print("[red]org-node needs --org ORG_ID[/red]")
@@ -312,10 +328,16 @@ def audit(
     """Match every served share to an on-chain request; exit 1 when anything is unmatched."""
     from shardline import audit as auditing
 
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        raise typer.Exit(2)
+    try:
+        start, end = _when(since), _when(until)
+    except ValueError as exc:
+        err.print(f"[red]--since/--until: {exc}; give an ISO time or epoch seconds[/red]")
+        raise typer.Exit(2) from None
     cfg = _load(config)
-    report = asyncio.run(
-        auditing.run(cfg, since=_when(since) or 0.0, until=_when(until), grace_s=grace)
-    )
+    report = asyncio.run(auditing.run(cfg, since=start or 0.0, until=end, grace_s=grace))
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -388,6 +410,9 @@ def demo(run_dir: RunDir = Path(".shardline")) -> None:
     from shardline.demo import run
 
     sys.exit(run(run_dir, console))
+
+
+install_ops_commands(app)  # monitor, tail, logs, dlq
 
 
 def main() -> None:

@@ -25,6 +25,13 @@ class ConfigError(ValueError):
     pass
 
 
+class Operator(BaseModel):
+    """Someone who runs the consortium: may read the ops page (`/ops`) and its JSON."""
+
+    name: str
+    api_key_sha256: str
+
+
 class OrgNodeConfig(BaseModel):
     id: str
     name: str
@@ -63,6 +70,7 @@ class GatewayConfig(BaseModel):
     hedge_s: float = 0.25
     # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
     tx_linger_s: float = 0.0
+    operators: list[Operator] = Field(default_factory=list)
     responders: list[Responder] = Field(default_factory=list)
     token_issuer: TokenIssuer | None = None
     # After a request is on chain, seconds after which it is checked again (each after the
@@ -80,6 +88,14 @@ class GatewayConfig(BaseModel):
         for r in self.responders:  # compare with every entry, in constant time each
             if hmac.compare_digest(digest, r.api_key_sha256):
                 found = r
+        return found
+
+    def operator_for(self, api_key: str) -> Operator | None:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        found = None
+        for o in self.operators:  # compare with every entry, in constant time each
+            if hmac.compare_digest(digest, o.api_key_sha256):
+                found = o
         return found
 
 
@@ -101,6 +117,8 @@ class StackConfig(BaseModel):
     orgs: list[OrgNodeConfig] = Field(default_factory=list)
     gateway: GatewayConfig
     contacts_api_port: int = 18090
+    # Metrics and trace headers; off only to measure their cost (bench/ops_overhead.py).
+    telemetry: bool = True
 
     @property
     def path(self) -> Path:

@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 from prometheus_client import start_http_server
 from web3 import Web3
 
-from shardline.bus import log
+from shardline.bus import log, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.worker import Worker
 from shardline.config import OrgNodeConfig, StackConfig
@@ -126,6 +126,9 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         org_id=org.id,
         store=ContactStore(org.database_url),
     )
+    from shardline.ops.metrics import watch_intake
+
+    watch_intake(intake)
     workers: list[Worker] = [intake, node, matcher]
     if view.deployment.records_registry:
         workers.append(records_proxy(nc, keys, view, org, rpc_url, cfg))
@@ -169,7 +172,7 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
 async def run_workers(build: Callable[[], Awaitable[list[Worker]]], metrics_port: int = 0) -> None:
     """Start workers, serve /metrics, and run until SIGTERM or SIGINT."""
     log.setup()
-    if metrics_port:
+    if metrics_port and telemetry.enabled:
         try:
             start_http_server(metrics_port, addr="127.0.0.1")
         except OSError as exc:  # the work matters more than its metrics

@@ -29,6 +29,7 @@ from shardline.config import (
     AUDIT_AFTER,
     CHAIN_CONFIRMED,
     GatewayConfig,
+    Operator,
     OrgNodeConfig,
     Responder,
     StackConfig,
@@ -377,6 +378,16 @@ def up(
                     key_file=keys_dir / f"{name}.json",
                 )
             )
+        # the operator's key opens the ops page (`/ops`); a responder's key does not
+        operator_key = secrets.token_urlsafe(24)
+        fd = os.open(keys_dir / "operator.apikey", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(operator_key + "\n")
+        operators = [
+            Operator(
+                name="operator", api_key_sha256=hashlib.sha256(operator_key.encode()).hexdigest()
+            )
+        ]
         cfg = StackConfig(
             run_dir=run_dir,
             nats_url=f"nats://127.0.0.1:{ports.nats}",
@@ -409,6 +420,7 @@ def up(
                 responders=responder_cfgs,
                 token_issuer=local_token_issuer(keys_dir),
                 combiner_metrics_port=ports.metrics(0),
+                operators=operators,
             ),
             contacts_api_port=servers.free_port() if ports.any_free else ports.gateway + 10,
         )

@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from shardline.bus import telemetry
+
 _logger = logging.getLogger("shardline")
 
 
@@ -19,6 +21,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
         }
         data.update(getattr(record, "fields", {}))
+        if not data.get("trace_id") and (trace := telemetry.current_trace.get()):
+            data["trace_id"] = trace  # the message being handled, when not said otherwise
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)

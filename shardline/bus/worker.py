@@ -28,8 +28,9 @@ from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceCo
 from prometheus_client import Counter, Histogram
 
 from shardline import __version__
-from shardline.bus import envelope, log, streams, subjects
+from shardline.bus import envelope, log, streams, subjects, telemetry
 from shardline.bus.envelope import BadMessage, Envelope
+from shardline.bus.telemetry import traceparent
 from shardline.core.directory import Directory
 from shardline.core.keys import ParticipantKeys
 
@@ -75,10 +76,6 @@ class Incoming:
 Handler = Callable[[Incoming], Awaitable[None]]
 
 
-def traceparent(trace_id: str) -> str:
-    return f"00-{trace_id}-{trace_id[:16]}-01"
-
-
 class Worker:
     """Base of every pipeline step. Subclasses call ``consume`` in ``setup`` and implement handlers."""
 
@@ -121,7 +118,9 @@ class Worker:
     async def publish(
         self, subject: str, env: Envelope, *, msg_id: str | None = None, durable: bool = True
     ) -> None:
-        headers = {"traceparent": traceparent(env.trace_id), "Shardline-Type": env.type}
+        headers = {"Shardline-Type": env.type}
+        if telemetry.enabled:
+            headers["traceparent"] = traceparent(env.trace_id)
         if msg_id:
             headers["Nats-Msg-Id"] = msg_id
         if durable:
@@ -241,9 +240,18 @@ class Worker:
     async def _handle(self, msg: Msg, spec: streams.ConsumerSpec, handler: Handler) -> None:
         started = time.perf_counter()
         trace = ""
+        parent = (
+            telemetry.parse_traceparent(msg.headers.get("traceparent")) if msg.headers else None
+        )
+        if parent and telemetry.enabled:
+            trace = parent[0]
+            telemetry.bind(*parent)
         try:
             env = envelope.parse(msg.data, spec.message_type)
-            trace = env.trace_id
+            if not trace:
+                trace = env.trace_id
+                if telemetry.enabled:
+                    telemetry.bind(trace)
             await envelope.verify(env, self.directory)
             body = envelope.open_body(env, self.keys)
             await handler(Incoming(msg, env, body))
@@ -270,8 +278,9 @@ class Worker:
         elapsed = time.perf_counter() - started
         self._busy_s += elapsed
         self.counts[status] = self.counts.get(status, 0) + 1
-        PROCESSED.labels(self.kind, status).inc()
-        DURATION.labels(self.kind).observe(elapsed)
+        if telemetry.enabled:
+            PROCESSED.labels(self.kind, status).inc()
+            DURATION.labels(self.kind).observe(elapsed)
 
     async def _retry(self, msg: Msg, spec: streams.ConsumerSpec, reason: str, trace: str) -> str:
         attempt = msg.metadata.num_delivered
@@ -299,6 +308,8 @@ class Worker:
         with contextlib.suppress(Exception):
             meta = msg.metadata
             headers["Nats-Msg-Id"] = f"dlq:{meta.stream}:{meta.sequence.stream}"
+        if trace:
+            headers["Shardline-Trace"] = trace
         await self.js.publish(subjects.dlq(msg.subject), msg.data, headers=headers)
         DEAD_LETTERS.labels(self.kind).inc()
         log.warn(

@@ -42,6 +42,7 @@ from shardline.core.keys import ParticipantKeys
 from shardline.workers import webapp
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
 from shardline.workers.lookup_tx import LookupTxBatcher
+from shardline.workers.ops_api import ops_router
 from shardline.workers.records_api import records_router
 from shardline.workers.responder_auth import ResponderAuth
 
@@ -520,6 +521,7 @@ def create_app(cfg: StackConfig) -> FastAPI:
     )
     app.mount("/metrics", make_asgi_app())
     app.include_router(records_router(cfg))
+    app.include_router(ops_router(cfg))  # /ops: the operators' page and its JSON
 
     auth = ResponderAuth(cfg.gateway)
 
