@@ -13,6 +13,7 @@ import contextlib
 import random
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from eth_account import Account
@@ -39,6 +40,33 @@ GRANT_TTL_S = 5.0
 # Ask m proxies first; ask the others when one fails, or when m have not answered by then.
 HEDGE_S = 0.25
 LOCAL_CHAIN_ID = 31337
+# Ciphertexts a reader keeps, by content hash, up to this many bytes (0: none): a record's
+# ciphertext never changes, and without m capsule fragments from live proxies it opens nothing.
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class BlobCache:
+    """Ciphertexts that hashed to their record's on-chain content hash, least recently used out."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._blobs: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, content_hash: bytes) -> bytes | None:
+        blob = self._blobs.get(content_hash)
+        if blob is not None:
+            self._blobs.move_to_end(content_hash)
+        return blob
+
+    def put(self, content_hash: bytes, blob: bytes) -> None:
+        if len(blob) > self.max_bytes or content_hash in self._blobs:
+            return
+        self._blobs[content_hash] = blob
+        self.size += len(blob)
+        while self.size > self.max_bytes:
+            _, old = self._blobs.popitem(last=False)
+            self.size -= len(old)
 
 
 @dataclass
@@ -76,9 +104,16 @@ def account_of(keys: rc.PartyKeys) -> LocalAccount:
 
 class RecordsClient:
     def __init__(
-        self, nc: Client, chain: Chain, deployment: Deployment, blobs: BlobStore, timeout_s: float
+        self,
+        nc: Client,
+        chain: Chain,
+        deployment: Deployment,
+        blobs: BlobStore,
+        timeout_s: float,
+        blob_cache_bytes: int = BLOB_CACHE_BYTES,
     ) -> None:
         self.nc = nc
+        self.blob_cache = BlobCache(blob_cache_bytes)
         self.chain = chain
         self.deployment = deployment
         self.blobs = blobs
@@ -91,13 +126,20 @@ class RecordsClient:
 
     @classmethod
     async def connect(
-        cls, nats_url: str, chain_rpc: str, deployment: dict, *, name: str, timeout_s: float = 2.0
+        cls,
+        nats_url: str,
+        chain_rpc: str,
+        deployment: dict,
+        *,
+        name: str,
+        timeout_s: float = 2.0,
+        blob_cache_bytes: int = BLOB_CACHE_BYTES,
     ) -> RecordsClient:
         dep = Deployment.from_dict(deployment)
         chain = await Chain.connect(chain_rpc, expected_chain_id=dep.chain_id)
         nc = await connect(nats_url, name)
         blobs = await BlobStore.open(nc.jetstream(timeout=10))
-        client = cls(nc, chain, dep, blobs, timeout_s)
+        client = cls(nc, chain, dep, blobs, timeout_s, blob_cache_bytes)
         await client.orgs.refresh()
         return client
 
@@ -384,7 +426,11 @@ class RecordsClient:
     async def get(self, reader: rc.PartyKeys, record_id: str) -> ReadResult:
         started = time.perf_counter()
         ctx, g = await self.context(reader, record_id)
-        blob = asyncio.ensure_future(self.blobs.get(ctx.record.content_hash.hex()))
+        content_hash = ctx.record.content_hash
+        cached = self.blob_cache.get(content_hash)
+        blob = asyncio.ensure_future(
+            _ready(cached) if cached is not None else self.blobs.get(content_hash.hex())
+        )
         trace = envelope.new_trace_id()
         order = random.sample(g.proxies, len(g.proxies))  # spread the load over the proxies
         waiting = order[g.threshold :]
@@ -434,7 +480,10 @@ class RecordsClient:
                     record_id=record_id,
                     reader_id=reader.id,
                 ) from None
+            # The blob store has checked the ciphertext against the chain's content hash, and
+            # the cache keeps only what it gave.
             plaintext = await _decrypt(collector, reader, ciphertext)
+            self.blob_cache.put(content_hash, ciphertext)
         finally:
             for task in pending:
                 task.cancel()
@@ -452,10 +501,14 @@ class RecordsClient:
         )
 
 
+async def _ready(value: bytes) -> bytes:
+    return value
+
+
 async def _decrypt(collector: rc.CfragCollector, reader: rc.PartyKeys, ciphertext: bytes) -> bytes:
     if len(ciphertext) > 64 * 1024:  # keep the loop free for other requests on big records
-        return await asyncio.to_thread(collector.decrypt, reader, ciphertext)
-    return collector.decrypt(reader, ciphertext)
+        return await asyncio.to_thread(collector.decrypt, reader, ciphertext, hash_checked=True)
+    return collector.decrypt(reader, ciphertext, hash_checked=True)
 
 
 def _grant_dict(view: GrantView) -> dict:
