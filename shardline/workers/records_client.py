@@ -40,6 +40,8 @@ GRANT_TTL_S = 5.0
 # Ask m proxies first; ask the others when one fails, or when m have not answered by then.
 HEDGE_S = 0.25
 LOCAL_CHAIN_ID = 31337
+# An owner's revoke waits at most this long for the grant's proxies to read the revoking block.
+REVOKE_WAIT_S = 3.0
 # Ciphertexts a reader keeps, by content hash, up to this many bytes (0: none): a record's
 # ciphertext never changes, and without m capsule fragments from live proxies it opens nothing.
 BLOB_CACHE_BYTES = 64 * 1024 * 1024
@@ -283,7 +285,12 @@ class RecordsClient:
             ) from None
 
     async def revoke(self, owner: rc.PartyKeys, record_id: str, reader: str) -> int:
-        """Revoke on chain; returns the block from which every proxy refuses."""
+        """Revoke on chain; returns the block from which every proxy refuses.
+
+        It returns once each of the grant's proxies that answers has read that block (or after
+        REVOKE_WAIT_S): a proxy refuses from the moment it has, and one that is offline serves
+        nothing and reads the chain up to its head before it serves again.
+        """
         rc.check_record_id(record_id)
         try:
             tx = await chain_records.revoke(
@@ -296,7 +303,26 @@ class RecordsClient:
                 reader_id=reader,
             ) from None
         assert tx.block_number is not None
+        g, _ = await chain_records.read_grant(self.rpc, self.deployment, record_id, reader)
+        await self.wait_read(g.proxies, tx.block_number)
         return tx.block_number
+
+    async def wait_read(
+        self, proxies: tuple[str, ...], block: int, timeout_s: float = REVOKE_WAIT_S
+    ) -> list[str]:
+        """Wait until the proxies that answer have read ``block``; returns those that have not."""
+
+        async def one(org: str) -> str | None:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                state = await self.held_by(org)
+                if state is None or (state.get("block") or 0) >= block:
+                    return None if state else org
+                if time.monotonic() >= deadline:
+                    return org
+                await asyncio.sleep(0.01)
+
+        return [o for o in await asyncio.gather(*(one(o) for o in proxies)) if o]
 
     async def held_by(self, org: str) -> dict | None:
         """A proxy's ids of held key fragments and its chain cursor (None: offline)."""

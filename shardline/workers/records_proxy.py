@@ -43,6 +43,12 @@ PARTY = 3  # a records party's kind in a PartyDirectory (not an OrgRegistry kind
 # How long a request waits for the proxy's event reader to reach the chain's head before the
 # proxy reads the grant from the chain itself.
 CATCH_UP_S = 0.5
+# How fresh the grant book must be to answer from it (see ``RecordsProxy.live_grant``):
+PUSHED = "pushed"  # the chain's head as the node last pushed it
+EXACT = "exact"  # the chain's block number, read after the request arrived
+FRESHNESS = (PUSHED, EXACT)
+# With no head pushed for this long, the proxy asks the node whether its pushes have stalled.
+STALL_CHECK_S = 1.0
 # Audit rows are written together, this often (and when the proxy stops).
 AUDIT_EVERY_S = 0.05
 
@@ -132,11 +138,17 @@ class RecordsProxy(Worker):
         chain: Chain,
         deployment: Deployment,
         ws_url: str,
-        confirmations: int = 0,
+        freshness: str = PUSHED,
         clock: Callable[[], float] = time.time,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if freshness not in FRESHNESS:
+            raise ValueError(
+                f"records proxy freshness {freshness!r} is not one of {', '.join(FRESHNESS)}"
+            )
+        self.freshness = freshness
+        self._heads_stalled = False
         self.org_id = org_id
         self.store = store
         self.chain = chain
@@ -158,9 +170,11 @@ class RecordsProxy(Worker):
             Cursor(start=int(deployment.block), remembered=store.cursor_blocks()),
             addresses=lambda: [deployment.records_registry],
             topics0=[chain_records.ACCESS_REVOKED, chain_records.ACCESS_GRANTED],
-            confirmations=confirmations,
+            # The book must be the chain's state at its head: a revoke acts at once (the safe
+            # side), and a reorg empties the book (see _follow_chain).
+            confirmations=0,
             save=lambda c: store.save_cursor(c.remembered()),
-            heads=(heads := TimedHeads(ws_url)),
+            heads=(heads := TimedHeads(ws_url, fallback_s=STALL_CHECK_S)),
         )
         self.heads = heads
         self._loop: asyncio.Task | None = None
@@ -360,12 +374,21 @@ class RecordsProxy(Worker):
     async def live_grant(self, rid: str, reader: str) -> tuple[rc.Grant, float]:
         """The grant as of a chain head read after the request arrived, and the chain's time.
 
-        From the book when the event reader has applied that head (the head subscription must
-        be live, so that the reader keeps up and the chain's time is known); else read from
-        the chain, as every request once did.
+        The head is, with ``exact`` freshness, the block number read (in one call shared with
+        the requests that came with this one) after the request arrived, so a revoke is refused
+        from its own block on; with ``pushed``, the newest head the node has pushed to this
+        proxy, which the node pushes as it mines: a revoke is refused from the moment its block
+        reaches the proxy (milliseconds after it is mined; the owner's ``revoke`` returns when
+        every reachable proxy has read it). Either way the answer comes from the book once the
+        event reader has applied that head, while the head subscription is live and has not
+        stalled; else the grant is read from the chain, as every request once did.
         """
-        if self.heads.live:
-            head = await self.barrier()
+        if self.heads.live and not self._heads_stalled:
+            if self.freshness == EXACT:
+                head = await self.barrier()
+            else:
+                await asyncio.sleep(0)  # take in a head that has already arrived
+                head = self.heads.latest
             if await self.applied_through(head):
                 held = self.book.get(rid, reader)
                 if held is not None:
@@ -476,8 +499,27 @@ class RecordsProxy(Worker):
                 self._book_generation += 1
             self._stepped.set()
             self._stepped = asyncio.Event()
-            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
+            if self.reader.cursor.next_number > self.reader.head_seen:
+                pushed, waited = self.heads.latest, time.monotonic()
                 await self.heads.wait()
+                if self.heads.latest != pushed:
+                    self._heads_stalled = False
+                elif self.heads.live and time.monotonic() - waited >= STALL_CHECK_S:
+                    await self._check_stall()
+
+    async def _check_stall(self) -> None:
+        """No head pushed for a while: fine if the node has mined nothing since, else the
+        subscription has stalled and requests read their grant from the chain meanwhile."""
+        try:
+            number = await self.rpc.block_number()
+        except Exception:  # node away: the next step says so
+            return
+        stalled = number > self.heads.latest
+        if stalled and not self._heads_stalled:
+            log.warn(
+                "records.heads_stalled", org=self.org_id, node=number, pushed=self.heads.latest
+            )
+        self._heads_stalled = stalled
 
     async def on_log(self, lg: RawLog) -> None:
         kind, rid, reader, version = chain_records.decode_access_event(lg)
