@@ -37,7 +37,10 @@ from shardline.core.directory import Directory, UnknownParticipant
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 # A reader remembers a grant's proxies and threshold this long; liveness is the proxies' call.
 GRANT_TTL_S = 5.0
-# Ask m proxies first; ask the others when one fails, or when m have not answered by then.
+# Ask m proxies and SPARE_PROXIES more at once (the first m good answers are used, so one slow
+# or busy proxy does not hold a read up); ask the others when one fails, or when m have not
+# answered by HEDGE_S.
+SPARE_PROXIES = 1
 HEDGE_S = 0.25
 LOCAL_CHAIN_ID = 31337
 # An owner's revoke waits at most this long for the grant's proxies to read the revoking block.
@@ -113,8 +116,10 @@ class RecordsClient:
         blobs: BlobStore,
         timeout_s: float,
         blob_cache_bytes: int = BLOB_CACHE_BYTES,
+        spare_proxies: int = SPARE_PROXIES,
     ) -> None:
         self.nc = nc
+        self.spare_proxies = spare_proxies
         self.blob_cache = BlobCache(blob_cache_bytes)
         self.chain = chain
         self.deployment = deployment
@@ -136,12 +141,13 @@ class RecordsClient:
         name: str,
         timeout_s: float = 2.0,
         blob_cache_bytes: int = BLOB_CACHE_BYTES,
+        spare_proxies: int = SPARE_PROXIES,
     ) -> RecordsClient:
         dep = Deployment.from_dict(deployment)
         chain = await Chain.connect(chain_rpc, expected_chain_id=dep.chain_id)
         nc = await connect(nats_url, name)
         blobs = await BlobStore.open(nc.jetstream(timeout=10))
-        client = cls(nc, chain, dep, blobs, timeout_s, blob_cache_bytes)
+        client = cls(nc, chain, dep, blobs, timeout_s, blob_cache_bytes, spare_proxies)
         await client.orgs.refresh()
         return client
 
@@ -459,10 +465,10 @@ class RecordsClient:
         )
         trace = envelope.new_trace_id()
         order = random.sample(g.proxies, len(g.proxies))  # spread the load over the proxies
-        waiting = order[g.threshold :]
+        first = g.threshold + self.spare_proxies
+        waiting = order[first:]
         pending = {
-            asyncio.ensure_future(self.ask(reader, record_id, o, trace))
-            for o in order[: g.threshold]
+            asyncio.ensure_future(self.ask(reader, record_id, o, trace)) for o in order[:first]
         }
         collector = rc.CfragCollector(ctx)
         silent: list[str] = []
@@ -475,6 +481,8 @@ class RecordsClient:
                 )
                 failed = 0
                 for task in done:
+                    if collector.ready:  # m good ones: a spare's answer is not looked at
+                        break
                     a = task.result()
                     if a.outcome == "cfrag":
                         failed += not collector.add(a.org, a.cfrag)
