@@ -81,8 +81,19 @@ async def book_reads(client: RecordsClient) -> int:
 
 
 async def restart(cfg: StackConfig, name: str) -> None:
+    """Start an org node again and wait for its records proxy, which starts after the node's
+    other workers (the stack's readiness check asks only the first)."""
     if name not in stack.running(cfg.run_dir):
         await asyncio.to_thread(stack.start_workers, cfg, [name])
+    org = name.removeprefix("node-")
+    async with await nats.connect(cfg.nats_url) as nc:
+        for _ in range(200):
+            try:
+                await nc.request(f"records.state.{org}", b"", timeout=0.5)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.05)
+    pytest.fail(f"the records proxy of {org} did not start")
 
 
 async def test_put_grant_two_of_three_and_read(client):
