@@ -21,6 +21,7 @@ from shardline.bus import log
 
 BUCKET = "records"
 DIGEST_PREFIX = "SHA-256="
+INFOS_KEPT = 4096  # object entries a reader remembers (where each object's chunks are)
 
 
 class BlobNotFound(LookupError):
@@ -43,6 +44,8 @@ class BlobStore:
         self.js = js
         self.bucket = bucket
         self.timeout_s = timeout_s
+        self._api = f"{js._prefix}.DIRECT.GET.OBJ_{bucket}"
+        self._infos: dict[str, ObjectInfo] = {}
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str = BUCKET) -> BlobStore:
@@ -85,12 +88,41 @@ class BlobStore:
         return await self._get_consumer(name)
 
     async def _get_direct(self, name: str) -> bytes | None:
-        """None when the object is a link or the answers are not what a batch gives."""
-        stream = f"OBJ_{self.bucket}"
+        """None when the object is a link or the answers are not what a batch gives.
+
+        An object's entry (where its chunks are) is remembered once read: its bytes cannot
+        change under its name, and if the entry was replaced the chunks are gone or do not
+        hash to the name, and it is read again.
+        """
+        known = self._infos.get(name)
+        if known is not None:
+            try:
+                data = await self._chunks(name, known)
+            except BlobCorrupt:
+                data = None
+            if data is not None:
+                return data
+            self._infos.pop(name, None)
+        info = await self._info(name)
+        if info is None:
+            return None
+        if not info.size:
+            if name != blob_name(b""):
+                raise BlobCorrupt(f"blob {name} is empty in the store")
+            return b""
+        data = await self._chunks(name, info)
+        if data is not None:
+            self._remember(name, info)
+        return data
+
+    def _remember(self, name: str, info: ObjectInfo) -> None:
+        self._infos[name] = info
+        if len(self._infos) > INFOS_KEPT:
+            self._infos.pop(next(iter(self._infos)))
+
+    async def _info(self, name: str) -> ObjectInfo | None:
         meta_subject = f"$O.{self.bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-        api = f"{self.js._prefix}.DIRECT.GET.{stream}"
-        nc = self.js._nc
-        meta = await nc.request(f"{api}.{meta_subject}", b"", timeout=self.timeout_s)
+        meta = await self.js._nc.request(f"{self._api}.{meta_subject}", b"", timeout=self.timeout_s)
         status = (meta.headers or {}).get("Status")
         if status == "404":
             raise BlobNotFound(f"no blob {name} in the object store {BUCKET!r}")
@@ -106,16 +138,20 @@ class BlobStore:
             return None
         if _digest(info.digest or "") != bytes.fromhex(name):
             raise BlobCorrupt(f"blob {name} does not hash to its name: it was rewritten")
-        if not info.size:
-            if name != blob_name(b""):
-                raise BlobCorrupt(f"blob {name} is empty in the store")
-            return b""
-        chunks = int(info.chunks or 0)
+        return info
+
+    async def _chunks(self, name: str, info: ObjectInfo) -> bytes | None:
+        """All of an object's chunks, in one batched direct get, checked against ``name``."""
+        nc = self.js._nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
         try:
-            request = {"seq": 1, "next_by_subj": f"$O.{self.bucket}.C.{info.nuid}", "batch": chunks}
-            await nc.publish(api, json.dumps(request).encode(), reply=inbox)
+            request = {
+                "seq": 1,
+                "next_by_subj": f"$O.{self.bucket}.C.{info.nuid}",
+                "batch": int(info.chunks or 0),
+            }
+            await nc.publish(self._api, json.dumps(request).encode(), reply=inbox)
             h, parts = hashlib.sha256(), []
             while True:
                 msg = await sub.next_msg(timeout=self.timeout_s)
@@ -129,7 +165,9 @@ class BlobStore:
         finally:
             await sub.unsubscribe()
         data = b"".join(parts)
-        if len(data) != info.size or h.digest() != bytes.fromhex(name):
+        if len(data) != info.size:  # a batch cut short: let the general reader have it
+            return None
+        if h.digest() != bytes.fromhex(name):
             raise BlobCorrupt(f"blob {name} does not hash to its name: it was rewritten")
         return data
 

@@ -419,13 +419,27 @@ class RecordsClient:
         owner = await self.party(record.owner, role="owner", record_id=record_id)
         return rc.ReadContext(record, owner, reader_party, g.threshold), g
 
-    async def ask(self, reader: rc.PartyKeys, record_id: str, org: str, trace_id: str) -> Answer:
-        """One proxy's answer: a capsule fragment (not yet verified), a refusal, or silence."""
+    def access_request(
+        self, reader: rc.PartyKeys, record_id: str, trace_id: str
+    ) -> tuple[dict, bytes]:
+        """A signed access request (body, bytes); one read sends the same one to each proxy."""
         body = {"request_id": secrets.token_hex(16), "record_id": record_id, "reader": reader.id}
         req = envelope.make("records.access", body, reader.participant, trace_id=trace_id)
+        return body, req.to_bytes()
+
+    async def ask(
+        self,
+        reader: rc.PartyKeys,
+        record_id: str,
+        org: str,
+        trace_id: str,
+        request: tuple[dict, bytes] | None = None,
+    ) -> Answer:
+        """One proxy's answer: a capsule fragment (not yet verified), a refusal, or silence."""
+        body, raw = request or self.access_request(reader, record_id, trace_id)
         try:
             msg = await self.nc.request(
-                subjects.RECORDS_ACCESS.format(org=org), req.to_bytes(), timeout=self.timeout_s
+                subjects.RECORDS_ACCESS.format(org=org), raw, timeout=self.timeout_s
             )
         except NoRespondersError:
             return Answer(org, "silent", "offline")
@@ -467,8 +481,10 @@ class RecordsClient:
         order = random.sample(g.proxies, len(g.proxies))  # spread the load over the proxies
         first = g.threshold + self.spare_proxies
         waiting = order[first:]
+        request = self.access_request(reader, record_id, trace)
         pending = {
-            asyncio.ensure_future(self.ask(reader, record_id, o, trace)) for o in order[:first]
+            asyncio.ensure_future(self.ask(reader, record_id, o, trace, request))
+            for o in order[:first]
         }
         collector = rc.CfragCollector(ctx)
         silent: list[str] = []
@@ -496,7 +512,7 @@ class RecordsClient:
                             silent.append(a.org)
                 if waiting and (failed or not done):  # ask the others too
                     pending |= {
-                        asyncio.ensure_future(self.ask(reader, record_id, o, trace))
+                        asyncio.ensure_future(self.ask(reader, record_id, o, trace, request))
                         for o in waiting
                     }
                     waiting = []

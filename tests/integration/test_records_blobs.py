@@ -35,6 +35,10 @@ async def test_a_missing_blob_and_a_rewritten_one(blobs):
         await blobs.get(blob_name(b"never stored"))
     data = os.urandom(300 * 1024)
     name = await blobs.put(data)
+    assert await blobs.get(name) == data  # its entry is now remembered
     await blobs.store.put(name, os.urandom(300 * 1024))  # same name, other bytes
     with pytest.raises(BlobCorrupt, match="rewritten"):
         await blobs.get(name)
+    fresh = BlobStore(blobs.store, blobs.js, blobs.bucket)  # one that never read it
+    with pytest.raises(BlobCorrupt, match="rewritten"):
+        await fresh.get(name)
