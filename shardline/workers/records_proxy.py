@@ -163,6 +163,7 @@ class RecordsProxy(Worker):
         self._stepped = asyncio.Event()
         self._audit_rows: list[tuple[str, str, str, int, float]] = []
         self._audit_task: asyncio.Task | None = None
+        self._audit_due = asyncio.Event()
         self.rpc = Rpc(chain.rpc)
         self.barrier = HeadBarrier(self.rpc)
         self.reader = EventReader(
@@ -423,17 +424,21 @@ class RecordsProxy(Worker):
     def _audit(self, request_id: str, rid: str, reader: str, version: int) -> None:
         """Note what was re-encrypted for whom; written in batches, off the reply's path."""
         self._audit_rows.append((request_id, rid, reader, version, time.time()))
+        self._audit_due.set()
 
     async def _write_audits(self) -> None:
         while True:
-            await asyncio.sleep(AUDIT_EVERY_S)
-            if self._audit_rows:
-                rows, self._audit_rows = self._audit_rows, []
-                try:
-                    await asyncio.to_thread(self.store.record_reencrypted_many, rows)
-                except Exception as exc:
-                    log.error("records.audit_write_failed", org=self.org_id, error=repr(exc))
-                    self._audit_rows[:0] = rows  # try again on the next turn
+            await self._audit_due.wait()
+            await asyncio.sleep(AUDIT_EVERY_S)  # let the rows of that moment gather
+            self._audit_due.clear()
+            rows, self._audit_rows = self._audit_rows, []
+            try:
+                await asyncio.to_thread(self.store.record_reencrypted_many, rows)
+            except Exception as exc:
+                log.error("records.audit_write_failed", org=self.org_id, error=repr(exc))
+                self._audit_rows[:0] = rows  # try again in a moment
+                self._audit_due.set()
+                await asyncio.sleep(1.0)
 
     def _flush_audits(self) -> None:
         rows, self._audit_rows = self._audit_rows, []

@@ -154,6 +154,16 @@ class ProxyStore:
             for q, r, rd, v, _at in rows:
                 self.record_reencrypted(q, r, rd, v)
 
+    def reencrypted(self, record_id: str) -> list[tuple[str, str, int]]:
+        """(request id, reader, grant version) of each capsule fragment made for a record."""
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(ReencryptedRow.request_id, ReencryptedRow.reader, ReencryptedRow.version)
+                .where(ReencryptedRow.record_id == record_id)
+                .order_by(ReencryptedRow.served_at)
+            )
+            return [(q, rd, v) for q, rd, v in rows]
+
     def cursor_blocks(self) -> list[BlockRef]:
         return load_cursor(self.engine, RecordsCursorBlock.__table__)
 

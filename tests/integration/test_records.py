@@ -96,7 +96,7 @@ async def restart(cfg: StackConfig, name: str) -> None:
     pytest.fail(f"the records proxy of {org} did not start")
 
 
-async def test_put_grant_two_of_three_and_read(client):
+async def test_put_grant_two_of_three_and_read(client, records_stack):
     text = b"Patient: A. Example\nAllergy: penicillin\n" + os.urandom(1024)
     owner, reader, info, g = await granted_record(client, text)
     assert (g.threshold, g.proxies, g.version) == (2, tuple(PROXIES), 1)
@@ -107,6 +107,14 @@ async def test_put_grant_two_of_three_and_read(client):
     assert got.bad == {} and got.refused == {}
     # the proxies took the grant from the book their event readers keep, not from a chain call
     assert await book_reads(client) >= from_book + 2
+    # and each proxy used wrote down whom it re-encrypted for (in batches, off the reply's path)
+    for org in got.used:
+        store = ProxyStore(records_stack.org(org).database_url)
+        for _ in range(100):
+            if store.reencrypted(info.record_id):
+                break
+            await asyncio.sleep(0.02)
+        assert [(rd, v) for _q, rd, v in store.reencrypted(info.record_id)] == [(reader.id, 1)]
     listing = await client.listing(owner.id)
     assert listing["owned"][0]["record_id"] == info.record_id
     assert listing["owned"][0]["grants"][0]["status"] == rc.LIVE
