@@ -6,10 +6,13 @@ directory, stores a 1 KiB and a 1 MiB record, grants a reader 2-of-3, and measur
 - bare: in this process, m re-encryptions (``umbral_pre.reencrypt``) and one
   ``decrypt_reencrypted`` of the same record: the cryptographic floor of a read; also the same plus
   the m capsule-fragment verifications a careful reader adds;
-- pipeline: ``RecordsClient.get`` one read after another (chain reads, signed requests to the
-  three proxies over NATS, each proxy's grant check on its chain endpoint and re-encryption, the
-  ciphertext from the JetStream object store, verification of m cfrags, decryption), and then
-  ``--concurrency`` reads at a time for throughput.
+- pipeline: ``RecordsClient.get`` one read after another (one signed request to m proxies and
+  a spare over NATS, each proxy's grant from the book its chain event reader keeps and its
+  re-encryption, verification of m cfrags, decryption) by a long-lived reader that has the
+  ciphertext from an earlier read; ``fetch``: the same by a reader that fetches the ciphertext
+  from the JetStream object store on every read; both taken in turn with the bare samples so
+  that the machine's load weighs on each alike; and then ``--concurrency`` reads at a time for
+  throughput.
 
 Target: pipeline p50 at most 3x the bare p50, for 1 MiB records as for 1 KiB ones. Timings are
 reported, never asserted: the exit code is 0 unless something crashed.

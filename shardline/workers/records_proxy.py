@@ -2,15 +2,15 @@
 
 It takes an owner's key fragment only when the owner signed it for that record and reader and
 the grant on its own chain endpoint names this org; it keeps it sealed at rest. It follows
-AccessGranted and AccessRevoked events with the reorg-safe reader into a book of grants
-(``shardline.core.records_grants``) and deletes superseded or revoked fragments. On an access
-request it reads the chain's block number (one cheap call, made after the request arrived and
-shared by the requests that arrived with it); when its reader has applied that block, the book
-is the chain's state for this request and it answers from it, else it waits for its reader to
-get there (or reads the grant itself). So revocation is exact at the revoking block, as with a
-grant read per request, without executing a contract call per request. Expiry is judged by the
-later of the chain's latest block time and its own clock. It re-encrypts the on-chain capsule
-and answers with the capsule fragment sealed to the reader.
+AccessGranted and AccessRevoked events with the reorg-safe reader, woken by the heads its node
+pushes, into a book of grants (``shardline.core.records_grants``) and deletes superseded or
+revoked fragments. On an access request it answers from the book once its reader has applied
+the chain's head: the newest head pushed (``pushed``, the default: no chain call on the
+request's path) or the block number read after the request arrived (``exact``: one cheap call,
+shared by the requests that arrived together; revocation exact at the revoking block). While
+the head subscription is down or stalled it reads the grant itself, as every request once did.
+Expiry is judged by the later of the chain's latest block time and its own clock. It
+re-encrypts the on-chain capsule and answers with the capsule fragment sealed to the reader.
 """
 
 from __future__ import annotations
