@@ -151,7 +151,8 @@ async def test_revoke_every_proxy_refuses_from_the_revoking_block(client):
     owner, reader, info, g = await granted_record(client, b"HIV status: negative")
     assert (await client.get(reader, info.record_id)).plaintext == b"HIV status: negative"
     block = await client.revoke(owner, info.record_id, reader.id)
-    # no new block is mined after the revoke: the proxies must refuse at the block itself
+    # revoke returns once the proxies have read its block; no new block is mined after it: the
+    # proxies must refuse at the block itself (an exact proxy without that wait: further down)
     answers = await client.ask_all(reader, info.record_id, g.proxies)
     assert {o: a.outcome for o, a in answers.items()} == dict.fromkeys(PROXIES, "refusal")
     assert all(a.reason == rc.REVOKED for a in answers.values())
