@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def records_proxy(
         chain=view.chain,
         deployment=view.deployment,
         ws_url=ws_url(rpc_url),
-        confirmations=cfg.confirmations,
+        freshness=os.environ.get("SHARDLINE_RECORDS_FRESHNESS", "pushed"),
     )
 
 

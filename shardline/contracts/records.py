@@ -229,3 +229,21 @@ def decode_access_event(lg: RawLog) -> tuple[str, str, str, int]:
         version = abi_decode(["uint32", "uint8", "bytes32[]", "uint64"], lg.data)[0]
         return "granted", record_id, reader, int(version)
     raise ValueError(f"not a RecordsRegistry access event: topic {topic}")
+
+
+def grant_from_event(lg: RawLog) -> Grant:
+    """The whole grant an AccessGranted log announces (revoked: False)."""
+    if "0x" + lg.topics[0].hex() != ACCESS_GRANTED:
+        raise ValueError("not an AccessGranted log")
+    version, threshold, proxies, expires_at = abi_decode(
+        ["uint32", "uint8", "bytes32[]", "uint64"], lg.data
+    )
+    return _grant(
+        lg.topics[1][:16].hex(),
+        org_id_from_bytes32(lg.topics[2]),
+        threshold,
+        proxies,
+        expires_at,
+        version,
+        False,
+    )

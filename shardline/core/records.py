@@ -11,6 +11,7 @@ Nothing here does I/O; the proxies, the reader flow and the chain sit on top.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -171,9 +172,21 @@ class PartyKeys:
             ) from exc
 
 
+# Parsing a key or a capsule checks its curve points, which costs about as much as a
+# re-encryption; keys and capsules are immutable values, so each is parsed once per process.
+@functools.lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> umbral.PublicKey:
+    return umbral.PublicKey.from_compressed_bytes(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _capsule(raw: bytes) -> umbral.Capsule:
+    return umbral.Capsule.from_bytes(raw)
+
+
 def public_key(raw: bytes, what: str) -> umbral.PublicKey:
     try:
-        return umbral.PublicKey.from_compressed_bytes(bytes(raw))
+        return _public_key(bytes(raw))
     except (ValueError, TypeError) as exc:
         raise BadFragment(f"{what} is not a valid Umbral public key: {exc}") from None
 
@@ -252,7 +265,7 @@ def decrypt_own(owner: PartyKeys, capsule: bytes, ciphertext: bytes) -> bytes:
 
 def load_capsule(raw: bytes) -> umbral.Capsule:
     try:
-        return umbral.Capsule.from_bytes(bytes(raw))
+        return _capsule(bytes(raw))
     except (ValueError, TypeError) as exc:
         raise BadFragment(f"not a capsule: {exc}") from None
 
@@ -360,10 +373,15 @@ class CfragCollector:
             reader_id=self.ctx.reader.id,
         )
 
-    def decrypt(self, reader: PartyKeys, ciphertext: bytes) -> bytes:
-        """All or nothing: the DEM's MAC fails on any tampering, so no partial plaintext."""
+    def decrypt(self, reader: PartyKeys, ciphertext: bytes, *, hash_checked: bool = False) -> bytes:
+        """All or nothing: the DEM's MAC fails on any tampering, so no partial plaintext.
+
+        ``hash_checked``: the caller has already checked that the ciphertext hashes to the
+        record's on-chain content hash (the blob store does, as it reads), so it is not hashed
+        again here.
+        """
         r = self.ctx.record
-        if not ciphertext_matches(ciphertext, r.content_hash):
+        if not hash_checked and not ciphertext_matches(ciphertext, r.content_hash):
             raise TamperedCiphertext(
                 f"the stored ciphertext of record {r.record_id} does not match its on-chain "
                 f"hash (tampered or corrupted); nothing was decrypted for reader {reader.id}",

@@ -13,6 +13,7 @@ import contextlib
 import random
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from eth_account import Account
@@ -36,9 +37,41 @@ from shardline.core.directory import Directory, UnknownParticipant
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 # A reader remembers a grant's proxies and threshold this long; liveness is the proxies' call.
 GRANT_TTL_S = 5.0
-# Ask m proxies first; ask the others when one fails, or when m have not answered by then.
+# Ask m proxies and SPARE_PROXIES more at once (the first m good answers are used, so one slow
+# or busy proxy does not hold a read up); ask the others when one fails, or when m have not
+# answered by HEDGE_S.
+SPARE_PROXIES = 1
 HEDGE_S = 0.25
 LOCAL_CHAIN_ID = 31337
+# An owner's revoke waits at most this long for the grant's proxies to read the revoking block.
+REVOKE_WAIT_S = 3.0
+# Ciphertexts a reader keeps, by content hash, up to this many bytes (0: none): a record's
+# ciphertext never changes, and without m capsule fragments from live proxies it opens nothing.
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class BlobCache:
+    """Ciphertexts that hashed to their record's on-chain content hash, least recently used out."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._blobs: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, content_hash: bytes) -> bytes | None:
+        blob = self._blobs.get(content_hash)
+        if blob is not None:
+            self._blobs.move_to_end(content_hash)
+        return blob
+
+    def put(self, content_hash: bytes, blob: bytes) -> None:
+        if len(blob) > self.max_bytes or content_hash in self._blobs:
+            return
+        self._blobs[content_hash] = blob
+        self.size += len(blob)
+        while self.size > self.max_bytes:
+            _, old = self._blobs.popitem(last=False)
+            self.size -= len(old)
 
 
 @dataclass
@@ -76,9 +109,18 @@ def account_of(keys: rc.PartyKeys) -> LocalAccount:
 
 class RecordsClient:
     def __init__(
-        self, nc: Client, chain: Chain, deployment: Deployment, blobs: BlobStore, timeout_s: float
+        self,
+        nc: Client,
+        chain: Chain,
+        deployment: Deployment,
+        blobs: BlobStore,
+        timeout_s: float,
+        blob_cache_bytes: int = BLOB_CACHE_BYTES,
+        spare_proxies: int = SPARE_PROXIES,
     ) -> None:
         self.nc = nc
+        self.spare_proxies = spare_proxies
+        self.blob_cache = BlobCache(blob_cache_bytes)
         self.chain = chain
         self.deployment = deployment
         self.blobs = blobs
@@ -91,13 +133,21 @@ class RecordsClient:
 
     @classmethod
     async def connect(
-        cls, nats_url: str, chain_rpc: str, deployment: dict, *, name: str, timeout_s: float = 2.0
+        cls,
+        nats_url: str,
+        chain_rpc: str,
+        deployment: dict,
+        *,
+        name: str,
+        timeout_s: float = 2.0,
+        blob_cache_bytes: int = BLOB_CACHE_BYTES,
+        spare_proxies: int = SPARE_PROXIES,
     ) -> RecordsClient:
         dep = Deployment.from_dict(deployment)
         chain = await Chain.connect(chain_rpc, expected_chain_id=dep.chain_id)
         nc = await connect(nats_url, name)
         blobs = await BlobStore.open(nc.jetstream(timeout=10))
-        client = cls(nc, chain, dep, blobs, timeout_s)
+        client = cls(nc, chain, dep, blobs, timeout_s, blob_cache_bytes, spare_proxies)
         await client.orgs.refresh()
         return client
 
@@ -241,7 +291,12 @@ class RecordsClient:
             ) from None
 
     async def revoke(self, owner: rc.PartyKeys, record_id: str, reader: str) -> int:
-        """Revoke on chain; returns the block from which every proxy refuses."""
+        """Revoke on chain; returns the block from which every proxy refuses.
+
+        It returns once each of the grant's proxies that answers has read that block (or after
+        REVOKE_WAIT_S): a proxy refuses from the moment it has, and one that is offline serves
+        nothing and reads the chain up to its head before it serves again.
+        """
         rc.check_record_id(record_id)
         try:
             tx = await chain_records.revoke(
@@ -254,7 +309,26 @@ class RecordsClient:
                 reader_id=reader,
             ) from None
         assert tx.block_number is not None
+        g, _ = await chain_records.read_grant(self.rpc, self.deployment, record_id, reader)
+        await self.wait_read(g.proxies, tx.block_number)
         return tx.block_number
+
+    async def wait_read(
+        self, proxies: tuple[str, ...], block: int, timeout_s: float = REVOKE_WAIT_S
+    ) -> list[str]:
+        """Wait until the proxies that answer have read ``block``; returns those that have not."""
+
+        async def one(org: str) -> str | None:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                state = await self.held_by(org)
+                if state is None or (state.get("block") or 0) >= block:
+                    return None if state else org
+                if time.monotonic() >= deadline:
+                    return org
+                await asyncio.sleep(0.01)
+
+        return [o for o in await asyncio.gather(*(one(o) for o in proxies)) if o]
 
     async def held_by(self, org: str) -> dict | None:
         """A proxy's ids of held key fragments and its chain cursor (None: offline)."""
@@ -345,13 +419,27 @@ class RecordsClient:
         owner = await self.party(record.owner, role="owner", record_id=record_id)
         return rc.ReadContext(record, owner, reader_party, g.threshold), g
 
-    async def ask(self, reader: rc.PartyKeys, record_id: str, org: str, trace_id: str) -> Answer:
-        """One proxy's answer: a capsule fragment (not yet verified), a refusal, or silence."""
+    def access_request(
+        self, reader: rc.PartyKeys, record_id: str, trace_id: str
+    ) -> tuple[dict, bytes]:
+        """A signed access request (body, bytes); one read sends the same one to each proxy."""
         body = {"request_id": secrets.token_hex(16), "record_id": record_id, "reader": reader.id}
         req = envelope.make("records.access", body, reader.participant, trace_id=trace_id)
+        return body, req.to_bytes()
+
+    async def ask(
+        self,
+        reader: rc.PartyKeys,
+        record_id: str,
+        org: str,
+        trace_id: str,
+        request: tuple[dict, bytes] | None = None,
+    ) -> Answer:
+        """One proxy's answer: a capsule fragment (not yet verified), a refusal, or silence."""
+        body, raw = request or self.access_request(reader, record_id, trace_id)
         try:
             msg = await self.nc.request(
-                subjects.RECORDS_ACCESS.format(org=org), req.to_bytes(), timeout=self.timeout_s
+                subjects.RECORDS_ACCESS.format(org=org), raw, timeout=self.timeout_s
             )
         except NoRespondersError:
             return Answer(org, "silent", "offline")
@@ -384,13 +472,19 @@ class RecordsClient:
     async def get(self, reader: rc.PartyKeys, record_id: str) -> ReadResult:
         started = time.perf_counter()
         ctx, g = await self.context(reader, record_id)
-        blob = asyncio.ensure_future(self.blobs.get(ctx.record.content_hash.hex()))
+        content_hash = ctx.record.content_hash
+        cached = self.blob_cache.get(content_hash)
+        blob = asyncio.ensure_future(
+            _ready(cached) if cached is not None else self.blobs.get(content_hash.hex())
+        )
         trace = envelope.new_trace_id()
         order = random.sample(g.proxies, len(g.proxies))  # spread the load over the proxies
-        waiting = order[g.threshold :]
+        first = g.threshold + self.spare_proxies
+        waiting = order[first:]
+        request = self.access_request(reader, record_id, trace)
         pending = {
-            asyncio.ensure_future(self.ask(reader, record_id, o, trace))
-            for o in order[: g.threshold]
+            asyncio.ensure_future(self.ask(reader, record_id, o, trace, request))
+            for o in order[:first]
         }
         collector = rc.CfragCollector(ctx)
         silent: list[str] = []
@@ -403,6 +497,8 @@ class RecordsClient:
                 )
                 failed = 0
                 for task in done:
+                    if collector.ready:  # m good ones: a spare's answer is not looked at
+                        break
                     a = task.result()
                     if a.outcome == "cfrag":
                         failed += not collector.add(a.org, a.cfrag)
@@ -416,7 +512,7 @@ class RecordsClient:
                             silent.append(a.org)
                 if waiting and (failed or not done):  # ask the others too
                     pending |= {
-                        asyncio.ensure_future(self.ask(reader, record_id, o, trace))
+                        asyncio.ensure_future(self.ask(reader, record_id, o, trace, request))
                         for o in waiting
                     }
                     waiting = []
@@ -434,7 +530,10 @@ class RecordsClient:
                     record_id=record_id,
                     reader_id=reader.id,
                 ) from None
+            # The blob store has checked the ciphertext against the chain's content hash, and
+            # the cache keeps only what it gave.
             plaintext = await _decrypt(collector, reader, ciphertext)
+            self.blob_cache.put(content_hash, ciphertext)
         finally:
             for task in pending:
                 task.cancel()
@@ -452,10 +551,14 @@ class RecordsClient:
         )
 
 
+async def _ready(value: bytes) -> bytes:
+    return value
+
+
 async def _decrypt(collector: rc.CfragCollector, reader: rc.PartyKeys, ciphertext: bytes) -> bytes:
     if len(ciphertext) > 64 * 1024:  # keep the loop free for other requests on big records
-        return await asyncio.to_thread(collector.decrypt, reader, ciphertext)
-    return collector.decrypt(reader, ciphertext)
+        return await asyncio.to_thread(collector.decrypt, reader, ciphertext, hash_checked=True)
+    return collector.decrypt(reader, ciphertext, hash_checked=True)
 
 
 def _grant_dict(view: GrantView) -> dict:

@@ -1,12 +1,16 @@
 """Records proxy, one per org node: re-encrypts a record's capsule for a reader with a live grant.
 
 It takes an owner's key fragment only when the owner signed it for that record and reader and
-the grant on its own chain endpoint names this org; it keeps it sealed at rest. On an access
-request it checks the grant on its own chain endpoint (not revoked, not expired, by the later of
-the chain's clock and its own), re-encrypts the on-chain capsule, and answers with the capsule
-fragment sealed to the reader. It follows AccessRevoked (and newer AccessGranted) events with the
-reorg-safe reader and deletes superseded or revoked fragments; from the revoking block on it
-refuses anyway, because every request reads the grant.
+the grant on its own chain endpoint names this org; it keeps it sealed at rest. It follows
+AccessGranted and AccessRevoked events with the reorg-safe reader, woken by the heads its node
+pushes, into a book of grants (``shardline.core.records_grants``) and deletes superseded or
+revoked fragments. On an access request it answers from the book once its reader has applied
+the chain's head: the newest head pushed (``pushed``, the default: no chain call on the
+request's path) or the block number read after the request arrived (``exact``: one cheap call,
+shared by the requests that arrived together; revocation exact at the revoking block). While
+the head subscription is down or stalled it reads the grant itself, as every request once did.
+Expiry is judged by the later of the chain's latest block time and its own clock. It
+re-encrypts the on-chain capsule and answers with the capsule fragment sealed to the reader.
 """
 
 from __future__ import annotations
@@ -32,9 +36,66 @@ from shardline.contracts.deploy import Deployment
 from shardline.core import records as rc
 from shardline.core.directory import Directory, Participant, UnknownParticipant
 from shardline.core.logpoller import Cursor
+from shardline.core.records_grants import GrantBook
 from shardline.workers.records_store import ProxyStore
 
 PARTY = 3  # a records party's kind in a PartyDirectory (not an OrgRegistry kind)
+# How long a request waits for the proxy's event reader to reach the chain's head before the
+# proxy reads the grant from the chain itself.
+CATCH_UP_S = 0.5
+# How fresh the grant book must be to answer from it (see ``RecordsProxy.live_grant``):
+PUSHED = "pushed"  # the chain's head as the node last pushed it
+EXACT = "exact"  # the chain's block number, read after the request arrived
+FRESHNESS = (PUSHED, EXACT)
+# With no head pushed for this long, the proxy asks the node whether its pushes have stalled.
+STALL_CHECK_S = 1.0
+# Audit rows are written together, this often (and when the proxy stops).
+AUDIT_EVERY_S = 0.05
+
+
+class TimedHeads(HeadWatcher):
+    """A HeadWatcher that also keeps the latest pushed head's timestamp (the chain's time)."""
+
+    latest_time = 0
+
+    def _take(self, head: dict) -> None:
+        super()._take(head)
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.latest_time = max(self.latest_time, int(head["timestamp"], 16))
+
+
+class HeadBarrier:
+    """The chain's block number, read after the caller asked.
+
+    Callers that ask before a read has been sent share it; one that asks while a read is in
+    flight waits for the next, since the one in flight may predate its request.
+    """
+
+    def __init__(self, rpc: Rpc) -> None:
+        self.rpc = rpc
+        self._next: asyncio.Future | None = None
+        self._reads: set[asyncio.Task] = set()
+
+    async def __call__(self) -> int:
+        fut = self._next
+        if fut is None:
+            fut = self._next = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            task = asyncio.ensure_future(self._read(fut))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+        return await asyncio.shield(fut)
+
+    async def _read(self, fut: asyncio.Future) -> None:
+        self._next = None  # from here on, callers wait for the next read
+        try:
+            number = await self.rpc.block_number()
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(number)
 
 
 class PartyDirectory(Directory):
@@ -77,11 +138,17 @@ class RecordsProxy(Worker):
         chain: Chain,
         deployment: Deployment,
         ws_url: str,
-        confirmations: int = 0,
+        freshness: str = PUSHED,
         clock: Callable[[], float] = time.time,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if freshness not in FRESHNESS:
+            raise ValueError(
+                f"records proxy freshness {freshness!r} is not one of {', '.join(FRESHNESS)}"
+            )
+        self.freshness = freshness
+        self._heads_stalled = False
         self.org_id = org_id
         self.store = store
         self.chain = chain
@@ -90,18 +157,28 @@ class RecordsProxy(Worker):
         self.clock = clock
         self._records: dict[str, rc.RecordInfo] = {}
         self._kfrags: dict[tuple[str, str], tuple[int, umbral.VerifiedKeyFrag]] = {}
+        self.book = GrantBook()
+        self.grant_reads = {"book": 0, "chain": 0}  # where access requests' grants came from
+        self._book_generation = 0  # bumped when a reorg empties the book
+        self._stepped = asyncio.Event()
+        self._audit_rows: list[tuple[str, str, str, int, float]] = []
+        self._audit_task: asyncio.Task | None = None
+        self._audit_due = asyncio.Event()
+        self.rpc = Rpc(chain.rpc)
+        self.barrier = HeadBarrier(self.rpc)
         self.reader = EventReader(
             Rpc(chain.rpc),
             Cursor(start=int(deployment.block), remembered=store.cursor_blocks()),
             addresses=lambda: [deployment.records_registry],
             topics0=[chain_records.ACCESS_REVOKED, chain_records.ACCESS_GRANTED],
-            confirmations=confirmations,
+            # The book must be the chain's state at its head: a revoke acts at once (the safe
+            # side), and a reorg empties the book (see _follow_chain).
+            confirmations=0,
             save=lambda c: store.save_cursor(c.remembered()),
-            heads=(heads := HeadWatcher(ws_url)),
+            heads=(heads := TimedHeads(ws_url, fallback_s=STALL_CHECK_S)),
         )
         self.heads = heads
         self._loop: asyncio.Task | None = None
-        self._audits: set[asyncio.Task] = set()
 
     # ---- wiring -------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -118,6 +195,7 @@ class RecordsProxy(Worker):
         )
         self.heads.start()
         self._loop = asyncio.create_task(self._follow_chain())
+        self._audit_task = asyncio.create_task(self._write_audits())
 
     def endpoints(self) -> list[EndpointConfig]:
         return [
@@ -134,11 +212,13 @@ class RecordsProxy(Worker):
         ]
 
     async def stop(self) -> None:
-        if self._loop:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in (self._loop, self._audit_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.heads.stop()
+        self._flush_audits()
         await super().stop()
 
     # ---- key fragments ------------------------------------------------------------------
@@ -154,6 +234,8 @@ class RecordsProxy(Worker):
         if m.env.sender != record.owner:
             raise BadMessage(f"{m.env.sender} is not the owner of record {rid}")
         grant, _now = await chain_records.grant_of(self.chain, self.deployment, rid, reader)
+        if grant.version:
+            grant = self.book.merge(grant)
         if grant.version < version:
             raise Transient(f"grant {version} of record {rid} to {reader} is not on chain yet")
         if grant.version > version or grant.revoked:
@@ -224,9 +306,7 @@ class RecordsProxy(Worker):
         rid, reader = b["record_id"], b["reader"]
         if env.sender != reader:
             return self.refusal(env, "bad request", f"signed by {env.sender}, not by {reader}")
-        grant_call = asyncio.ensure_future(
-            chain_records.read_grant(self.reader.rpc, self.deployment, rid, reader)
-        )
+        grant_call = asyncio.ensure_future(self.live_grant(rid, reader))
         try:
             try:
                 await envelope.verify(env, self.parties)
@@ -291,13 +371,81 @@ class RecordsProxy(Worker):
             trace_id=env.trace_id,
         )
 
+    # ---- the grant as the chain has it now -----------------------------------------------
+    async def live_grant(self, rid: str, reader: str) -> tuple[rc.Grant, float]:
+        """The grant as of a chain head read after the request arrived, and the chain's time.
+
+        The head is, with ``exact`` freshness, the block number read (in one call shared with
+        the requests that came with this one) after the request arrived, so a revoke is refused
+        from its own block on; with ``pushed``, the newest head the node has pushed to this
+        proxy, which the node pushes as it mines: a revoke is refused from the moment its block
+        reaches the proxy (milliseconds after it is mined; the owner's ``revoke`` returns when
+        every reachable proxy has read it). Either way the answer comes from the book once the
+        event reader has applied that head, while the head subscription is live and has not
+        stalled; else the grant is read from the chain, as every request once did.
+        """
+        if self.heads.live and not self._heads_stalled:
+            if self.freshness == EXACT:
+                head = await self.barrier()
+            else:
+                await asyncio.sleep(0)  # take in a head that has already arrived
+                head = self.heads.latest
+            if await self.applied_through(head):
+                held = self.book.get(rid, reader)
+                if held is not None:
+                    self.grant_reads["book"] += 1
+                    return held, float(self.heads.latest_time)
+        self.grant_reads["chain"] += 1
+        generation = self._book_generation
+        grant, chain_time = await chain_records.read_grant(self.rpc, self.deployment, rid, reader)
+        if grant.version and generation == self._book_generation:
+            grant = self.book.merge(grant)  # a newer event may have come meanwhile: it wins
+        return grant, chain_time
+
+    def applied(self) -> int:
+        head = self.reader.cursor.head
+        return head.number if head else self.reader.cursor.start - 1
+
+    async def applied_through(self, block: int) -> bool:
+        """Wait (briefly) until the event reader has applied ``block``; False if it has not."""
+        if self.applied() >= block:
+            return True
+        deadline = asyncio.get_running_loop().time() + CATCH_UP_S
+        while self.applied() < block:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            self.heads.event.set()  # wake the reader if it sleeps
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stepped.wait(), left)
+        return True
+
+    # ---- audit ----------------------------------------------------------------------------
     def _audit(self, request_id: str, rid: str, reader: str, version: int) -> None:
-        """Write what was re-encrypted for whom, off the reply's path."""
-        task = asyncio.ensure_future(
-            asyncio.to_thread(self.store.record_reencrypted, request_id, rid, reader, version)
-        )
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
+        """Note what was re-encrypted for whom; written in batches, off the reply's path."""
+        self._audit_rows.append((request_id, rid, reader, version, time.time()))
+        self._audit_due.set()
+
+    async def _write_audits(self) -> None:
+        while True:
+            await self._audit_due.wait()
+            await asyncio.sleep(AUDIT_EVERY_S)  # let the rows of that moment gather
+            self._audit_due.clear()
+            rows, self._audit_rows = self._audit_rows, []
+            try:
+                await asyncio.to_thread(self.store.record_reencrypted_many, rows)
+            except Exception as exc:
+                log.error("records.audit_write_failed", org=self.org_id, error=repr(exc))
+                self._audit_rows[:0] = rows  # try again in a moment
+                self._audit_due.set()
+                await asyncio.sleep(1.0)
+
+    def _flush_audits(self) -> None:
+        rows, self._audit_rows = self._audit_rows, []
+        try:
+            self.store.record_reencrypted_many(rows)
+        except Exception as exc:
+            log.error("records.audit_write_failed", org=self.org_id, error=repr(exc))
 
     def refusal(self, env: envelope.Envelope, reason: str, detail: str) -> envelope.Envelope:
         b = env.body
@@ -331,6 +479,7 @@ class RecordsProxy(Worker):
                 {
                     "org": self.org_id,
                     "block": head.number if head else None,
+                    "grant_reads": self.grant_reads,
                     "kfrags": [
                         {"record_id": r, "reader": rd, "version": v}
                         for r, rd, v in self.store.kfrags()
@@ -342,6 +491,7 @@ class RecordsProxy(Worker):
     # ---- grant events -------------------------------------------------------------------
     async def _follow_chain(self) -> None:
         while True:
+            before = self.reader.cursor.next_number
             try:
                 await self.reader.step(self.on_log)
             except asyncio.CancelledError:
@@ -349,11 +499,39 @@ class RecordsProxy(Worker):
             except Exception as exc:  # node away: keep the cursor and try again
                 log.warn("records.chain_step_failed", org=self.org_id, error=str(exc))
                 await asyncio.sleep(0.5)
-            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
+            if self.reader.cursor.next_number < before:  # a reorg: the chain's state moved back
+                self.book.clear()
+                self._book_generation += 1
+            self._stepped.set()
+            self._stepped = asyncio.Event()
+            if self.reader.cursor.next_number > self.reader.head_seen:
+                pushed, waited = self.heads.latest, time.monotonic()
                 await self.heads.wait()
+                if self.heads.latest != pushed:
+                    self._heads_stalled = False
+                elif self.heads.live and time.monotonic() - waited >= STALL_CHECK_S:
+                    await self._check_stall()
+
+    async def _check_stall(self) -> None:
+        """No head pushed for a while: fine if the node has mined nothing since, else the
+        subscription has stalled and requests read their grant from the chain meanwhile."""
+        try:
+            number = await self.rpc.block_number()
+        except Exception:  # node away: the next step says so
+            return
+        stalled = number > self.heads.latest
+        if stalled and not self._heads_stalled:
+            log.warn(
+                "records.heads_stalled", org=self.org_id, node=number, pushed=self.heads.latest
+            )
+        self._heads_stalled = stalled
 
     async def on_log(self, lg: RawLog) -> None:
         kind, rid, reader, version = chain_records.decode_access_event(lg)
+        if kind == "revoked":
+            self.book.revoked(rid, reader, version)
+        else:
+            self.book.merge(chain_records.grant_from_event(lg))
         # revoked: this grant's fragment goes; granted anew: older fragments are superseded
         up_to = version if kind == "revoked" else version - 1
         if self.forget(rid, reader, up_to):

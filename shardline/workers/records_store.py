@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Integer, LargeBinary, String, delete, select
+from sqlalchemy import Float, Integer, LargeBinary, String, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from shardline.core.logpoller import BlockRef
@@ -126,6 +127,42 @@ class ProxyStore:
                     served_at=time.time(),
                 )
             )
+
+    def record_reencrypted_many(self, rows: list[tuple[str, str, str, int, float]]) -> None:
+        """Audit rows (request id, record, reader, version, served at) in one transaction.
+
+        A request sent twice (same id) is kept once, as ``record_reencrypted`` keeps it.
+        """
+        if not rows:
+            return
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.execute(
+                    insert(ReencryptedRow),
+                    [
+                        {
+                            "request_id": q,
+                            "record_id": r,
+                            "reader": rd,
+                            "version": v,
+                            "served_at": at,
+                        }
+                        for q, r, rd, v, at in rows
+                    ],
+                )
+        except IntegrityError:  # a repeated request id: row by row
+            for q, r, rd, v, _at in rows:
+                self.record_reencrypted(q, r, rd, v)
+
+    def reencrypted(self, record_id: str) -> list[tuple[str, str, int]]:
+        """(request id, reader, grant version) of each capsule fragment made for a record."""
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(ReencryptedRow.request_id, ReencryptedRow.reader, ReencryptedRow.version)
+                .where(ReencryptedRow.record_id == record_id)
+                .order_by(ReencryptedRow.served_at)
+            )
+            return [(q, rd, v) for q, rd, v in rows]
 
     def cursor_blocks(self) -> list[BlockRef]:
         return load_cursor(self.engine, RecordsCursorBlock.__table__)

@@ -17,11 +17,12 @@ import pytest
 from shardline import stack
 from shardline.bus.connect import connect
 from shardline.config import StackConfig
+from shardline.contracts import records as chain_records
 from shardline.contracts.client import Chain
 from shardline.contracts.deploy import Deployment
 from shardline.core import records as rc
 from shardline.core.keys import ParticipantKeys
-from shardline.workers.records_client import RecordsClient
+from shardline.workers.records_client import RecordsClient, account_of
 from shardline.workers.records_proxy import PartyDirectory, RecordsProxy
 from shardline.workers.records_store import ProxyStore
 
@@ -73,19 +74,47 @@ async def granted_record(client, plaintext: bytes, *, expires_in: float = DAY):
     return owner, reader, info, g
 
 
+async def book_reads(client: RecordsClient) -> int:
+    """How many access requests the proxies have answered from their grant books."""
+    states = [await client.held_by(org) for org in PROXIES]
+    return sum(s["grant_reads"]["book"] for s in states if s)
+
+
 async def restart(cfg: StackConfig, name: str) -> None:
+    """Start an org node again and wait for its records proxy, which starts after the node's
+    other workers (the stack's readiness check asks only the first)."""
     if name not in stack.running(cfg.run_dir):
         await asyncio.to_thread(stack.start_workers, cfg, [name])
+    org = name.removeprefix("node-")
+    async with await nats.connect(cfg.nats_url) as nc:
+        for _ in range(200):
+            try:
+                await nc.request(f"records.state.{org}", b"", timeout=0.5)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.05)
+    pytest.fail(f"the records proxy of {org} did not start")
 
 
-async def test_put_grant_two_of_three_and_read(client):
+async def test_put_grant_two_of_three_and_read(client, records_stack):
     text = b"Patient: A. Example\nAllergy: penicillin\n" + os.urandom(1024)
     owner, reader, info, g = await granted_record(client, text)
     assert (g.threshold, g.proxies, g.version) == (2, tuple(PROXIES), 1)
+    from_book = await book_reads(client)
     got = await client.get(reader, info.record_id)
     assert got.plaintext == text
     assert len(got.used) == 2 and set(got.used) <= set(PROXIES)
     assert got.bad == {} and got.refused == {}
+    # the proxies took the grant from the book their event readers keep, not from a chain call
+    assert await book_reads(client) >= from_book + 2
+    # and each proxy used wrote down whom it re-encrypted for (in batches, off the reply's path)
+    for org in got.used:
+        store = ProxyStore(records_stack.org(org).database_url)
+        for _ in range(100):
+            if store.reencrypted(info.record_id):
+                break
+            await asyncio.sleep(0.02)
+        assert [(rd, v) for _q, rd, v in store.reencrypted(info.record_id)] == [(reader.id, 1)]
     listing = await client.listing(owner.id)
     assert listing["owned"][0]["record_id"] == info.record_id
     assert listing["owned"][0]["grants"][0]["status"] == rc.LIVE
@@ -122,7 +151,8 @@ async def test_revoke_every_proxy_refuses_from_the_revoking_block(client):
     owner, reader, info, g = await granted_record(client, b"HIV status: negative")
     assert (await client.get(reader, info.record_id)).plaintext == b"HIV status: negative"
     block = await client.revoke(owner, info.record_id, reader.id)
-    # no new block is mined after the revoke: the proxies must refuse at the block itself
+    # revoke returns once the proxies have read its block; no new block is mined after it: the
+    # proxies must refuse at the block itself (an exact proxy without that wait: further down)
     answers = await client.ask_all(reader, info.record_id, g.proxies)
     assert {o: a.outcome for o, a in answers.items()} == dict.fromkeys(PROXIES, "refusal")
     assert all(a.reason == rc.REVOKED for a in answers.values())
@@ -243,6 +273,57 @@ async def test_a_proxy_returning_garbage_is_named_and_the_read_succeeds(client, 
         await chain.close()
         await restart(cfg, "node-org1")
         await restart(cfg, "node-org3")
+
+
+async def test_an_exact_proxy_refuses_in_the_revoking_block_before_anyone_waits(
+    client, records_stack
+):
+    """A proxy with ``exact`` freshness reads the chain's block number after each request
+    arrives: a revoke sent straight to the chain (the owner does not wait for the proxies) is
+    refused by it from the revoking block on, with no block mined after it."""
+    text = b"genetic panel"
+    owner, reader, info, _g = await granted_record(client, text)
+    cfg = records_stack
+    org = cfg.org("org1")
+    dep = Deployment.from_dict(cfg.deployment)
+    stack.stop(cfg.run_dir, "node-org1")
+    chain = await Chain.connect(cfg.chain_rpc)
+    nc = await connect(cfg.nats_url, "exact-org1")
+    exact = RecordsProxy(
+        nc,
+        ParticipantKeys.load(org.key_file),
+        PartyDirectory(chain, dep),
+        instance="org1",
+        concurrency=1,
+        org_id="org1",
+        store=ProxyStore(org.database_url),
+        chain=chain,
+        deployment=dep,
+        ws_url=cfg.chain_rpc.replace("http://", "ws://"),
+        freshness="exact",
+    )
+    await exact.start()
+    try:
+        for _ in range(100):  # its event reader catches up and the head subscription is live
+            answers = await client.ask_all(reader, info.record_id, ("org1",))
+            if exact.grant_reads["book"] and answers["org1"].outcome == "cfrag":
+                break
+            await chain.w3.provider.make_request("evm_mine", [])
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"org1 never answered from its book: {exact.grant_reads}")
+        tx = await chain_records.revoke(
+            client.chain, account_of(owner), client.deployment, info.record_id, reader.id
+        )
+        answers = await client.ask_all(reader, info.record_id, ("org1",))
+        assert answers["org1"].outcome == "refusal" and answers["org1"].reason == rc.REVOKED
+        assert exact.applied() >= tx.block_number
+        assert await chain.w3.eth.block_number == tx.block_number  # no block after the revoke
+    finally:
+        await exact.stop()
+        await nc.drain()
+        await chain.close()
+        await restart(cfg, "node-org1")
 
 
 async def test_no_plaintext_on_the_bus_or_in_any_proxy_store(client, records_stack):
