@@ -260,14 +260,16 @@ class ListStore:
         Only agreed pairs count; a pair still matching leaves its contacts out until it agrees.
         """
         dl = self.get(list_id)
-        shared: dict[str, dict[int, list[str]]] = {}
-        tables: dict[str, BidTable] = {}
+        tables: dict[str, tuple[BidTable, BidTable]] = {}
+        contacts: set[int] = set()
         for p in self.pairs(list_id):
             if not p.agreement_json:
                 continue
             doc = json.loads(p.agreement_json)
-            tables[p.peer] = BidTable.from_canonical(p.peer, doc["tables"][p.peer])
-            shared[p.peer] = self.shared_values(p.session_id)
-        contacts = {c for per in shared.values() for c in per}
+            tables[p.peer] = (
+                BidTable.from_canonical(me, doc["tables"][me]),
+                BidTable.from_canonical(p.peer, doc["tables"][p.peer]),
+            )
+            contacts.update(self.shared_values(p.session_id))
         bids = {c: assignment.bid(secret, list_id, c) for c in contacts}
-        return assignment.my_assignments(me, dl.capacity, bids, shared, tables)
+        return assignment.my_assignments(me, dl.capacity, bids, tables)

@@ -105,57 +105,73 @@ def digest(doc: dict) -> str:
     ).hexdigest()
 
 
-def _index(table: BidTable) -> dict[str, int]:
-    best: dict[str, int] = {}
-    for e in table.entries:
+def links(a: BidTable, b: BidTable) -> list[tuple[BidEntry, BidEntry]]:
+    """Which entry of ``a`` is which person of ``b``: a one-to-one linkage both sides compute
+    alike from the two tables alone.
+
+    Fuzzy keys can make one contact share a value with several contacts of the partner (a
+    common name in the same town); counting each of them as a holder of the same person would
+    let two contacts both defer, and nobody serve. So entries are linked greedily by how many
+    values they share, most first, ties broken by the values themselves; each entry is linked
+    at most once, and an entry left unlinked has no holder on the other side.
+    """
+    by_value: dict[str, list[int]] = {}
+    eb = sorted(b.entries, key=lambda e: (e.values, e.u))
+    for j, e in enumerate(eb):
         for v in e.values:
-            best[v] = max(best.get(v, -1), e.u)
-    return best
+            by_value.setdefault(v, []).append(j)
+    ea = sorted(a.entries, key=lambda e: (e.values, e.u))
+    edges = []
+    for i, e in enumerate(ea):
+        shared: dict[int, list[str]] = {}
+        for v in e.values:
+            for j in by_value.get(v, ()):
+                shared.setdefault(j, []).append(v)
+        edges += [(-len(vs), min(vs), i, j) for j, vs in shared.items()]
+    edges.sort()
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    out = []
+    for _w, _v, i, j in edges:
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            out.append((ea[i], eb[j]))
+    return out
 
 
 def my_assignments(
     me: str,
     capacity: int,
     my_bids: Mapping[int, int],
-    shared: Mapping[str, Mapping[int, Iterable[str]]],
-    partner_tables: Mapping[str, BidTable],
+    tables: Mapping[str, tuple[BidTable, BidTable]],
 ) -> dict[int, str]:
-    """For each of my contacts shared with any partner: the org that serves it.
+    """For each of my contacts in any pair's agreement: the org that serves it.
 
-    ``shared`` is ``peer -> {my contact id -> values it shares with that peer}`` and
-    ``partner_tables`` the bid table each peer sent me. A contact whose partner bid is missing
-    (the peer's table names none of its values) does not count that peer as a holder.
+    ``my_bids`` is ``my contact id -> my bid`` (a bid names its contact: it is a keyed hash of
+    it) and ``tables`` is ``peer -> (my table, the peer's table)`` of each agreed pair.
     """
-    indexes = {p: _index(t) for p, t in partner_tables.items()}
-    out: dict[int, str] = {}
-    contacts = sorted({c for per in shared.values() for c in per})
-    for c in contacts:
-        bids: dict[str, tuple[int, int]] = {me: (my_bids[c], capacity)}
-        for peer, per in shared.items():
-            if c not in per or peer not in partner_tables:
-                continue
-            idx = indexes[peer]
-            us = [idx[v] for v in per[c] if v in idx]
-            if us:
-                bids[peer] = (max(us), partner_tables[peer].capacity)
-        out[c] = winner(bids)
-    return out
+    contact_of = {u: c for c, u in my_bids.items()}
+    rivals: dict[int, dict[str, tuple[int, int]]] = {}
+    for peer, (mine, theirs) in tables.items():
+        for e in mine.entries:
+            rivals.setdefault(contact_of[e.u], {})
+        for e_mine, e_theirs in links(mine, theirs):
+            rivals[contact_of[e_mine.u]][peer] = (e_theirs.u, theirs.capacity)
+    return {
+        c: winner({me: (my_bids[c], capacity), **others}) for c, others in sorted(rivals.items())
+    }
 
 
 def assignments_of(doc: dict) -> dict[str, dict[str, str]]:
     """Every entry of a recorded agreement and who serves it, as anyone shown it can compute:
     ``org -> {first shared value of its entry -> serving org}`` (for the pair alone)."""
-    tables = {o: BidTable.from_canonical(o, t) for o, t in doc["tables"].items()}
-    out: dict[str, dict[str, str]] = {}
-    for org, t in tables.items():
-        (other,) = [o for o in tables if o != org]
-        idx = _index(tables[other])
-        rows: dict[str, str] = {}
-        for e in t.entries:
-            us = [idx[v] for v in e.values if v in idx]
-            bids = {org: (e.u, t.capacity)}
-            if us:
-                bids[other] = (max(us), tables[other].capacity)
-            rows[e.values[0]] = winner(bids)
-        out[org] = rows
+    (a, ta), (b, tb) = sorted((o, BidTable.from_canonical(o, t)) for o, t in doc["tables"].items())
+    out: dict[str, dict[str, str]] = {
+        a: {e.values[0]: a for e in ta.entries},
+        b: {e.values[0]: b for e in tb.entries},
+    }
+    for ea, eb in links(ta, tb):
+        w = winner({a: (ea.u, ta.capacity), b: (eb.u, tb.capacity)})
+        out[a][ea.values[0]] = out[b][eb.values[0]] = w
     return out

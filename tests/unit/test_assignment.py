@@ -26,8 +26,8 @@ def test_shares_follow_capacity_and_both_sides_agree():
     b2 = {i: assignment.bid(s2, "list-a", 10_000 + i) for i in range(n)}
     t1 = _table("org1", 2, values, b1)
     t2 = BidTable("org2", 1, tuple(BidEntry(tuple(values[i]), b2[i]) for i in range(n)))
-    got1 = assignment.my_assignments("org1", 2, b1, {"org2": values}, {"org2": t2})
-    got2 = assignment.my_assignments("org2", 1, b2, {"org1": values}, {"org1": t1})
+    got1 = assignment.my_assignments("org1", 2, b1, {"org2": (t1, t2)})
+    got2 = assignment.my_assignments("org2", 1, b2, {"org1": (t2, t1)})
     assert got1 == got2  # the same person, the same server, seen from either side
     share = Counter(got1.values())["org1"] / n
     assert abs(share - 2 / 3) < 0.03
@@ -54,19 +54,14 @@ def test_three_orgs_name_one_server_though_each_pair_shares_other_values():
     }
     # person i is held by all three when i % 3 == 0, else by org1 and org2 only
     held = {i: orgs if i % 3 == 0 else ["org1", "org2"] for i in range(n)}
-    tables, shared = {}, {}
+    tables = {}
     for (a, b), vals in ((tuple(sorted(p)), v) for p, v in pair_values.items()):
         for me, peer in ((a, b), (b, a)):
             mine = {i: vals[i] for i in range(n) if me in held[i] and peer in held[i]}
-            shared.setdefault(me, {})[peer] = mine
             tables[(me, peer)] = _table(me, caps[me], mine, bids[me])
     got = {
         o: assignment.my_assignments(
-            o,
-            caps[o],
-            bids[o],
-            shared[o],
-            {p: tables[(p, o)] for p in orgs if p != o},
+            o, caps[o], bids[o], {p: (tables[(o, p)], tables[(p, o)]) for p in orgs if p != o}
         )
         for o in orgs
     }
@@ -76,6 +71,21 @@ def test_three_orgs_name_one_server_though_each_pair_shares_other_values():
         assert servers.pop() in held[i]
     triple = Counter(got["org1"][i] for i in range(n) if i % 3 == 0)
     assert abs(triple["org3"] / sum(triple.values()) - 0.5) < 0.06  # capacity 2 of 4
+
+
+def test_a_false_match_on_one_weak_key_does_not_leave_a_person_unserved():
+    # org1's x is org2's y (three values in common); x also shares one value with z, another
+    # person of org2 (a common name in the same town). z's bid beats x's, x's beats y's.
+    x = BidEntry(("a1", "a2", "a3", "w"), 500)
+    y = BidEntry(("a1", "a2", "a3"), 100)
+    z = BidEntry(("w",), 900)
+    t1, t2 = BidTable("org1", 1, (x,)), BidTable("org2", 1, (y, z))
+    assert assignment.links(t1, t2) == [(x, y)]
+    got1 = assignment.my_assignments("org1", 1, {7: 500}, {"org2": (t1, t2)})
+    got2 = assignment.my_assignments("org2", 1, {3: 100, 4: 900}, {"org1": (t2, t1)})
+    assert got1 == {7: "org1"} and got2 == {3: "org1", 4: "org2"}
+    shown = assignment.assignments_of(assignment.agreement("L", [t1, t2]))
+    assert shown == {"org1": {"a1": "org1"}, "org2": {"a1": "org1", "w": "org2"}}
 
 
 def test_a_capacity_must_be_positive():
