@@ -186,6 +186,12 @@ class ListStore:
                 s.add(row)
             return row
 
+    def drop_pair(self, list_id: str, peer: str) -> None:
+        with self._s() as s, s.begin():
+            row = s.get(ListPair, (list_id, peer))
+            if row is not None and row.state == "matching":
+                s.delete(row)
+
     def update_pair(self, list_id: str, peer: str, **values) -> None:
         with self._s() as s, s.begin():
             row = s.get(ListPair, (list_id, peer))

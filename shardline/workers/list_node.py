@@ -147,9 +147,13 @@ class ListNode(Worker):
         await asyncio.to_thread(self.store.add_pair, list_id, peer, session, "initiator")
         body = {"session": session, "peer": peer, "timeout_s": MATCH_TIMEOUT_S}
         env = envelope.make("psi.start", body, self.keys, trace_id=session)
-        msg = await self.nc.request(
-            subjects.PSI_START.format(org=self.org_id), env.to_bytes(), timeout=10
-        )
+        try:
+            msg = await self.nc.request(
+                subjects.PSI_START.format(org=self.org_id), env.to_bytes(), timeout=10
+            )
+        except Exception as exc:  # the PSI worker is busy or restarting: the roster comes again
+            await asyncio.to_thread(self.store.drop_pair, list_id, peer)
+            raise Transient(f"the PSI worker of {self.org_id} did not answer: {exc!r}") from None
         answer = json.loads(msg.data)
         if "error" in answer:
             await asyncio.to_thread(
