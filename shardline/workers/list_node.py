@@ -144,7 +144,9 @@ class ListNode(Worker):
 
     async def _start_pair(self, list_id: str, peer: str) -> None:
         session = secrets.token_hex(16)
-        await asyncio.to_thread(self.store.add_pair, list_id, peer, session, "initiator")
+        row = await asyncio.to_thread(self.store.add_pair, list_id, peer, session, "initiator")
+        if row.session_id != session:
+            return  # another delivery of a roster started this pair already
         body = {"session": session, "peer": peer, "timeout_s": MATCH_TIMEOUT_S}
         env = envelope.make("psi.start", body, self.keys, trace_id=session)
         try:
