@@ -13,10 +13,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shardline.config import ConfigError, StackConfig
+from shardline.lists_cli import lists_app
 
 contacts_app = typer.Typer(
     help="An org's contacts: import, dedup, private matching, lists.", no_args_is_help=True
 )
+contacts_app.add_typer(lists_app, name="lists")
 console = Console()
 err = Console(stderr=True)
 

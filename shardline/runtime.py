@@ -133,7 +133,31 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
     workers: list[Worker] = [intake, node, matcher]
     if view.deployment.records_registry:
         workers.append(records_proxy(nc, keys, view, org, rpc_url, cfg))
+    if view.deployment.list_agreements:
+        workers.append(list_node(nc, keys, directory, view, org))
     return workers
+
+
+def list_node(
+    nc, keys: ParticipantKeys, directory: Directory, view: ChainView, org: OrgNodeConfig
+) -> Worker:
+    from shardline.contacts.lists_store import ListStore
+    from shardline.contacts.store import ContactStore, contact_secret
+    from shardline.workers.list_node import ListNode
+
+    return ListNode(
+        nc,
+        keys,
+        directory,
+        instance=org.id,
+        concurrency=4,
+        org_id=org.id,
+        store=ListStore(ContactStore(org.database_url)),
+        secret=contact_secret(keys.signing_seed),
+        chain=view.chain,
+        deployment=view.deployment,
+        account=account(keys),
+    )
 
 
 def records_proxy(

@@ -27,6 +27,12 @@ DEDUP_PROGRESS = "dedup.job.{job}.progress"
 PSI_ROUND = "psi.round.{session}.{org}"
 # Request/reply: an org asks its own PSI worker to start a match (signed by the org itself).
 PSI_START = "psi.start.{org}"
+# Distribution lists between org nodes: an invitation, an acceptance to the owner, the owner's
+# roster to every member, and a pair's bid tables (blinded values and keyed bids only).
+LISTS_INVITE = "lists.invite.{org}"
+LISTS_ACCEPT = "lists.accept.{org}"
+LISTS_ROSTER = "lists.roster.{org}"
+LISTS_BIDS = "lists.bids.{org}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -37,6 +43,7 @@ STREAMS: dict[str, dict] = {
     "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
     "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},
     "PSI": {"subjects": ["psi.round.>"], "max_age_s": 3600},
+    "LISTS": {"subjects": ["lists.>"], "max_age_s": 7 * 24 * 3600},
 }
 
 DUPLICATE_WINDOW_S = 15 * 60
@@ -60,4 +67,8 @@ def catalogue() -> dict[str, str]:
         DEDUP_PROGRESS: "dedup.progress",
         PSI_ROUND: "psi.round",
         PSI_START: "psi.start",
+        LISTS_INVITE: "lists.invite",
+        LISTS_ACCEPT: "lists.accept",
+        LISTS_ROSTER: "lists.roster",
+        LISTS_BIDS: "lists.bids",
     }

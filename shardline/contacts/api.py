@@ -10,11 +10,11 @@ import asyncio
 import hashlib
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
 from shardline.config import ConfigError, StackConfig
-from shardline.contacts import auth
+from shardline.contacts import auth, guards
 from shardline.contacts.store import ContactStore, StoreError, contact_secret
 from shardline.core.contacts import FIELDS, MappingError, identity_mapping, read_file_text
 from shardline.core.keys import ParticipantKeys
@@ -56,34 +56,7 @@ def router(cfg: StackConfig, orgs: list[str]) -> APIRouter:
             stores[org] = ContactStore(cfg.org(org).database_url)
         return stores[org]
 
-    def principal(
-        org: str = Path(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$"),
-        authorization: str | None = Header(default=None),
-    ) -> auth.Principal:
-        if org not in secrets_:
-            raise HTTPException(404, f"org {org} is not served by this node")
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not token:
-            raise HTTPException(
-                401,
-                "send `Authorization: Bearer <token>` (`shardline contacts token`)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        try:
-            who = auth.verify(secrets_[org], token)
-        except auth.TokenError as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-        if who.org != org:
-            raise HTTPException(403, f"this token is for {who.org}, not {org}")
-        return who
-
-    def admin(who: auth.Principal = Depends(principal)) -> auth.Principal:
-        if who.role != "admin":
-            raise HTTPException(
-                403,
-                f"{who.subject} has the {who.role} role; loading and reading contacts needs admin",
-            )
-        return who
+    principal, admin = guards.make(secrets_)
 
     @r.post("/orgs/{org}/contacts/imports", status_code=201)
     async def import_contacts(

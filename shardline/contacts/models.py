@@ -148,3 +148,52 @@ class PsiShared(ContactsBase):
     contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     handle: Mapped[str] = mapped_column(String(64), index=True)
     values_json: Mapped[str] = mapped_column(Text)
+
+
+class DistributionList(ContactsBase):
+    """A service being delivered by several orgs; each org keeps its own view of it.
+
+    ``roster_json`` is the owner's word on who takes part, in the order they joined
+    (``[{"org", "capacity"}]``); ``invited_json`` is kept by the owner only.
+    """
+
+    __tablename__ = "distribution_lists"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # owner, invited, accepted
+    capacity: Mapped[int] = mapped_column(Integer, default=0)  # this org's, once it takes part
+    roster_json: Mapped[str] = mapped_column(Text, default="[]")
+    invited_json: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[float] = mapped_column(Float)
+    accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ListPair(ContactsBase):
+    """This org and one partner inside a list: their match, the two bid tables, the digest."""
+
+    __tablename__ = "list_pairs"
+    list_id: Mapped[str] = mapped_column(ForeignKey("distribution_lists.id"), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(32), index=True)
+    role: Mapped[str] = mapped_column(String(12))  # initiator, responder
+    state: Mapped[str] = mapped_column(String(16))  # matching, bidding, agreed, recorded, failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    bids_sent: Mapped[int] = mapped_column(Integer, default=0)
+    agreement_json: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[str] = mapped_column(String(64), default="")
+    tx_hash: Mapped[str] = mapped_column(String(66), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ListBidPart(ContactsBase):
+    """One part of the bid table a partner sent for a pair (kept until the table is whole)."""
+
+    __tablename__ = "list_bid_parts"
+    list_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parts: Mapped[int] = mapped_column(Integer)
+    capacity: Mapped[int] = mapped_column(Integer)
+    entries_json: Mapped[str] = mapped_column(Text)

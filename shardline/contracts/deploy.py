@@ -24,13 +24,15 @@ class Deployment:
     block: int
     chain_id: int
     records_registry: str = ""  # empty in deployments made before the records capability
+    list_agreements: str = ""  # empty in deployments made before distribution lists
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        names = [f.name for f in fields(cls) if f.name != "records_registry"]
+        optional = ("records_registry", "list_agreements")
+        names = [f.name for f in fields(cls) if f.name not in optional]
         missing = [n for n in names if n not in data]
         if missing:
             raise ValueError(
@@ -46,6 +48,9 @@ class Deployment:
             chain_id=int(data["chain_id"]),
             records_registry=Web3.to_checksum_address(data["records_registry"])
             if data.get("records_registry")
+            else "",
+            list_agreements=Web3.to_checksum_address(data["list_agreements"])
+            if data.get("list_agreements")
             else "",
         )
 
@@ -73,6 +78,7 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
     gatekeeper = await deploy_contract(chain, admin, "Gatekeeper", governor, transport_registry)
     await chain.transact(admin, chain.contract("Governor", governor).functions.upgrade(gatekeeper))
     records_registry = await deploy_contract(chain, admin, "RecordsRegistry", org_registry)
+    list_agreements = await deploy_contract(chain, admin, "ListAgreements", org_registry)
     return Deployment(
         org_registry=org_registry,
         transport_registry=transport_registry,
@@ -81,4 +87,5 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
         block=start_block + 1,
         chain_id=chain.chain_id,
         records_registry=records_registry,
+        list_agreements=list_agreements,
     )

@@ -1,10 +1,12 @@
-"""Private set intersection by elliptic-curve Diffie-Hellman, through libsodium.
+"""Private set intersection by elliptic-curve Diffie-Hellman over ristretto255, in libsodium.
 
-The group is the prime-order subgroup of edwards25519 (libsodium's ``crypto_core_ed25519_*``,
-the group ristretto255 encodes; PyNaCl exposes the ed25519 operations, not the ristretto255
-ones). A key is hashed to the group as the sum of two Elligator maps of a SHA-512 digest (the
-random-oracle construction of RFC 9380), blinded by a secret scalar, and blinded again by the
-peer: ``H(k)^(ab) = H(k)^(ba)``, so equal keys meet and nothing else can be compared.
+libsodium's ristretto255 functions come through ``rbcl`` (libsodium built with them, wrapped
+like PyNaCl; PyNaCl exposes only the edwards25519 ones). A key is hashed to the group with
+``crypto_core_ristretto255_from_hash`` of a SHA-512 digest (two Elligator maps, the random-oracle
+construction of RFC 9380), blinded by a secret scalar, and blinded again by the peer:
+``H(k)^(ab) = H(k)^(ba)``, so equal keys meet and nothing else can be compared. Every valid
+ristretto255 encoding is an element of the prime-order group, so a multiplication needs no
+subgroup check (an edwards25519 one does, and it cost as much as the multiplication itself).
 
 Each contact gives several match keys (phonetic codes of the names with the birth date, the
 postcode, the street number; the id number), so that a contact whose registration differs in
@@ -17,8 +19,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable, Sequence
 
-from nacl import bindings as sodium
-from nacl.exceptions import RuntimeError as SodiumError
+import rbcl
 
 from shardline.core import dedup
 from shardline.core.contacts import ContactRecord
@@ -32,15 +33,14 @@ class BadPoint(ValueError):
 
 
 def new_scalar() -> bytes:
-    return sodium.crypto_core_ed25519_scalar_reduce(secrets.token_bytes(64))
+    while True:
+        k = rbcl.crypto_core_ristretto255_scalar_reduce(secrets.token_bytes(64))
+        if any(k):
+            return k
 
 
 def hash_to_group(key: bytes) -> bytes:
-    h = hashlib.sha512(DOMAIN + key).digest()
-    return sodium.crypto_core_ed25519_add(
-        sodium.crypto_core_ed25519_from_uniform(h[:32]),
-        sodium.crypto_core_ed25519_from_uniform(h[32:]),
-    )
+    return rbcl.crypto_core_ristretto255_from_hash(hashlib.sha512(DOMAIN + key).digest())
 
 
 def random_point() -> bytes:
@@ -49,26 +49,35 @@ def random_point() -> bytes:
 
 
 def blind_keys(keys: Sequence[bytes], scalar: bytes) -> list[bytes]:
-    return [sodium.crypto_scalarmult_ed25519_noclamp(scalar, hash_to_group(k)) for k in keys]
+    mult, h2g, sha = (
+        rbcl.crypto_scalarmult_ristretto255,
+        rbcl.crypto_core_ristretto255_from_hash,
+        hashlib.sha512,
+    )
+    return [mult(scalar, h2g(sha(DOMAIN + k).digest())) for k in keys]
 
 
 def is_point(p: bytes) -> bool:
-    return len(p) == POINT_BYTES and bool(sodium.crypto_core_ed25519_is_valid_point(p))
+    return len(p) == POINT_BYTES and bool(rbcl.crypto_core_ristretto255_is_valid_point(p))
 
 
 def reblind(points: Sequence[bytes], scalar: bytes) -> list[bytes]:
     """The peer's points raised to our scalar; refuses anything outside the group."""
-    # libsodium's scalar multiplication itself refuses a non-canonical encoding, a point of
-    # small order and a point outside the prime-order subgroup, so no separate check is needed
-    out = []
-    for i, p in enumerate(points):
+    # libsodium's multiplication refuses an encoding that is not a canonical ristretto255
+    # element, and the identity; every other encoding is in the prime-order group
+    mult = rbcl.crypto_scalarmult_ristretto255
+    try:
+        return [mult(scalar, p) for p in points]
+    except (RuntimeError, ValueError):
+        pass
+    for i, p in enumerate(points):  # name the first bad element
         if len(p) != POINT_BYTES:
             raise BadPoint(f"element {i} has {len(p)} bytes, not {POINT_BYTES}")
         try:
-            out.append(sodium.crypto_scalarmult_ed25519_noclamp(scalar, p))
-        except SodiumError:
+            mult(scalar, p)
+        except (RuntimeError, ValueError):
             raise BadPoint(f"element {i} is not a point of the prime-order group") from None
-    return out
+    raise BadPoint("a peer's element was refused by libsodium")
 
 
 # ---- match keys -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from shardline.bus import log
 from shardline.config import StackConfig
 from shardline.contacts.api import router as contacts_router
+from shardline.contacts.lists_api import router as lists_router
 
 
 def create_app(cfg: StackConfig, orgs: list[str]) -> FastAPI:
@@ -16,6 +17,7 @@ def create_app(cfg: StackConfig, orgs: list[str]) -> FastAPI:
         description="An org's contacts: import, dedup, private matching with peer orgs.",
     )
     app.include_router(contacts_router(cfg, orgs))
+    app.include_router(lists_router(cfg, orgs))
 
     @app.get("/healthz")
     async def healthz() -> dict:

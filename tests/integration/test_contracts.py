@@ -473,3 +473,19 @@ async def test_connect_to_nothing_names_the_url() -> None:
 async def test_addresses_are_checksummed(deployment: Deployment) -> None:
     for address in (deployment.governor, deployment.gatekeeper, deployment.org_registry):
         assert Web3.is_checksum_address(address)
+
+
+async def test_list_agreements_keep_each_orgs_digest_once(
+    chain: Chain, admin: LocalAccount, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    from shardline.contracts import lists
+
+    list_id, pair, digest = os.urandom(16).hex(), os.urandom(32).hex(), os.urandom(32).hex()
+    await lists.record_agreement(chain, orgs["org1"], deployment, list_id, pair, digest)
+    assert await lists.recorded_digest(chain, deployment, list_id, pair, "org1") == digest
+    assert await lists.recorded_digest(chain, deployment, list_id, pair, "org2") is None
+    with pytest.raises(ChainRevert, match="already recorded"):
+        await lists.record_agreement(chain, orgs["org1"], deployment, list_id, pair, digest)
+    stranger = await funded(chain)
+    with pytest.raises(ChainRevert, match="only an active org may record"):
+        await lists.record_agreement(chain, stranger, deployment, list_id, pair, digest)
