@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from shardline import stack
+from shardline.bus.credentials import redact
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.orgs_cli import org_app
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -27,6 +29,7 @@ transports_app = typer.Typer(help="Register and manage hazardous transports.", n
 app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
+app.add_typer(org_app, name="org")
 console = Console()
 err = Console(stderr=True)
 
@@ -122,7 +125,7 @@ def status(
     try:
         cfg = StackConfig.load(run_dir / "stack.json")
         console.print(
-            f"nats {cfg.nats_url}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
+            f"nats {redact(cfg.nats_url)}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
             f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
             f"threshold {cfg.threshold}"
         )

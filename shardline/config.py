@@ -33,6 +33,8 @@ class OrgNodeConfig(BaseModel):
     database_url: str
     chain_rpc: str | None = None  # its own chain endpoint; defaults to the stack's
     metrics_port: int = 0
+    # its NATS nkey seed (bus permissions for this org alone); None: connect as the stack's URL says
+    nats_seed_file: Path | None = None
 
 
 class Responder(BaseModel):
@@ -54,6 +56,8 @@ class GatewayConfig(BaseModel):
     tx_linger_s: float = 0.0
     responders: list[Responder] = Field(default_factory=list)
     combiner_metrics_port: int = 0
+    # the gateway's and combiner's NATS nkey seed; None: connect as the stack's URL says
+    nats_seed_file: Path | None = None
 
     def responder_for(self, api_key: str) -> Responder | None:
         digest = hashlib.sha256(api_key.encode()).hexdigest()
@@ -62,6 +66,14 @@ class GatewayConfig(BaseModel):
             if hmac.compare_digest(digest, r.api_key_sha256):
                 found = r
         return found
+
+
+class NatsTLS(BaseModel):
+    """TLS on the bus: the server's certificate and key, and the CA clients trust."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
 
 
 class StackConfig(BaseModel):
@@ -82,6 +94,7 @@ class StackConfig(BaseModel):
     orgs: list[OrgNodeConfig] = Field(default_factory=list)
     gateway: GatewayConfig
     contacts_api_port: int = 18090
+    nats_tls: NatsTLS | None = None
 
     @property
     def path(self) -> Path:
@@ -102,6 +115,7 @@ class StackConfig(BaseModel):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(self.model_dump_json(indent=2))
+        os.chmod(tmp, 0o600)  # it holds the operator's bus password
         os.replace(tmp, self.path)
 
     @classmethod

@@ -31,6 +31,7 @@ from shardline.bus import envelope, log, subjects
 from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import traceparent
+from shardline.bus_access import gateway_bus
 from shardline.config import Responder, StackConfig
 from shardline.contracts import registry
 from shardline.contracts.artifacts import event_topic
@@ -140,7 +141,8 @@ class Gateway:
         )
         self.watch.start()
         await self.watch.started()
-        self.nc = await connect(self.cfg.nats_url, "gateway")
+        url, auth = gateway_bus(self.cfg)
+        self.nc = await connect(url, "gateway", auth)
         self.js = self.nc.jetstream()
         self.redis = Redis.from_url(self.cfg.redis_url)
         for r in self.cfg.gateway.responders:
