@@ -80,6 +80,11 @@ def make_certs(d) -> NatsTLS:
     return NatsTLS(cert_file=d / "server.pem", key_file=d / "server.key", ca_file=d / "ca.pem")
 
 
+def connz(monitor: int) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz") as r:  # noqa: S310
+        return r.read()
+
+
 def test_org_connects_over_tls_and_plain_clients_are_refused(tmp_path):
     tls = make_certs(tmp_path)
     setup = bus_access.provision(tmp_path, ["org1"], tls)
@@ -94,8 +99,7 @@ def test_org_connects_over_tls_and_plain_clients_are_refused(tmp_path):
             auth = ClientAuth("org1", setup.org_seeds["org1"], bus_access.bus_tls(tls))
             nc = await connect(f"tls://127.0.0.1:{port}", "org1-tls", auth)
             # the server's own account of the connection: its TLS version
-            with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz") as r:  # noqa: S310
-                conns = json.loads(r.read())["connections"]
+            conns = json.loads(await asyncio.to_thread(connz, monitor))["connections"]
             tls_ok = any(c.get("name") == "org1-tls" and c.get("tls_version") for c in conns)
             await nc.publish("lookup.requested.org1", b"over tls")
             await nc.flush()
