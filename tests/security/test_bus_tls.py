@@ -81,7 +81,7 @@ def make_certs(d) -> NatsTLS:
 
 
 def connz(monitor: int) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz") as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz") as r:
         return r.read()
 
 
