@@ -281,7 +281,10 @@ class Gateway:
             orgs=list(terms.org_ids),
             asked=first,
         )
-        await self._ask(state, key, epk, first, 1)
+        try:
+            await self._ask(state, key, epk, first, 1)
+        except Exception as exc:  # the bus is away (a restart): the chain request still goes out
+            log.warn("lookup.ask_failed", guid=g, error=str(exc))
         self._spawn(self._send(state, acct, guid, key, epk))
         self._spawn(self._follow(state, key, epk, first))
         log.event(
