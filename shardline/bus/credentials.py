@@ -28,6 +28,7 @@ from typing import Any
 import nkeys
 
 OPERATOR_USER = "operator"
+SERVER_NAME = "shardline-local"  # as servers.nats_spec starts it
 
 
 class CredentialsError(ValueError):
@@ -199,12 +200,21 @@ def user_for_gateway(seed: str, user: str = "gateway") -> BusUser:
 
 
 def server_config(
-    operator_password: str, users: list[BusUser], tls: BusTLS | None = None
+    operator_password: str,
+    users: list[BusUser],
+    tls: BusTLS | None = None,
+    server_name: str = SERVER_NAME,
 ) -> dict[str, Any]:
-    """The authorization (and TLS) part of nats-server's configuration; the server reads JSON."""
+    """The authorization (and TLS) part of nats-server's configuration; the server reads JSON.
+
+    The server's name is in it too: a reload (SIGHUP, after ``org add``) refuses a file whose
+    name differs from the one the server runs with."""
     entries: list[dict[str, Any]] = [{"user": OPERATOR_USER, "password": operator_password}]
     entries += [{"nkey": u.nkey, "permissions": u.permissions} for u in users]
-    conf: dict[str, Any] = {"authorization": {"users": entries, "timeout": 2}}
+    conf: dict[str, Any] = {
+        "server_name": server_name,
+        "authorization": {"users": entries, "timeout": 2},
+    }
     if tls is not None:
         conf["tls"] = tls.server_block()
     return conf
