@@ -45,6 +45,7 @@ class Row:
     recovery_s: float
     p50_ms: float
     p99_ms: float
+    recovered: bool = True  # the last lookups of the run came back
     note: str = ""
 
 
@@ -85,7 +86,8 @@ def run_fault(
         round(loadgen.recovery_s(shots, fault_at, args.slow), 2),
         round(loadgen.percentile(lat, 0.5), 1),
         round(loadgen.percentile(lat, 0.99), 1),
-        note,
+        recovered=all(s.ok for s in sorted(shots, key=lambda s: s.started)[-3:]),
+        note=note,
     )
 
 
@@ -95,7 +97,8 @@ def print_table(rows: list[Row]) -> None:
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r.fault:<28} {r.lookups:>7} {r.lost:>5} {r.served_twice:>5} {r.recovery_s:>10.2f} "
+            f"{r.fault:<28} {r.lookups:>7} {r.lost:>5} {r.served_twice:>5} "
+            f"{('' if r.recovered else '>') + format(r.recovery_s, '.2f'):>10} "
             f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f}  {r.note}"
         )
 

@@ -140,8 +140,12 @@ def lost(shots: list[Shot]) -> list[Shot]:
 
 def recovery_s(shots: list[Shot], fault_at: float, slow_s: float) -> float:
     """Seconds from the fault until lookups ran as before: the last finish of a lookup in flight
-    at the fault or started after it that took longer than ``slow_s`` (0 when none did)."""
-    slow = [s.finished - fault_at for s in shots if s.finished >= fault_at and s.latency > slow_s]
+    at the fault or started after it that failed or took longer than ``slow_s`` (0: none)."""
+    slow = [
+        s.finished - fault_at
+        for s in shots
+        if s.finished >= fault_at and (not s.ok or s.latency > slow_s)
+    ]
     return max([0.0, *slow])
 
 

@@ -34,7 +34,7 @@ def test_no_request_makes_the_gateway_fail(live_stack):
         )
 
         @given(case=cases, with_key=st.booleans())
-        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
         def no_500(case, with_key: bool) -> None:
             case.call_and_validate(
                 base_url=url,
