@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap browser webapp
+.PHONY: demo test test-unit test-integration test-faults soak lint format bench up down status compile clean bootstrap browser webapp
 
 bootstrap: $(STAMP_PY) $(STAMP_NPM)
 
@@ -43,6 +43,15 @@ test-unit: bootstrap
 
 test-integration: bootstrap browser
 	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/browser
+
+# Faults under load: the kill -9 tests, then the fault table (restarts of nats-server and
+# redis-server, an anvil reorg, each worker kind killed); `make soak` is the fixed-rate soak.
+test-faults: bootstrap
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
+	$(BIN)/python bench/faults.py
+
+soak: bootstrap
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 lint: bootstrap
 	$(BIN)/ruff check shardline tests bench

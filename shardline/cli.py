@@ -14,9 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from shardline import stack
+from shardline.bus.credentials import redact
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
 from shardline.ops_cli import install as install_ops_commands
+from shardline.orgs_cli import org_app
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -30,6 +32,7 @@ app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
 responder_app = typer.Typer(help="Responders: credentials for the gateway.", no_args_is_help=True)
 app.add_typer(responder_app, name="responder")
+app.add_typer(org_app, name="org")
 console = Console()
 err = Console(stderr=True)
 
@@ -129,7 +132,7 @@ def status(
     try:
         cfg = StackConfig.load(run_dir / "stack.json")
         console.print(
-            f"nats {cfg.nats_url}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
+            f"nats {redact(cfg.nats_url)}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
             f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
             f"threshold {cfg.threshold}"
         )

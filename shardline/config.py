@@ -40,6 +40,8 @@ class OrgNodeConfig(BaseModel):
     database_url: str
     chain_rpc: str | None = None  # its own chain endpoint; defaults to the stack's
     metrics_port: int = 0
+    # its NATS nkey seed (bus permissions for this org alone); None: connect as the stack's URL says
+    nats_seed_file: Path | None = None
 
 
 class Responder(BaseModel):
@@ -78,6 +80,8 @@ class GatewayConfig(BaseModel):
     # depth nothing can drop it.
     chain_recheck_s: list[float] = Field(default_factory=lambda: [2.0, 30.0])
     combiner_metrics_port: int = 0
+    # the gateway's and combiner's NATS nkey seed; None: connect as the stack's URL says
+    nats_seed_file: Path | None = None
 
     def responder_named(self, name: str) -> Responder | None:
         return next((r for r in self.responders if r.name == name), None)
@@ -97,6 +101,14 @@ class GatewayConfig(BaseModel):
             if hmac.compare_digest(digest, o.api_key_sha256):
                 found = o
         return found
+
+
+class NatsTLS(BaseModel):
+    """TLS on the bus: the server's certificate and key, and the CA clients trust."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
 
 
 class StackConfig(BaseModel):
@@ -119,6 +131,7 @@ class StackConfig(BaseModel):
     contacts_api_port: int = 18090
     # Metrics and trace headers; off only to measure their cost (bench/ops_overhead.py).
     telemetry: bool = True
+    nats_tls: NatsTLS | None = None
 
     @property
     def path(self) -> Path:
@@ -139,6 +152,7 @@ class StackConfig(BaseModel):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(self.model_dump_json(indent=2))
+        os.chmod(tmp, 0o600)  # it holds the operator's bus password
         os.replace(tmp, self.path)
 
     @classmethod

@@ -18,6 +18,7 @@ from web3 import Web3
 from shardline.bus import log, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.worker import Worker
+from shardline.bus_access import gateway_bus, org_bus
 from shardline.config import OrgNodeConfig, StackConfig
 from shardline.contracts import registry
 from shardline.contracts.client import Chain
@@ -88,7 +89,8 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
     rpc_url = cfg.org_rpc(org)
     view = await chain_view(rpc_url, cfg)
     directory = await view.directory()
-    nc = await connect(cfg.nats_url, f"org-node.{org.id}")
+    url, auth = org_bus(cfg, org)
+    nc = await connect(url, f"org-node.{org.id}", auth)
     store = OrgStore(org.database_url)
     gatekeeper = await registry.current_gatekeeper(view.chain, view.deployment)
     intake = ChainIntake(
@@ -189,7 +191,8 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
     keys = ParticipantKeys.load(cfg.gateway.key_file)
     view = await chain_view(cfg.chain_rpc, cfg)
     directory = await view.directory()
-    nc = await connect(cfg.nats_url, "combiner")
+    url, auth = gateway_bus(cfg)
+    nc = await connect(url, "combiner", auth)
     redis = Redis.from_url(cfg.redis_url)
     return [Combiner(nc, keys, directory, instance="main", redis=redis, gateway_id=cfg.gateway.id)]
 

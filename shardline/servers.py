@@ -123,7 +123,10 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def nats_spec(data_dir: Path, port: int, monitor_port: int) -> ServerSpec:
+def nats_spec(
+    data_dir: Path, port: int, monitor_port: int, config_file: Path | None = None
+) -> ServerSpec:
+    """``config_file``: users, permissions and TLS (shardline/bus/credentials.py writes it)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         nats_server_bin(),
@@ -139,6 +142,8 @@ def nats_spec(data_dir: Path, port: int, monitor_port: int) -> ServerSpec:
         "--server_name",
         "shardline-local",
     ]
+    if config_file is not None:
+        argv += ["--config", str(config_file)]
 
     def healthy() -> bool:
         try:

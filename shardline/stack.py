@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 
-from shardline import servers
+from shardline import bus_access, servers
 from shardline.config import (
     AUDIT_AFTER,
     CHAIN_CONFIRMED,
@@ -342,9 +342,13 @@ def up(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     started: list[str] = []
+    org_ids = [f"org{i}" for i in range(1, orgs + 1)]
     try:
+        bus = bus_access.provision(run_dir, org_ids)
         for spec in (
-            servers.nats_spec(run_dir / "data" / "nats", ports.nats, ports.nats_monitor),
+            servers.nats_spec(
+                run_dir / "data" / "nats", ports.nats, ports.nats_monitor, bus.config_file
+            ),
             servers.redis_spec(run_dir / "data" / "redis", ports.redis),
             servers.anvil_spec(run_dir / "data" / "anvil", ports.anvil),
         ):
@@ -358,7 +362,6 @@ def up(
             )
 
         keys_dir = run_dir / "keys"
-        org_ids = [f"org{i}" for i in range(1, orgs + 1)]
         org_keys = {o: ParticipantKeys.generate(o) for o in org_ids}
         gw_keys = ParticipantKeys.generate("gateway")
         responders = {n: ParticipantKeys.generate(n) for n in ("responder", "visitor")}
@@ -390,7 +393,7 @@ def up(
         ]
         cfg = StackConfig(
             run_dir=run_dir,
-            nats_url=f"nats://127.0.0.1:{ports.nats}",
+            nats_url=bus.url("127.0.0.1", ports.nats),
             nats_port=ports.nats,
             nats_monitor_port=ports.nats_monitor,
             redis_url=f"redis://127.0.0.1:{ports.redis}/0",
@@ -408,6 +411,7 @@ def up(
                     key_file=keys_dir / f"{o}.json",
                     database_url=f"sqlite:///{run_dir / 'data' / f'{o}.db'}",
                     metrics_port=ports.metrics(i),
+                    nats_seed_file=bus.org_seeds[o],
                 )
                 for i, o in enumerate(org_ids, 1)
             ],
@@ -421,6 +425,7 @@ def up(
                 token_issuer=local_token_issuer(keys_dir),
                 combiner_metrics_port=ports.metrics(0),
                 operators=operators,
+                nats_seed_file=bus.gateway_seed,
             ),
             contacts_api_port=servers.free_port() if ports.any_free else ports.gateway + 10,
         )
@@ -431,6 +436,7 @@ def up(
             f"deployed contracts and registered {orgs} orgs and the gateway ({time.monotonic() - t:.2f} s)"
         )
         t = time.monotonic()
+        bus_access.prepare(cfg)  # the streams, made by the operator: org nodes may not
         start_workers(cfg, worker_names(cfg))
         say(
             f"started {len(cfg.orgs)} org nodes (policy {policy}), the combiner and the gateway "

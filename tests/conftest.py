@@ -38,12 +38,21 @@ def redis_url(tmp_path_factory) -> str:
 
 
 def start_stack(
-    run_dir: Path, sheets: list[CargoSheet], policy: str = CHAIN_CONFIRMED
+    run_dir: Path,
+    sheets: list[CargoSheet],
+    policy: str = CHAIN_CONFIRMED,
+    deadline_s: float = 2.0,
 ) -> StackConfig:
     from shardline import transports
 
     cfg = stack.up(
-        run_dir, orgs=4, threshold=2, policy=policy, ports=stack.Ports.free(), say=lambda _m: None
+        run_dir,
+        orgs=4,
+        threshold=2,
+        policy=policy,
+        ports=stack.Ports.free(),
+        deadline_s=deadline_s,
+        say=lambda _m: None,
     )
     try:
         asyncio.run(transports.register(cfg, sheets))

@@ -6,13 +6,19 @@ from nats.aio.client import Client
 from nats.errors import NoServersError
 
 from shardline.bus import log
+from shardline.bus.credentials import BusTLS, ClientAuth, redact
 
 
 class BusUnavailable(ConnectionError):
     pass
 
 
-async def connect(url: str, name: str) -> Client:
+async def connect(
+    url: str, name: str, auth: ClientAuth | None = None, tls: BusTLS | None = None
+) -> Client:
+    """``auth``: connect as that nkey user (seed, inbox prefix, TLS); ``tls`` alone: TLS for a
+    URL that carries its own user and password (the operator's)."""
+
     async def on_error(exc: Exception) -> None:
         log.warn("bus.error", client=name, error=str(exc))
 
@@ -35,9 +41,11 @@ async def connect(url: str, name: str) -> Client:
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
+            **(auth.options() if auth else {}),
+            **({"tls": tls.client_context()} if tls and not auth else {}),
         )
         return nc
     except (NoServersError, OSError, TimeoutError) as exc:
         raise BusUnavailable(
-            f"cannot reach the NATS bus at {url} ({exc}); is the stack up? try `shardline status`"
+            f"cannot reach the NATS bus at {redact(url)} ({exc}); is the stack up? try `shardline status`"
         ) from exc

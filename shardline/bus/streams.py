@@ -29,11 +29,23 @@ async def ensure_streams(js: JetStreamContext) -> None:
             duplicate_window=subjects.DUPLICATE_WINDOW_S,
         )
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
         except NotFoundError:
             await js.add_stream(config)
         else:
-            await js.update_stream(config)
+            # only a change is sent: org nodes may read stream info but not change streams
+            if not _same(info.config, config):
+                await js.update_stream(config)
+
+
+def _same(have: StreamConfig, want: StreamConfig) -> bool:
+    return (
+        sorted(have.subjects or []) == sorted(want.subjects or [])
+        and (have.max_age or 0) == (want.max_age or 0)
+        and (have.duplicate_window or 0) == (want.duplicate_window or 0)
+        and have.storage == want.storage
+        and have.retention == want.retention
+    )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 from shardline import __version__
 from shardline.bus import envelope, log, streams, subjects, telemetry
 from shardline.bus.envelope import BadMessage, Envelope
+from shardline.bus.replay import ReplayGuard, stream_position
 from shardline.bus.telemetry import traceparent
 from shardline.core.directory import Directory
 from shardline.core.keys import ParticipantKeys
@@ -104,6 +105,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self.counts = {"ok": 0, "retry": 0, "dead_letter": 0, "error": 0}
         self._busy_s = 0.0
+        self.replay = ReplayGuard()  # stale and replayed envelopes are poison (bus/replay.py)
 
     # ---- for subclasses -------------------------------------------------------------
     def consume(self, spec: streams.ConsumerSpec, handler: Handler) -> None:
@@ -253,6 +255,7 @@ class Worker:
                 if telemetry.enabled:
                     telemetry.bind(trace)
             await envelope.verify(env, self.directory)
+            self.replay.check(env, *stream_position(msg))
             body = envelope.open_body(env, self.keys)
             await handler(Incoming(msg, env, body))
         except BadMessage as exc:

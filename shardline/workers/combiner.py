@@ -92,7 +92,9 @@ class Combiner(Worker):
             added, _, good = await p.execute()
         if added:
             await self._progress(guid, "share", org, "", m.env.trace_id)
-        if len(good) < terms.threshold or not await self.redis.hsetnx(key, "done", "1"):
+        # "done" is written once the result is out, never before: a combiner killed in between
+        # publishes it again on the share's redelivery (the Nats-Msg-Id keeps one in the stream)
+        if len(good) < terms.threshold or await self.redis.hexists(key, "done"):
             return
         shares = sorted((shamir.Share.from_bytes(v) for v in good.values()), key=lambda s: s.x)
         used = [terms.org_ids[s.x - 1] for s in shares[: terms.threshold]]
@@ -126,6 +128,7 @@ class Combiner(Worker):
             trace_id=m.env.trace_id,
         )
         await self.publish(subjects.LOOKUP_RESULT.format(guid=guid), env, msg_id=f"result:{guid}")
+        await self.redis.hset(key, "done", "1")
         log.event(
             "lookup.combined",
             guid=guid,

@@ -31,6 +31,7 @@ from shardline.bus import envelope, log, subjects
 from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import traceparent
+from shardline.bus_access import gateway_bus
 from shardline.config import Responder, StackConfig
 from shardline.contracts import registry
 from shardline.contracts.artifacts import event_topic
@@ -144,7 +145,8 @@ class Gateway:
         )
         self.watch.start()
         await self.watch.started()
-        self.nc = await connect(self.cfg.nats_url, "gateway")
+        url, auth = gateway_bus(self.cfg)
+        self.nc = await connect(url, "gateway", auth)
         self.js = self.nc.jetstream()
         self.redis = Redis.from_url(self.cfg.redis_url)
         for r in self.cfg.gateway.responders:
@@ -285,7 +287,10 @@ class Gateway:
             orgs=list(terms.org_ids),
             asked=first,
         )
-        await self._ask(state, key, epk, first, 1)
+        try:
+            await self._ask(state, key, epk, first, 1)
+        except Exception as exc:  # the bus is away (a restart): the chain request still goes out
+            log.warn("lookup.ask_failed", guid=g, error=str(exc))
         self._spawn(self._send(state, acct, guid, key, epk))
         self._spawn(self._follow(state, key, epk, first))
         log.event(

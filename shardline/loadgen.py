@@ -1,0 +1,156 @@
+"""Steady lookups at a fixed rate, and what the bus says about them afterwards.
+
+Used by the fault tests (tests/faults), the fault table (bench/faults.py) and the soak
+(bench/soak.py): each lookup is a real responder's request through the gateway's HTTP API;
+``served_twice`` reads the LOOKUPS stream as the operator to count, per lookup, the results the
+combiner published and the shares each org published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from shardline.config import StackConfig
+from shardline.lookup_client import api_key, base_url, lookup
+
+
+@dataclass
+class Shot:
+    transport_id: str
+    started: float  # time.time()
+    finished: float = 0.0
+    status: int = 0
+    guid: str = ""
+    ok: bool = False
+    error: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.finished - self.started
+
+
+@dataclass
+class Load:
+    """Lookups started at ``rate`` per second until stopped (or ``duration_s`` passed)."""
+
+    cfg: StackConfig
+    transport_ids: Sequence[str]
+    expected: dict[str, dict]  # transport id -> the sheet as JSON
+    rate: float = 5.0
+    duration_s: float | None = None
+    wait_s: float = 30.0
+    shots: list[Shot] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    async def _one(self, client: httpx.AsyncClient, key: str, tid: str) -> None:
+        shot = Shot(tid, time.time())
+        self.shots.append(shot)
+        try:
+            out = await lookup(client, tid, key, wait_s=self.wait_s)
+            shot.status = out.status
+            shot.guid = out.body.get("guid", "")
+            shot.ok = out.status == 200 and out.body.get("sheet") == self.expected.get(tid)
+            if not shot.ok:
+                shot.error = json.dumps(out.body)[:300]
+        except Exception as exc:  # a lookup that failed is counted, never hidden
+            shot.error = repr(exc)
+        shot.finished = time.time()
+
+    async def run(self) -> None:
+        key = api_key(self.cfg)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        async with httpx.AsyncClient(
+            base_url=base_url(self.cfg), timeout=self.wait_s + 30, limits=limits
+        ) as client:
+            tasks: set[asyncio.Task] = set()
+            t0 = time.monotonic()
+            n = 0
+            while not self._stop.is_set():
+                if self.duration_s is not None and time.monotonic() - t0 >= self.duration_s:
+                    break
+                tid = self.transport_ids[n % len(self.transport_ids)]
+                task = asyncio.create_task(self._one(client, key, tid))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                n += 1
+                # a fixed schedule: a slow lookup does not delay the next one
+                await asyncio.sleep(max(0.0, t0 + n / self.rate - time.monotonic()))
+            if tasks:
+                await asyncio.wait(tasks)
+
+    def start(self) -> Load:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.run()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Shot]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.shots
+
+
+@dataclass
+class Twice:
+    results: dict[str, int]  # guid -> results published, where more than one
+    shares: dict[tuple[str, str], int]  # (guid, org) -> shares published, where more than one
+
+
+async def served_twice(cfg: StackConfig, guids: set[str]) -> Twice:
+    """Count the results and shares on the bus for these lookups (as the operator)."""
+    import nats
+
+    nc = await nats.connect(cfg.nats_url)
+    js = nc.jetstream()
+    results: Counter[str] = Counter()
+    shares: Counter[tuple[str, str]] = Counter()
+    for subject in ("lookup.result.*", "lookup.share.*"):
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except Exception:
+                break
+            guid = msg.subject.rsplit(".", 1)[1]
+            if guid not in guids:
+                continue
+            if subject.startswith("lookup.result"):
+                results[guid] += 1
+            else:
+                shares[(guid, json.loads(msg.data)["sender"])] += 1
+        await sub.unsubscribe()
+    await nc.close()
+    return Twice(
+        {g: n for g, n in results.items() if n > 1}, {k: n for k, n in shares.items() if n > 1}
+    )
+
+
+def lost(shots: list[Shot]) -> list[Shot]:
+    return [s for s in shots if not s.ok]
+
+
+def recovery_s(shots: list[Shot], fault_at: float, slow_s: float) -> float:
+    """Seconds from the fault until lookups ran as before: the last finish of a lookup in flight
+    at the fault or started after it that failed or took longer than ``slow_s`` (0: none)."""
+    slow = [
+        s.finished - fault_at
+        for s in shots
+        if s.finished >= fault_at and (not s.ok or s.latency > slow_s)
+    ]
+    return max([0.0, *slow])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,180 @@
+"""Each org connects to the bus as its own nkey user and may say only what is its own to say."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from shardline.bus import credentials
+from shardline.config import StackConfig
+
+pytestmark = pytest.mark.e2e
+
+PATIENCE_S = 10.0
+
+
+class Client:
+    """A bus connection as one nkey user, keeping the errors the server sends it."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc = None
+
+    async def connect(self, cfg: StackConfig, user: str, seed_file) -> Client:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc).lower())
+
+        self.nc = await nats.connect(
+            credentials.bare(cfg.nats_url),
+            nkeys_seed_str=credentials.read_seed(seed_file),
+            inbox_prefix=credentials.inbox_prefix(user),
+            error_cb=on_error,
+            allow_reconnect=False,
+            connect_timeout=2,
+        )
+        return self
+
+    async def violation(self, kind: str, subject: str) -> bool:
+        """Wait for the server to tell this client it broke a permission."""
+        wanted = f'permissions violation for {kind} to "{subject.lower()}"'
+        deadline = asyncio.get_running_loop().time() + PATIENCE_S
+        while asyncio.get_running_loop().time() < deadline:
+            if any(wanted in e for e in self.errors):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+
+async def heard(operator, subject: str, send, client, marker_subject: str) -> list[bytes]:
+    """What the operator hears on ``subject`` while ``send`` runs and then ``client`` publishes a
+    marker on ``marker_subject`` (a subject it may use). Messages on one connection arrive in
+    order, so whatever ``send`` got through is heard before the marker. A publish made at once
+    after a subscription may miss it, so the marker is sent again until it is heard."""
+    got: list[bytes] = []
+    marker = asyncio.Event()
+
+    async def on(msg) -> None:
+        got.append(msg.data)
+        if msg.data.startswith(b"marker"):
+            marker.set()
+
+    sub = await operator.subscribe(subject, cb=on)
+    await operator.flush()
+    await send()
+    for attempt in range(int(PATIENCE_S)):
+        await client.publish(marker_subject, b"marker %d" % attempt)
+        await client.flush()
+        try:
+            await asyncio.wait_for(marker.wait(), 1.0)
+            break
+        except TimeoutError:
+            continue
+    await sub.unsubscribe()
+    if not marker.is_set():
+        raise AssertionError(f"heard only {got} on {subject}")
+    return got[: next(i for i, m in enumerate(got) if m.startswith(b"marker")) + 1]
+
+
+def test_an_org_publishes_only_on_its_own_subjects(live_stack):
+    org1_seed = live_stack.org("org1").nats_seed_file
+    assert org1_seed is not None and org1_seed.stat().st_mode & 0o077 == 0
+
+    async def go():
+        operator = await nats.connect(live_stack.nats_url)
+        org1 = await Client().connect(live_stack, "org1", org1_seed)
+
+        async def send_as_org1() -> None:
+            # another org's request subject, then (same connection, so after it) its own
+            await org1.nc.publish("lookup.requested.org2", b"forged")
+
+        got = await heard(
+            operator, "lookup.requested.*", send_as_org1, org1.nc, "lookup.requested.org1"
+        )
+        refused = await org1.violation("publish", "lookup.requested.org2")
+        # the registrar's subject: shares are sent to an org, never by one
+        await org1.nc.publish("transport.share.org2", b"forged")
+        share_refused = await org1.violation("publish", "transport.share.org2")
+        # pulling another org's shares through its consumer, or deleting a stream
+        pull = "$JS.API.CONSUMER.MSG.NEXT.TRANSPORTS.shares-org2"
+        await org1.nc.publish(pull, b'{"batch":1}', reply=org1.nc.new_inbox())
+        pull_refused = await org1.violation("publish", pull)
+        await org1.nc.publish("$JS.API.STREAM.DELETE.TRANSPORTS", b"")
+        delete_refused = await org1.violation("publish", "$JS.API.STREAM.DELETE.TRANSPORTS")
+        # listening to another org's requests, or to everyone's replies
+        await org1.nc.subscribe("records.access.org2")
+        sub_refused = await org1.violation("subscription", "records.access.org2")
+        await org1.nc.subscribe("_INBOX.>")
+        inbox_refused = await org1.violation("subscription", "_INBOX.>")
+        await org1.nc.close()
+        await operator.close()
+        return (
+            got,
+            refused,
+            share_refused,
+            pull_refused,
+            delete_refused,
+            sub_refused,
+            inbox_refused,
+        )
+
+    got, *refusals = asyncio.run(go())
+    assert len(got) == 1, f"the operator heard {got}"
+    assert all(refusals), refusals
+
+
+def test_the_gateway_cannot_speak_for_an_org(live_stack):
+    async def go():
+        operator = await nats.connect(live_stack.nats_url)
+        gw = await Client().connect(live_stack, "gateway", live_stack.gateway.nats_seed_file)
+
+        async def send_as_gateway() -> None:
+            await gw.nc.publish("lookup.share.ab", b"forged share")
+            await gw.nc.publish("lookup.requested.org1", b"forged request")
+
+        got_share = []
+
+        async def on_share(msg) -> None:
+            got_share.append(msg.data)
+
+        share_sub = await operator.subscribe("lookup.share.*", cb=on_share)
+        got = await heard(operator, "lookup.intent.*", send_as_gateway, gw.nc, "lookup.intent.ab")
+        await operator.flush()
+        refused = await gw.violation("publish", "lookup.share.ab") and await gw.violation(
+            "publish", "lookup.requested.org1"
+        )
+        await gw.nc.subscribe("records.access.org1")
+        sub_refused = await gw.violation("subscription", "records.access.org1")
+        await share_sub.unsubscribe()
+        await gw.nc.close()
+        await operator.close()
+        return got, got_share, refused, sub_refused
+
+    got, got_share, refused, sub_refused = asyncio.run(go())
+    assert len(got) == 1 and got_share == []
+    assert refused and sub_refused
+
+
+def test_no_one_connects_without_credentials(live_stack, tmp_path):
+    stranger = tmp_path / "stranger.nk"
+    credentials.write_secret(stranger, credentials.new_user_seed())
+
+    async def attempt(**kwargs) -> str:
+        try:
+            nc = await nats.connect(
+                credentials.bare(live_stack.nats_url),
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                connect_timeout=2,
+                **kwargs,
+            )
+        except Exception as exc:
+            return str(exc).lower()
+        await nc.close()
+        return "connected"
+
+    anonymous = asyncio.run(attempt())
+    unknown = asyncio.run(attempt(nkeys_seed_str=credentials.read_seed(stranger)))
+    assert "authorization violation" in anonymous
+    assert "authorization violation" in unknown
