@@ -84,6 +84,10 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
     ]
 
 
+# Distribution lists: an org sends invitations, acceptances, rosters and bids to its peers
+# (signed by it; each receiver checks the sender against the list's members).
+LIST_MESSAGES = ("invite", "accept", "roster", "bids")
+
 # The JetStream calls every worker makes: account and stream info (never stream changes).
 _JS_READ = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*"]
 
@@ -96,6 +100,7 @@ def org_consumers(org: str) -> list[tuple[str, str]]:
         ("LOOKUPS", f"intents-{org}"),
         ("PSI", f"psi-{org}"),
         ("RECORDS", f"records-kfrags-{org}"),
+        *(("LISTS", f"lists-{kind}-{org}") for kind in LIST_MESSAGES),
     ]
 
 
@@ -113,6 +118,9 @@ def org_permissions(org: str) -> dict[str, Any]:
         f"lookup.requested.{org}",
         "lookup.share.*",
         "psi.round.*.*",
+        # its list worker asks its own PSI worker to match a list's pair
+        f"psi.start.{org}",
+        *(f"lists.{kind}.*" for kind in LIST_MESSAGES),
         "dlq.>",
         *_JS_READ,
     ]
