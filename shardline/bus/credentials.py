@@ -84,6 +84,10 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
     ]
 
 
+# Replies to requests this user received. One process runs several workers, each answering the
+# service API (``$SRV.PING/INFO/STATS``) on the same connection: one request, several replies.
+RESPONSES = {"max": 32}
+
 # Distribution lists: an org sends invitations, acceptances, rosters and bids to its peers
 # (signed by it; each receiver checks the sender against the list's members).
 LIST_MESSAGES = ("invite", "accept", "roster", "bids")
@@ -138,7 +142,7 @@ def org_permissions(org: str) -> dict[str, Any]:
     return {
         "publish": {"allow": publish},
         "subscribe": {"allow": subscribe},
-        "allow_responses": True,
+        "allow_responses": RESPONSES,
     }
 
 
@@ -162,7 +166,7 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
     return {
         "publish": {"allow": publish},
         "subscribe": {"allow": subscribe},
-        "allow_responses": True,
+        "allow_responses": RESPONSES,
     }
 
 

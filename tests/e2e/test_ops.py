@@ -235,7 +235,7 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "shardline", "tail", "lookup.>", "--json"),
-            *("--seconds", "10", "--config", str(cfg.path)),
+            *("--seconds", "20", "--config", str(cfg.path)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -250,7 +250,9 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
             raw.append(m.data)
 
         sub = await nc.subscribe("lookup.>", cb=keep)
-        await asyncio.sleep(2.0)  # the tail has subscribed
+        # the tail says when it has subscribed (its start may take seconds on a busy machine)
+        ready = await asyncio.to_thread(proc.stderr.readline)
+        assert ready.startswith("tailing lookup.>"), ready
         out = await do_lookup(cfg, sample_sheets[6].transport_id)
         await asyncio.sleep(0.5)
         await sub.unsubscribe()
