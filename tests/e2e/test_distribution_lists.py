@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shardline.cli import app
-from shardline.contacts import synth
+from shardline.contacts import lists_client, synth
 from shardline.contacts.importer import import_file
 from shardline.contacts.lists_store import ListStore
 from shardline.contacts.store import ContactStore, contact_secret
@@ -230,3 +230,41 @@ def test_list_routes_keep_roles(live_stack):
         assert r.status_code == 404
         r = api.get(f"/orgs/org2/lists/{list_id}/verification", headers=user)
         assert r.status_code == 200 and r.json() == {"ok": False, "pairs": []}
+    # an acceptance from an org that was never invited goes to the dead letters, with the reason
+    asyncio.run(
+        lists_client._publish(
+            live_stack,
+            "org1",
+            "lists.accept",
+            "lists.accept.org2",
+            {"list": list_id, "owner": "org2", "capacity": 1},
+            f"lists:accept:{list_id}:org1",
+        )
+    )
+    dead = asyncio.run(_dead_letters(live_stack, "dlq.lists.accept.org2"))
+    assert any("org1 was not invited to list" in d for d in dead), dead
+    r = lists_cli(live_stack, "show", list_id, "--org", "org2", "--json")
+    assert [m["org"] for m in json.loads(_ok(r))["members"]] == ["org2"]
+
+
+async def _dead_letters(cfg, subject: str, within: float = 30.0) -> list[str]:
+    """The reasons of the dead letters on ``subject``, waiting for the first."""
+    nc = await nats.connect(cfg.nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            sub = await js.subscribe(subject, ordered_consumer=True)
+            found = []
+            while True:
+                try:
+                    found.append(await sub.next_msg(timeout=0.3))
+                except Exception:
+                    break
+            await sub.unsubscribe()
+            if found:
+                return [m.headers.get("Shardline-Reason", "") for m in found]
+            await asyncio.sleep(0.3)
+        return []
+    finally:
+        await nc.close()
