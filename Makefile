@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap browser webapp
+.PHONY: demo test test-unit test-integration lint format bench up down status compile clean bootstrap browser webapp test-cluster bench-scale
 
 bootstrap: $(STAMP_PY) $(STAMP_NPM)
 
@@ -44,6 +44,11 @@ test-unit: bootstrap
 test-integration: bootstrap browser
 	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/browser
 
+# Hosts in network namespaces on this machine: a 3-node NATS cluster, 4 org nodes, the gateway;
+# then one NATS server and one org node are cut off. Needs root (ip netns); not part of `make test`.
+test-cluster: bootstrap
+	SHARDLINE_CLUSTER_TEST=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/cluster
+
 lint: bootstrap
 	$(BIN)/ruff check shardline tests bench
 	$(BIN)/ruff format --check shardline tests bench
@@ -54,6 +59,14 @@ format: bootstrap
 
 bench: bootstrap
 	$(BIN)/python bench/lookup.py
+
+# Scale-out figures: combiners side by side, a chain with a block time, and how a lookup's cost
+# moves with orgs, load and registered transports; then the plots of docs/capacity.md.
+bench-scale: bootstrap
+	$(BIN)/python bench/combiners.py
+	$(BIN)/python bench/block_time.py
+	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/plots.py
 
 up: bootstrap
 	$(BIN)/shardline up

@@ -16,6 +16,7 @@ from rich.table import Table
 from shardline import stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.keys_cli import keys_app
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ transports_app = typer.Typer(help="Register and manage hazardous transports.", n
 app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -56,6 +58,10 @@ def up(
     ] = CHAIN_CONFIRMED,
     deadline: Annotated[float, typer.Option(help="Seconds a lookup waits for shares.")] = 2.0,
     confirmations: Annotated[int, typer.Option(help="Blocks an intake waits before acting.")] = 0,
+    block_time: Annotated[
+        float | None,
+        typer.Option(help="Seconds between anvil's blocks (default: a block per transaction)."),
+    ] = None,
     nats_port: int = 14222,
     nats_monitor_port: int = 18222,
     redis_port: int = 16379,
@@ -81,6 +87,7 @@ def up(
             deadline_s=deadline,
             confirmations=confirmations,
             say=console.print,
+            block_time=block_time,
         )
     except (stack.StackError, OSError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")

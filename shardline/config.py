@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from shardline.core.gas import GasPolicy
+
 DEFAULT_RUN_DIR = Path(".shardline")
 CHAIN_CONFIRMED = "chain-confirmed"
 AUDIT_AFTER = "audit-after"
@@ -33,6 +35,9 @@ class OrgNodeConfig(BaseModel):
     database_url: str
     chain_rpc: str | None = None  # its own chain endpoint; defaults to the stack's
     metrics_port: int = 0
+    # Its own bus credentials (a NATS .creds file, or an nkey seed file); unset: none.
+    nats_creds: Path | None = None
+    nats_nkey: Path | None = None
 
 
 class Responder(BaseModel):
@@ -54,6 +59,11 @@ class GatewayConfig(BaseModel):
     tx_linger_s: float = 0.0
     responders: list[Responder] = Field(default_factory=list)
     combiner_metrics_port: int = 0
+    # The gateway operator's bus credentials (gateway and combiners); unset: none.
+    nats_creds: Path | None = None
+    nats_nkey: Path | None = None
+    # Benchmarks only: a blocking pause per share in the combiner, standing in for CPU work.
+    combiner_share_cost_s: float = 0.0
 
     def responder_for(self, api_key: str) -> Responder | None:
         digest = hashlib.sha256(api_key.encode()).hexdigest()
@@ -82,6 +92,10 @@ class StackConfig(BaseModel):
     orgs: list[OrgNodeConfig] = Field(default_factory=list)
     gateway: GatewayConfig
     contacts_api_port: int = 18090
+    # Any JSON-RPC chain: fees offered per transaction (see shardline/core/gas.py).
+    gas: GasPolicy = Field(default_factory=GasPolicy)
+    # JetStream replicas of every stream: 1 on one server, 3 on a three-node cluster.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
     @property
     def path(self) -> Path:

@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 from prometheus_client import start_http_server
 from web3 import Web3
 
-from shardline.bus import log
+from shardline.bus import log, streams
 from shardline.bus.connect import connect
 from shardline.bus.worker import Worker
 from shardline.config import OrgNodeConfig, StackConfig
@@ -75,6 +75,7 @@ async def chain_view(rpc_url: str, cfg: StackConfig) -> ChainView:
     if cfg.deployment is None:
         raise RuntimeError("the stack has no contract deployment yet: run `shardline up`")
     chain = await Chain.connect(rpc_url, expected_chain_id=cfg.chain_id)
+    chain.gas_policy = cfg.gas
     return ChainView(chain, Deployment.from_dict(cfg.deployment))
 
 
@@ -87,7 +88,13 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
     rpc_url = cfg.org_rpc(org)
     view = await chain_view(rpc_url, cfg)
     directory = await view.directory()
-    nc = await connect(cfg.nats_url, f"org-node.{org.id}")
+    streams.set_replicas(cfg.stream_replicas)
+    nc = await connect(
+        cfg.nats_url,
+        f"org-node.{org.id}",
+        creds=org.nats_creds and str(org.nats_creds),
+        nkey_seed=org.nats_nkey and str(org.nats_nkey),
+    )
     store = OrgStore(org.database_url)
     gatekeeper = await registry.current_gatekeeper(view.chain, view.deployment)
     intake = ChainIntake(
@@ -161,9 +168,29 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
     keys = ParticipantKeys.load(cfg.gateway.key_file)
     view = await chain_view(cfg.chain_rpc, cfg)
     directory = await view.directory()
-    nc = await connect(cfg.nats_url, "combiner")
+    streams.set_replicas(cfg.stream_replicas)
+    nc = await connect(cfg.nats_url, "combiner", **gateway_bus_auth(cfg))
     redis = Redis.from_url(cfg.redis_url)
-    return [Combiner(nc, keys, directory, instance="main", redis=redis, gateway_id=cfg.gateway.id)]
+    return [
+        Combiner(
+            nc,
+            keys,
+            directory,
+            instance="main",
+            redis=redis,
+            gateway_id=cfg.gateway.id,
+            share_cost_s=cfg.gateway.combiner_share_cost_s,
+        )
+    ]
+
+
+def gateway_bus_auth(cfg: StackConfig) -> dict[str, str | None]:
+    """The gateway operator's bus credentials, for ``connect``."""
+    gw = cfg.gateway
+    return {
+        "creds": gw.nats_creds and str(gw.nats_creds),
+        "nkey_seed": gw.nats_nkey and str(gw.nats_nkey),
+    }
 
 
 async def run_workers(build: Callable[[], Awaitable[list[Worker]]], metrics_port: int = 0) -> None:

@@ -12,7 +12,21 @@ class BusUnavailable(ConnectionError):
     pass
 
 
-async def connect(url: str, name: str) -> Client:
+# A server that vanishes without closing its connections (a host cut off the network) is
+# noticed after PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1) at most; the client then moves to
+# another server of the cluster.
+PING_INTERVAL_S = 5
+MAX_OUTSTANDING_PINGS = 2
+
+
+def server_list(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222`` (a cluster's seed servers) as a list."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+async def connect(
+    url: str, name: str, *, creds: str | None = None, nkey_seed: str | None = None
+) -> Client:
     async def on_error(exc: Exception) -> None:
         log.warn("bus.error", client=name, error=str(exc))
 
@@ -25,9 +39,17 @@ async def connect(url: str, name: str) -> Client:
 
     nc = Client()
     try:
+        auth: dict = {}
+        if creds:
+            auth["user_credentials"] = str(creds)
+        if nkey_seed:
+            auth["nkeys_seed"] = str(nkey_seed)
         await nc.connect(
-            url,
+            server_list(url),
             name=name,
+            ping_interval=PING_INTERVAL_S,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            **auth,
             connect_timeout=2,
             reconnect_time_wait=0.25,
             max_reconnect_attempts=-1,

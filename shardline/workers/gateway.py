@@ -125,7 +125,7 @@ class Gateway:
         self._batchers: dict[str, LookupTxBatcher] = {}
 
     async def start(self) -> None:
-        from shardline.runtime import account, chain_view, ws_url
+        from shardline.runtime import account, chain_view, gateway_bus_auth, ws_url
 
         self.view = await chain_view(self.cfg.chain_rpc, self.cfg)
         self.directory = await self.view.directory()
@@ -140,7 +140,7 @@ class Gateway:
         )
         self.watch.start()
         await self.watch.started()
-        self.nc = await connect(self.cfg.nats_url, "gateway")
+        self.nc = await connect(self.cfg.nats_url, "gateway", **gateway_bus_auth(self.cfg))
         self.js = self.nc.jetstream()
         self.redis = Redis.from_url(self.cfg.redis_url)
         for r in self.cfg.gateway.responders:
