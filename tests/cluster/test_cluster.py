@@ -52,7 +52,8 @@ pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason(
 def nats_conf(i: int, ips: dict[int, str], store: Path) -> str:
     """deploy/nats/nats-<i>.conf with this lab's addresses and a store of its own."""
     text = (DEPLOY / "nats" / f"nats-{i}.conf").read_text()
-    text = text.replace("0.0.0.0", ips[i])  # noqa: S104 (replaced, not bound).replace("/var/lib/nats/jetstream", str(store))
+    text = text.replace("0.0.0.0", ips[i])  # noqa: S104 (replaced, not bound)
+    text = text.replace("/var/lib/nats/jetstream", str(store))
     for j, ip in ips.items():
         text = text.replace(f"nats-route://nats-{j}:6222", f"nats-route://{ip}:6222")
     return text
