@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardline import stack
+from shardline.chain_cli import chain_app
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
 from shardline.keys_cli import keys_app
@@ -29,6 +30,7 @@ app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(chain_app, name="chain")
 console = Console()
 err = Console(stderr=True)
 

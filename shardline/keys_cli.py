@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -96,3 +97,30 @@ def check(key_file: Annotated[Path, typer.Argument(help="A plain or encrypted ke
         f"{keys.participant_id}: chain account {Account.from_key(keys.chain_key).address}, "
         f"signing key {keys.signing_public.hex()}, sealing key {keys.sealing_public.hex()}"
     )
+
+
+@keys_app.command("public")
+def public(
+    key_file: Annotated[Path, typer.Argument(help="A plain or encrypted key file.")],
+    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
+) -> None:
+    """The public identities to hand the consortium admin (`shardline chain register`)."""
+    try:
+        keys = ParticipantKeys.load(key_file)
+    except KeyFileError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    text = json.dumps(
+        {
+            "participant_id": keys.participant_id,
+            "signing_public": keys.signing_public.hex(),
+            "sealing_public": keys.sealing_public.hex(),
+            "account": Account.from_key(keys.chain_key).address,
+        },
+        indent=2,
+    )
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}")

@@ -97,7 +97,9 @@ def _after_next_block(cfg: StackConfig) -> None:
         rpc = JsonRpc(cfg.chain_rpc)
         try:
             first = await rpc.call("eth_blockNumber", [])
-            while await rpc.call("eth_blockNumber", []) == first:
+            while True:  # poll: anvil pushes heads only over a websocket
+                if await rpc.call("eth_blockNumber", []) != first:
+                    return
                 await asyncio.sleep(0.005)
         finally:
             await rpc.close()
