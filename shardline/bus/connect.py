@@ -13,9 +13,9 @@ class BusUnavailable(ConnectionError):
 
 
 # A server that vanishes without closing its connections (a host cut off the network) is
-# noticed after PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1) at most; the client then moves to
+# noticed after PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1) at most (6 s); the client then moves to
 # another server of the cluster.
-PING_INTERVAL_S = 5
+PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
 
 
