@@ -16,12 +16,16 @@ import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+KEPT = ROOT / "docs" / "bench-scale"
 OUT = ROOT / "docs" / "img"
 
 
 def load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    for folder in (RESULTS, KEPT):
+        path = folder / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
 
 
 def footnote(fig, data: dict) -> None:
