@@ -99,3 +99,33 @@ def test_a_password_source_must_be_an_env_or_a_file(tmp_path):
         )
     with pytest.raises(keystore.KeystoreError, match="empty password"):
         ParticipantKeys.generate("x").save_encrypted(tmp_path / "x.json", "", **FAST)
+
+
+def test_keys_encrypt_and_check_on_the_command_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from shardline.cli import app
+
+    keys = ParticipantKeys.generate("org5")
+    plain = tmp_path / "org5.json"
+    keys.save(plain)
+    out = tmp_path / "org5.keystore.json"
+    monkeypatch.setenv("ORG5_PW", "pw for org5")
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        [
+            *("keys", "encrypt", str(plain), "--out", str(out), "--password-env", "ORG5_PW"),
+            *("--kdf", "pbkdf2", "--kdf-cost", "1000", "--remove-plain"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert not plain.exists() and json.loads(out.read_text())["password"] == {"env": "ORG5_PW"}
+    done = runner.invoke(app, ["keys", "check", str(out)])
+    assert done.exit_code == 0, done.output
+    assert keys.signing_public.hex() in done.output and keys.chain_key.hex() not in done.output
+    monkeypatch.delenv("ORG5_PW")
+    done = runner.invoke(app, ["keys", "check", str(out)])
+    assert done.exit_code == 1 and "ORG5_PW" in done.output
+    done = runner.invoke(app, ["keys", "encrypt", str(out), "--out", str(tmp_path / "x.json")])
+    assert done.exit_code == 2 and "exactly one of" in done.output
