@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: demo test test-unit test-integration test-faults soak lint format bench up down status compile clean bootstrap browser webapp
+.PHONY: demo test test-unit test-integration test-faults soak lint format bench up down status compile clean bootstrap browser webapp test-cluster bench-scale
 
 bootstrap: $(STAMP_PY) $(STAMP_NPM)
 
@@ -53,6 +53,11 @@ test-faults: bootstrap
 soak: bootstrap
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
+# Hosts in network namespaces on this machine: a 3-node NATS cluster, 4 org nodes, the gateway;
+# then one NATS server and one org node are cut off. Needs root (ip netns); not part of `make test`.
+test-cluster: bootstrap
+	SHARDLINE_CLUSTER_TEST=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/cluster
+
 lint: bootstrap
 	$(BIN)/ruff check shardline tests bench
 	$(BIN)/ruff format --check shardline tests bench
@@ -63,6 +68,14 @@ format: bootstrap
 
 bench: bootstrap
 	$(BIN)/python bench/lookup.py
+
+# Scale-out figures: combiners side by side, a chain with a block time, and how a lookup's cost
+# moves with orgs, load and registered transports; then the plots of docs/capacity.md.
+bench-scale: bootstrap
+	$(BIN)/python bench/combiners.py
+	$(BIN)/python bench/block_time.py
+	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/plots.py
 
 up: bootstrap
 	$(BIN)/shardline up

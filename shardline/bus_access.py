@@ -120,7 +120,9 @@ async def ensure_streams(cfg: StackConfig) -> None:
     """Create the streams as the operator: org nodes and the gateway may not."""
     from shardline.bus.connect import connect
     from shardline.bus.streams import ensure_streams as ensure
+    from shardline.bus.streams import set_replicas
 
+    set_replicas(cfg.stream_replicas)
     nc = await connect(cfg.nats_url, "operator", tls=bus_tls(cfg.nats_tls))
     try:
         await ensure(nc.jetstream(timeout=5))

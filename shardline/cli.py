@@ -15,8 +15,10 @@ from rich.table import Table
 
 from shardline import stack
 from shardline.bus.credentials import redact
+from shardline.chain_cli import chain_app
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.keys_cli import keys_app
 from shardline.ops_cli import install as install_ops_commands
 from shardline.orgs_cli import org_app
 from shardline.records_cli import records_app
@@ -33,6 +35,8 @@ app.add_typer(contacts_app, name="contacts")
 responder_app = typer.Typer(help="Responders: credentials for the gateway.", no_args_is_help=True)
 app.add_typer(responder_app, name="responder")
 app.add_typer(org_app, name="org")
+app.add_typer(keys_app, name="keys")
+app.add_typer(chain_app, name="chain")
 console = Console()
 err = Console(stderr=True)
 
@@ -62,6 +66,10 @@ def up(
     ] = CHAIN_CONFIRMED,
     deadline: Annotated[float, typer.Option(help="Seconds a lookup waits for shares.")] = 2.0,
     confirmations: Annotated[int, typer.Option(help="Blocks an intake waits before acting.")] = 0,
+    block_time: Annotated[
+        float | None,
+        typer.Option(help="Seconds between anvil's blocks (default: a block per transaction)."),
+    ] = None,
     nats_port: int = 14222,
     nats_monitor_port: int = 18222,
     redis_port: int = 16379,
@@ -87,6 +95,7 @@ def up(
             deadline_s=deadline,
             confirmations=confirmations,
             say=console.print,
+            block_time=block_time,
         )
     except (stack.StackError, OSError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from shardline.core.gas import GasPolicy
+
 DEFAULT_RUN_DIR = Path(".shardline")
 CHAIN_CONFIRMED = "chain-confirmed"
 AUDIT_AFTER = "audit-after"
@@ -83,6 +85,9 @@ class GatewayConfig(BaseModel):
     # the gateway's and combiner's NATS nkey seed; None: connect as the stack's URL says
     nats_seed_file: Path | None = None
 
+    # Benchmarks only: a blocking pause per share in the combiner, standing in for CPU work.
+    combiner_share_cost_s: float = 0.0
+
     def responder_named(self, name: str) -> Responder | None:
         return next((r for r in self.responders if r.name == name), None)
 
@@ -132,6 +137,10 @@ class StackConfig(BaseModel):
     # Metrics and trace headers; off only to measure their cost (bench/ops_overhead.py).
     telemetry: bool = True
     nats_tls: NatsTLS | None = None
+    # Any JSON-RPC chain: fees offered per transaction (see shardline/core/gas.py).
+    gas: GasPolicy = Field(default_factory=GasPolicy)
+    # JetStream replicas of every stream: 1 on one server, 3 on a three-node cluster.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
     @property
     def path(self) -> Path:

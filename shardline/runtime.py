@@ -15,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 from prometheus_client import start_http_server
 from web3 import Web3
 
-from shardline.bus import log, telemetry
+from shardline.bus import log, streams, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.worker import Worker
 from shardline.bus_access import gateway_bus, org_bus
@@ -77,6 +77,7 @@ async def chain_view(rpc_url: str, cfg: StackConfig) -> ChainView:
     if cfg.deployment is None:
         raise RuntimeError("the stack has no contract deployment yet: run `shardline up`")
     chain = await Chain.connect(rpc_url, expected_chain_id=cfg.chain_id)
+    chain.gas_policy = cfg.gas
     return ChainView(chain, Deployment.from_dict(cfg.deployment))
 
 
@@ -91,6 +92,7 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
     directory = await view.directory()
     url, auth = org_bus(cfg, org)
     nc = await connect(url, f"org-node.{org.id}", auth)
+    streams.set_replicas(cfg.stream_replicas)
     store = OrgStore(org.database_url)
     gatekeeper = await registry.current_gatekeeper(view.chain, view.deployment)
     intake = ChainIntake(
@@ -193,8 +195,19 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
     directory = await view.directory()
     url, auth = gateway_bus(cfg)
     nc = await connect(url, "combiner", auth)
+    streams.set_replicas(cfg.stream_replicas)
     redis = Redis.from_url(cfg.redis_url)
-    return [Combiner(nc, keys, directory, instance="main", redis=redis, gateway_id=cfg.gateway.id)]
+    return [
+        Combiner(
+            nc,
+            keys,
+            directory,
+            instance="main",
+            redis=redis,
+            gateway_id=cfg.gateway.id,
+            share_cost_s=cfg.gateway.combiner_share_cost_s,
+        )
+    ]
 
 
 async def run_workers(build: Callable[[], Awaitable[list[Worker]]], metrics_port: int = 0) -> None:

@@ -326,6 +326,7 @@ def up(
     deadline_s: float = 2.0,
     confirmations: int = 0,
     say=print,
+    block_time: float | None = None,
 ) -> StackConfig:
     live = running(run_dir)
     if live:
@@ -350,7 +351,7 @@ def up(
                 run_dir / "data" / "nats", ports.nats, ports.nats_monitor, bus.config_file
             ),
             servers.redis_spec(run_dir / "data" / "redis", ports.redis),
-            servers.anvil_spec(run_dir / "data" / "anvil", ports.anvil),
+            servers.anvil_spec(run_dir / "data" / "anvil", ports.anvil, block_time=block_time),
         ):
             t = time.monotonic()
             log = run_dir / "logs" / f"{spec.name}.log"

@@ -16,7 +16,7 @@ from eth_account import Account
 from shardline.bus import envelope, subjects
 from shardline.bus.connect import connect
 from shardline.bus.envelope import b64
-from shardline.bus.streams import ensure_streams
+from shardline.bus.streams import ensure_streams, set_replicas
 from shardline.config import StackConfig
 from shardline.contracts import registry
 from shardline.contracts.client import Chain, ChainRevert
@@ -53,8 +53,10 @@ async def register(
     report = RegisterReport([], [])
     nc = await connect(cfg.nats_url, "registrar")
     js = nc.jetstream()
+    set_replicas(cfg.stream_replicas)
     await ensure_streams(js)
     chain = await Chain.connect(cfg.chain_rpc, expected_chain_id=cfg.chain_id)
+    chain.gas_policy = cfg.gas
     try:
         directory = {p.id: p for p in await registry.list_participants(chain, dep)}
         for start in range(0, len(sheets), batch):

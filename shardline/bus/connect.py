@@ -13,6 +13,18 @@ class BusUnavailable(ConnectionError):
     pass
 
 
+# A server that vanishes without closing its connections (a host cut off the network) is
+# noticed after PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1) at most (6 s); the client then moves to
+# another server of the cluster.
+PING_INTERVAL_S = 2
+MAX_OUTSTANDING_PINGS = 2
+
+
+def server_list(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222`` (a cluster's seed servers) as a list."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 async def connect(
     url: str, name: str, auth: ClientAuth | None = None, tls: BusTLS | None = None
 ) -> Client:
@@ -31,9 +43,17 @@ async def connect(
 
     nc = Client()
     try:
+        auth: dict = {}
+        if creds:
+            auth["user_credentials"] = str(creds)
+        if nkey_seed:
+            auth["nkeys_seed"] = str(nkey_seed)
         await nc.connect(
-            url,
+            server_list(url),
             name=name,
+            ping_interval=PING_INTERVAL_S,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            **auth,
             connect_timeout=2,
             reconnect_time_wait=0.25,
             max_reconnect_attempts=-1,

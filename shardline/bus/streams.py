@@ -17,19 +17,39 @@ from nats.js.errors import NotFoundError
 
 from shardline.bus import subjects
 
+# Replicas of every stream this process creates or updates: 1 on a single server, 3 on a
+# three-node cluster (the stack file's ``stream_replicas``; see ``set_replicas``).
+_replicas = 1
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    for name, spec in subjects.STREAMS.items():
-        config = StreamConfig(
+
+def set_replicas(n: int) -> None:
+    """Make the streams of this process R``n``; every process of a stack must agree."""
+    global _replicas
+    if not 1 <= n <= 5:
+        raise ValueError(f"stream replicas must be between 1 and 5, not {n}")
+    _replicas = n
+
+
+def stream_configs(replicas: int | None = None) -> list[StreamConfig]:
+    """Every stream of the subject catalogue, as JetStream is asked to hold it."""
+    return [
+        StreamConfig(
             name=name,
             subjects=spec["subjects"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=spec["max_age_s"],
             duplicate_window=subjects.DUPLICATE_WINDOW_S,
+            num_replicas=replicas or _replicas,
         )
+        for name, spec in subjects.STREAMS.items()
+    ]
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    for config in stream_configs():
         try:
-            info = await js.stream_info(name)
+            info = await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
         else:
@@ -45,6 +65,7 @@ def _same(have: StreamConfig, want: StreamConfig) -> bool:
         and (have.duplicate_window or 0) == (want.duplicate_window or 0)
         and have.storage == want.storage
         and have.retention == want.retention
+        and (have.num_replicas or 1) == (want.num_replicas or 1)
     )
 
 

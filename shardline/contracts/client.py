@@ -25,6 +25,8 @@ from web3.contract.async_contract import AsyncContractConstructor, AsyncContract
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 from web3.types import TxParams, TxReceipt
 
+from shardline.core.gas import GasPolicy, GasPolicyError
+
 from .artifacts import load_artifact
 from .rpc import JsonRpc, RpcError
 from .txsign import sign_eip1559
@@ -152,6 +154,7 @@ class Chain:
         self._fees = _Fees()
         self._contracts: dict[tuple[str, str], AsyncContract] = {}
         self.rpc = JsonRpc(rpc_url)
+        self.gas_policy = GasPolicy()  # the stack's `gas` settings replace it
 
     # -- connection -------------------------------------------------------------------------
 
@@ -397,12 +400,17 @@ class Chain:
                 async with self._rpc_errors():
                     block = await self.w3.eth.get_block("latest")
                     base_fee = int(block.get("baseFeePerGas") or 0)
-                    try:
-                        priority = int(await self.w3.eth.max_priority_fee)
-                    except (Web3RPCError, ValueError):
-                        priority = DEFAULT_PRIORITY_FEE
-                # Twice the base fee leaves room for it to rise for several full blocks.
-                fees.max_fee = 2 * base_fee + priority
+                    suggested: int | None = None
+                    if self.gas_policy.priority_fee_gwei is None:
+                        try:
+                            suggested = int(await self.w3.eth.max_priority_fee)
+                        except (Web3RPCError, ValueError):
+                            suggested = DEFAULT_PRIORITY_FEE
+                try:
+                    max_fee, priority = self.gas_policy.fees(base_fee, suggested)
+                except GasPolicyError as exc:
+                    raise ChainError(f"not sending to {self.rpc_url}: {exc}") from None
+                fees.max_fee = max_fee
                 fees.priority_fee = priority
                 fees.fetched_at = time.monotonic()
             return fees.max_fee, fees.priority_fee

@@ -16,6 +16,8 @@ from pathlib import Path
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from shardline.core import keystore
+
 
 class KeyFileError(ValueError):
     """A key file that is missing, unreadable or malformed."""
@@ -70,6 +72,8 @@ class ParticipantKeys:
     def load(cls, path: Path) -> ParticipantKeys:
         try:
             data = json.loads(Path(path).read_text())
+            if keystore.is_encrypted(data):
+                data = _opened(data, Path(path))
             keys = cls(
                 data["participant_id"],
                 bytes.fromhex(data["signing_seed"]),
@@ -85,5 +89,42 @@ class ParticipantKeys:
             raise KeyFileError(
                 f"key file {path} does not exist: run `shardline up` to make keys"
             ) from exc
+        except keystore.KeystoreError as exc:
+            raise KeyFileError(str(exc)) from None
         except (KeyError, ValueError, TypeError) as exc:
             raise KeyFileError(f"key file {path} is malformed: {exc}") from exc
+
+    def save_encrypted(
+        self,
+        path: Path,
+        password: str,
+        *,
+        kdf: str = "scrypt",
+        iterations: int | None = None,
+        password_source: dict[str, str] | None = None,
+    ) -> None:
+        """Write the keys as encrypted keystores (see :mod:`shardline.core.keystore`)."""
+        data = keystore.encrypt(
+            self.participant_id,
+            {"chain": self.chain_key, "signing": self.signing_seed, "sealing": self.sealing_secret},
+            password,
+            kdf=kdf,
+            iterations=iterations,
+            password_source=password_source,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+
+
+def _opened(data: dict, path: Path) -> dict:
+    """An encrypted key file's content in the plain layout (in memory only)."""
+    secrets_ = keystore.decrypt(data, path)
+    return {
+        "participant_id": data["participant_id"],
+        "signing_seed": secrets_["signing"].hex(),
+        "sealing_secret": secrets_["sealing"].hex(),
+        "chain_key": secrets_["chain"].hex(),
+    }

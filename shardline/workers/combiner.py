@@ -9,6 +9,7 @@ gateway sealed to its key. Several combiners can share the work: state lives in 
 from __future__ import annotations
 
 import json
+import time
 
 from nacl.public import PrivateKey
 from redis.asyncio import Redis
@@ -31,10 +32,14 @@ def lookup_key(guid: str) -> str:
 class Combiner(Worker):
     kind = "combiner"
 
-    def __init__(self, *args, redis: Redis, gateway_id: str, **kwargs) -> None:
+    def __init__(
+        self, *args, redis: Redis, gateway_id: str, share_cost_s: float = 0.0, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.redis = redis
         self.gateway_id = gateway_id
+        # Benchmarks only: a blocking pause per share, standing in for CPU-bound work.
+        self.share_cost_s = share_cost_s
 
     async def setup(self) -> None:
         self.consume(
@@ -50,6 +55,8 @@ class Combiner(Worker):
         )
 
     async def on_share(self, m: Incoming) -> None:
+        if self.share_cost_s:
+            time.sleep(self.share_cost_s)  # noqa: ASYNC251 (blocks the loop on purpose, as CPU work would)
         b = m.body
         guid, org = b["guid"], b["org"]
         if m.env.sender != org:

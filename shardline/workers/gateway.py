@@ -21,6 +21,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram, make_asgi_app
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -525,6 +526,18 @@ def create_app(cfg: StackConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.mount("/metrics", make_asgi_app())
+
+    @app.exception_handler(NatsError)
+    async def bus_unavailable(_request: Request, exc: NatsError) -> JSONResponse:
+        # e.g. while the client moves to another server of the cluster
+        return JSONResponse(
+            {
+                "detail": f"the bus is unavailable ({type(exc).__name__}); try again in a few seconds"
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     app.include_router(records_router(cfg))
     app.include_router(ops_router(cfg))  # /ops: the operators' page and its JSON
 

@@ -25,7 +25,9 @@ def test_the_committed_build_matches_the_sources(tmp_path):
         ["node", str(WEBAPP / "build.mjs"), str(tmp_path)], check=True, capture_output=True
     )
     built, committed = files(tmp_path), files(WEBAPP / "static")
-    assert sorted(built) == sorted(committed), "run `make webapp` and commit shardline/webapp/static"
+    assert sorted(built) == sorted(committed), (
+        "run `make webapp` and commit shardline/webapp/static"
+    )
     stale = [name for name in built if built[name] != committed[name]]
     assert stale == [], f"stale build output {stale}: run `make webapp` and commit it"
 
