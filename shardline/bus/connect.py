@@ -6,7 +6,7 @@ from nats.aio.client import Client
 from nats.errors import NoServersError
 
 from shardline.bus import log
-from shardline.bus.credentials import BusTLS, ClientAuth, redact
+from shardline.bus.credentials import BusTLS, ClientAuth, bare, redact
 
 
 class BusUnavailable(ConnectionError):
@@ -43,17 +43,11 @@ async def connect(
 
     nc = Client()
     try:
-        auth: dict = {}
-        if creds:
-            auth["user_credentials"] = str(creds)
-        if nkey_seed:
-            auth["nkeys_seed"] = str(nkey_seed)
         await nc.connect(
-            server_list(url),
+            [bare(u) for u in server_list(url)] if auth else server_list(url),
             name=name,
             ping_interval=PING_INTERVAL_S,
             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-            **auth,
             connect_timeout=2,
             reconnect_time_wait=0.25,
             max_reconnect_attempts=-1,
