@@ -24,13 +24,14 @@ class Deployment:
     block: int
     chain_id: int
     records_registry: str = ""  # empty in deployments made before the records capability
+    mediator: str = ""  # empty in deployments made before private transactions
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        names = [f.name for f in fields(cls) if f.name != "records_registry"]
+        names = [f.name for f in fields(cls) if f.name not in ("records_registry", "mediator")]
         missing = [n for n in names if n not in data]
         if missing:
             raise ValueError(
@@ -47,6 +48,7 @@ class Deployment:
             records_registry=Web3.to_checksum_address(data["records_registry"])
             if data.get("records_registry")
             else "",
+            mediator=Web3.to_checksum_address(data["mediator"]) if data.get("mediator") else "",
         )
 
 
@@ -73,6 +75,7 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
     gatekeeper = await deploy_contract(chain, admin, "Gatekeeper", governor, transport_registry)
     await chain.transact(admin, chain.contract("Governor", governor).functions.upgrade(gatekeeper))
     records_registry = await deploy_contract(chain, admin, "RecordsRegistry", org_registry)
+    mediator = await deploy_contract(chain, admin, "Mediator")
     return Deployment(
         org_registry=org_registry,
         transport_registry=transport_registry,
@@ -81,4 +84,5 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
         block=start_block + 1,
         chain_id=chain.chain_id,
         records_registry=records_registry,
+        mediator=mediator,
     )

@@ -1,0 +1,141 @@
+"""The sender: seals a private call for a group's stakeholders and submits it to the mediator.
+
+Per transaction: a fresh key and nonce encrypt the call (XChaCha20-Poly1305); the key is wrapped
+for each stakeholder (X25519 + ChaCha20-Poly1305, one ephemeral key); the ciphertext is pushed to
+the stakeholders on ``privtx.payload.<group>`` (so they hold it before the chain event arrives)
+and stored in the object store under its SHA3-256; then ``submit`` goes to the mediator. Nothing
+but ciphertext and hashes leaves the sender. Outcomes are read from ``PrivateTxFini`` logs pushed
+by the node (``eth_subscribe``), falling back to ``txOf`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from shardline.bus.connect import connect
+from shardline.bus.payloads import PayloadStore
+from shardline.contracts import mediator as med
+from shardline.contracts.client import Chain, ChainError
+from shardline.contracts.cursor import RawLog
+from shardline.contracts.watch import LogWatch
+from shardline.core import privtx as pt
+from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
+
+
+class SettleTimeout(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sent:
+    group: bytes
+    payload_hash: bytes
+    tx_hash: str
+    sent_at: float
+
+
+class PrivateSender:
+    def __init__(self, chain: Chain, account: LocalAccount, mediator: str) -> None:
+        self.chain = chain
+        self.account = account
+        self.mediator = mediator
+        self._groups: dict[bytes, med.GroupInfo] = {}
+        self._finis: dict[bytes, med.TxFini] = {}
+        self._waiters: dict[bytes, asyncio.Future] = {}
+        self.watch: LogWatch | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        nats_url: str,
+        chain_rpc: str,
+        mediator: str,
+        account_key: str,
+        chain_ws: str | None = None,
+    ) -> PrivateSender:
+        chain = await Chain.connect(chain_rpc)
+        self = cls(chain, Account.from_key(account_key), mediator)
+        self.nc = await connect(nats_url, "privtx-sender")
+        self.payloads = await PayloadStore.open(self.nc.jetstream())
+        if chain_ws:
+            self.watch = LogWatch(chain_ws, [med.TX_FINI], self._on_log, lambda: None)
+            self.watch.start()
+            await self.watch.started()
+        return self
+
+    async def close(self) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
+        await self.nc.close()
+        await self.chain.close()
+
+    async def group(self, group: bytes) -> med.GroupInfo:
+        info = self._groups.get(group)
+        if info is None:
+            info = self._groups[group] = await med.group_of(self.chain, self.mediator, group)
+            if info.sender.lower() != self.account.address.lower():
+                raise pt.PrivTxError(
+                    f"group {group.hex()} accepts submissions only from {info.sender}, not "
+                    f"{self.account.address}; send with the group's sender key"
+                )
+        return info
+
+    async def send(self, group: bytes, call: bytes) -> Sent:
+        """Seal ``call`` for the group, push it, store it, submit it; returns at once."""
+        info = await self.group(group)
+        sealed = pt.seal_payload(call, group, list(info.seal_keys))
+        started = time.perf_counter()
+        await self.nc.publish(PAYLOAD_SUBJECT.format(group=group.hex()), sealed.ciphertext)
+        await self.payloads.put(sealed.ciphertext)
+        data = med.submit_data(group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
+        gas = med.SUBMIT_GAS + 20_000 * len(info.members)
+        tx_hash = await self.chain.send_call(self.account, self.mediator, data, gas=gas)
+        return Sent(group, sealed.payload_hash, tx_hash, started)
+
+    async def resubmit(self, sent: Sent, sealed: pt.SealedPayload) -> str:
+        """Submit an already submitted payload again (the mediator refuses a replay)."""
+        data = med.submit_data(sent.group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
+        return await self.chain.send_call(self.account, self.mediator, data, gas=med.SUBMIT_GAS)
+
+    def _on_log(self, lg: RawLog) -> None:
+        ev = med.decode_event(lg)
+        if isinstance(ev, med.TxFini):
+            self._finis[ev.payload_hash] = ev
+            fut = self._waiters.pop(ev.payload_hash, None)
+            if fut is not None and not fut.done():
+                fut.set_result(ev)
+
+    async def outcome(
+        self, group: bytes, payload_hash: bytes, timeout_s: float = 60.0
+    ) -> med.TxInfo:
+        """Wait until the transaction settles; its status and agreed roots."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if payload_hash not in self._finis:
+                fut = self._waiters.setdefault(
+                    payload_hash, asyncio.get_running_loop().create_future()
+                )
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), 0.25 if self.watch else 0.05)
+                except TimeoutError:
+                    pass
+            if payload_hash in self._finis:
+                ev = self._finis.pop(payload_hash)
+                return med.TxInfo(ev.status, 0, 0, 0, ev.old_root, ev.new_root)
+            try:
+                info = await med.tx_of(self.chain, self.mediator, group, payload_hash)
+            except ChainError:
+                info = None
+            if info is not None and info.status != pt.Status.PENDING:
+                self._waiters.pop(payload_hash, None)
+                return info
+            if time.monotonic() > deadline:
+                raise SettleTimeout(
+                    f"private transaction {payload_hash.hex()} of group {group.hex()} did not "
+                    f"settle within {timeout_s:.0f} s; see `shardline privtx status`"
+                )
