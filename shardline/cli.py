@@ -16,6 +16,7 @@ from rich.table import Table
 from shardline import stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.privtx_cli import privtx_app
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ transports_app = typer.Typer(help="Register and manage hazardous transports.", n
 app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
+app.add_typer(privtx_app, name="privtx")
 console = Console()
 err = Console(stderr=True)
 
