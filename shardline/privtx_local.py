@@ -156,3 +156,50 @@ def facilitator(
             bls_sk=s.bls_sk if bls_votes else None,
         )
     )
+
+
+def facilitator_from_file(path: Path) -> tuple[Facilitator, dict]:
+    """A facilitator from a JSON file (the stakeholder's keys plus where everything is)."""
+    raw = json.loads(path.read_text())
+    s = Stakeholder(
+        raw["name"],
+        raw["account_key"],
+        bytes.fromhex(raw["sealing_sk"]),
+        bytes.fromhex(raw["bls_sk"]),
+    )
+    f = facilitator(
+        s,
+        executor_url=raw["executor_url"],
+        chain_rpc=raw["chain_rpc"],
+        mediator=raw["mediator"],
+        start_block=int(raw["start_block"]),
+        nats_url=raw["nats_url"],
+        db_path=Path(raw["db_path"]),
+        bls_votes=bool(raw.get("bls", False)),
+    )
+    return f, raw
+
+
+async def _serve(path: Path) -> None:
+    import asyncio
+    import signal
+
+    from shardline.bus import log
+
+    log.setup("INFO")
+    f, _ = facilitator_from_file(path)
+    await f.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await f.stop()
+
+
+if __name__ == "__main__":  # python -m shardline.privtx_local FACILITATOR.json
+    import sys
+
+    import uvloop
+
+    uvloop.run(_serve(Path(sys.argv[1])))

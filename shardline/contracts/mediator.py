@@ -26,6 +26,7 @@ TX_VOTE = event_topic("Mediator", "PrivateTxVote")
 TX_FINI = event_topic("Mediator", "PrivateTxFini")
 
 SUBMIT = keccak(text="submit(bytes32,bytes32,bytes32,bytes[])")[:4]
+SUBMIT_MANY = keccak(text="submitMany(bytes32,bytes32[],bytes32[],bytes[][])")[:4]
 VOTE_MANY = keccak(text="voteMany(bytes32,bytes32[],bytes32[],bytes32[])")[:4]
 VOTE_AGGREGATE = keccak(text="voteAggregate(bytes32,bytes32,bytes32,bytes32,uint256,uint256[2])")[
     :4
@@ -176,6 +177,19 @@ def submit_data(group: bytes, payload_hash: bytes, ephemeral_pk: bytes, wraps) -
     return SUBMIT + abi_encode(
         ["bytes32", "bytes32", "bytes32", "bytes[]"],
         [group, payload_hash, ephemeral_pk, list(wraps)],
+    )
+
+
+def submit_many_data(group: bytes, sealed) -> bytes:
+    """``submitMany`` of several sealed payloads (``core.privtx.SealedPayload``) to one group."""
+    return SUBMIT_MANY + abi_encode(
+        ["bytes32", "bytes32[]", "bytes32[]", "bytes[][]"],
+        [
+            group,
+            [s.payload_hash for s in sealed],
+            [s.ephemeral_pk for s in sealed],
+            [list(s.wraps) for s in sealed],
+        ],
     )
 
 

@@ -403,10 +403,13 @@ class Facilitator:
         by_group: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
         for group, phash, old, new in batch:
             by_group.setdefault(group, []).append((phash, old, new))
+        sent = []
         for group, votes in by_group.items():
             data = med.vote_many_data(group, votes)
             gas = med.VOTE_GAS_BASE + med.VOTE_GAS_EACH * len(votes)
-            await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas)
+            sent.append(await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas))
+        # The next batch collects whatever is decided while these are being mined.
+        await asyncio.gather(*(self.chain.mined(tx) for tx in sent))
 
     async def _publish_bls(self, batch) -> None:
         assert self.bls is not None
@@ -433,12 +436,13 @@ class Facilitator:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             log.warn("privtx.bad_vote_message", subject=msg.subject, error=str(exc))
             return
-        g = self.groups.get(group)
-        if g is None or not 0 <= member < len(g.info.members):
-            return
+        # Kept even before this facilitator has read the group (it may lag behind the others).
         pending = self.bls_votes.setdefault(phash, _Pending())
         signers = pending.votes.setdefault(pair, {})
         signers[member] = sig
+        g = self.groups.get(group)
+        if g is None or any(not 0 <= m < len(g.info.members) for m in signers):
+            return
         # The lowest-indexed signer of the first outcome to reach the threshold submits it; a
         # forged share makes the aggregate fail on chain, and the deadline settles it.
         if pending.sent or len(signers) < g.info.threshold or min(signers) != g.member:
@@ -449,7 +453,9 @@ class Facilitator:
         data = med.vote_aggregate_data(group, phash, pair[0], pair[1], bitmap, agg)
         gas = med.AGGREGATE_GAS_BASE + med.AGGREGATE_GAS_EACH * len(signers)
         try:
-            await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas)
+            tx = await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas)
+            await self.chain.wait(tx)
+            log.event("privtx.aggregate_sent", payload=phash.hex(), signers=bitmap, tx=tx)
         except ChainError as exc:
             log.warn("privtx.aggregate_failed", payload=phash.hex(), error=str(exc))
         if len(self.bls_votes) > PUSH_CACHE:

@@ -47,6 +47,8 @@ class PrivateSender:
         self._groups: dict[bytes, med.GroupInfo] = {}
         self._finis: dict[bytes, med.TxFini] = {}
         self._waiters: dict[bytes, asyncio.Future] = {}
+        self._queue: list[tuple[bytes, pt.SealedPayload, asyncio.Future]] = []
+        self._submitter: asyncio.Task | None = None
         self.watch: LogWatch | None = None
 
     @classmethod
@@ -86,21 +88,52 @@ class PrivateSender:
         return info
 
     async def send(self, group: bytes, call: bytes) -> Sent:
-        """Seal ``call`` for the group, push it, store it, submit it; returns at once."""
+        """Seal ``call`` for the group, push it, store it and submit it; returns once mined.
+
+        Submissions made while the previous one is on its way go to the chain together, in one
+        ``submitMany`` per group (each payload keeps its own PrivateTxInit).
+        """
         info = await self.group(group)
         sealed = pt.seal_payload(call, group, list(info.seal_keys))
         started = time.perf_counter()
         await self.nc.publish(PAYLOAD_SUBJECT.format(group=group.hex()), sealed.ciphertext)
         await self.payloads.put(sealed.ciphertext)
-        data = med.submit_data(group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
-        gas = med.SUBMIT_GAS + 20_000 * len(info.members)
-        tx_hash = await self.chain.send_call(self.account, self.mediator, data, gas=gas)
-        return Sent(group, sealed.payload_hash, tx_hash, started)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append((group, sealed, fut))
+        if self._submitter is None or self._submitter.done():
+            self._submitter = asyncio.create_task(self._submit_batches())
+        return Sent(group, sealed.payload_hash, await fut, started)
 
-    async def resubmit(self, sent: Sent, sealed: pt.SealedPayload) -> str:
-        """Submit an already submitted payload again (the mediator refuses a replay)."""
-        data = med.submit_data(sent.group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
-        return await self.chain.send_call(self.account, self.mediator, data, gas=med.SUBMIT_GAS)
+    async def _submit_batches(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            by_group: dict[bytes, list] = {}
+            for item in batch:
+                by_group.setdefault(item[0], []).append(item)
+            await asyncio.gather(*(self._submit_group(g, items) for g, items in by_group.items()))
+
+    async def _submit_group(self, group: bytes, items: list) -> None:
+        info = await self.group(group)
+        sealed = [it[1] for it in items]
+        if len(sealed) == 1:
+            s = sealed[0]
+            data = med.submit_data(group, s.payload_hash, s.ephemeral_pk, s.wraps)
+        else:
+            data = med.submit_many_data(group, sealed)
+        gas = (med.SUBMIT_GAS + 25_000 * len(info.members)) * len(sealed)
+        try:
+            tx = await self.chain.send_call(self.account, self.mediator, data, gas=gas)
+            await self.chain.wait(tx)
+        except ChainError as exc:
+            if len(items) > 1:  # one bad submission must not sink the others: one by one
+                for it in items:
+                    await self._submit_group(group, [it])
+                return
+            items[0][2].set_exception(exc)
+            return
+        for it in items:
+            if not it[2].done():
+                it[2].set_result(tx)
 
     def _on_log(self, lg: RawLog) -> None:
         ev = med.decode_event(lg)

@@ -25,7 +25,9 @@ def test_every_member_opens_its_wrap_and_reads_the_payload() -> None:
     assert b"call" not in sealed.ciphertext
     for i, sk in enumerate(sks):
         key = pt.unwrap_key(sealed.wraps[i], sealed.ephemeral_pk, sk, GROUP, sealed.payload_hash, i)
-        assert pt.open_payload(sealed.ciphertext, key, GROUP, sealed.payload_hash) == b"\x12\x34call"
+        assert (
+            pt.open_payload(sealed.ciphertext, key, GROUP, sealed.payload_hash) == b"\x12\x34call"
+        )
 
 
 def test_two_seals_of_one_payload_differ() -> None:

@@ -183,6 +183,35 @@ contract Mediator {
         Group storage g = _groups[group];
         require(g.size > 0, "unknown group");
         require(msg.sender == g.sender, "not the group's sender");
+        _submit(g, group, payloadHash, ephemeralPk, wraps);
+    }
+
+    /// @notice Several submissions to one group in one transaction, in this order.
+    function submitMany(
+        bytes32 group,
+        bytes32[] calldata payloadHashes,
+        bytes32[] calldata ephemeralPks,
+        bytes[][] calldata wraps
+    ) external {
+        Group storage g = _groups[group];
+        require(g.size > 0, "unknown group");
+        require(msg.sender == g.sender, "not the group's sender");
+        require(
+            payloadHashes.length == ephemeralPks.length && ephemeralPks.length == wraps.length,
+            "lengths differ"
+        );
+        for (uint256 i = 0; i < payloadHashes.length; i++) {
+            _submit(g, group, payloadHashes[i], ephemeralPks[i], wraps[i]);
+        }
+    }
+
+    function _submit(
+        Group storage g,
+        bytes32 group,
+        bytes32 payloadHash,
+        bytes32 ephemeralPk,
+        bytes[] calldata wraps
+    ) internal {
         require(wraps.length == g.size, "one wrap per member");
         PrivateTx storage t = _txs[group][payloadHash];
         require(t.deadline == 0, "replayed submit");
