@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -354,3 +355,55 @@ async def _facilitate(cfg, keys, executor, mediator, start, home: Path, bls: boo
     console.print(f"{keys.name}: facilitating for {keys.address}, executor {executor}")
     await stop.wait()
     await f.stop()
+
+
+@privtx_app.command("up")
+def up(
+    org: Annotated[
+        list[str] | None, typer.Option("--org", help="Org nodes to start for (default: all).")
+    ] = None,
+    bls: Annotated[bool, typer.Option(help="Vote by aggregate BLS signature.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Start an executor (its own anvil) and a facilitator for each org node of the stack.
+
+    Each org becomes a stakeholder of the same name (keys made on first use); `shardline down`
+    stops them with the rest of the stack.
+    """
+    from shardline import stack
+
+    cfg, _, _ = _cfg(config)
+    names = org or [o.id for o in cfg.orgs]
+    live = stack.running(cfg.run_dir)
+    for name in names:
+        if f"privtx-{name}" in live:
+            console.print(f"privtx-{name} is running already")
+            continue
+        path = key_path(cfg, name)
+        if not path.exists():
+            keygen(name, config)
+        exec_dir = cfg.run_dir / "data" / f"privtx-exec-{name}"
+        port = servers.free_port()
+        spec = servers.anvil_spec(exec_dir, port, chain_id=1337)
+        log_path = cfg.run_dir / "logs" / f"privtx-exec-{name}.log"
+        proc = servers.spawn(spec, log_path)
+        stack.write_pid(cfg.run_dir, f"privtx-exec-{name}", proc, spec.argv, log_path)
+        argv = [
+            sys.executable,
+            "-m",
+            "shardline",
+            "privtx",
+            "facilitator",
+            name,
+            "--executor",
+            f"http://127.0.0.1:{port}",
+            "--config",
+            str(cfg.path.resolve()),
+        ]
+        if bls:
+            argv.append("--bls")
+        fproc = stack.start_process(cfg.run_dir, f"privtx-{name}", argv)
+        console.print(
+            f"started privtx-{name} (pid {fproc.pid}) with its executor on port {port} "
+            f"(pid {proc.pid}); logs in {cfg.run_dir / 'logs'}"
+        )
