@@ -79,8 +79,11 @@ class Executor:
         proof = await self.rpc.call("eth_getProof", [contract, [], "latest"])
         return bytes.fromhex(proof["storageHash"][2:])
 
-    async def execute(self, contract: str, sender: str, call: bytes) -> Execution:
-        old = await self.root(contract)
+    async def execute(
+        self, contract: str, sender: str, call: bytes, *, old_root: bytes | None = None
+    ) -> Execution:
+        """Run ``call``; ``old_root``, when the caller knows it, saves one eth_getProof."""
+        old = old_root or await self.root(contract)
         snapshot = str(await self.rpc.call("evm_snapshot", []))
         try:
             receipt = await self._send(

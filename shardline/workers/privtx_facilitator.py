@@ -71,6 +71,7 @@ class _Group:
     contract: str
     root: bytes  # the agreed root, as this facilitator has read it
     out_of_sync: str = ""
+    head: bytes | None = None  # the executor's root after its last execution, while known
 
 
 @dataclass
@@ -226,7 +227,8 @@ class Facilitator:
             log.warn("privtx.refused", group=row.group_id, payload=name, why=str(exc))
             self._queue_vote(ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT)
             return
-        ex = await self.executor.execute(g.contract, g.info.sender, call)
+        ex = await self.executor.execute(g.contract, g.info.sender, call, old_root=g.head)
+        g.head = ex.new_root
         row.state, row.snapshot = "executed", ex.snapshot
         row.old_root, row.new_root = ex.old_root, ex.new_root
         row.note = "" if ex.ok else "the private call reverted: state unchanged"
@@ -283,6 +285,7 @@ class Facilitator:
     async def _catch_up(self, ev: med.TxFini, g: _Group, row: TxRow | None) -> None:
         """Run a transaction the others agreed on that this one has not (kept) executed."""
         init = await self._init_of(ev)
+        g.head = None
         ex = None
         if init is not None:
             with contextlib.suppress(pt.PrivTxError, BlobNotFound, BlobCorrupt):
@@ -306,6 +309,8 @@ class Facilitator:
             return
         if ex is not None:
             await self.executor.revert(ex.snapshot)
+            for other in self.groups.values():
+                other.head = None
         row.state = "diverged"
         row.note = (
             f"the group agreed on root {ev.new_root.hex()}; this executor reached "
@@ -346,6 +351,8 @@ class Facilitator:
             key=lambda r: r.step,
         )
         await self.executor.revert(row.snapshot)
+        for g in self.groups.values():
+            g.head = None  # read again from the executor
         row.state = "reverted"
         self._keep(row)
         for r in later:

@@ -96,13 +96,15 @@ class PrivateSender:
         info = await self.group(group)
         sealed = pt.seal_payload(call, group, list(info.seal_keys))
         started = time.perf_counter()
+        # Pushed first: the online stakeholders hold it before the chain event. Stored while
+        # the submission is mined: a stakeholder that missed the push fetches it later.
         await self.nc.publish(PAYLOAD_SUBJECT.format(group=group.hex()), sealed.ciphertext)
-        await self.payloads.put(sealed.ciphertext)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._queue.append((group, sealed, fut))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
-        return Sent(group, sealed.payload_hash, await fut, started)
+        _, tx = await asyncio.gather(self.payloads.put(sealed.ciphertext), fut)
+        return Sent(group, sealed.payload_hash, tx, started)
 
     async def _submit_batches(self) -> None:
         while self._queue:
@@ -123,7 +125,9 @@ class PrivateSender:
         gas = (med.SUBMIT_GAS + 25_000 * len(info.members)) * len(sealed)
         try:
             tx = await self.chain.send_call(self.account, self.mediator, data, gas=gas)
-            await self.chain.wait(tx)
+            receipt = await self.chain.mined(tx)
+            if int(receipt["status"], 16) != 1:
+                await self.chain.wait(tx)  # raises ChainRevert with the mediator's reason
         except ChainError as exc:
             if len(items) > 1:  # one bad submission must not sink the others: one by one
                 for it in items:
