@@ -45,6 +45,8 @@ from shardline.workers.privtx_store import FacilitatorStore, TxRow
 PAYLOAD_SUBJECT = "privtx.payload.{group}"
 VOTE_SUBJECT = "privtx.vote.{group}"
 FETCH_WAIT_S = 5.0
+BLS_FALLBACK_S = 5.0
+MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
 
 
@@ -95,6 +97,7 @@ class Facilitator:
         self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.vote_ready = asyncio.Event()
         self.bls_votes: dict[bytes, _Pending] = {}
+        self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
         self.tasks: list[asyncio.Task] = []
         self.settled = asyncio.Event()  # set after each PrivateTxFini handled (for waiters)
 
@@ -411,7 +414,12 @@ class Facilitator:
         for group, phash, old, new in batch:
             by_group.setdefault(group, []).append((phash, old, new))
         sent = []
-        for group, votes in by_group.items():
+        chunks = [
+            (group, votes[i : i + MAX_VOTES])
+            for group, votes in by_group.items()
+            for i in range(0, len(votes), MAX_VOTES)
+        ]
+        for group, votes in chunks:
             data = med.vote_many_data(group, votes)
             gas = med.VOTE_GAS_BASE + med.VOTE_GAS_EACH * len(votes)
             sent.append(await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas))
@@ -421,6 +429,7 @@ class Facilitator:
     async def _publish_bls(self, batch) -> None:
         assert self.bls is not None
         for group, phash, old, new in batch:
+            self.shared_at[phash] = (time.monotonic(), group, old, new)
             g = self.groups[group]
             digest = pt.vote_digest(self.chain.chain_id, self.cfg.mediator, group, phash, old, new)
             sig = self.bls.sign(digest)
@@ -469,9 +478,24 @@ class Facilitator:
             self.bls_votes.pop(next(iter(self.bls_votes)))
 
     async def _expire_overdue(self) -> None:
-        """Ends this stakeholder's transactions that passed their deadline as FAILED."""
+        """Ends this stakeholder's transactions that passed their deadline as FAILED.
+
+        In BLS mode it also votes on its own, by transaction, for any transaction whose
+        aggregate has not come within BLS_FALLBACK_S of its share (a signer offline at the
+        wrong moment, or a bad share from someone on the bus making the aggregate fail).
+        """
         while True:
             await asyncio.sleep(1.0)
+            late = time.monotonic() - BLS_FALLBACK_S
+            for phash, (at, group, old, new) in list(self.shared_at.items()):
+                row = self.rows.get(phash.hex())
+                if row is None or row.state not in ("executed", "refused"):
+                    self.shared_at.pop(phash, None)
+                elif at < late:
+                    self.shared_at.pop(phash, None)
+                    log.warn("privtx.aggregate_late", payload=phash.hex())
+                    with contextlib.suppress(ChainError):
+                        await self._vote_many([(group, phash, old, new)])
             now = time.time()
             for row in list(self.rows.values()):
                 g = self.groups.get(bytes.fromhex(row.group_id))

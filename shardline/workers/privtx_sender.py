@@ -26,6 +26,8 @@ from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
 from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
+MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
+
 
 class SettleTimeout(TimeoutError):
     pass
@@ -108,7 +110,7 @@ class PrivateSender:
 
     async def _submit_batches(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue, []
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             by_group: dict[bytes, list] = {}
             for item in batch:
                 by_group.setdefault(item[0], []).append(item)
@@ -122,7 +124,7 @@ class PrivateSender:
             data = med.submit_data(group, s.payload_hash, s.ephemeral_pk, s.wraps)
         else:
             data = med.submit_many_data(group, sealed)
-        gas = (med.SUBMIT_GAS + 25_000 * len(info.members)) * len(sealed)
+        gas = med.submit_gas(len(sealed), len(info.members))
         try:
             tx = await self.chain.send_call(self.account, self.mediator, data, gas=gas)
             receipt = await self.chain.mined(tx)
