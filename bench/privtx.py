@@ -147,6 +147,7 @@ async def private_run(sender: PrivateSender, group: bytes, samples: int, count: 
 async def gas_report(chain: Chain, mediator: str, start: int, end: int) -> dict[str, float]:
     used: dict[str, list[int]] = {}
     votes_in_many: list[int] = []
+    submits_in_many: list[int] = []
     for n in range(start, end + 1):
         block = await chain.rpc.call("eth_getBlockByNumber", [hex(n), True])
         for t in block["transactions"]:
@@ -158,17 +159,25 @@ async def gas_report(chain: Chain, mediator: str, start: int, end: int) -> dict[
             sel = bytes.fromhex(t["input"][2:10])
             name = {
                 med.SUBMIT: "submit",
+                med.SUBMIT_MANY: "submitMany",
                 med.VOTE_MANY: "voteMany",
                 med.VOTE_AGGREGATE: "voteAggregate",
                 med.EXPIRE: "expire",
             }.get(sel, "other")
             used.setdefault(name, []).append(int(receipt["gasUsed"], 16))
-            if name == "voteMany":
-                votes_in_many.append(int(t["input"][2 + 8 + 64 * 4 : 2 + 8 + 64 * 5], 16))
+            if name in ("voteMany", "submitMany"):
+                # the first array's length: its offset is the second head word
+                args = bytes.fromhex(t["input"][10:])
+                offset = int.from_bytes(args[32:64], "big")
+                n = int.from_bytes(args[offset : offset + 32], "big")
+                (votes_in_many if name == "voteMany" else submits_in_many).append(n)
     out = {f"{k} gas (mean)": statistics.fmean(v) for k, v in used.items()}
     if votes_in_many:
         out["votes per voteMany (mean)"] = statistics.fmean(votes_in_many)
         out["voteMany gas per vote"] = sum(used["voteMany"]) / sum(votes_in_many)
+    if submits_in_many:
+        out["payloads per submitMany (mean)"] = statistics.fmean(submits_in_many)
+        out["submitMany gas per payload"] = sum(used["submitMany"]) / sum(submits_in_many)
     return out
 
 
