@@ -51,6 +51,7 @@ class PrivateSender:
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._queue: list[tuple[bytes, pt.SealedPayload, asyncio.Future]] = []
         self._submitter: asyncio.Task | None = None
+        self._mine: set[bytes] = set()
         self.watch: LogWatch | None = None
 
     @classmethod
@@ -102,6 +103,7 @@ class PrivateSender:
         # the submission is mined: a stakeholder that missed the push fetches it later.
         await self.nc.publish(PAYLOAD_SUBJECT.format(group=group.hex()), sealed.ciphertext)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._mine.add(sealed.payload_hash)  # only its own outcomes are kept from the logs
         self._queue.append((group, sealed, fut))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
@@ -143,7 +145,8 @@ class PrivateSender:
 
     def _on_log(self, lg: RawLog) -> None:
         ev = med.decode_event(lg)
-        if isinstance(ev, med.TxFini):
+        if isinstance(ev, med.TxFini) and ev.payload_hash in self._mine:
+            self._mine.discard(ev.payload_hash)
             self._finis[ev.payload_hash] = ev
             fut = self._waiters.pop(ev.payload_hash, None)
             if fut is not None and not fut.done():
