@@ -185,12 +185,14 @@ def decide(
 ) -> Decision:
     """The mediator's rule, as a function of the votes so far (member index -> (old, new)).
 
-    YES when ``threshold`` members agree on (old, new) and old is the group's root; NO when they
+    A new root of zero is a refusal. YES when ``threshold`` members agree on (old, new) and old
+    is the group's root; NO when they
     agree on another base, or when no outcome can reach the threshold any more; else PENDING.
     """
     counts: dict[tuple[bytes, bytes], int] = {}
     for pair in votes.values():
-        counts[pair] = counts.get(pair, 0) + 1
+        if pair[1] != ZERO_ROOT:  # a refusal counts as a vote, never towards an outcome
+            counts[pair] = counts.get(pair, 0) + 1
     silent = tuple(i for i in range(size) if i not in votes)
     best = max(counts.items(), key=lambda kv: kv[1], default=None)
     ref = best[0] if best else (group_root, group_root)

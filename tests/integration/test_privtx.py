@@ -323,6 +323,24 @@ async def test_a_wrap_that_does_not_open_is_refused_and_named(env, sender):
     assert pt.decide(votes, 3, 2, pt.EMPTY_ROOT).odd == (0,)
 
 
+async def test_a_payload_nobody_can_fetch_is_refused_by_all_and_settles_no(env, sender):
+    group = await env.group(threshold=2)
+    info = await sender.group(group)
+    sealed = pt.seal_payload(receive_goods(6), group, list(info.seal_keys))
+    # submitted, but neither pushed nor stored: no stakeholder can fetch the ciphertext
+    data = med.submit_data(group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
+    await env.chain.wait(await env.chain.send_call(sender.account, env.mediator, data, gas=300_000))
+    out = await sender.outcome(group, sealed.payload_hash, timeout_s=60)
+    assert out.status == pt.Status.NO
+    await settled_everywhere(env, sealed.payload_hash)
+    for f in env.running.values():
+        row = f.rows[sealed.payload_hash.hex()]
+        assert "no payload" in row.note
+    assert [await env.root(i, group) for i in range(3)] == [pt.EMPTY_ROOT] * 3
+    g = await med.group_of(env.chain, env.mediator, group)
+    assert g.root == pt.EMPTY_ROOT
+
+
 async def test_no_plaintext_on_the_bus_or_the_public_chain(env, sender):
     seen: list[bytes] = []
     nc = await nats.connect(env.nats_url)

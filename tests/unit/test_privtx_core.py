@@ -133,3 +133,11 @@ def test_bls_hash_lands_on_the_curve_and_keys_round_trip() -> None:
         bls.BlsKey.from_bytes(bytes(32))
     with pytest.raises(bls.BlsError):
         bls.hash_to_g1(b"short")
+
+
+def test_refusals_never_agree_on_an_outcome() -> None:
+    refused = (R0, pt.ZERO_ROOT)
+    d = pt.decide({0: refused, 1: refused, 2: refused}, 3, 2, R0)
+    assert d.status == pt.Status.NO and d.odd == (0, 1, 2)
+    d = pt.decide({0: refused, 1: (R0, R1), 2: (R0, R1)}, 3, 2, R0)
+    assert d.status == pt.Status.YES and d.odd == (0,)

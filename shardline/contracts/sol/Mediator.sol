@@ -353,14 +353,18 @@ contract Mediator {
         require(_votes[group][payloadHash][index + 1] == bytes32(0), "already voted");
         bytes32 pair = keccak256(abi.encode(oldRoot, newRoot));
         _votes[group][payloadHash][index + 1] = pair;
-        bytes32 key = keccak256(abi.encode(group, payloadHash, oldRoot, newRoot));
-        uint8 n = ++_tally[key];
+        // A new root of zero is a refusal (the member could not open or run the payload): it
+        // counts as a vote but never towards an outcome.
+        uint8 n = 0;
+        if (newRoot != bytes32(0)) {
+            n = ++_tally[keccak256(abi.encode(group, payloadHash, oldRoot, newRoot))];
+        }
         t.votes += 1;
         if (n > t.best) t.best = n;
         emit PrivateTxVote(group, payloadHash, uint8(index), oldRoot, newRoot);
 
         Group storage g = _groups[group];
-        if (n >= g.threshold) {
+        if (n > 0 && n >= g.threshold) {
             // The agreed transaction must extend the group's agreed state.
             bool extends = oldRoot == g.root;
             t.status = extends ? YES : NO;
