@@ -21,6 +21,7 @@ from shardline.contacts_cli import contacts_app
 from shardline.keys_cli import keys_app
 from shardline.ops_cli import install as install_ops_commands
 from shardline.orgs_cli import org_app
+from shardline.privtx_cli import privtx_app
 from shardline.records_cli import records_app
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(responder_app, name="responder")
 app.add_typer(org_app, name="org")
 app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
+app.add_typer(privtx_app, name="privtx")
 console = Console()
 err = Console(stderr=True)
 

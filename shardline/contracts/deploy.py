@@ -25,13 +25,14 @@ class Deployment:
     chain_id: int
     records_registry: str = ""  # empty in deployments made before the records capability
     list_agreements: str = ""  # empty in deployments made before distribution lists
+    mediator: str = ""  # empty in deployments made before private transactions
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        optional = ("records_registry", "list_agreements")
+        optional = ("records_registry", "list_agreements", "mediator")
         names = [f.name for f in fields(cls) if f.name not in optional]
         missing = [n for n in names if n not in data]
         if missing:
@@ -52,6 +53,7 @@ class Deployment:
             list_agreements=Web3.to_checksum_address(data["list_agreements"])
             if data.get("list_agreements")
             else "",
+            mediator=Web3.to_checksum_address(data["mediator"]) if data.get("mediator") else "",
         )
 
 
@@ -79,6 +81,7 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
     await chain.transact(admin, chain.contract("Governor", governor).functions.upgrade(gatekeeper))
     records_registry = await deploy_contract(chain, admin, "RecordsRegistry", org_registry)
     list_agreements = await deploy_contract(chain, admin, "ListAgreements", org_registry)
+    mediator = await deploy_contract(chain, admin, "Mediator")
     return Deployment(
         org_registry=org_registry,
         transport_registry=transport_registry,
@@ -88,4 +91,5 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
         chain_id=chain.chain_id,
         records_registry=records_registry,
         list_agreements=list_agreements,
+        mediator=mediator,
     )

@@ -20,7 +20,9 @@ EXPECTED = {
     "Governor",
     "ListAgreements",
     "OrgRegistry",
+    "Mediator",
     "RecordsRegistry",
+    "SharedInventory",
     "TransportRegistry",
 }
 

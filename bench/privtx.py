@@ -1,0 +1,314 @@
+"""Private transactions with three stakeholders beside a plain public transaction, same chain,
+same run.
+
+It starts nats-server, a public anvil (with the Mediator and, for the baseline, SharedInventory
+deployed on it in the open) and one anvil per stakeholder as its private EVM, and runs the three
+facilitators as separate processes. Then, in one run:
+
+- public: ``receiveGoods`` on the public SharedInventory, sent with ``Chain.send_call`` and
+  awaited with ``Chain.mined``: one after another (p50), then ``--count`` in flight at once (tx/s);
+- private: the same call sealed for the group, pushed, stored and submitted, until its
+  ``PrivateTxFini`` arrives at the sender: one after another (p50), then ``--count`` with up to
+  ``--window`` in flight (tx/s). Votes: ``voteMany`` (one transaction per stakeholder per batch);
+- BLS: the facilitators restarted with aggregate votes, ``--bls-samples`` one after another;
+- gas: mean gasUsed of submit, voteMany (per vote) and voteAggregate, from the receipts.
+
+Targets: at least 137 private tx/s; private p50 at most 3x the public p50. Reported, never
+asserted.
+
+    .venv/bin/python bench/privtx.py --samples 100 --count 600 --window 128 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_utils import keccak
+
+from shardline import privtx_local as pl
+from shardline import servers
+from shardline.contracts import mediator as med
+from shardline.contracts.client import Chain
+from shardline.contracts.deploy import deploy_contract
+from shardline.core import privtx as pt
+from shardline.workers.privtx_sender import PrivateSender
+
+ADMIN = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+TARGET_TPS = 137.0
+TARGET_RATIO = 3.0
+RECEIVE = keccak(text="receiveGoods(bytes32,uint256)")[:4]
+
+
+def call(units: int) -> bytes:
+    return RECEIVE + abi_encode(["bytes32", "uint256"], [b"sku:bench".ljust(32, b"\0"), units])
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+class Facilitators:
+    def __init__(self, tmp: Path, common: dict, stakeholders, executors) -> None:
+        self.tmp, self.common, self.stakeholders, self.executors = (
+            tmp,
+            common,
+            stakeholders,
+            executors,
+        )
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, bls: bool) -> None:
+        for i, s in enumerate(self.stakeholders):
+            path = self.tmp / f"facilitator-{i}.json"
+            path.write_text(
+                json.dumps(
+                    {
+                        **self.common,
+                        "name": s.name,
+                        "account_key": s.account_key,
+                        "sealing_sk": s.sealing_sk.hex(),
+                        "bls_sk": s.bls_sk.hex(),
+                        "executor_url": self.executors[i],
+                        "db_path": str(self.tmp / f"facilitator-{i}.db"),
+                        "bls": bls,
+                    }
+                )
+            )
+            log = open(self.tmp / f"facilitator-{i}.log", "ab")
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "shardline.privtx_local", str(path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            log.close()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            servers.stop_pid(p.pid)
+        self.procs = []
+
+
+async def public_baseline(chain: Chain, account, inventory: str, samples: int, count: int):
+    lat = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        tx = await chain.send_call(account, inventory, call(i + 1), gas=120_000)
+        await chain.mined(tx)
+        lat.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    hashes = [
+        await chain.send_call(account, inventory, call(i + 1), gas=120_000) for i in range(count)
+    ]
+    await asyncio.gather(*(chain.mined(h) for h in hashes))
+    return lat, count / (time.perf_counter() - t0)
+
+
+async def private_run(sender: PrivateSender, group: bytes, samples: int, count: int, window: int):
+    lat = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        sent = await sender.send(group, call(i + 1))
+        out = await sender.outcome(group, sent.payload_hash)
+        if out.status != pt.Status.YES:
+            raise RuntimeError(f"private transaction settled {out.status.name}")
+        lat.append(time.perf_counter() - t0)
+    if count == 0:
+        return lat, 0.0, {}
+    slots = asyncio.Semaphore(window)
+    statuses: dict[str, int] = {}
+
+    async def one(i: int) -> None:
+        async with slots:
+            sent = await sender.send(group, call(i + 1))
+            out = await sender.outcome(group, sent.payload_hash, timeout_s=120)
+            statuses[out.status.name] = statuses.get(out.status.name, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return lat, count / (time.perf_counter() - t0), statuses
+
+
+async def gas_report(chain: Chain, mediator: str, start: int, end: int) -> dict[str, float]:
+    used: dict[str, list[int]] = {}
+    votes_in_many: list[int] = []
+    submits_in_many: list[int] = []
+    for n in range(start, end + 1):
+        block = await chain.rpc.call("eth_getBlockByNumber", [hex(n), True])
+        for t in block["transactions"]:
+            if (t.get("to") or "").lower() != mediator.lower():
+                continue
+            receipt = await chain.rpc.call("eth_getTransactionReceipt", [t["hash"]])
+            if int(receipt["status"], 16) != 1:
+                continue
+            sel = bytes.fromhex(t["input"][2:10])
+            name = {
+                med.SUBMIT: "submit",
+                med.SUBMIT_MANY: "submitMany",
+                med.VOTE_MANY: "voteMany",
+                med.VOTE_AGGREGATE: "voteAggregate",
+                med.EXPIRE: "expire",
+            }.get(sel, "other")
+            used.setdefault(name, []).append(int(receipt["gasUsed"], 16))
+            if name in ("voteMany", "submitMany"):
+                # the first array's length: its offset is the second head word
+                args = bytes.fromhex(t["input"][10:])
+                offset = int.from_bytes(args[32:64], "big")
+                n = int.from_bytes(args[offset : offset + 32], "big")
+                (votes_in_many if name == "voteMany" else submits_in_many).append(n)
+    out = {f"{k} gas (mean)": statistics.fmean(v) for k, v in used.items()}
+    if votes_in_many:
+        out["votes per voteMany (mean)"] = statistics.fmean(votes_in_many)
+        out["voteMany gas per vote"] = sum(used["voteMany"]) / sum(votes_in_many)
+    if submits_in_many:
+        out["payloads per submitMany (mean)"] = statistics.fmean(submits_in_many)
+        out["submitMany gas per payload"] = sum(used["submitMany"]) / sum(submits_in_many)
+    return out
+
+
+async def main(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="privtx-bench-"))
+    procs = []
+    fac = None
+    try:
+        nport, mport = servers.free_port(), servers.free_port()
+        procs.append(servers.spawn(servers.nats_spec(tmp / "nats", nport, mport), tmp / "nats.log"))
+        nats_url = f"nats://127.0.0.1:{nport}"
+        p, chain_rpc = pl.start_executor(tmp / "public")
+        procs.append(p)
+        executors = []
+        for i in range(3):
+            p, url = pl.start_executor(tmp / f"executor-{i}")
+            procs.append(p)
+            executors.append(url)
+        chain = await Chain.connect(chain_rpc)
+        admin = Account.from_key(ADMIN)
+        mediator = await deploy_contract(chain, admin, "Mediator")
+        inventory = await deploy_contract(chain, admin, "SharedInventory")
+        start = int(await chain.rpc.call("eth_blockNumber", []), 16)
+        stakeholders = [pl.Stakeholder.generate(n) for n in ("acme", "bolt", "crane")]
+        sender_key = "0x" + secrets.token_bytes(32).hex()
+        public_key = "0x" + secrets.token_bytes(32).hex()
+        await pl.fund(
+            chain,
+            Account.from_key(sender_key).address,
+            Account.from_key(public_key).address,
+            *(s.address for s in stakeholders),
+        )
+        common = {
+            "chain_rpc": chain_rpc,
+            "mediator": mediator,
+            "start_block": start,
+            "nats_url": nats_url,
+        }
+        fac = Facilitators(tmp, common, stakeholders, executors)
+        fac.start(bls=False)
+        sender = await PrivateSender.connect(
+            nats_url,
+            chain_rpc,
+            mediator,
+            sender_key,
+            chain_ws=chain_rpc.replace("http://", "ws://"),
+        )
+        sender_addr = Account.from_key(sender_key).address
+        group = await pl.create_group(chain, admin, mediator, sender_addr, stakeholders, bls=False)
+        await asyncio.sleep(1.0)  # the facilitators deploy the group's private contract
+        await private_run(sender, group, 3, 0, 1)  # warm up
+
+        pub_lat, pub_tps = await public_baseline(
+            chain, Account.from_key(public_key), inventory, args.samples, args.count
+        )
+        b0 = int(await chain.rpc.call("eth_blockNumber", []), 16)
+        priv_lat, priv_tps, statuses = await private_run(
+            sender, group, args.samples, args.count, args.window
+        )
+        b1 = int(await chain.rpc.call("eth_blockNumber", []), 16)
+        gas_tx = await gas_report(chain, mediator, b0, b1)
+
+        fac.stop()
+        fac.start(bls=True)
+        bls_group = await pl.create_group(
+            chain, admin, mediator, sender_addr, stakeholders, bls=True
+        )
+        await asyncio.sleep(3.0)  # restart + join
+        b2 = int(await chain.rpc.call("eth_blockNumber", []), 16)
+        bls_lat, _, _ = await private_run(sender, bls_group, args.bls_samples, 0, 1)
+        b3 = int(await chain.rpc.call("eth_blockNumber", []), 16)
+        gas_bls = await gas_report(chain, mediator, b2, b3)
+        await sender.close()
+        await chain.close()
+
+        ms = 1000.0
+        result = {
+            "public tx p50 ms": pct(pub_lat, 50) * ms,
+            "public tx/s (pipelined)": pub_tps,
+            "private tx p50 ms (voteMany)": pct(priv_lat, 50) * ms,
+            "private tx p90 ms (voteMany)": pct(priv_lat, 90) * ms,
+            "private tx/s (voteMany, window)": priv_tps,
+            "private outcomes": statuses,
+            "private tx p50 ms (BLS aggregate)": pct(bls_lat, 50) * ms,
+            "private p50 / public p50": pct(priv_lat, 50) / pct(pub_lat, 50),
+            "private BLS p50 / public p50": pct(bls_lat, 50) / pct(pub_lat, 50),
+            "private tx/s / target 137": priv_tps / TARGET_TPS,
+            "gas, one-transaction votes": gas_tx,
+            "gas, BLS aggregate votes": gas_bls,
+        }
+        return result
+    finally:
+        if fac is not None:
+            fac.stop()
+        for p in procs:
+            servers.stop_pid(p.pid)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
+
+
+def run() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--samples", type=int, default=60, help="sequential transactions per kind")
+    ap.add_argument("--count", type=int, default=400, help="transactions for throughput")
+    ap.add_argument("--window", type=int, default=128, help="private transactions in flight")
+    ap.add_argument("--bls-samples", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory and logs")
+    args = ap.parse_args()
+    result = asyncio.run(main(args))
+    for k, v in result.items():
+        if isinstance(v, dict):
+            print(f"{k}:")
+            for k2, v2 in v.items():
+                print(f"  {k2:34s} {v2:,.1f}" if isinstance(v2, float) else f"  {k2:34s} {v2}")
+        else:
+            print(f"{k:40s} {v:,.2f}")
+    p50 = result["private p50 / public p50"]
+    tps = result["private tx/s (voteMany, window)"]
+    print(
+        f"targets: private p50 <= {TARGET_RATIO}x public ({'met' if p50 <= TARGET_RATIO else 'NOT met'}: "
+        f"{p50:.2f}x); >= {TARGET_TPS:.0f} private tx/s ({'met' if tps >= TARGET_TPS else 'NOT met'}: "
+        f"{tps:.1f})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    run()

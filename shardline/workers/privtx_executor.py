@@ -1,0 +1,110 @@
+"""The executor: one stakeholder's private EVM (its own anvil, never the public chain).
+
+It runs a private call as the public sender (impersonated, so ``msg.sender`` is the same at every
+stakeholder), reports the private contract's storage root before and after (``storageHash`` of
+``eth_getProof``: the root of the contract's storage trie, equal wherever the same calls ran in
+the same order), and can go back to the snapshot it took before the call (``evm_snapshot`` /
+``evm_revert``). Reverting to a snapshot also drops every later snapshot, which is why the
+facilitator keeps the journal of what ran after it and runs that again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from shardline.contracts.artifacts import load_artifact
+from shardline.contracts.rpc import JsonRpc
+
+CALL_GAS = 2_000_000
+DEPLOYER = "0x00000000000000000000000000000000005ec7e7"  # deploys the private contracts
+FUNDS = hex(10**24)
+
+
+class ExecutorError(RuntimeError):
+    """The private EVM refused or lost something it was asked to do."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    snapshot: str
+    old_root: bytes
+    new_root: bytes
+    ok: bool  # the private call's own status (a reverted call leaves the root as it was)
+
+
+class Executor:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.rpc = JsonRpc(url, timeout_s=30.0)
+        self._impersonated: set[str] = set()
+
+    async def close(self) -> None:
+        await self.rpc.close()
+
+    async def _as(self, account: str) -> str:
+        account = account.lower()
+        if account not in self._impersonated:
+            await self.rpc.call("anvil_impersonateAccount", [account])
+            await self.rpc.call("anvil_setBalance", [account, FUNDS])
+            self._impersonated.add(account)
+        return account
+
+    async def _send(self, tx: dict) -> dict:
+        tx_hash = await self.rpc.call("eth_sendTransaction", [tx])
+        receipt = None
+        for pause in (0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
+            await asyncio.sleep(pause)
+            receipt = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
+            if receipt is not None:
+                break
+        if receipt is None:
+            raise ExecutorError(
+                f"the private EVM at {self.url} did not mine {tx_hash} at once: start it "
+                "without --block-time (the executor needs automine)"
+            )
+        return receipt
+
+    async def deploy(self, name: str = "SharedInventory") -> str:
+        """Deploy the private contract ``name`` out of band; returns its address."""
+        sender = await self._as(DEPLOYER)
+        receipt = await self._send(
+            {"from": sender, "data": load_artifact(name).bytecode, "gas": hex(5_000_000)}
+        )
+        if int(receipt["status"], 16) != 1 or not receipt.get("contractAddress"):
+            raise ExecutorError(f"deploying {name} on the private EVM at {self.url} failed")
+        return str(receipt["contractAddress"])
+
+    async def root(self, contract: str) -> bytes:
+        proof = await self.rpc.call("eth_getProof", [contract, [], "latest"])
+        return bytes.fromhex(proof["storageHash"][2:])
+
+    async def execute(
+        self, contract: str, sender: str, call: bytes, *, old_root: bytes | None = None
+    ) -> Execution:
+        """Run ``call``; ``old_root``, when the caller knows it, saves one eth_getProof."""
+        old = old_root or await self.root(contract)
+        snapshot = str(await self.rpc.call("evm_snapshot", []))
+        try:
+            receipt = await self._send(
+                {
+                    "from": await self._as(sender),
+                    "to": contract,
+                    "data": "0x" + call.hex(),
+                    "gas": hex(CALL_GAS),
+                }
+            )
+            new = await self.root(contract)
+        except BaseException:
+            # Whatever happened half-way is undone, so that trying again starts clean.
+            await self.revert(snapshot)
+            raise
+        return Execution(snapshot, old, new, int(receipt["status"], 16) == 1)
+
+    async def revert(self, snapshot: str) -> None:
+        self._impersonated.clear()  # the senders' funding may be undone with the rest
+        if not await self.rpc.call("evm_revert", [snapshot]):
+            raise ExecutorError(
+                f"the private EVM at {self.url} has no snapshot {snapshot} any more: it was "
+                "restarted without its state; restore it from the agreed history"
+            )

@@ -1,0 +1,546 @@
+"""The facilitator: one per stakeholder, between the public mediator and its private executor.
+
+It reads the mediator's events from its own chain endpoint with the reorg-safe cursor, in order:
+- GroupCreated naming its account: deploys the group's private contract on its executor (out of
+  band) and checks that its root is the group's initial root.
+- PrivateTxInit of one of its groups: takes the ciphertext (pushed on the bus ahead of the chain
+  transaction, else from the object store), checks it against the payload hash, unwraps its key,
+  decrypts, executes on its executor and votes (old root, new root). A payload it cannot open is
+  refused: it votes (old root, 0) and says why, and the policy decides.
+- PrivateTxFini: YES keeps the execution (or, for one it missed while away, runs it now and
+  checks the agreed root); NO or FAILED goes back to the snapshot before it. Reverting drops
+  what ran after it, so later executions of other groups are run again; later ones of the same
+  group were built on the dropped state and are discarded (they settle NO at the mediator, whose
+  YES needs the group's agreed root as the old root).
+Votes are sent in batches: everything decided while the previous vote transaction was being sent
+goes into one ``voteMany``; or, in BLS mode, signed and shared on ``privtx.vote.<group>`` and
+submitted as one aggregate by the lowest-indexed signer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+
+from eth_account import Account
+from nacl import bindings as sodium
+from nats.aio.msg import Msg
+
+from shardline.bus import log
+from shardline.bus.blobs import BlobCorrupt, BlobNotFound
+from shardline.bus.connect import connect
+from shardline.bus.payloads import PayloadStore, payload_name
+from shardline.contracts import mediator as med
+from shardline.contracts.client import Chain, ChainError
+from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.core import privtx as pt
+from shardline.core.bls import BlsKey, aggregate
+from shardline.core.logpoller import Cursor
+from shardline.workers.privtx_executor import Executor
+from shardline.workers.privtx_store import FacilitatorStore, TxRow
+
+PAYLOAD_SUBJECT = "privtx.payload.{group}"
+VOTE_SUBJECT = "privtx.vote.{group}"
+FETCH_WAIT_S = 5.0
+BLS_FALLBACK_S = 5.0
+MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
+PUSH_CACHE = 4096
+
+
+@dataclass
+class FacilitatorConfig:
+    name: str
+    account_key: str  # hex: the stakeholder's chain account (votes come from it)
+    sealing_sk: bytes  # X25519 secret: key wraps are made to its public key
+    executor_url: str
+    chain_rpc: str
+    mediator: str
+    start_block: int
+    nats_url: str
+    database_url: str
+    chain_ws: str | None = None
+    bls_sk: bytes | None = None  # with it, votes go as one aggregate BLS signature
+    private_contract: str = "SharedInventory"
+
+
+@dataclass
+class _Group:
+    info: med.GroupInfo
+    member: int
+    contract: str
+    root: bytes  # the agreed root, as this facilitator has read it
+    out_of_sync: str = ""
+    head: bytes | None = None  # the executor's root after its last execution, while known
+
+
+@dataclass
+class _Pending:
+    votes: dict[tuple[bytes, bytes], dict[int, tuple[int, int]]] = field(default_factory=dict)
+    sent: bool = False
+
+
+class Facilitator:
+    def __init__(self, cfg: FacilitatorConfig) -> None:
+        self.cfg = cfg
+        self.account = Account.from_key(cfg.account_key)
+        self.sealing_pk = sodium.crypto_scalarmult_base(cfg.sealing_sk)
+        self.bls = BlsKey.from_bytes(cfg.bls_sk) if cfg.bls_sk else None
+        self.store = FacilitatorStore(cfg.database_url)
+        self.executor = Executor(cfg.executor_url)
+        self.groups: dict[bytes, _Group] = {}
+        self.rows: dict[str, TxRow] = {r.payload_hash: r for r in self.store.txs()}
+        self.step = max((r.step for r in self.rows.values()), default=0)
+        self.pushed: dict[str, bytes] = {}
+        self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
+        self.vote_ready = asyncio.Event()
+        self.bls_votes: dict[bytes, _Pending] = {}
+        self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
+        self.tasks: list[asyncio.Task] = []
+        self.settled = asyncio.Event()  # set after each PrivateTxFini handled (for waiters)
+
+    # -- life ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.nc = await connect(cfg.nats_url, f"privtx-{cfg.name}")
+        self.payloads = await PayloadStore.open(self.nc.jetstream())
+        self.chain = await Chain.connect(cfg.chain_rpc)
+        self.heads = HeadWatcher(cfg.chain_ws) if cfg.chain_ws else None
+        self.reader = EventReader(
+            Rpc(self.chain.rpc),
+            Cursor(start=cfg.start_block, remembered=self.store.cursor_blocks()),
+            addresses=lambda: [cfg.mediator],
+            topics0=[med.GROUP_CREATED, med.TX_INIT, med.TX_FINI],
+            save=lambda c: self.store.save_cursor(c.remembered()),
+            heads=self.heads,
+        )
+        stored = self.store.groups()
+        for gid, (member, contract) in stored.items():
+            info = await med.group_of(self.chain, cfg.mediator, bytes.fromhex(gid))
+            self.groups[info.group] = _Group(info, member, contract, info.root)
+        await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
+        if self.bls is not None:
+            await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
+        if self.heads is not None:
+            self.heads.start()
+        self.tasks = [
+            asyncio.create_task(self._follow_chain()),
+            asyncio.create_task(self._send_votes()),
+            asyncio.create_task(self._expire_overdue()),
+        ]
+        log.event("privtx.facilitator_started", stakeholder=cfg.name, account=self.account.address)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.heads is not None:
+            await self.heads.stop()
+        self.store.save_cursor(self.reader.cursor.remembered())
+        await self.nc.close()
+        await self.chain.close()
+        await self.executor.close()
+
+    async def _follow_chain(self) -> None:
+        while True:
+            try:
+                await self.reader.step(self.on_log)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # node away, executor away: keep the cursor, try again
+                log.warn("privtx.chain_step_failed", stakeholder=self.cfg.name, error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
+                if self.heads is not None:
+                    await self.heads.wait()
+                else:
+                    await asyncio.sleep(0.01)
+
+    # -- the bus ------------------------------------------------------------------------------
+    async def _on_push(self, msg: Msg) -> None:
+        data = bytes(msg.data)
+        self.pushed[payload_name(data)] = data  # named by its hash: a forged push is a miss
+        if len(self.pushed) > PUSH_CACHE:
+            self.pushed.pop(next(iter(self.pushed)))
+
+    async def _ciphertext(self, phash: bytes) -> bytes:
+        name = phash.hex()
+        if name in self.pushed:
+            return self.pushed.pop(name)
+        deadline = time.monotonic() + FETCH_WAIT_S
+        while True:
+            try:
+                return await self.payloads.get(name)
+            except BlobNotFound:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    # -- chain events -------------------------------------------------------------------------
+    async def on_log(self, lg: RawLog) -> None:
+        ev = med.decode_event(lg)
+        if isinstance(ev, med.GroupInfo):
+            await self._on_group(ev)
+        elif isinstance(ev, med.TxInit) and ev.group in self.groups:
+            await self._on_init(ev)
+        elif isinstance(ev, med.TxFini) and ev.group in self.groups:
+            await self._on_fini(ev)
+            self.settled.set()
+            self.settled = asyncio.Event()
+
+    async def _on_group(self, info: med.GroupInfo) -> None:
+        member = info.index_of(self.account.address)
+        if member is None or info.group in self.groups:
+            return
+        if info.seal_keys[member] != self.sealing_pk:
+            log.warn(
+                "privtx.wrong_sealing_key",
+                group=info.group.hex(),
+                detail="the group names this account with another sealing key: payloads "
+                "will not open here; recreate the group with this stakeholder's key",
+            )
+        contract = await self.executor.deploy(self.cfg.private_contract)
+        root = await self.executor.root(contract)
+        self.store.add_group(info.group.hex(), member, contract)
+        g = _Group(info, member, contract, info.root)
+        if root != info.root:
+            g.out_of_sync = f"fresh contract root {root.hex()} is not the group's {info.root.hex()}"
+            log.warn("privtx.out_of_sync", group=info.group.hex(), why=g.out_of_sync)
+        self.groups[info.group] = g
+        log.event("privtx.group_joined", group=info.group.hex(), member=member, contract=contract)
+
+    async def _on_init(self, ev: med.TxInit) -> None:
+        name = ev.payload_hash.hex()
+        if name in self.rows:
+            return  # read again after a restart: done already
+        g = self.groups[ev.group]
+        row = TxRow(name, ev.group.hex(), ev.seq, self._next_step(), "", "", b"", b"", ev.deadline)
+        try:
+            call = await self._open(ev, g)
+        except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
+            # Nothing is executed: vote (current root, 0) so the policy decides, and say why.
+            row.state, row.note = "refused", str(exc)[:400]
+            row.old_root = row.new_root = await self.executor.root(g.contract)
+            self._keep(row)
+            log.warn("privtx.refused", group=row.group_id, payload=name, why=str(exc))
+            self._queue_vote(ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT)
+            return
+        ex = await self.executor.execute(g.contract, g.info.sender, call, old_root=g.head)
+        g.head = ex.new_root
+        row.state, row.snapshot = "executed", ex.snapshot
+        row.old_root, row.new_root = ex.old_root, ex.new_root
+        row.note = "" if ex.ok else "the private call reverted: state unchanged"
+        self._keep(row)
+        self._queue_vote(ev.group, ev.payload_hash, ex.old_root, ex.new_root)
+
+    async def _open(self, ev: med.TxInit, g: _Group) -> bytes:
+        if len(ev.wraps) <= g.member:
+            raise pt.WrapError(f"payload {ev.payload_hash.hex()} has no wrap for member {g.member}")
+        key = pt.unwrap_key(
+            ev.wraps[g.member],
+            ev.ephemeral_pk,
+            self.cfg.sealing_sk,
+            ev.group,
+            ev.payload_hash,
+            g.member,
+        )
+        ciphertext = await self._ciphertext(ev.payload_hash)
+        return pt.open_payload(ciphertext, key, ev.group, ev.payload_hash)
+
+    async def _on_fini(self, ev: med.TxFini) -> None:
+        g = self.groups[ev.group]
+        name = ev.payload_hash.hex()
+        row = self.rows.get(name)
+        if row is not None and row.state in ("final", "reverted", "diverged"):
+            return  # read again after a restart
+        if ev.status == pt.Status.YES:
+            g.root = ev.new_root
+            if row is not None and row.state == "executed" and row.new_root == ev.new_root:
+                row.state = "final"
+                self._keep(row)
+                return
+            if row is not None and row.state == "executed":
+                # This stakeholder is the odd one: back to the agreed old state, then name it.
+                await self._revert(row)
+            await self._catch_up(ev, g, row)
+            return
+        # NO or FAILED: nobody keeps it.
+        if row is not None and row.state == "executed":
+            await self._revert(row)
+        elif row is not None and row.state != "discarded":
+            row.state = "reverted"
+            self._keep(row)
+        root = await self.executor.root(g.contract)
+        log.event(
+            "privtx.settled_no",
+            group=g.info.group.hex(),
+            payload=name,
+            status=ev.status.name,
+            root=root.hex(),
+            at_agreed_root=root == g.root,
+        )
+
+    async def _catch_up(self, ev: med.TxFini, g: _Group, row: TxRow | None) -> None:
+        """Run a transaction the others agreed on that this one has not (kept) executed."""
+        init = await self._init_of(ev)
+        g.head = None
+        ex = None
+        if init is not None:
+            with contextlib.suppress(pt.PrivTxError, BlobNotFound, BlobCorrupt):
+                call = await self._open(init, g)
+                ex = await self.executor.execute(g.contract, g.info.sender, call)
+        name = ev.payload_hash.hex()
+        row = row or TxRow(name, ev.group.hex(), 0, 0, "", "", b"", b"", 0)
+        before = f" (before: {row.note})" if row.note else ""
+        row.step = self._next_step()
+        if ex is not None and ex.new_root == ev.new_root:
+            row.state, row.snapshot, row.old_root, row.new_root = (
+                "final",
+                ex.snapshot,
+                ex.old_root,
+                ex.new_root,
+            )
+            row.note = "caught up"
+            self._keep(row)
+            g.out_of_sync = ""
+            log.event("privtx.caught_up", group=row.group_id, payload=name)
+            return
+        if ex is not None:
+            await self.executor.revert(ex.snapshot)
+            for other in self.groups.values():
+                other.head = None
+        row.state = "diverged"
+        row.note = (
+            f"the group agreed on root {ev.new_root.hex()}; this executor reached "
+            f"{ex.new_root.hex() if ex else 'nothing (the payload did not open)'}{before}"
+        )[:400]
+        g.out_of_sync = row.note
+        self._keep(row)
+        log.warn("privtx.diverged", group=row.group_id, payload=name, why=row.note)
+
+    async def _init_of(self, ev: med.TxFini) -> med.TxInit | None:
+        logs = await self.reader.rpc.call(
+            "eth_getLogs",
+            [
+                {
+                    "address": self.cfg.mediator,
+                    "fromBlock": hex(self.cfg.start_block),
+                    "toBlock": "latest",
+                    "topics": [med.TX_INIT, "0x" + ev.group.hex(), "0x" + ev.payload_hash.hex()],
+                }
+            ],
+        )
+        from shardline.contracts.cursor import raw_log
+
+        for r in logs or []:
+            init = med.decode_event(raw_log(r))
+            if isinstance(init, med.TxInit):
+                return init
+        return None
+
+    async def _revert(self, row: TxRow) -> None:
+        """Back to the snapshot before ``row``; re-run the later executions of other groups."""
+        later = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.step > row.step and r.state in ("executed", "final")
+            ),
+            key=lambda r: r.step,
+        )
+        await self.executor.revert(row.snapshot)
+        for g in self.groups.values():
+            g.head = None  # read again from the executor
+        row.state = "reverted"
+        self._keep(row)
+        for r in later:
+            if r.group_id == row.group_id:
+                r.state = "discarded"  # built on the state just dropped
+                self._keep(r)
+                continue
+            g = self.groups[bytes.fromhex(r.group_id)]
+            init = await self._init_of(
+                med.TxFini(
+                    bytes.fromhex(r.group_id),
+                    bytes.fromhex(r.payload_hash),
+                    pt.Status.PENDING,
+                    b"",
+                    b"",
+                )
+            )
+            call = await self._open(init, g) if init else None
+            if call is None:
+                continue
+            ex = await self.executor.execute(g.contract, g.info.sender, call)
+            r.snapshot, r.step = ex.snapshot, self._next_step()
+            if ex.new_root != r.new_root:
+                log.warn("privtx.replay_differs", payload=r.payload_hash, group=r.group_id)
+            self._keep(r)
+
+    # -- votes --------------------------------------------------------------------------------
+    def _queue_vote(self, group: bytes, phash: bytes, old: bytes, new: bytes) -> None:
+        self.votes.append((group, phash, old, new))
+        self.vote_ready.set()
+
+    async def _send_votes(self) -> None:
+        while True:
+            await self.vote_ready.wait()
+            self.vote_ready.clear()
+            batch, self.votes = self.votes, []
+            # A vote for a transaction this batch already saw settle is not sent.
+            batch = [
+                v
+                for v in batch
+                if self.rows.get(v[1].hex(), None) is None
+                or self.rows[v[1].hex()].state in ("executed", "refused")
+            ]
+            try:
+                if self.bls is not None:
+                    await self._publish_bls(batch)
+                else:
+                    await self._vote_many(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the chain is away: the deadline will settle them
+                log.warn("privtx.vote_failed", stakeholder=self.cfg.name, error=repr(exc))
+
+    async def _vote_many(self, batch) -> None:
+        by_group: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
+        for group, phash, old, new in batch:
+            by_group.setdefault(group, []).append((phash, old, new))
+        sent = []
+        chunks = [
+            (group, votes[i : i + MAX_VOTES])
+            for group, votes in by_group.items()
+            for i in range(0, len(votes), MAX_VOTES)
+        ]
+        for group, votes in chunks:
+            data = med.vote_many_data(group, votes)
+            gas = med.VOTE_GAS_BASE + med.VOTE_GAS_EACH * len(votes)
+            sent.append(await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas))
+        # The next batch collects whatever is decided while these are being mined.
+        await asyncio.gather(*(self.chain.mined(tx) for tx in sent))
+
+    async def _publish_bls(self, batch) -> None:
+        assert self.bls is not None
+        for group, phash, old, new in batch:
+            self.shared_at[phash] = (time.monotonic(), group, old, new)
+            g = self.groups[group]
+            digest = pt.vote_digest(self.chain.chain_id, self.cfg.mediator, group, phash, old, new)
+            sig = self.bls.sign(digest)
+            body = {
+                "hash": phash.hex(),
+                "member": g.member,
+                "old": old.hex(),
+                "new": new.hex(),
+                "sig": [str(sig[0]), str(sig[1])],
+            }
+            await self.nc.publish(VOTE_SUBJECT.format(group=group.hex()), json.dumps(body).encode())
+
+    async def _on_bls_vote(self, msg: Msg) -> None:
+        try:
+            group = bytes.fromhex(msg.subject.rsplit(".", 1)[1])
+            body = json.loads(msg.data)
+            phash, member = bytes.fromhex(body["hash"]), int(body["member"])
+            pair = (bytes.fromhex(body["old"]), bytes.fromhex(body["new"]))
+            sig = (int(body["sig"][0]), int(body["sig"][1]))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warn("privtx.bad_vote_message", subject=msg.subject, error=str(exc))
+            return
+        # Kept even before this facilitator has read the group (it may lag behind the others).
+        pending = self.bls_votes.setdefault(phash, _Pending())
+        signers = pending.votes.setdefault(pair, {})
+        signers[member] = sig
+        g = self.groups.get(group)
+        if g is None or any(not 0 <= m < len(g.info.members) for m in signers):
+            return
+        # The lowest-indexed signer of the first outcome to reach the threshold submits it; a
+        # forged share makes the aggregate fail on chain, and the deadline settles it.
+        if pending.sent or len(signers) < g.info.threshold or min(signers) != g.member:
+            return
+        pending.sent = True
+        bitmap = sum(1 << i for i in signers)
+        agg = aggregate(list(signers.values()))
+        data = med.vote_aggregate_data(group, phash, pair[0], pair[1], bitmap, agg)
+        gas = med.AGGREGATE_GAS_BASE + med.AGGREGATE_GAS_EACH * len(signers)
+        try:
+            tx = await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas)
+            await self.chain.wait(tx)
+            log.event("privtx.aggregate_sent", payload=phash.hex(), signers=bitmap, tx=tx)
+        except ChainError as exc:
+            log.warn("privtx.aggregate_failed", payload=phash.hex(), error=str(exc))
+        if len(self.bls_votes) > PUSH_CACHE:
+            self.bls_votes.pop(next(iter(self.bls_votes)))
+
+    async def _expire_overdue(self) -> None:
+        """Ends this stakeholder's transactions that passed their deadline as FAILED.
+
+        In BLS mode it also votes on its own, by transaction, for any transaction whose
+        aggregate has not come within BLS_FALLBACK_S of its share (a signer offline at the
+        wrong moment, or a bad share from someone on the bus making the aggregate fail).
+        """
+        while True:
+            await asyncio.sleep(1.0)
+            late = time.monotonic() - BLS_FALLBACK_S
+            for phash, (at, group, old, new) in list(self.shared_at.items()):
+                row = self.rows.get(phash.hex())
+                if row is None or row.state not in ("executed", "refused"):
+                    self.shared_at.pop(phash, None)
+                elif at < late:
+                    self.shared_at.pop(phash, None)
+                    log.warn("privtx.aggregate_late", payload=phash.hex())
+                    with contextlib.suppress(ChainError):
+                        await self._vote_many([(group, phash, old, new)])
+            now = time.time()
+            for row in list(self.rows.values()):
+                g = self.groups.get(bytes.fromhex(row.group_id))
+                # Members take turns a second apart, so that usually one transaction ends it.
+                grace = 1 + (g.member if g else 0)
+                if row.state not in ("executed", "refused") or row.deadline >= now - grace:
+                    continue
+                group, phash = bytes.fromhex(row.group_id), bytes.fromhex(row.payload_hash)
+                try:
+                    info = await med.tx_of(self.chain, self.cfg.mediator, group, phash)
+                    if info is None or info.status != pt.Status.PENDING:
+                        continue  # its PrivateTxFini is on its way to the reader
+                    # The node's latest block may be older than the deadline (a chain that
+                    # mines on demand): the transaction's own block is what counts.
+                    tx = await self.chain.send_call(
+                        self.account,
+                        self.cfg.mediator,
+                        med.expire_data(group, phash),
+                        gas=med.EXPIRE_GAS,
+                    )
+                    await self.chain.mined(tx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warn("privtx.expire_failed", payload=row.payload_hash, error=repr(exc))
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _next_step(self) -> int:
+        self.step += 1
+        return self.step
+
+    def _keep(self, row: TxRow) -> None:
+        self.rows[row.payload_hash] = row
+        self.store.put_tx(row)
+
+    def status(self) -> dict:
+        return {
+            "account": self.account.address,
+            "groups": {
+                g.info.group.hex(): {
+                    "member": g.member,
+                    "contract": g.contract,
+                    "agreed_root": g.root.hex(),
+                    "out_of_sync": g.out_of_sync,
+                }
+                for g in self.groups.values()
+            },
+        }

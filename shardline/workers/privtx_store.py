@@ -1,0 +1,98 @@
+"""A facilitator's own tables: its groups, what it executed for each transaction, its cursor.
+
+Kept in SQLite beside the executor's state so that a facilitator that stops and comes back knows
+which snapshots belong to which transaction and reads the chain on from where it was.
+No plaintext payload is kept: only hashes, roots and snapshot ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from shardline.core.logpoller import BlockRef
+from shardline.workers.store import load_cursor, make_engine, save_cursor
+
+meta = MetaData()
+_cursor = Table(
+    "privtx_cursor_blocks",
+    meta,
+    Column("number", Integer, primary_key=True),
+    Column("hash", LargeBinary),
+    Column("parent", LargeBinary),
+)
+_groups = Table(
+    "privtx_groups",
+    meta,
+    Column("group_id", String(64), primary_key=True),
+    Column("member", Integer),
+    Column("contract", String(42)),
+)
+_txs = Table(
+    "privtx_txs",
+    meta,
+    Column("payload_hash", String(64), primary_key=True),
+    Column("group_id", String(64)),
+    Column("seq", Integer),
+    Column("step", Integer),  # order of execution on this executor, across groups
+    Column("state", String(16)),  # executed | refused | discarded | final | reverted | diverged
+    Column("snapshot", String(80)),
+    Column("old_root", LargeBinary),
+    Column("new_root", LargeBinary),
+    Column("deadline", Integer),
+    Column("note", String(400)),
+)
+
+
+@dataclass
+class TxRow:
+    payload_hash: str
+    group_id: str
+    seq: int
+    step: int
+    state: str
+    snapshot: str
+    old_root: bytes
+    new_root: bytes
+    deadline: int
+    note: str = ""
+
+
+class FacilitatorStore:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        meta.create_all(self.engine)
+
+    def cursor_blocks(self) -> list[BlockRef]:
+        return load_cursor(self.engine, _cursor)
+
+    def save_cursor(self, blocks: list[BlockRef]) -> None:
+        save_cursor(self.engine, _cursor, blocks)
+
+    def groups(self) -> dict[str, tuple[int, str]]:
+        with self.engine.connect() as c:
+            return {r.group_id: (r.member, r.contract) for r in c.execute(select(_groups))}
+
+    def add_group(self, group_id: str, member: int, contract: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                sqlite_insert(_groups)
+                .values(group_id=group_id, member=member, contract=contract)
+                .on_conflict_do_nothing()
+            )
+
+    def txs(self) -> list[TxRow]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(_txs).order_by(_txs.c.step))
+            return [TxRow(**r._asdict()) for r in rows]
+
+    def put_tx(self, row: TxRow) -> None:
+        values = row.__dict__.copy()
+        with self.engine.begin() as c:
+            c.execute(
+                sqlite_insert(_txs)
+                .values(**values)
+                .on_conflict_do_update(index_elements=["payload_hash"], set_=values)
+            )

@@ -1,0 +1,378 @@
+"""Private contracts on real servers: nats-server, a public anvil with the Mediator, and one anvil
+per stakeholder as its private EVM; three facilitators run in this process.
+
+Agreement settles YES with equal roots; a diverging executor under unanimity settles NO and all
+three are back at the old root; 2-of-3 settles with one stakeholder down, which catches up when
+it returns; BLS aggregate votes settle on chain; bad payloads are refused with a named reason;
+a replayed submit is refused; no plaintext on the bus or on the public chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_utils import keccak
+
+from shardline import privtx_local as pl
+from shardline import servers
+from shardline.contracts import mediator as med
+from shardline.contracts.artifacts import load_artifact
+from shardline.contracts.client import Chain, ChainRevert
+from shardline.contracts.deploy import deploy_contract
+from shardline.core import privtx as pt
+from shardline.workers.privtx_facilitator import Facilitator
+from shardline.workers.privtx_sender import PrivateSender
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+SECRET_SKU = b"sku:secret-widget-7Q".ljust(32, b"\0")
+
+
+def receive_goods(units: int, sku: bytes = SECRET_SKU) -> bytes:
+    return keccak(text="receiveGoods(bytes32,uint256)")[:4] + abi_encode(
+        ["bytes32", "uint256"], [sku, units]
+    )
+
+
+@dataclass
+class Env:
+    nats_url: str
+    chain_rpc: str
+    mediator: str
+    start_block: int
+    tmp: Path
+    stakeholders: list[pl.Stakeholder]
+    executors: list[str]
+    sender_key: str
+    chain: Chain
+    running: dict[int, Facilitator] = field(default_factory=dict)
+
+    async def start(self, i: int, *, bls: bool = False) -> Facilitator:
+        f = pl.facilitator(
+            self.stakeholders[i],
+            executor_url=self.executors[i],
+            chain_rpc=self.chain_rpc,
+            mediator=self.mediator,
+            start_block=self.start_block,
+            nats_url=self.nats_url,
+            db_path=self.tmp / f"facilitator-{i}.db",
+            bls_votes=bls,
+        )
+        await f.start()
+        self.running[i] = f
+        return f
+
+    async def stop(self, i: int) -> None:
+        await self.running.pop(i).stop()
+
+    async def group(self, threshold: int | None = None, timeout_s: int = 30, bls: bool = False):
+        admin = Account.from_key(ADMIN)
+        sender = Account.from_key(self.sender_key).address
+        group = await pl.create_group(
+            self.chain,
+            admin,
+            self.mediator,
+            sender,
+            self.stakeholders,
+            threshold=threshold,
+            timeout_s=timeout_s,
+            bls=bls,
+        )
+        # every running facilitator joins (deploys its private contract) before we send
+        for _ in range(200):
+            if all(group in f.groups for f in self.running.values()):
+                return group
+            await asyncio.sleep(0.05)
+        raise AssertionError("facilitators did not join the group")
+
+    def contract(self, i: int, group: bytes) -> str:
+        f = self.running.get(i)
+        if f is not None:
+            return f.groups[group].contract
+        return pl_store_contract(self.tmp / f"facilitator-{i}.db", group)
+
+    async def root(self, i: int, group: bytes) -> bytes:
+        from shardline.workers.privtx_executor import Executor
+
+        ex = Executor(self.executors[i])
+        try:
+            return await ex.root(self.contract(i, group))
+        finally:
+            await ex.close()
+
+
+def pl_store_contract(db: Path, group: bytes) -> str:
+    from shardline.workers.privtx_store import FacilitatorStore
+
+    return FacilitatorStore(f"sqlite:///{db}").groups()[group.hex()][1]
+
+
+@pytest.fixture(scope="module")
+async def env(nats_url, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("privtx")
+    procs = []
+    pub_proc, chain_rpc = pl.start_executor(tmp / "public")  # the public chain: a plain anvil
+    procs.append(pub_proc)
+    executors = []
+    for i in range(3):
+        p, url = pl.start_executor(tmp / f"executor-{i}")
+        procs.append(p)
+        executors.append(url)
+    chain = await Chain.connect(chain_rpc)
+    admin = Account.from_key(ADMIN)
+    mediator = await deploy_contract(chain, admin, "Mediator")
+    start = int(await chain.rpc.call("eth_blockNumber", []), 16)
+    stakeholders = [pl.Stakeholder.generate(n) for n in ("acme", "bolt", "crane")]
+    sender_key = "0x" + secrets.token_bytes(32).hex()
+    await pl.fund(chain, Account.from_key(sender_key).address, *(s.address for s in stakeholders))
+    e = Env(nats_url, chain_rpc, mediator, start, tmp, stakeholders, executors, sender_key, chain)
+    for i in range(3):
+        await e.start(i)
+    yield e
+    for i in list(e.running):
+        await e.stop(i)
+    await chain.close()
+    for p in procs:
+        servers.stop_pid(p.pid)
+
+
+@pytest.fixture
+async def sender(env):
+    s = await PrivateSender.connect(
+        env.nats_url,
+        env.chain_rpc,
+        env.mediator,
+        env.sender_key,
+        chain_ws=env.chain_rpc.replace("http://", "ws://"),
+    )
+    yield s
+    await s.close()
+
+
+async def settled_everywhere(env: Env, phash: bytes) -> None:
+    """Wait until every running facilitator has handled the transaction's PrivateTxFini."""
+    for _ in range(400):
+        rows = [f.rows.get(phash.hex()) for f in env.running.values()]
+        if all(r is not None and r.state not in ("executed", "refused") for r in rows):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"not settled at every facilitator: {rows}")
+
+
+async def test_agreement_settles_yes_with_equal_roots(env, sender):
+    group = await env.group()
+    sent = await sender.send(group, receive_goods(40))
+    info = await sender.outcome(group, sent.payload_hash)
+    assert info.status == pt.Status.YES
+    assert info.old_root == pt.EMPTY_ROOT and info.new_root != pt.EMPTY_ROOT
+    await settled_everywhere(env, sent.payload_hash)
+    roots = [await env.root(i, group) for i in range(3)]
+    assert roots == [info.new_root] * 3
+    g = await med.group_of(env.chain, env.mediator, group)
+    assert g.root == info.new_root
+    # a second one builds on the first
+    sent2 = await sender.send(group, receive_goods(2))
+    info2 = await sender.outcome(group, sent2.payload_hash)
+    assert info2.status == pt.Status.YES and info2.old_root == info.new_root
+
+
+async def test_unanimous_with_a_diverging_executor_settles_no_and_all_revert(env, sender):
+    group = await env.group()
+    first = await sender.send(group, receive_goods(5))
+    agreed = await sender.outcome(group, first.payload_hash)
+    assert agreed.status == pt.Status.YES
+    await settled_everywhere(env, first.payload_hash)
+    # Stakeholder 2 runs other code under the group's contract (an operator's mistake): its
+    # execution of the next call differs from the others'.
+    other = load_artifact("Governor").deployed_bytecode
+    f2 = env.running[2]
+    await f2.executor.rpc.call("anvil_setCode", [env.contract(2, group), other])
+    sent = await sender.send(group, receive_goods(7))
+    info = await sender.outcome(group, sent.payload_hash)
+    assert info.status == pt.Status.NO
+    await settled_everywhere(env, sent.payload_hash)
+    assert [await env.root(i, group) for i in range(3)] == [agreed.new_root] * 3
+    assert [f.rows[sent.payload_hash.hex()].state for f in env.running.values()][:2] == [
+        "reverted",
+        "reverted",
+    ]
+    # NO is decided at the first differing vote, so a third vote may never land.
+    votes = await vote_logs(env, group, sent.payload_hash)
+    assert votes[2] == (agreed.new_root, agreed.new_root)  # its call did nothing
+    others = [v for i, v in votes.items() if i != 2]
+    assert others and all(v[0] == agreed.new_root and v[1] != agreed.new_root for v in others)
+    assert pt.decide(votes, 3, 3, agreed.new_root).status == pt.Status.NO
+
+
+async def vote_logs(env: Env, group: bytes, phash: bytes) -> dict[int, tuple[bytes, bytes]]:
+    from shardline.contracts.cursor import raw_log
+
+    raw = await env.chain.rpc.call(
+        "eth_getLogs",
+        [
+            {
+                "address": env.mediator,
+                "fromBlock": hex(env.start_block),
+                "toBlock": "latest",
+                "topics": [med.TX_VOTE, "0x" + group.hex(), "0x" + phash.hex()],
+            }
+        ],
+    )
+    votes = {}
+    for r in raw:
+        v = med.decode_event(raw_log(r))
+        votes[v.member] = (v.old_root, v.new_root)
+    return votes
+
+
+async def test_k_of_n_settles_with_one_down_and_it_catches_up(env, sender):
+    group = await env.group(threshold=2)
+    await env.stop(1)
+    try:
+        sent = [await sender.send(group, receive_goods(u)) for u in (3, 4, 5)]
+        outcomes = [await sender.outcome(group, s.payload_hash) for s in sent]
+        assert [o.status for o in outcomes] == [pt.Status.YES] * 3
+    finally:
+        f1 = await env.start(1)
+    for _ in range(400):
+        row = f1.rows.get(sent[-1].payload_hash.hex())
+        if row is not None and row.state == "final":
+            break
+        await asyncio.sleep(0.025)
+    assert await env.root(1, group) == outcomes[-1].new_root
+    assert await env.root(0, group) == outcomes[-1].new_root
+
+
+async def test_unanimous_with_one_down_fails_at_the_timeout_and_everyone_reverts(env, sender):
+    group = await env.group(timeout_s=2)
+    await env.stop(2)
+    try:
+        sent = await sender.send(group, receive_goods(9))
+        info = await sender.outcome(group, sent.payload_hash, timeout_s=30)
+        assert info.status == pt.Status.FAILED
+        await settled_everywhere(env, sent.payload_hash)
+        assert await env.root(0, group) == pt.EMPTY_ROOT
+        assert await env.root(1, group) == pt.EMPTY_ROOT
+    finally:
+        f2 = await env.start(2)
+    for _ in range(400):
+        row = f2.rows.get(sent.payload_hash.hex())
+        if row is not None and row.state not in ("executed", "refused"):
+            break
+        await asyncio.sleep(0.025)
+    assert await env.root(2, group) == pt.EMPTY_ROOT
+
+
+async def test_bls_aggregate_vote_settles(env, sender):
+    for i in list(env.running):
+        await env.stop(i)
+    try:
+        for i in range(3):
+            await env.start(i, bls=True)
+        group = await env.group(bls=True)
+        sent = await sender.send(group, receive_goods(11))
+        info = await sender.outcome(group, sent.payload_hash)
+        assert info.status == pt.Status.YES
+        votes = await vote_logs(env, group, sent.payload_hash)
+        assert len(votes) == 3 and len(set(votes.values())) == 1
+    finally:
+        for i in list(env.running):
+            await env.stop(i)
+        for i in range(3):
+            await env.start(i)
+
+
+async def test_replayed_submit_is_refused(env, sender):
+    group = await env.group()
+    info = await sender.group(group)
+    sealed = pt.seal_payload(receive_goods(1), group, list(info.seal_keys))
+    await sender.payloads.put(sealed.ciphertext)
+    data = med.submit_data(group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
+    tx = await env.chain.send_call(sender.account, env.mediator, data, gas=300_000)
+    await env.chain.wait(tx)
+    with pytest.raises(ChainRevert, match="replayed submit"):
+        await env.chain.simulate_call(sender.account.address, env.mediator, data)
+
+
+async def test_a_wrap_that_does_not_open_is_refused_and_named(env, sender):
+    group = await env.group(threshold=2)
+    info = await sender.group(group)
+    keys = list(info.seal_keys)
+    keys[0] = secrets.token_bytes(32)  # stakeholder 0's wrap is made to a wrong key
+    sealed = pt.seal_payload(receive_goods(8), group, keys)
+    await sender.payloads.put(sealed.ciphertext)
+    data = med.submit_data(group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
+    await env.chain.wait(await env.chain.send_call(sender.account, env.mediator, data, gas=300_000))
+    out = await sender.outcome(group, sealed.payload_hash)
+    assert out.status == pt.Status.YES  # 2-of-3: the other two agree
+    assert out.new_root != pt.EMPTY_ROOT
+    await settled_everywhere(env, sealed.payload_hash)
+    row = env.running[0].rows[sealed.payload_hash.hex()]
+    assert row.state == "diverged" and "does not open" in row.note
+    assert env.running[0].groups[group].out_of_sync == row.note
+    votes = await vote_logs(env, group, sealed.payload_hash)
+    assert votes[0] == (pt.EMPTY_ROOT, pt.ZERO_ROOT)  # the refusal, named on chain
+    assert pt.decide(votes, 3, 2, pt.EMPTY_ROOT).odd == (0,)
+
+
+async def test_a_payload_nobody_can_fetch_is_refused_by_all_and_settles_no(env, sender):
+    group = await env.group(threshold=2)
+    info = await sender.group(group)
+    sealed = pt.seal_payload(receive_goods(6), group, list(info.seal_keys))
+    # submitted, but neither pushed nor stored: no stakeholder can fetch the ciphertext
+    data = med.submit_data(group, sealed.payload_hash, sealed.ephemeral_pk, sealed.wraps)
+    await env.chain.wait(await env.chain.send_call(sender.account, env.mediator, data, gas=300_000))
+    out = await sender.outcome(group, sealed.payload_hash, timeout_s=60)
+    assert out.status == pt.Status.NO
+    await settled_everywhere(env, sealed.payload_hash)
+    for f in env.running.values():
+        row = f.rows[sealed.payload_hash.hex()]
+        assert "no payload" in row.note
+    assert [await env.root(i, group) for i in range(3)] == [pt.EMPTY_ROOT] * 3
+    g = await med.group_of(env.chain, env.mediator, group)
+    assert g.root == pt.EMPTY_ROOT
+
+
+async def test_no_plaintext_on_the_bus_or_the_public_chain(env, sender):
+    seen: list[bytes] = []
+    nc = await nats.connect(env.nats_url)
+
+    async def grab(msg):
+        seen.append(bytes(msg.data))
+
+    await nc.subscribe(">", cb=grab)
+    await nc.flush()
+    try:
+        group = await env.group()
+        sku = b"sku:plaintext-probe-" + secrets.token_hex(6).encode()
+        sku = sku.ljust(32, b"\0")
+        call = receive_goods(123_456, sku)
+        sent = await sender.send(group, call)
+        assert (await sender.outcome(group, sent.payload_hash)).status == pt.Status.YES
+        await settled_everywhere(env, sent.payload_hash)
+        await nc.flush()
+    finally:
+        await nc.close()
+    assert seen, "the subscriber saw nothing on the bus: the test would prove nothing"
+    probe = sku.rstrip(b"\0")
+    assert not any(probe in m or call in m for m in seen)
+    # the public chain: every transaction input and every log since the mediator was deployed
+    head = int(await env.chain.rpc.call("eth_blockNumber", []), 16)
+    chunks = []
+    for n in range(env.start_block, head + 1):
+        block = await env.chain.rpc.call("eth_getBlockByNumber", [hex(n), True])
+        chunks += [bytes.fromhex(t["input"][2:]) for t in block["transactions"]]
+    logs = await env.chain.rpc.call(
+        "eth_getLogs", [{"fromBlock": hex(env.start_block), "toBlock": "latest"}]
+    )
+    chunks += [bytes.fromhex(lg["data"][2:]) for lg in logs]
+    chunks += [bytes.fromhex(t[2:]) for lg in logs for t in lg["topics"]]
+    assert chunks and not any(probe in c or call in c for c in chunks)
