@@ -129,7 +129,33 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
     workers: list[Worker] = [intake, node, matcher]
     if view.deployment.records_registry:
         workers.append(records_proxy(nc, keys, view, org, rpc_url, cfg))
+    if view.deployment.market:
+        workers.append(analytics_server(nc, keys, view, org, rpc_url, cfg))
     return workers
+
+
+def analytics_server(
+    nc, keys: ParticipantKeys, view: ChainView, org: OrgNodeConfig, rpc_url: str, cfg: StackConfig
+) -> Worker:
+    from shardline.contracts.deploy import MARKET_MIN_STAKE
+    from shardline.workers.analytics_server import AnalyticsServer, ProducerDirectory
+    from shardline.workers.analytics_store import AnalyticsStore
+
+    return AnalyticsServer(
+        nc,
+        keys,
+        ProducerDirectory(view.chain, view.deployment),
+        instance=org.id,
+        concurrency=8,
+        org_id=org.id,
+        store=AnalyticsStore(org.database_url),
+        chain=view.chain,
+        deployment=view.deployment,
+        account=account(keys),
+        ws_url=ws_url(rpc_url),
+        confirmations=cfg.confirmations,
+        stake_wei=MARKET_MIN_STAKE * 3 // 2,
+    )
 
 
 def records_proxy(

@@ -27,6 +27,8 @@ DEDUP_PROGRESS = "dedup.job.{job}.progress"
 PSI_ROUND = "psi.round.{session}.{org}"
 # Request/reply: an org asks its own PSI worker to start a match (signed by the org itself).
 PSI_START = "psi.start.{org}"
+# Analytics: a producer's share vectors for one MPC server, sealed to its org (durable).
+ANALYTICS_INPUT = "analytics.input.{org}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -37,6 +39,7 @@ STREAMS: dict[str, dict] = {
     "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
     "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},
     "PSI": {"subjects": ["psi.round.>"], "max_age_s": 3600},
+    "ANALYTICS": {"subjects": ["analytics.input.>"], "max_age_s": 30 * 24 * 3600},
 }
 
 DUPLICATE_WINDOW_S = 15 * 60
@@ -60,4 +63,5 @@ def catalogue() -> dict[str, str]:
         DEDUP_PROGRESS: "dedup.progress",
         PSI_ROUND: "psi.round",
         PSI_START: "psi.start",
+        ANALYTICS_INPUT: "analytics.input",
     }

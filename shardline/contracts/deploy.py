@@ -11,6 +11,7 @@ from web3 import Web3
 from .client import Chain, ChainError
 
 DEPLOY_GAS = 5_000_000
+MARKET_MIN_STAKE = 10**18  # wei an MPC server stakes at least (1 ether on the local chain)
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,14 @@ class Deployment:
     block: int
     chain_id: int
     records_registry: str = ""  # empty in deployments made before the records capability
+    market: str = ""  # empty in deployments made before analytics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        names = [f.name for f in fields(cls) if f.name != "records_registry"]
+        names = [f.name for f in fields(cls) if f.name not in ("records_registry", "market")]
         missing = [n for n in names if n not in data]
         if missing:
             raise ValueError(
@@ -47,6 +49,7 @@ class Deployment:
             records_registry=Web3.to_checksum_address(data["records_registry"])
             if data.get("records_registry")
             else "",
+            market=Web3.to_checksum_address(data["market"]) if data.get("market") else "",
         )
 
 
@@ -73,6 +76,9 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
     gatekeeper = await deploy_contract(chain, admin, "Gatekeeper", governor, transport_registry)
     await chain.transact(admin, chain.contract("Governor", governor).functions.upgrade(gatekeeper))
     records_registry = await deploy_contract(chain, admin, "RecordsRegistry", org_registry)
+    market = await deploy_contract(
+        chain, admin, "Market", org_registry, MARKET_MIN_STAKE, gas=7_000_000
+    )
     return Deployment(
         org_registry=org_registry,
         transport_registry=transport_registry,
@@ -81,4 +87,5 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
         block=start_block + 1,
         chain_id=chain.chain_id,
         records_registry=records_registry,
+        market=market,
     )
