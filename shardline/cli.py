@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardline import stack
+from shardline.analytics_cli import analytics_app
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
 from shardline.records_cli import records_app
@@ -27,6 +28,7 @@ transports_app = typer.Typer(help="Register and manage hazardous transports.", n
 app.add_typer(transports_app, name="transports")
 app.add_typer(records_app, name="records")
 app.add_typer(contacts_app, name="contacts")
+app.add_typer(analytics_app, name="analytics")
 console = Console()
 err = Console(stderr=True)
 

@@ -21,9 +21,12 @@ from .deploy import Deployment
 OPEN, DONE, FAILED, REFUSED = 1, 2, 3, 4
 STATUS_NAMES = {0: "none", OPEN: "open", DONE: "done", FAILED: "failed", REFUSED: "refused"}
 
-JOB_OPENED = "0x" + keccak(
-    text="JobOpened(uint256,bytes32,address,uint256,bytes32[],uint8[],bytes,bytes[])"
-).hex()
+JOB_OPENED = (
+    "0x"
+    + keccak(
+        text="JobOpened(uint256,bytes32,address,uint256,bytes32[],uint8[],bytes,bytes[])"
+    ).hex()
+)
 CONTRIBUTED = "0x" + keccak(text="Contributed(bytes32,bytes32,uint32,bytes32,uint32)").hex()
 
 
@@ -49,7 +52,9 @@ def _market(chain: Chain, deployment: Deployment):
 
 
 def output_commitment(job: int, slot: int, masked: list[int], salt: bytes) -> bytes:
-    return keccak(abi_encode(["uint256", "uint8", "uint256[]", "bytes32"], [job, slot, masked, salt]))
+    return keccak(
+        abi_encode(["uint256", "uint8", "uint256[]", "bytes32"], [job, slot, masked, salt])
+    )
 
 
 def mask_commitment(consumer_key: bytes, slot: int, mask: list[int], salt: bytes) -> bytes:
@@ -119,7 +124,9 @@ class SlotInfo:
 
 
 # -- servers -----------------------------------------------------------------------------------
-async def stake(chain: Chain, account: LocalAccount, deployment: Deployment, amount: int) -> TxResult:
+async def stake(
+    chain: Chain, account: LocalAccount, deployment: Deployment, amount: int
+) -> TxResult:
     return await chain.transact(
         account, _market(chain, deployment).functions.stake(), value=amount, gas=200_000
     )
@@ -153,7 +160,9 @@ async def create_dataset(
     fn = _market(chain, deployment).functions.createDataset(
         ident(dataset_id), schema_json.encode(), threshold, k, [ident(s) for s in server_ids]
     )
-    return await chain.transact(account, fn, gas=400_000 + 40 * len(schema_json) + 60_000 * len(server_ids))
+    return await chain.transact(
+        account, fn, gas=400_000 + 40 * len(schema_json) + 60_000 * len(server_ids)
+    )
 
 
 async def dataset(chain: Chain, deployment: Deployment, dataset_id: str) -> DatasetInfo | None:
@@ -162,7 +171,12 @@ async def dataset(chain: Chain, deployment: Deployment, dataset_id: str) -> Data
     if int(curator, 16) == 0:
         return None
     return DatasetInfo(
-        dataset_id, curator, int(threshold), int(k), json.loads(bytes(schema)), tuple(name_of(s) for s in srv)
+        dataset_id,
+        curator,
+        int(threshold),
+        int(k),
+        json.loads(bytes(schema)),
+        tuple(name_of(s) for s in srv),
     )
 
 
@@ -192,7 +206,9 @@ async def send_contribution(
 async def read_producer(rpc, deployment: Deployment, producer_id: str) -> tuple[str, bytes] | None:
     """``producer`` as one bare eth_call: every server asks it once per producer."""
     data = PRODUCER + abi_encode(["bytes32"], [ident(producer_id)])
-    raw = await rpc.call("eth_call", [{"to": deployment.market, "data": "0x" + data.hex()}, "latest"])
+    raw = await rpc.call(
+        "eth_call", [{"to": deployment.market, "data": "0x" + data.hex()}, "latest"]
+    )
     account, signing = abi_decode(["address", "bytes32"], bytes.fromhex(str(raw)[2:]))
     if int(account, 16) == 0:
         return None
@@ -218,7 +234,9 @@ async def contribute(
 
 
 async def contribution_count(chain: Chain, deployment: Deployment, dataset_id: str) -> int:
-    return int(await chain.read(_market(chain, deployment).functions.contributionCount(ident(dataset_id))))
+    return int(
+        await chain.read(_market(chain, deployment).functions.contributionCount(ident(dataset_id)))
+    )
 
 
 async def contribution(
@@ -230,8 +248,12 @@ async def contribution(
     return name_of(p), bytes(digest), int(rows)
 
 
-async def producer(chain: Chain, deployment: Deployment, producer_id: str) -> tuple[str, bytes] | None:
-    account, signing = await chain.read(_market(chain, deployment).functions.producer(ident(producer_id)))
+async def producer(
+    chain: Chain, deployment: Deployment, producer_id: str
+) -> tuple[str, bytes] | None:
+    account, signing = await chain.read(
+        _market(chain, deployment).functions.producer(ident(producer_id))
+    )
     if int(account, 16) == 0:
         return None
     return Web3.to_checksum_address(account), bytes(signing)
@@ -271,7 +293,12 @@ async def open_job(
         reveal_window_s,
     )
     fn = _market(chain, deployment).functions.openJob(request)
-    gas = 700_000 + 60_000 * len(server_ids) + 20 * sum(len(b) for b in mask_boxes) + 40 * len(spec_json)
+    gas = (
+        700_000
+        + 60_000 * len(server_ids)
+        + 20 * sum(len(b) for b in mask_boxes)
+        + 40 * len(spec_json)
+    )
     result = await chain.transact(account, fn, value=price, gas=gas)
     for lg in result.receipt["logs"]:  # type: ignore[index]
         if lg["topics"] and "0x" + bytes(lg["topics"][0]).hex() == JOB_OPENED:
@@ -317,21 +344,35 @@ async def slot(chain: Chain, deployment: Deployment, job_id: int, index: int) ->
 
 
 async def commit(
-    chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int, commitment: bytes, count_share: int
+    chain: Chain,
+    account: LocalAccount,
+    deployment: Deployment,
+    job_id: int,
+    commitment: bytes,
+    count_share: int,
 ) -> TxResult:
     fn = _market(chain, deployment).functions.commit(job_id, commitment, count_share)
     return await chain.transact(account, fn, gas=200_000)
 
 
 async def reveal(
-    chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int, masked: list[int], salt: bytes
+    chain: Chain,
+    account: LocalAccount,
+    deployment: Deployment,
+    job_id: int,
+    masked: list[int],
+    salt: bytes,
 ) -> TxResult:
     fn = _market(chain, deployment).functions.reveal(job_id, masked, salt)
     return await chain.transact(account, fn, gas=200_000 + 30_000 * len(masked))
 
 
-async def refuse(chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int) -> TxResult:
-    return await chain.transact(account, _market(chain, deployment).functions.refuse(job_id), gas=300_000)
+async def refuse(
+    chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int
+) -> TxResult:
+    return await chain.transact(
+        account, _market(chain, deployment).functions.refuse(job_id), gas=300_000
+    )
 
 
 async def accuse(
@@ -348,27 +389,45 @@ async def accuse(
     return await chain.transact(account, fn, gas=600_000 + 150_000 * width * len(masks))
 
 
-async def accept(chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int) -> TxResult:
-    return await chain.transact(account, _market(chain, deployment).functions.accept(job_id), gas=600_000)
+async def accept(
+    chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int
+) -> TxResult:
+    return await chain.transact(
+        account, _market(chain, deployment).functions.accept(job_id), gas=600_000
+    )
 
 
-async def finalise(chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int) -> TxResult:
-    return await chain.transact(account, _market(chain, deployment).functions.finalise(job_id), gas=600_000)
+async def finalise(
+    chain: Chain, account: LocalAccount, deployment: Deployment, job_id: int
+) -> TxResult:
+    return await chain.transact(
+        account, _market(chain, deployment).functions.finalise(job_id), gas=600_000
+    )
 
 
 async def claim(
-    chain: Chain, account: LocalAccount, deployment: Deployment, producer_id: str, job_ids: list[int]
+    chain: Chain,
+    account: LocalAccount,
+    deployment: Deployment,
+    producer_id: str,
+    job_ids: list[int],
 ) -> TxResult:
     fn = _market(chain, deployment).functions.claim(ident(producer_id), job_ids)
     return await chain.transact(account, fn, gas=100_000 + 40_000 * len(job_ids))
 
 
 async def withdraw(chain: Chain, account: LocalAccount, deployment: Deployment) -> TxResult:
-    return await chain.transact(account, _market(chain, deployment).functions.withdraw(), gas=100_000)
+    return await chain.transact(
+        account, _market(chain, deployment).functions.withdraw(), gas=100_000
+    )
 
 
 async def balance_of(chain: Chain, deployment: Deployment, address: str) -> int:
-    return int(await chain.read(_market(chain, deployment).functions.balanceOf(Web3.to_checksum_address(address))))
+    return int(
+        await chain.read(
+            _market(chain, deployment).functions.balanceOf(Web3.to_checksum_address(address))
+        )
+    )
 
 
 def decode_job_opened(lg) -> tuple[int, str, list[str], list[int], dict, list[bytes]]:
@@ -378,4 +437,11 @@ def decode_job_opened(lg) -> tuple[int, str, list[str], list[int], dict, list[by
     _consumer, _price, srv, xs, spec, boxes = abi_decode(
         ["address", "uint256", "bytes32[]", "uint8[]", "bytes", "bytes[]"], lg.data
     )
-    return job_id, dataset_id, [name_of(s) for s in srv], list(xs), json.loads(spec), [bytes(b) for b in boxes]
+    return (
+        job_id,
+        dataset_id,
+        [name_of(s) for s in srv],
+        list(xs),
+        json.loads(spec),
+        [bytes(b) for b in boxes],
+    )

@@ -14,6 +14,7 @@ trusts).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -300,7 +301,7 @@ def selectors(schema: Schema, spec: JobSpec) -> list[list[int]]:
                 f"bin edges must lie on {f.name}'s grid ({f.min} + k * {f.bin_width}, up to "
                 f"{f.max + f.bin_width}); these do not: {', '.join(str(e / f.scale) for e in off)}"
             )
-        for a, b in zip(edges, edges[1:], strict=False):
+        for a, b in itertools.pairwise(edges):
             ks = range((a - lo) // width, (b - lo) // width)
             comps.append([p + ib + k for p in base for k in ks])
         return comps
@@ -331,7 +332,12 @@ class Result:
     spec: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"statistic": self.statistic, "count": self.count, "value": self.value, "spec": self.spec}
+        return {
+            "statistic": self.statistic,
+            "count": self.count,
+            "value": self.value,
+            "spec": self.spec,
+        }
 
 
 def finish(schema: Schema, spec: JobSpec, components: Sequence[int]) -> Result:
@@ -357,4 +363,3 @@ def finish(schema: Schema, spec: JobSpec, components: Sequence[int]) -> Result:
     var = (n * sq - s * s) / (n * n) / (f.scale * f.scale)
     var = max(var, 0.0)
     return Result(st, count, var if st == "variance" else math.sqrt(var), spec.to_dict())
-

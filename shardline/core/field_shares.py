@@ -62,7 +62,9 @@ def interpolate(points: Mapping[int, Sequence[int]], at: int = 0) -> list[int]:
     xs = sorted(points)
     w = lagrange_at(xs, at)
     width = len(points[xs[0]])
-    return [sum(wi * points[x][k] for wi, x in zip(w, xs, strict=True)) % PRIME for k in range(width)]
+    return [
+        sum(wi * points[x][k] for wi, x in zip(w, xs, strict=True)) % PRIME for k in range(width)
+    ]
 
 
 def _solve(rows: list[list[int]]) -> list[int] | None:
@@ -163,7 +165,9 @@ def robust_reconstruct(points: Mapping[int, Sequence[int]], threshold: int) -> D
         raise DecodeError("the shares hold vectors of different lengths")
     base = xs[: threshold + 1]
     base_pts = {x: points[x] for x in base}
-    consistent = all(interpolate(base_pts, at=x) == [v % PRIME for v in points[x]] for x in xs[threshold + 1 :])
+    consistent = all(
+        interpolate(base_pts, at=x) == [v % PRIME for v in points[x]] for x in xs[threshold + 1 :]
+    )
     if consistent:
         return Decoded(interpolate(base_pts, 0), frozenset())
     bad: set[int] = set()
@@ -173,7 +177,9 @@ def robust_reconstruct(points: Mapping[int, Sequence[int]], threshold: int) -> D
     good = {x: points[x] for x in xs if x not in bad}
     if len(good) < 2 * threshold + 1 or not is_consistent(good, threshold):
         raise DecodeError(f"shares from {sorted(bad)} disagree: the result cannot be rebuilt")
-    return Decoded(interpolate({x: good[x] for x in sorted(good)[: threshold + 1]}, 0), frozenset(bad))
+    return Decoded(
+        interpolate({x: good[x] for x in sorted(good)[: threshold + 1]}, 0), frozenset(bad)
+    )
 
 
 def is_consistent(points: Mapping[int, Sequence[int]], threshold: int) -> bool:
@@ -219,7 +225,9 @@ def pack(values: Sequence[int]) -> bytes:
 def unpack(raw: bytes) -> list[int]:
     if len(raw) % ELEMENT_BYTES:
         raise ValueError(f"{len(raw)} bytes is not a whole number of field elements")
-    vals = [int.from_bytes(raw[i : i + ELEMENT_BYTES], "big") for i in range(0, len(raw), ELEMENT_BYTES)]
+    vals = [
+        int.from_bytes(raw[i : i + ELEMENT_BYTES], "big") for i in range(0, len(raw), ELEMENT_BYTES)
+    ]
     if any(v >= PRIME for v in vals):
         raise ValueError("a share holds a value outside the field")
     return vals

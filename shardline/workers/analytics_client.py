@@ -132,9 +132,7 @@ class AnalyticsClient:
         return ds, an.Schema.from_dict(ds.schema)
 
     # ---- producers ----------------------------------------------------------------------
-    async def submit(
-        self, keys: ParticipantKeys, dataset_id: str, rows: list[dict]
-    ) -> list[bytes]:
+    async def submit(self, keys: ParticipantKeys, dataset_id: str, rows: list[dict]) -> list[bytes]:
         """Check, share, register and send ``rows``; returns the on-chain digests."""
         ds, schema = await self.dataset(dataset_id)
         vectors = [an.encode_row(schema, r, f"row {i + 1}") for i, r in enumerate(rows)]
@@ -156,8 +154,14 @@ class AnalyticsClient:
             parts.append((digest, len(chunk), blobs, hashes))
         txs = [
             await mk.send_contribution(
-                self.chain, account, self.deployment, dataset_id, keys.participant_id,
-                keys.signing_public, digest, n,
+                self.chain,
+                account,
+                self.deployment,
+                dataset_id,
+                keys.participant_id,
+                keys.signing_public,
+                digest,
+                n,
             )
             for digest, n, _b, _h in parts
         ]
@@ -226,8 +230,14 @@ class AnalyticsClient:
             reveal_window_s=reveal_window_s,
         )
         return JobSecret(
-            job_id, dataset_id, spec.to_dict(), servers, xs, consumer_key.hex(),
-            [shares[x] for x in xs], [s.hex() for s in salts],
+            job_id,
+            dataset_id,
+            spec.to_dict(),
+            servers,
+            xs,
+            consumer_key.hex(),
+            [shares[x] for x in xs],
+            [s.hex() for s in salts],
         )
 
     async def chain_time(self) -> float:
@@ -256,8 +266,14 @@ class AnalyticsClient:
     ) -> JobOutcome:
         """Decode the statistic, name any cheater on chain, and settle the job."""
         job = await self.wait_outputs(secret.job, timeout_s)
-        slots = [await mk.slot(self.chain, self.deployment, job.id, i) for i in range(len(job.servers))]
-        silent = [s for s, sl in zip(job.servers, slots, strict=True) if not sl.revealed and not sl.refused]
+        slots = [
+            await mk.slot(self.chain, self.deployment, job.id, i) for i in range(len(job.servers))
+        ]
+        silent = [
+            s
+            for s, sl in zip(job.servers, slots, strict=True)
+            if not sl.revealed and not sl.refused
+        ]
         if job.status == mk.REFUSED:
             raise an.TooFewProducers(
                 f"job {job.id}: the servers refused, the filter selects fewer than k rows; the "
@@ -284,9 +300,13 @@ class AnalyticsClient:
         if job.status == mk.OPEN:
             if decoded.bad:
                 await mk.accuse(
-                    self.chain, account, self.deployment, job.id,
+                    self.chain,
+                    account,
+                    self.deployment,
+                    job.id,
                     [secret.xs.index(x) for x in sorted(decoded.bad)],
-                    secret.masks, [bytes.fromhex(s) for s in secret.salts],
+                    secret.masks,
+                    [bytes.fromhex(s) for s in secret.salts],
                 )
             await mk.accept(self.chain, account, self.deployment, job.id)
         result = an.finish(schema, an.JobSpec.from_dict(job.spec), decoded.values)

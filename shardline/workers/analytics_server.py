@@ -165,7 +165,13 @@ class AnalyticsServer(Worker):
         if len(shares) != b["rows"] * width * fs.ELEMENT_BYTES:
             raise BadMessage(f"{b['rows']} rows of width {width} do not fill {len(shares)} bytes")
         self.store.put_input(ds_id, digest, producer, b["rows"], shares)
-        log.event("analytics.input_stored", org=self.org_id, dataset=ds_id, producer=producer, rows=b["rows"])
+        log.event(
+            "analytics.input_stored",
+            org=self.org_id,
+            dataset=ds_id,
+            producer=producer,
+            rows=b["rows"],
+        )
 
     # ---- the chain ----------------------------------------------------------------------
     async def _follow_chain(self) -> None:
@@ -186,7 +192,9 @@ class AnalyticsServer(Worker):
             from eth_abi import decode as abi_decode
 
             index, digest, rows = abi_decode(["uint32", "bytes32", "uint32"], lg.data)
-            self.store.add_contribution(mk.name_of(lg.topics[1]), int(index), bytes(digest), int(rows))
+            self.store.add_contribution(
+                mk.name_of(lg.topics[1]), int(index), bytes(digest), int(rows)
+            )
             return
         job_id, _ds, servers, _xs, _spec, _boxes = mk.decode_job_opened(lg)
         if self.org_id in servers and job_id not in self._jobs:
@@ -222,10 +230,15 @@ class AnalyticsServer(Worker):
         if saved is None:
             mask, mask_salt = self.open_mask(boxes[slot])
             sel = an.selectors(schema, spec)
-            if len(sel) != job.width or len(mask) != job.width or mk.mask_commitment(
-                job.consumer_key, slot, mask, mask_salt
-            ) != job.mask_commits[slot]:
-                raise ValueError(f"job {job_id}: the consumer's mask share does not match its commitment")
+            if (
+                len(sel) != job.width
+                or len(mask) != job.width
+                or mk.mask_commitment(job.consumer_key, slot, mask, mask_salt)
+                != job.mask_commits[slot]
+            ):
+                raise ValueError(
+                    f"job {job_id}: the consumer's mask share does not match its commitment"
+                )
             aggregate = await self.aggregate(ds_id, schema.width, job.inputs, job.commit_deadline)
             out = self.output_share(aggregate, sel)
             masked = [(o + m) % fs.PRIME for o, m in zip(out, mask, strict=True)]
@@ -245,7 +258,10 @@ class AnalyticsServer(Worker):
             if job.status != mk.OPEN:
                 return
             # a margin: the next block's time may lag the wall clock by a second
-            if job.committed == len(job.servers) or await self.chain_time() > job.commit_deadline + 1.5:
+            if (
+                job.committed == len(job.servers)
+                or await self.chain_time() > job.commit_deadline + 1.5
+            ):
                 break
             await asyncio.sleep(POLL_S)
         count = await self.decoded_count(job, ds.threshold)
@@ -307,4 +323,3 @@ class AnalyticsServer(Worker):
         total = fs.reduce(acc)
         self._aggregates[key] = total
         return total
-

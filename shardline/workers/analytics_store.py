@@ -57,9 +57,15 @@ class AnalyticsStore:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
 
-    def put_input(self, dataset: str, digest: bytes, producer: str, rows: int, shares: bytes) -> None:
+    def put_input(
+        self, dataset: str, digest: bytes, producer: str, rows: int, shares: bytes
+    ) -> None:
         with Session(self.engine) as s, s.begin():
-            s.merge(InputRow(dataset=dataset, digest=digest, producer=producer, rows=rows, shares=shares))
+            s.merge(
+                InputRow(
+                    dataset=dataset, digest=digest, producer=producer, rows=rows, shares=shares
+                )
+            )
 
     def inputs(self, dataset: str, digests: list[bytes]) -> dict[bytes, bytes]:
         """The share blobs held for ``digests`` (missing ones are absent)."""

@@ -91,8 +91,13 @@ async def world(analytics_stack):
         await asyncio.sleep(0.1)
     consumer = Account.create()
     await chain.w3.provider.make_request("anvil_setBalance", [consumer.address, hex(10**21)])
-    await mk.create_dataset(chain, consumer, dep, "clinic", an.Schema.from_dict(SCHEMA).to_json(), 1, K, SERVERS)
-    import time; t0 = time.monotonic(); print("TIMING staked", flush=True)
+    await mk.create_dataset(
+        chain, consumer, dep, "clinic", an.Schema.from_dict(SCHEMA).to_json(), 1, K, SERVERS
+    )
+    import time
+
+    t0 = time.monotonic()
+    print("TIMING staked", flush=True)
     producers = [ParticipantKeys.generate(f"p{i:04d}") for i in range(PRODUCERS)]
     for p in producers:
         addr = Account.from_key(p.chain_key).address
@@ -102,7 +107,9 @@ async def world(analytics_stack):
         await asyncio.gather(
             *(
                 client.submit(p, "clinic", [row])
-                for p, row in zip(producers[start : start + 100], ROWS[start : start + 100], strict=True)
+                for p, row in zip(
+                    producers[start : start + 100], ROWS[start : start + 100], strict=True
+                )
             )
         )
     print("TIMING submitted", time.monotonic() - t0, flush=True)
@@ -129,11 +136,16 @@ async def test_every_statistic_matches_plaintext(world):
         (S("variance", "age"), statistics.pvariance(ages)),
         (S("std", "bmi"), statistics.pstdev(bmis)),
         (S("mean", "bmi", "region", ("north",)), statistics.fmean(north)),
-        (S("count", where_field="region", where_values=("north", "east")),
-         sum(1 for r in ROWS if r["region"] in ("north", "east"))),
+        (
+            S("count", where_field="region", where_values=("north", "east")),
+            sum(1 for r in ROWS if r["region"] in ("north", "east")),
+        ),
         (
             S("histogram", "age", bins=(0, 20, 40, 80, 120)),
-            [sum(1 for a in ages if lo <= a < hi) for lo, hi in ((0, 20), (20, 40), (40, 80), (80, 120))],
+            [
+                sum(1 for a in ages if lo <= a < hi)
+                for lo, hi in ((0, 20), (20, 40), (40, 80), (80, 120))
+            ],
         ),
     ]
     outcomes = await asyncio.gather(*(run_job(world, spec) for spec, _ in cases))
@@ -156,7 +168,9 @@ async def test_a_filter_below_k_is_refused_and_refunded(world):
         await run_job(world, an.JobSpec("mean", "age", "rare", ("yes",)))
     after = await mk.balance_of(client.chain, client.deployment, consumer.address)
     assert after - before == PRICE
-    assert (await mk.job(client.chain, client.deployment, world["jobs"][-1])).status_name == "refused"
+    assert (
+        await mk.job(client.chain, client.deployment, world["jobs"][-1])
+    ).status_name == "refused"
 
 
 class LyingServer(AnalyticsServer):
@@ -179,9 +193,16 @@ async def start_server(cfg: StackConfig, org_id: str, cls=AnalyticsServer) -> An
     chain = await Chain.connect(cfg.chain_rpc)
     nc = await connect(cfg.nats_url, f"test-{org_id}")
     w = cls(
-        nc, keys, ProducerDirectory(chain, dep), instance=org_id, org_id=org_id,
-        store=AnalyticsStore(org.database_url), chain=chain, deployment=dep,
-        account=Account.from_key(keys.chain_key), ws_url=cfg.chain_rpc.replace("http", "ws"),
+        nc,
+        keys,
+        ProducerDirectory(chain, dep),
+        instance=org_id,
+        org_id=org_id,
+        store=AnalyticsStore(org.database_url),
+        chain=chain,
+        deployment=dep,
+        account=Account.from_key(keys.chain_key),
+        ws_url=cfg.chain_rpc.replace("http", "ws"),
     )
     await w.start()
     return w
@@ -194,7 +215,10 @@ async def test_a_wrong_share_is_outvoted_named_slashed_and_not_chosen_again(worl
     liar = await start_server(cfg, "org2", LyingServer)
     try:
         before = {s: await mk.server(chain, dep, s) for s in SERVERS}
-        bal = {a: await mk.balance_of(chain, dep, a) for a in [consumer.address, *(b.account for b in before.values())]}
+        bal = {
+            a: await mk.balance_of(chain, dep, a)
+            for a in [consumer.address, *(b.account for b in before.values())]
+        }
         ages = [r["age"] for r in ROWS]
         secret, out = await run_job(world, an.JobSpec("mean", "age"))
         assert out.result.value == pytest.approx(statistics.fmean(ages), rel=1e-12)
@@ -219,7 +243,15 @@ async def test_a_wrong_share_is_outvoted_named_slashed_and_not_chosen_again(worl
         assert await mk.balance_of(chain, dep, after["org2"].account) == bal[after["org2"].account]
         # the evidence on chain is checkable by anyone: a second accusation fails as the job ended
         with pytest.raises(ChainRevert, match="not open"):
-            await mk.accuse(chain, consumer, dep, secret.job, [1], secret.masks, [bytes.fromhex(s) for s in secret.salts])
+            await mk.accuse(
+                chain,
+                consumer,
+                dep,
+                secret.job,
+                [1],
+                secret.masks,
+                [bytes.fromhex(s) for s in secret.salts],
+            )
         # next job: org2 is below the minimum stake and last by reputation; org5 takes its place
         assert await mk.choose_servers(chain, dep, "clinic") == ["org1", "org3", "org4", "org5"]
         secret2, out2 = await run_job(world, an.JobSpec("sum", "age"))
@@ -263,7 +295,16 @@ async def test_the_money_adds_up(world):
         await mk.claim(chain, Account.from_key(p.chain_key), dep, p.participant_id, world["jobs"])
     servers = [await mk.server(chain, dep, s) for s in SERVERS]
     held = await chain.w3.eth.get_balance(dep.market)
-    credited = sum([await mk.balance_of(chain, dep, a) for a in [consumer.address, *(s.account for s in servers), *(Account.from_key(p.chain_key).address for p in some)]])
+    credited = sum(
+        [
+            await mk.balance_of(chain, dep, a)
+            for a in [
+                consumer.address,
+                *(s.account for s in servers),
+                *(Account.from_key(p.chain_key).address for p in some),
+            ]
+        ]
+    )
     unclaimed = 0
     open_deposits = 0
     for j in world["jobs"]:

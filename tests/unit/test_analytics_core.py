@@ -65,11 +65,15 @@ def test_every_statistic_matches_plaintext(liar):
     S = an.JobSpec
     assert shared_result(S("count"), DATA, liar).value == 300
     assert shared_result(S("sum", "age"), DATA, liar).value == sum(ages)
-    assert shared_result(S("mean", "bmi"), DATA, liar).value == pytest.approx(statistics.fmean(bmis))
+    assert shared_result(S("mean", "bmi"), DATA, liar).value == pytest.approx(
+        statistics.fmean(bmis)
+    )
     assert shared_result(S("variance", "age"), DATA, liar).value == pytest.approx(
         statistics.pvariance(ages)
     )
-    assert shared_result(S("std", "bmi"), DATA, liar).value == pytest.approx(statistics.pstdev(bmis))
+    assert shared_result(S("std", "bmi"), DATA, liar).value == pytest.approx(
+        statistics.pstdev(bmis)
+    )
     filt = shared_result(S("mean", "age", "region", ("south", "east")), DATA, liar)
     assert filt.count == len(south) and filt.value == pytest.approx(statistics.fmean(south))
     hist = shared_result(S("histogram", "age", bins=(0, 30, 60, 120)), DATA, liar)
@@ -79,7 +83,9 @@ def test_every_statistic_matches_plaintext(liar):
 
 
 def test_out_of_range_is_rejected_before_sharing_with_the_field_named():
-    with pytest.raises(an.InputOutOfRange, match=r"row 4: age=130 is outside the allowed range 0 to 119"):
+    with pytest.raises(
+        an.InputOutOfRange, match=r"row 4: age=130 is outside the allowed range 0 to 119"
+    ):
         an.encode_row(SCHEMA, {"age": 130, "bmi": 20, "region": "north"}, "row 4")
     with pytest.raises(an.InputOutOfRange, match="region='west' is not one of north, south, east"):
         an.encode_row(SCHEMA, {"age": 1, "bmi": 20, "region": "west"})
