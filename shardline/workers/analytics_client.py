@@ -97,6 +97,7 @@ class AnalyticsClient:
         self.chain = chain
         self.deployment = deployment
         self._sealing: dict[str, bytes] = {}
+        self._datasets: dict[str, tuple[mk.DatasetInfo, an.Schema]] = {}
 
     @classmethod
     async def connect(
@@ -123,13 +124,16 @@ class AnalyticsClient:
         return self._sealing[org]
 
     async def dataset(self, dataset_id: str) -> tuple[mk.DatasetInfo, an.Schema]:
+        if dataset_id in self._datasets:  # a data set never changes once created
+            return self._datasets[dataset_id]
         ds = await mk.dataset(self.chain, self.deployment, dataset_id)
         if ds is None:
             raise ValueError(
                 f"no data set {dataset_id!r} on the Market: create it with "
                 "`shardline analytics create`, or check the id (`shardline analytics datasets`)"
             )
-        return ds, an.Schema.from_dict(ds.schema)
+        self._datasets[dataset_id] = (ds, an.Schema.from_dict(ds.schema))
+        return self._datasets[dataset_id]
 
     # ---- producers ----------------------------------------------------------------------
     async def submit(self, keys: ParticipantKeys, dataset_id: str, rows: list[dict]) -> list[bytes]:

@@ -123,6 +123,9 @@ class AnalyticsServer(Worker):
         )
         self.heads.start()
         self._loop = asyncio.create_task(self._follow_chain())
+        # a job committed before a restart is revealed with what was committed
+        for job_id, detail in self.store.jobs_in("committing", "committed"):
+            self._jobs[job_id] = asyncio.create_task(self._resume(job_id, detail))
 
     async def stop(self) -> None:
         for t in [self._loop, *self._jobs.values()]:
@@ -236,9 +239,13 @@ class AnalyticsServer(Worker):
                 or mk.mask_commitment(job.consumer_key, slot, mask, mask_salt)
                 != job.mask_commits[slot]
             ):
-                raise ValueError(
-                    f"job {job_id}: the consumer's mask share does not match its commitment"
+                # The consumer's fault, not ours: commit to nothing and refuse in the reveal phase.
+                log.warn("analytics.bad_mask", org=self.org_id, job=job_id)
+                await mk.commit(
+                    self.chain, self.account, self.deployment, job_id, secrets.token_bytes(32), 0
                 )
+                await self.finish_job(job_id, [], b"", ds, refuse=True)
+                return
             aggregate = await self.aggregate(ds_id, schema.width, job.inputs, job.commit_deadline)
             out = self.output_share(aggregate, sel)
             masked = [(o + m) % fs.PRIME for o, m in zip(out, mask, strict=True)]
@@ -251,7 +258,18 @@ class AnalyticsServer(Worker):
         else:
             detail = saved[1]
             masked, salt = detail["masked"], bytes.fromhex(detail["salt"])
-        # wait for every commitment, or the commit deadline
+        await self.finish_job(job_id, masked, salt, ds)
+
+    async def finish_job(
+        self,
+        job_id: int,
+        masked: list[int],
+        salt: bytes,
+        ds: mk.DatasetInfo | None = None,
+        *,
+        refuse: bool = False,
+    ) -> None:
+        """After committing: wait for every commitment (or the deadline), check k, reveal."""
         while True:
             job = await mk.job(self.chain, self.deployment, job_id)
             assert job is not None
@@ -264,8 +282,9 @@ class AnalyticsServer(Worker):
             ):
                 break
             await asyncio.sleep(POLL_S)
+        ds = ds or await self.dataset(job.dataset)
         count = await self.decoded_count(job, ds.threshold)
-        if count is not None and count < ds.k:
+        if refuse or (count is not None and count < ds.k):
             await mk.refuse(self.chain, self.account, self.deployment, job_id)
             self.store.save_job(job_id, "refused", count=count)
             log.event("analytics.refused", org=self.org_id, job=job_id, count=count, k=ds.k)
@@ -274,15 +293,25 @@ class AnalyticsServer(Worker):
         self.store.save_job(job_id, "revealed", masked=masked, salt=salt.hex())
         log.event("analytics.revealed", org=self.org_id, job=job_id)
 
+    async def _resume(self, job_id: int, detail: dict) -> None:
+        try:
+            await self.finish_job(job_id, detail["masked"], bytes.fromhex(detail["salt"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("analytics.job_failed", org=self.org_id, job=job_id, error=repr(exc))
+            self.store.save_job(job_id, "failed", reason=repr(exc))
+
     def output_share(self, aggregate: list[int], sel: list[list[int]]) -> list[int]:
         return an.output_share(aggregate, sel)
 
     def open_mask(self, box: bytes) -> tuple[list[int], bytes]:
+        """This server's mask share and salt; an empty mask when the box does not open."""
         try:
             d = json.loads(sealing.unseal(box, self.keys.sealing_key))
             return [int(v) for v in d["mask"]], bytes.fromhex(d["salt"])
-        except (sealing.SealError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"the consumer's mask share does not open: {exc}") from None
+        except (sealing.SealError, ValueError, KeyError, TypeError):
+            return [], b""
 
     async def decoded_count(self, job: mk.JobInfo, threshold: int) -> int | None:
         points = {}

@@ -103,6 +103,11 @@ class AnalyticsStore:
             row = s.get(JobRow, job)
             return None if row is None else (row.state, json.loads(row.detail))
 
+    def jobs_in(self, *states: str) -> list[tuple[int, dict]]:
+        with Session(self.engine) as s:
+            rows = s.execute(select(JobRow.job, JobRow.detail).where(JobRow.state.in_(states)))
+            return [(j, json.loads(d)) for j, d in rows]
+
     def cursor_blocks(self) -> list[BlockRef]:
         return load_cursor(self.engine, AnalyticsCursorBlock.__table__)
 

@@ -94,15 +94,10 @@ async def world(analytics_stack):
     await mk.create_dataset(
         chain, consumer, dep, "clinic", an.Schema.from_dict(SCHEMA).to_json(), 1, K, SERVERS
     )
-    import time
-
-    t0 = time.monotonic()
-    print("TIMING staked", flush=True)
     producers = [ParticipantKeys.generate(f"p{i:04d}") for i in range(PRODUCERS)]
     for p in producers:
         addr = Account.from_key(p.chain_key).address
         await chain.w3.provider.make_request("anvil_setBalance", [addr, hex(10**18)])
-    print("TIMING funded", time.monotonic() - t0, flush=True)
     for start in range(0, PRODUCERS, 100):
         await asyncio.gather(
             *(
@@ -112,7 +107,6 @@ async def world(analytics_stack):
                 )
             )
         )
-    print("TIMING submitted", time.monotonic() - t0, flush=True)
     yield {"client": client, "consumer": consumer, "producers": producers, "cfg": cfg, "jobs": []}
     await client.close()
 

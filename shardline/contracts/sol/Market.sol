@@ -394,8 +394,9 @@ contract Market {
         emit Revealed(id, j.servers[i]);
     }
 
-    /// @notice A server refuses a job whose filter selects fewer than k rows; when all but t
-    ///         servers refuse, the consumer gets the deposit back and nobody is slashed.
+    /// @notice A server refuses a job whose filter selects fewer than k rows (or whose mask share
+    ///         does not match the consumer's commitment); when all but t servers refuse, the
+    ///         consumer gets the deposit back. A refusing server is never slashed, nor paid.
     function refuse(uint256 id) external {
         Job storage j = _jobs[id];
         require(j.status == Status.Open, "the job is not open");
@@ -541,7 +542,7 @@ contract Market {
             srv.jobs += 1;
             if (s.cheater) {
                 _slash(id, j, i, "wrong output");
-            } else if (!s.revealed) {
+            } else if (!s.revealed && !s.refused) {
                 _slash(id, j, i, "silent past the deadline");
             } else if (complete) {
                 balanceOf[srv.account] += fee;
