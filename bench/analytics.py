@@ -190,13 +190,10 @@ def producer_cost(schema: an.Schema, n_servers: int, t: int, rows: int) -> tuple
     pks = [bytes(sealing.ephemeral_keypair()[1]) for _ in range(n_servers)]
     xs = list(range(1, n_servers + 1))
     t0 = time.perf_counter()
-    blobs: dict[int, list[bytes]] = {x: [] for x in xs}
-    for r in data:
-        for x, sh in fs.split_vector(an.encode_row(schema, r), t, xs).items():
-            blobs[x].append(fs.pack(sh))
+    blobs = fs.share_rows([an.encode_row(schema, r) for r in data], t, xs)
     sent = 0
     for x, pk in zip(xs, pks, strict=True):
-        sent += len(sealing.seal(b"".join(blobs[x]), pk))
+        sent += len(sealing.seal(blobs[x], pk))
     return time.perf_counter() - t0, sent
 
 

@@ -18,6 +18,7 @@ from shardline.core.field_shares import (
     is_consistent,
     pack,
     robust_reconstruct,
+    share_rows,
     split_vector,
     unpack,
 )
@@ -59,6 +60,21 @@ def test_corrects_t_wrong_shares_and_names_them(t, n):
     got = robust_reconstruct(shares, t)
     assert got.values == values
     assert got.bad == liars
+
+
+def test_bulk_sharing_of_rows_rebuilds_each_row():
+    rows = [[1, 2, 3], [PRIME - 1, 0, 2**120]]
+    packed = share_rows(rows, 2, [1, 2, 3, 4, 5, 6, 7])
+    per_x = {x: unpack(b) for x, b in packed.items()}
+    assert all(len(v) == 6 for v in per_x.values())
+    for i, row in enumerate(rows):
+        pts = {x: per_x[x][3 * i : 3 * i + 3] for x in (2, 5, 7)}
+        assert interpolate(pts) == row
+        assert (
+            robust_reconstruct({x: v[3 * i : 3 * i + 3] for x, v in per_x.items()}, 2).bad == set()
+        )
+    # fresh randomness each time: the same rows never give the same shares
+    assert share_rows(rows, 1, [1, 2, 3, 4])[1] != share_rows(rows, 1, [1, 2, 3, 4])[1]
 
 
 def test_no_wrong_share_names_nobody():
