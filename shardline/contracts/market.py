@@ -416,6 +416,11 @@ async def claim(
     return await chain.transact(account, fn, gas=100_000 + 40_000 * len(job_ids))
 
 
+async def claimed(chain: Chain, deployment: Deployment, job_id: int, producer_id: str) -> bool:
+    fn = _market(chain, deployment).functions.claimed(job_id, ident(producer_id))
+    return bool(await chain.read(fn))
+
+
 async def withdraw(chain: Chain, account: LocalAccount, deployment: Deployment) -> TxResult:
     return await chain.transact(
         account, _market(chain, deployment).functions.withdraw(), gas=100_000

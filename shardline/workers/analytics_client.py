@@ -98,6 +98,7 @@ class AnalyticsClient:
         self.deployment = deployment
         self._sealing: dict[str, bytes] = {}
         self._datasets: dict[str, tuple[mk.DatasetInfo, an.Schema]] = {}
+        self._reads = asyncio.Lock()  # many producers at once read the chain once
 
     @classmethod
     async def connect(
@@ -117,8 +118,10 @@ class AnalyticsClient:
 
     async def sealing_key(self, org: str) -> bytes:
         if org not in self._sealing:
-            for p in await registry.list_participants(self.chain, self.deployment):
-                self._sealing[p.id] = p.sealing_pk
+            async with self._reads:
+                if org not in self._sealing:
+                    for p in await registry.list_participants(self.chain, self.deployment):
+                        self._sealing[p.id] = p.sealing_pk
         if org not in self._sealing:
             raise ValueError(f"{org} is not an org in the on-chain registry")
         return self._sealing[org]
@@ -126,14 +129,19 @@ class AnalyticsClient:
     async def dataset(self, dataset_id: str) -> tuple[mk.DatasetInfo, an.Schema]:
         if dataset_id in self._datasets:  # a data set never changes once created
             return self._datasets[dataset_id]
+        async with self._reads:
+            if dataset_id not in self._datasets:
+                await self._read_dataset(dataset_id)
+        return self._datasets[dataset_id]
+
+    async def _read_dataset(self, dataset_id: str) -> None:
         ds = await mk.dataset(self.chain, self.deployment, dataset_id)
         if ds is None:
             raise ValueError(
                 f"no data set {dataset_id!r} on the Market: create it with "
-                "`shardline analytics create`, or check the id (`shardline analytics datasets`)"
+                "`shardline analytics create`, or check the id"
             )
         self._datasets[dataset_id] = (ds, an.Schema.from_dict(ds.schema))
-        return self._datasets[dataset_id]
 
     # ---- producers ----------------------------------------------------------------------
     async def submit(self, keys: ParticipantKeys, dataset_id: str, rows: list[dict]) -> list[bytes]:

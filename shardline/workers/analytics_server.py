@@ -24,7 +24,7 @@ from shardline.bus.envelope import BadMessage, unb64
 from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.contracts import market as mk
-from shardline.contracts.client import Chain
+from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
 from shardline.contracts.deploy import Deployment
 from shardline.core import analytics as an
@@ -108,8 +108,11 @@ class AnalyticsServer(Worker):
     async def setup(self) -> None:
         me = await mk.server(self.chain, self.deployment, self.org_id)
         if me.stake == 0 and self.stake_wei:
-            await mk.stake(self.chain, self.account, self.deployment, self.stake_wei)
-            log.event("analytics.staked", org=self.org_id, wei=self.stake_wei)
+            try:
+                await mk.stake(self.chain, self.account, self.deployment, self.stake_wei)
+                log.event("analytics.staked", org=self.org_id, wei=self.stake_wei)
+            except ChainError as exc:  # the node's other work goes on; it is just not chosen
+                log.warn("analytics.stake_failed", org=self.org_id, error=str(exc))
         self.consume(
             ConsumerSpec(
                 "ANALYTICS",

@@ -10,8 +10,12 @@ fewer than k rows is refused; the money adds up after every case.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 
 import pytest
 from eth_account import Account
@@ -107,7 +111,14 @@ async def world(analytics_stack):
                 )
             )
         )
-    yield {"client": client, "consumer": consumer, "producers": producers, "cfg": cfg, "jobs": []}
+    yield {
+        "client": client,
+        "consumer": consumer,
+        "producers": producers,
+        "cfg": cfg,
+        "jobs": [],
+        "accounts": [],
+    }
     await client.close()
 
 
@@ -153,6 +164,81 @@ async def test_every_statistic_matches_plaintext(world):
     chain, dep = world["client"].chain, world["client"].deployment
     info = await mk.job(chain, dep, outcomes[0][0].job)
     assert info.status_name == "done" and info.inputs == PRODUCERS and info.producers == PRODUCERS
+
+
+def cli(cfg: StackConfig, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shardline", "analytics", *args, "--config", str(cfg.path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+async def test_the_command_line_from_keys_to_result(world, tmp_path):
+    cfg = world["cfg"]
+    for who in ("cli-consumer", "cli-producer"):
+        assert (await asyncio.to_thread(cli, cfg, "keygen", who)).returncode == 0
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        json.dumps(
+            {"name": "tiny", "fields": [{"name": "score", "type": "int", "min": 0, "max": 10}]}
+        )
+    )
+    made = await asyncio.to_thread(
+        cli,
+        cfg,
+        "create",
+        "tiny",
+        "--schema",
+        str(schema),
+        "--as",
+        "cli-consumer",
+        "--servers",
+        "org1,org2,org3,org4",
+        "--k",
+        "2",
+    )
+    assert made.returncode == 0, made.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("score\n3\n11\n")
+    refused = await asyncio.to_thread(cli, cfg, "submit", "tiny", str(bad), "--as", "cli-producer")
+    assert refused.returncode == 1
+    assert "row 2: score='11' is outside the allowed range 0 to 10" in refused.stderr
+    good = tmp_path / "good.csv"
+    good.write_text("score\n3\n7\n9\n")
+    sub = await asyncio.to_thread(cli, cfg, "submit", "tiny", str(good), "--as", "cli-producer")
+    assert sub.returncode == 0 and "shared 3 row(s)" in sub.stdout, sub.stderr
+    opened = await asyncio.to_thread(
+        cli,
+        cfg,
+        "open",
+        "tiny",
+        "mean",
+        "--field",
+        "score",
+        "--as",
+        "cli-consumer",
+        "--price",
+        "0.01",
+    )
+    assert opened.returncode == 0, opened.stderr
+    job = opened.stdout.split()[1].rstrip(":")
+    res = await asyncio.to_thread(cli, cfg, "result", job, "--as", "cli-consumer")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["result"]["value"] == pytest.approx(19 / 3) and out["result"]["count"] == 3
+    assert out["cheaters"] == []
+    listing = await asyncio.to_thread(cli, cfg, "jobs")
+    assert "mean(score)" in listing.stdout and "done" in listing.stdout
+    rep = await asyncio.to_thread(cli, cfg, "reputation")
+    assert "org1" in rep.stdout and "org5" in rep.stdout
+    status = await asyncio.to_thread(cli, cfg, "status", job)
+    assert "done" in status.stdout
+    keys = ParticipantKeys.load(cfg.run_dir / "keys" / "analytics" / "cli-consumer.json")
+    world["accounts"].append(Account.from_key(keys.chain_key).address)
+    world["jobs"].append(int(job))
 
 
 async def test_a_filter_below_k_is_refused_and_refunded(world):
@@ -304,6 +390,7 @@ async def test_the_money_adds_up(world):
                 consumer.address,
                 *(s.account for s in servers),
                 *(Account.from_key(p.chain_key).address for p in some),
+                *world["accounts"],
             ]
         ]
     )
@@ -312,7 +399,8 @@ async def test_the_money_adds_up(world):
     for j in world["jobs"]:
         info = await mk.job(chain, dep, j)
         if info.status == mk.DONE:
-            unclaimed += info.per_producer * (info.producers - len(some))
+            taken = [await mk.claimed(chain, dep, j, p.participant_id) for p in some]
+            unclaimed += info.per_producer * (info.producers - sum(taken))
         elif info.status == mk.OPEN:
             open_deposits += info.price
     assert held == sum(s.stake for s in servers) + credited + unclaimed + open_deposits

@@ -15,7 +15,14 @@ from shardline.contracts import load_artifact
 REPO = Path(__file__).resolve().parents[2]
 CONTRACTS = REPO / "shardline" / "contracts"
 COMPILE = CONTRACTS / "compile.mjs"
-EXPECTED = {"Gatekeeper", "Governor", "Market", "OrgRegistry", "RecordsRegistry", "TransportRegistry"}
+EXPECTED = {
+    "Gatekeeper",
+    "Governor",
+    "Market",
+    "OrgRegistry",
+    "RecordsRegistry",
+    "TransportRegistry",
+}
 
 
 def test_artifacts_match_a_fresh_compile() -> None:
