@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .field_shares import PRIME, centered
 
@@ -131,6 +132,10 @@ class Schema:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    @cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
     def field(self, name: str) -> Field:
         for f in self.fields:
             if f.name == name:
@@ -196,7 +201,7 @@ def check_row(schema: Schema, row: Mapping[str, object], where: str = "row") -> 
                 f"{where}: {f.name}={raw!r} is outside the allowed range {f.min} to {f.max}"
             )
         out[f.name] = v
-    unknown = set(row) - {f.name for f in schema.fields}
+    unknown = row.keys() - schema.names
     if unknown:
         raise InputOutOfRange(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     return out
