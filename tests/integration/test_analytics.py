@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 
 import pytest
 from eth_account import Account
@@ -166,20 +163,21 @@ async def test_every_statistic_matches_plaintext(world):
     assert info.status_name == "done" and info.inputs == PRODUCERS and info.producers == PRODUCERS
 
 
-def cli(cfg: StackConfig, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "shardline", "analytics", *args, "--config", str(cfg.path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
+def cli(cfg: StackConfig, *args: str):
+    """The `shardline analytics` command, in this process (run in a thread: it has its own loop)."""
+    from typer.testing import CliRunner
+
+    from shardline.cli import app
+
+    return CliRunner().invoke(
+        app, ["analytics", *args, "--config", str(cfg.path)], env={"COLUMNS": "200"}
     )
 
 
 async def test_the_command_line_from_keys_to_result(world, tmp_path):
     cfg = world["cfg"]
     for who in ("cli-consumer", "cli-producer"):
-        assert (await asyncio.to_thread(cli, cfg, "keygen", who)).returncode == 0
+        assert (await asyncio.to_thread(cli, cfg, "keygen", who)).exit_code == 0
     schema = tmp_path / "schema.json"
     schema.write_text(
         json.dumps(
@@ -200,16 +198,16 @@ async def test_the_command_line_from_keys_to_result(world, tmp_path):
         "--k",
         "2",
     )
-    assert made.returncode == 0, made.stderr
+    assert made.exit_code == 0, made.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("score\n3\n11\n")
     refused = await asyncio.to_thread(cli, cfg, "submit", "tiny", str(bad), "--as", "cli-producer")
-    assert refused.returncode == 1
+    assert refused.exit_code == 1
     assert "row 2: score='11' is outside the allowed range 0 to 10" in refused.stderr
     good = tmp_path / "good.csv"
     good.write_text("score\n3\n7\n9\n")
     sub = await asyncio.to_thread(cli, cfg, "submit", "tiny", str(good), "--as", "cli-producer")
-    assert sub.returncode == 0 and "shared 3 row(s)" in sub.stdout, sub.stderr
+    assert sub.exit_code == 0 and "shared 3 row(s)" in sub.stdout, sub.stderr
     opened = await asyncio.to_thread(
         cli,
         cfg,
@@ -223,10 +221,10 @@ async def test_the_command_line_from_keys_to_result(world, tmp_path):
         "--price",
         "0.01",
     )
-    assert opened.returncode == 0, opened.stderr
+    assert opened.exit_code == 0, opened.stderr
     job = opened.stdout.split()[1].rstrip(":")
     res = await asyncio.to_thread(cli, cfg, "result", job, "--as", "cli-consumer")
-    assert res.returncode == 0, res.stderr
+    assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["result"]["value"] == pytest.approx(19 / 3) and out["result"]["count"] == 3
     assert out["cheaters"] == []
