@@ -195,9 +195,12 @@ def _spec(statistic: str, field: str, where: str, bins: str) -> an.JobSpec:
             raise typer.Exit(2)
         wf, vals = where.split("=", 1)
         wv = tuple(v.strip() for v in vals.split(","))
-    return an.JobSpec(
-        statistic, field, wf.strip(), wv, tuple(float(b) for b in bins.split(",")) if bins else ()
-    )
+    try:
+        edges = tuple(float(b) for b in bins.split(",")) if bins else ()
+    except ValueError:
+        err.print(f"[red]--bins {bins!r}: give numbers separated by commas, e.g. 0,20,40[/red]")
+        raise typer.Exit(2) from None
+    return an.JobSpec(statistic, field, wf.strip(), wv, edges)
 
 
 @analytics_app.command("open")
