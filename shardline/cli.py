@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shardline import stack
+from shardline.analytics_cli import analytics_app
 from shardline.bus.credentials import redact
 from shardline.chain_cli import chain_app
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
@@ -39,6 +40,7 @@ app.add_typer(org_app, name="org")
 app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
 app.add_typer(privtx_app, name="privtx")
+app.add_typer(analytics_app, name="analytics")
 console = Console()
 err = Console(stderr=True)
 

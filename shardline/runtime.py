@@ -139,6 +139,8 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         workers.append(records_proxy(nc, keys, view, org, rpc_url, cfg))
     if view.deployment.list_agreements:
         workers.append(list_node(nc, keys, directory, view, org))
+    if view.deployment.market:
+        workers.append(analytics_server(nc, keys, view, org, rpc_url, cfg))
     return workers
 
 
@@ -161,6 +163,30 @@ def list_node(
         chain=view.chain,
         deployment=view.deployment,
         account=account(keys),
+    )
+
+
+def analytics_server(
+    nc, keys: ParticipantKeys, view: ChainView, org: OrgNodeConfig, rpc_url: str, cfg: StackConfig
+) -> Worker:
+    from shardline.contracts.deploy import MARKET_MIN_STAKE
+    from shardline.workers.analytics_server import AnalyticsServer, ProducerDirectory
+    from shardline.workers.analytics_store import AnalyticsStore
+
+    return AnalyticsServer(
+        nc,
+        keys,
+        ProducerDirectory(view.chain, view.deployment),
+        instance=org.id,
+        concurrency=8,
+        org_id=org.id,
+        store=AnalyticsStore(org.database_url),
+        chain=view.chain,
+        deployment=view.deployment,
+        account=account(keys),
+        ws_url=ws_url(rpc_url),
+        confirmations=cfg.confirmations,
+        stake_wei=MARKET_MIN_STAKE * 3 // 2,
     )
 
 

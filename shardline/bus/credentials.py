@@ -105,6 +105,7 @@ def org_consumers(org: str) -> list[tuple[str, str]]:
         ("PSI", f"psi-{org}"),
         ("RECORDS", f"records-kfrags-{org}"),
         *(("LISTS", f"lists-{kind}-{org}") for kind in LIST_MESSAGES),
+        ("ANALYTICS", f"analytics-inputs-{org}"),
     ]
 
 

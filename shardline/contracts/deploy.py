@@ -11,6 +11,7 @@ from web3 import Web3
 from .client import Chain, ChainError
 
 DEPLOY_GAS = 5_000_000
+MARKET_MIN_STAKE = 10**18  # wei an MPC server stakes at least (1 ether on the local chain)
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,14 @@ class Deployment:
     records_registry: str = ""  # empty in deployments made before the records capability
     list_agreements: str = ""  # empty in deployments made before distribution lists
     mediator: str = ""  # empty in deployments made before private transactions
+    market: str = ""  # empty in deployments made before analytics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        optional = ("records_registry", "list_agreements", "mediator")
+        optional = ("records_registry", "list_agreements", "mediator", "market")
         names = [f.name for f in fields(cls) if f.name not in optional]
         missing = [n for n in names if n not in data]
         if missing:
@@ -54,6 +56,7 @@ class Deployment:
             if data.get("list_agreements")
             else "",
             mediator=Web3.to_checksum_address(data["mediator"]) if data.get("mediator") else "",
+            market=Web3.to_checksum_address(data["market"]) if data.get("market") else "",
         )
 
 
@@ -82,6 +85,9 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
     records_registry = await deploy_contract(chain, admin, "RecordsRegistry", org_registry)
     list_agreements = await deploy_contract(chain, admin, "ListAgreements", org_registry)
     mediator = await deploy_contract(chain, admin, "Mediator")
+    market = await deploy_contract(
+        chain, admin, "Market", org_registry, MARKET_MIN_STAKE, gas=7_000_000
+    )
     return Deployment(
         org_registry=org_registry,
         transport_registry=transport_registry,
@@ -92,4 +98,5 @@ async def deploy_all(chain: Chain, admin: LocalAccount) -> Deployment:
         records_registry=records_registry,
         list_agreements=list_agreements,
         mediator=mediator,
+        market=market,
     )

@@ -1,0 +1,357 @@
+"""MPC server, one per org node: adds the producers' shares it holds and answers jobs on chain.
+
+Producers' share vectors arrive on ``analytics.input.<org>`` sealed to this org; the sender must
+be the producer the Market knows, and the hash of the part must match the digest the producer
+put on chain. The server follows ``Contributed`` (the order of inputs) and ``JobOpened``. For a
+job that names it, it adds the share vectors of the first ``inputs`` contributions, takes the
+job's sums (``core.analytics.selectors``), pads them with its share of the consumer's mask,
+commits (with its unmasked share of the row count), and once every server has committed (or
+the commit deadline passed) decodes the count from the committed count shares: fewer than the
+data set's k and it refuses, else it reveals. Only the consumer can remove the mask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import secrets
+import time
+
+from shardline.bus import log, subjects
+from shardline.bus.envelope import BadMessage, unb64
+from shardline.bus.streams import ConsumerSpec
+from shardline.bus.worker import Incoming, Transient, Worker
+from shardline.contracts import market as mk
+from shardline.contracts.client import Chain, ChainError
+from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.contracts.deploy import Deployment
+from shardline.core import analytics as an
+from shardline.core import field_shares as fs
+from shardline.core import sealing
+from shardline.core.directory import Directory, Participant, UnknownParticipant
+from shardline.core.logpoller import Cursor
+from shardline.workers.analytics_store import AnalyticsStore
+
+PRODUCER = 4  # a producer's kind in a ProducerDirectory (not an OrgRegistry kind)
+POLL_S = 0.05
+
+
+class ProducerDirectory(Directory):
+    """Producers by id, from the Market on one's own chain endpoint (keys never change)."""
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        super().__init__()
+        self.chain = chain
+        self.deployment = deployment
+        self.known: dict[str, Participant] = {}
+
+    async def resolve(self, participant_id: str) -> Participant:
+        found = self.known.get(participant_id)
+        if found is None:
+            try:
+                got = await mk.read_producer(self.chain.rpc, self.deployment, participant_id)
+            except ValueError:
+                got = None
+            if got is None:
+                raise UnknownParticipant(f"{participant_id!r} is not a producer on the Market")
+            found = Participant(participant_id, got[1], b"", got[0], PRODUCER)
+            self.known[participant_id] = found
+        return found
+
+
+def part_digest(dataset: str, producer: str, hashes: list[bytes]) -> bytes:
+    """What a producer puts on chain: binds the data set, itself and every server's part."""
+    return hashlib.sha256(mk.ident(dataset) + mk.ident(producer) + b"".join(hashes)).digest()
+
+
+class AnalyticsServer(Worker):
+    kind = "analytics-server"
+
+    def __init__(
+        self,
+        *args,
+        org_id: str,
+        store: AnalyticsStore,
+        chain: Chain,
+        deployment: Deployment,
+        account,
+        ws_url: str,
+        confirmations: int = 0,
+        stake_wei: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.org_id = org_id
+        self.store = store
+        self.chain = chain
+        self.deployment = deployment
+        self.account = account
+        self.stake_wei = stake_wei
+        self._datasets: dict[str, mk.DatasetInfo] = {}
+        self._aggregates: dict[tuple[str, int], list[int]] = {}
+        self._jobs: dict[int, asyncio.Task] = {}
+        self.heads = HeadWatcher(ws_url)
+        self.reader = EventReader(
+            Rpc(chain.rpc),
+            Cursor(start=int(deployment.block), remembered=store.cursor_blocks()),
+            addresses=lambda: [deployment.market],
+            topics0=[mk.CONTRIBUTED, mk.JOB_OPENED],
+            confirmations=confirmations,
+            save=lambda c: store.save_cursor(c.remembered()),
+            heads=self.heads,
+        )
+        self._loop: asyncio.Task | None = None
+
+    # ---- wiring -------------------------------------------------------------------------
+    async def setup(self) -> None:
+        me = await mk.server(self.chain, self.deployment, self.org_id)
+        if me.stake == 0 and self.stake_wei:
+            try:
+                await mk.stake(self.chain, self.account, self.deployment, self.stake_wei)
+                log.event("analytics.staked", org=self.org_id, wei=self.stake_wei)
+            except ChainError as exc:  # the node's other work goes on; it is just not chosen
+                log.warn("analytics.stake_failed", org=self.org_id, error=str(exc))
+        self.consume(
+            ConsumerSpec(
+                "ANALYTICS",
+                f"analytics-inputs-{self.org_id}",
+                (subjects.ANALYTICS_INPUT.format(org=self.org_id),),
+                "analytics.input",
+                ack_wait_s=30,
+                max_deliver=20,
+            ),
+            self.on_input,
+        )
+        self.heads.start()
+        self._loop = asyncio.create_task(self._follow_chain())
+        # a job committed before a restart is revealed with what was committed
+        for job_id, detail in self.store.jobs_in("committing", "committed"):
+            self._jobs[job_id] = asyncio.create_task(self._resume(job_id, detail))
+
+    async def stop(self) -> None:
+        for t in [self._loop, *self._jobs.values()]:
+            if t:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        await self.heads.stop()
+        await super().stop()
+
+    async def dataset(self, dataset_id: str) -> mk.DatasetInfo:
+        found = self._datasets.get(dataset_id)
+        if found is None:  # a data set never changes once created
+            found = await mk.dataset(self.chain, self.deployment, dataset_id)
+            if found is None:
+                raise Transient(f"data set {dataset_id} is not on this org's chain endpoint yet")
+            self._datasets[dataset_id] = found
+        return found
+
+    # ---- inputs -------------------------------------------------------------------------
+    async def on_input(self, m: Incoming) -> None:
+        b = m.body
+        ds_id, producer = b["dataset"], b["producer"]
+        if m.env.sender != producer:
+            raise BadMessage(f"input of producer {producer} was signed by {m.env.sender}")
+        ds = await self.dataset(ds_id)
+        x = b["x"]
+        if x > len(ds.servers) or ds.servers[x - 1] != self.org_id:
+            raise BadMessage(f"share {x} of data set {ds_id} does not belong to {self.org_id}")
+        hashes = [bytes.fromhex(h) for h in b["hashes"]]
+        if len(hashes) != len(ds.servers):
+            raise BadMessage(f"data set {ds_id} has {len(ds.servers)} servers, not {len(hashes)}")
+        shares = unb64(b["shares"])
+        if hashlib.sha256(shares).digest() != hashes[x - 1]:
+            raise BadMessage(f"the shares of {producer} do not match their hash")
+        digest = bytes.fromhex(b["digest"])
+        if part_digest(ds_id, producer, hashes) != digest:
+            raise BadMessage(f"the digest of {producer}'s contribution does not bind its parts")
+        width = an.Schema.from_dict(ds.schema).width
+        if len(shares) != b["rows"] * width * fs.ELEMENT_BYTES:
+            raise BadMessage(f"{b['rows']} rows of width {width} do not fill {len(shares)} bytes")
+        self.store.put_input(ds_id, digest, producer, b["rows"], shares)
+        log.event(
+            "analytics.input_stored",
+            org=self.org_id,
+            dataset=ds_id,
+            producer=producer,
+            rows=b["rows"],
+        )
+
+    # ---- the chain ----------------------------------------------------------------------
+    async def _follow_chain(self) -> None:
+        while True:
+            try:
+                await self.reader.step(self.on_log)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # node away: keep the cursor and try again
+                log.warn("analytics.chain_step_failed", org=self.org_id, error=str(exc))
+                await asyncio.sleep(0.5)
+            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
+                await self.heads.wait()
+
+    async def on_log(self, lg: RawLog) -> None:
+        topic = "0x" + lg.topics[0].hex()
+        if topic == mk.CONTRIBUTED:
+            from eth_abi import decode as abi_decode
+
+            index, digest, rows = abi_decode(["uint32", "bytes32", "uint32"], lg.data)
+            self.store.add_contribution(
+                mk.name_of(lg.topics[1]), int(index), bytes(digest), int(rows)
+            )
+            return
+        job_id, _ds, servers, _xs, _spec, _boxes = mk.decode_job_opened(lg)
+        if self.org_id in servers and job_id not in self._jobs:
+            done = self.store.job(job_id)
+            if done is not None and done[0] in ("revealed", "refused", "failed"):
+                return
+            self._jobs[job_id] = asyncio.create_task(self._serve(job_id, lg))
+
+    async def _serve(self, job_id: int, lg: RawLog) -> None:
+        try:
+            await self.serve_job(job_id, lg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("analytics.job_failed", org=self.org_id, job=job_id, error=repr(exc))
+            self.store.save_job(job_id, "failed", reason=repr(exc))
+
+    async def chain_time(self) -> float:
+        """The time the next block will carry, near enough: an idle automining node's latest
+        block is old, and the next transaction's block takes the wall clock."""
+        block = await self.chain.rpc.call("eth_getBlockByNumber", ["latest", False])
+        return max(time.time(), int(block["timestamp"], 16))  # type: ignore[index]
+
+    # ---- one job ------------------------------------------------------------------------
+    async def serve_job(self, job_id: int, lg: RawLog) -> None:
+        _j, ds_id, servers, _xs, spec_d, boxes = mk.decode_job_opened(lg)
+        slot = servers.index(self.org_id)
+        job = await mk.job(self.chain, self.deployment, job_id)
+        assert job is not None
+        ds = await self.dataset(ds_id)
+        schema, spec = an.Schema.from_dict(ds.schema), an.JobSpec.from_dict(spec_d)
+        saved = self.store.job(job_id)
+        if saved is None:
+            mask, mask_salt = self.open_mask(boxes[slot])
+            sel = an.selectors(schema, spec)
+            if (
+                len(sel) != job.width
+                or len(mask) != job.width
+                or mk.mask_commitment(job.consumer_key, slot, mask, mask_salt)
+                != job.mask_commits[slot]
+            ):
+                # The consumer's fault, not ours: commit to nothing and refuse in the reveal phase.
+                log.warn("analytics.bad_mask", org=self.org_id, job=job_id)
+                await mk.commit(
+                    self.chain, self.account, self.deployment, job_id, secrets.token_bytes(32), 0
+                )
+                await self.finish_job(job_id, [], b"", ds, refuse=True)
+                return
+            aggregate = await self.aggregate(ds_id, schema.width, job.inputs, job.commit_deadline)
+            out = self.output_share(aggregate, sel)
+            masked = [(o + m) % fs.PRIME for o, m in zip(out, mask, strict=True)]
+            salt = secrets.token_bytes(32)
+            commitment = mk.output_commitment(job_id, slot, masked, salt)
+            self.store.save_job(job_id, "committing", masked=masked, salt=salt.hex(), count=out[0])
+            await mk.commit(self.chain, self.account, self.deployment, job_id, commitment, out[0])
+            self.store.save_job(job_id, "committed", masked=masked, salt=salt.hex(), count=out[0])
+            log.event("analytics.committed", org=self.org_id, job=job_id)
+        else:
+            detail = saved[1]
+            masked, salt = detail["masked"], bytes.fromhex(detail["salt"])
+        await self.finish_job(job_id, masked, salt, ds)
+
+    async def finish_job(
+        self,
+        job_id: int,
+        masked: list[int],
+        salt: bytes,
+        ds: mk.DatasetInfo | None = None,
+        *,
+        refuse: bool = False,
+    ) -> None:
+        """After committing: wait for every commitment (or the deadline), check k, reveal."""
+        while True:
+            job = await mk.job(self.chain, self.deployment, job_id)
+            assert job is not None
+            if job.status != mk.OPEN:
+                return
+            # a margin: the next block's time may lag the wall clock by a second
+            if (
+                job.committed == len(job.servers)
+                or await self.chain_time() > job.commit_deadline + 1.5
+            ):
+                break
+            await asyncio.sleep(POLL_S)
+        ds = ds or await self.dataset(job.dataset)
+        count = await self.decoded_count(job, ds.threshold)
+        if refuse or (count is not None and count < ds.k):
+            await mk.refuse(self.chain, self.account, self.deployment, job_id)
+            self.store.save_job(job_id, "refused", count=count)
+            log.event("analytics.refused", org=self.org_id, job=job_id, count=count, k=ds.k)
+            return
+        await mk.reveal(self.chain, self.account, self.deployment, job_id, masked, salt)
+        self.store.save_job(job_id, "revealed", masked=masked, salt=salt.hex())
+        log.event("analytics.revealed", org=self.org_id, job=job_id)
+
+    async def _resume(self, job_id: int, detail: dict) -> None:
+        try:
+            await self.finish_job(job_id, detail["masked"], bytes.fromhex(detail["salt"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("analytics.job_failed", org=self.org_id, job=job_id, error=repr(exc))
+            self.store.save_job(job_id, "failed", reason=repr(exc))
+
+    def output_share(self, aggregate: list[int], sel: list[list[int]]) -> list[int]:
+        return an.output_share(aggregate, sel)
+
+    def open_mask(self, box: bytes) -> tuple[list[int], bytes]:
+        """This server's mask share and salt; an empty mask when the box does not open."""
+        try:
+            d = json.loads(sealing.unseal(box, self.keys.sealing_key))
+            return [int(v) for v in d["mask"]], bytes.fromhex(d["salt"])
+        except (sealing.SealError, ValueError, KeyError, TypeError):
+            return [], b""
+
+    async def decoded_count(self, job: mk.JobInfo, threshold: int) -> int | None:
+        points = {}
+        for i, x in enumerate(job.xs):
+            s = await mk.slot(self.chain, self.deployment, job.id, i)
+            if s.committed:
+                points[x] = [s.count_share]
+        try:
+            return fs.centered(fs.robust_reconstruct(points, threshold).values[0])
+        except fs.DecodeError as exc:
+            log.warn("analytics.count_undecodable", org=self.org_id, job=job.id, error=str(exc))
+            return None
+
+    async def aggregate(self, ds_id: str, width: int, inputs: int, deadline: int) -> list[int]:
+        """The sum of the share vectors of the data set's first ``inputs`` contributions."""
+        key = (ds_id, inputs)
+        if key in self._aggregates:
+            return self._aggregates[key]
+        while True:
+            digests = self.store.contributions(ds_id, inputs)
+            held = self.store.inputs(ds_id, digests) if len(digests) == inputs else {}
+            if len(digests) == inputs and len(held) == inputs:
+                break
+            if await self.chain_time() > deadline:
+                raise ValueError(
+                    f"{len(held)} of the {inputs} contributions to {ds_id} reached this server "
+                    "before the commit deadline"
+                )
+            await asyncio.sleep(POLL_S * 4)
+        acc = [0] * width
+        for d in digests:
+            raw = held[d]
+            vals = fs.unpack(raw)
+            for r in range(0, len(vals), width):
+                row = vals[r : r + width]
+                for i, v in enumerate(row):
+                    acc[i] += v
+        total = fs.reduce(acc)
+        self._aggregates[key] = total
+        return total

@@ -1,0 +1,115 @@
+"""An MPC server's own tables, beside the org node's: the share vectors producers sent it, the
+order of contributions the chain fixed, its open jobs (so a restart reveals what it committed),
+and its chain cursor.
+
+One share vector alone says nothing about a row (any t shares are uniform), so the shares are
+kept as they were unsealed; the org's key file protects the box, not the database.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Integer, LargeBinary, String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from shardline.core.logpoller import BlockRef
+from shardline.workers.store import load_cursor, make_engine, save_cursor
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class InputRow(Base):
+    __tablename__ = "analytics_inputs"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    producer: Mapped[str] = mapped_column(String(32))
+    rows: Mapped[int] = mapped_column(Integer)
+    shares: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ContributionRow(Base):
+    __tablename__ = "analytics_contributions"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    rows: Mapped[int] = mapped_column(Integer)
+
+
+class JobRow(Base):
+    __tablename__ = "analytics_jobs"
+    job: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # committed, revealed, refused, failed
+    detail: Mapped[str] = mapped_column(String)  # JSON: salt, masked output, reason
+
+
+class AnalyticsCursorBlock(Base):
+    __tablename__ = "analytics_cursor_blocks"
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    parent: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AnalyticsStore:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+
+    def put_input(
+        self, dataset: str, digest: bytes, producer: str, rows: int, shares: bytes
+    ) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                InputRow(
+                    dataset=dataset, digest=digest, producer=producer, rows=rows, shares=shares
+                )
+            )
+
+    def inputs(self, dataset: str, digests: list[bytes]) -> dict[bytes, bytes]:
+        """The share blobs held for ``digests`` (missing ones are absent)."""
+        wanted = set(digests)
+        out: dict[bytes, bytes] = {}
+        with Session(self.engine) as s:
+            for digest, shares in s.execute(
+                select(InputRow.digest, InputRow.shares).where(InputRow.dataset == dataset)
+            ):
+                if digest in wanted:
+                    out[bytes(digest)] = bytes(shares)
+        return out
+
+    def add_contribution(self, dataset: str, index: int, digest: bytes, rows: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(ContributionRow(dataset=dataset, index=index, digest=digest, rows=rows))
+
+    def contributions(self, dataset: str, upto: int) -> list[bytes]:
+        with Session(self.engine) as s:
+            return [
+                bytes(d)
+                for (d,) in s.execute(
+                    select(ContributionRow.digest)
+                    .where(ContributionRow.dataset == dataset, ContributionRow.index < upto)
+                    .order_by(ContributionRow.index)
+                )
+            ]
+
+    def save_job(self, job: int, state: str, **detail) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(JobRow(job=job, state=state, detail=json.dumps(detail)))
+
+    def job(self, job: int) -> tuple[str, dict] | None:
+        with Session(self.engine) as s:
+            row = s.get(JobRow, job)
+            return None if row is None else (row.state, json.loads(row.detail))
+
+    def jobs_in(self, *states: str) -> list[tuple[int, dict]]:
+        with Session(self.engine) as s:
+            rows = s.execute(select(JobRow.job, JobRow.detail).where(JobRow.state.in_(states)))
+            return [(j, json.loads(d)) for j, d in rows]
+
+    def cursor_blocks(self) -> list[BlockRef]:
+        return load_cursor(self.engine, AnalyticsCursorBlock.__table__)
+
+    def save_cursor(self, blocks: list[BlockRef]) -> None:
+        save_cursor(self.engine, AnalyticsCursorBlock.__table__, blocks)
