@@ -92,6 +92,23 @@ RESPONSES = {"max": 32}
 # (signed by it; each receiver checks the sender against the list's members).
 LIST_MESSAGES = ("invite", "accept", "roster", "bids")
 
+# What the ops page (served by the gateway) reads: every worker's service API, stream and consumer
+# state, and the dead letters (envelopes whose secret bodies are sealed to their readers). Reads
+# only: no stream or consumer is changed, no dead letter replayed (that is the operator's CLI).
+MONITOR_READ = [
+    "$SRV.PING",
+    "$SRV.INFO",
+    "$SRV.STATS",
+    "$JS.API.STREAM.LIST",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.CONSUMER.LIST.*",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.INFO.*.*",
+    "$JS.API.STREAM.MSG.GET.DLQ",
+    "$JS.API.DIRECT.GET.DLQ",
+    "$JS.API.DIRECT.GET.DLQ.>",
+]
+
 # The JetStream calls every worker makes: account and stream info (never stream changes).
 _JS_READ = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*"]
 
@@ -156,6 +173,7 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
         "dlq.>",
         *_JS_READ,
         *_consumer_api("LOOKUPS", "combiner"),
+        *MONITOR_READ,
     ]
     subscribe = [
         f"{inbox_prefix(user)}.>",

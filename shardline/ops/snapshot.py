@@ -29,13 +29,21 @@ from shardline.ops import dlq, metrics
 
 ORG_WORKER_KINDS = ("intake", "share-node", "psi-node")
 SERVICE_WAIT_S = 0.5
+OPTIONAL_WORKERS = (
+    ("records_registry", "records-proxy"),
+    ("list_agreements", "list-node"),
+    ("market", "analytics-server"),
+)
 
 
 def expected_workers(cfg: StackConfig) -> list[str]:
     """The bus workers this configuration runs, as ``<kind>.<instance>``."""
     kinds = list(ORG_WORKER_KINDS)
-    if (cfg.deployment or {}).get("records_registry"):
-        kinds.append("records-proxy")
+    deployed = cfg.deployment or {}
+    # the workers an org node adds when the deployment has their contract (runtime.py)
+    for contract, kind in OPTIONAL_WORKERS:
+        if deployed.get(contract):
+            kinds.append(kind)
     names = [f"{k}.{o.id}" for o in cfg.orgs for k in kinds]
     return [*names, "combiner.main"]
 
