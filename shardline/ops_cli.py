@@ -119,7 +119,14 @@ def tail(
     async def run() -> int:
         nc = await connect(cfg.nats_url, "tail")
         try:
-            return await run_tail(nc, subject, show, count=count, seconds=seconds)
+            return await run_tail(
+                nc,
+                subject,
+                show,
+                count=count,
+                seconds=seconds,
+                on_ready=lambda: err.print(f"listening on {subject}"),
+            )
         finally:
             await nc.close()
 

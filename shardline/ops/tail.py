@@ -59,6 +59,7 @@ async def tail(
     *,
     count: int | None = None,
     seconds: float | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Show messages on ``subject`` as they pass, until ``count`` were seen or ``seconds`` passed."""
     seen = 0
@@ -74,6 +75,9 @@ async def tail(
             done.set()
 
     sub = await nc.subscribe(subject, cb=cb)
+    await nc.flush()  # the server has the subscription: nothing from here on is missed
+    if on_ready is not None:
+        on_ready()
     try:
         if seconds is None:
             await done.wait()

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -235,7 +236,7 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "shardline", "tail", "lookup.>", "--json"),
-            *("--seconds", "10", "--config", str(cfg.path)),
+            *("--seconds", "120", "--config", str(cfg.path)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -250,9 +251,12 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
             raw.append(m.data)
 
         sub = await nc.subscribe("lookup.>", cb=keep)
-        await asyncio.sleep(2.0)  # the tail has subscribed
+        # the tail says when its subscription is in place
+        line = await asyncio.to_thread(proc.stderr.readline)
+        assert line.startswith("listening on lookup.>"), line
         out = await do_lookup(cfg, sample_sheets[6].transport_id)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # the last messages pass the tail too
+        proc.send_signal(signal.SIGINT)  # as a person stops it: Ctrl-C
         await sub.unsubscribe()
         await nc.close()
         return out
