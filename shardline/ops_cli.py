@@ -125,7 +125,7 @@ def tail(
                 show,
                 count=count,
                 seconds=seconds,
-                on_ready=lambda: err.print(f"listening on {subject}"),
+                on_ready=lambda: err.print(f"tailing {subject} (Ctrl-C to stop)", highlight=False),
             )
         finally:
             await nc.close()

@@ -75,7 +75,7 @@ async def tail(
             done.set()
 
     sub = await nc.subscribe(subject, cb=cb)
-    await nc.flush()  # the server has the subscription: nothing from here on is missed
+    await nc.flush()  # the server has the subscription: nothing from now on is missed
     if on_ready is not None:
         on_ready()
     try:

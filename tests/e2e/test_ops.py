@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -237,7 +236,7 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "shardline", "tail", "lookup.>", "--json"),
-            *("--seconds", "120", "--config", str(cfg.path)),
+            *("--seconds", "20", "--config", str(cfg.path)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -252,12 +251,11 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
             raw.append(m.data)
 
         sub = await nc.subscribe("lookup.>", cb=keep)
-        # the tail says when its subscription is in place
-        line = await asyncio.to_thread(proc.stderr.readline)
-        assert line.startswith("listening on lookup.>"), line
+        # the tail says when it has subscribed (its start may take seconds on a busy machine)
+        ready = await asyncio.to_thread(proc.stderr.readline)
+        assert ready.startswith("tailing lookup.>"), ready
         out = await do_lookup(cfg, sample_sheets[6].transport_id)
-        await asyncio.sleep(1.0)  # the last messages pass the tail too
-        proc.send_signal(signal.SIGINT)  # as a person stops it: Ctrl-C
+        await asyncio.sleep(0.5)
         await sub.unsubscribe()
         await nc.close()
         return out
