@@ -1,7 +1,7 @@
 """What metrics and tracing cost: the same lookups with them on and off, in the same run.
 
 One local stack (audit-after by default: the fastest path, where a fixed cost weighs most) with
-sample transports registered. Then, in alternating rounds (on, off, on, off, ...), every worker
+sample transports registered. Then, in alternating rounds (on, off, off, on, ...), every worker
 is restarted with ``telemetry`` on or off in the stack configuration and measured with the
 lookup benchmark's own code (``bench/lookup.py``): sequential lookups (p50, p95) and a short
 burst of concurrent clients (OK lookups per second). Off means: no Prometheus counters or
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(transports.wait_stored(cfg))
         ids = [s.transport_id for s in sheets]
         for r in range(args.rounds):
-            for on in (True, False):
+            # ABBA: the order flips each round, so that drift on a shared machine evens out
+            for on in (True, False) if r % 2 == 0 else (False, True):
                 restart_workers(cfg, on)
                 got = uvloop.run(measure(cfg, ids, args, seed=r))
                 results[on].append(got)

@@ -28,7 +28,10 @@ from shardline.config import StackConfig
 from shardline.ops import dlq, metrics
 
 ORG_WORKER_KINDS = ("intake", "share-node", "psi-node")
-SERVICE_WAIT_S = 0.5
+# How long a worker has to answer $SRV.STATS before it counts as down: the wait ends as soon as
+# every expected worker answered, so it is paid only when one is missing (or on a loaded host).
+SERVICE_WAIT_S = 1.5
+SCRAPE_TIMEOUT_S = 2.0
 OPTIONAL_WORKERS = (
     ("records_registry", "records-proxy"),
     ("list_agreements", "list-node"),
@@ -195,7 +198,7 @@ async def scrape_all(cfg: StackConfig) -> dict[str, dict | None]:
 
     async def one(url: str) -> dict | None:
         try:
-            return await asyncio.to_thread(metrics.scrape, url, 1.0)
+            return await asyncio.to_thread(metrics.scrape, url, SCRAPE_TIMEOUT_S)
         except Exception:
             return None
 
