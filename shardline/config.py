@@ -11,7 +11,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -92,20 +92,21 @@ class GatewayConfig(BaseModel):
         return next((r for r in self.responders if r.name == name), None)
 
     def responder_for(self, api_key: str) -> Responder | None:
-        digest = hashlib.sha256(api_key.encode()).hexdigest()
-        found = None
-        for r in self.responders:  # compare with every entry, in constant time each
-            if hmac.compare_digest(digest, r.api_key_sha256):
-                found = r
-        return found
+        return holder_of(api_key, self.responders)
 
     def operator_for(self, api_key: str) -> Operator | None:
-        digest = hashlib.sha256(api_key.encode()).hexdigest()
-        found = None
-        for o in self.operators:  # compare with every entry, in constant time each
-            if hmac.compare_digest(digest, o.api_key_sha256):
-                found = o
-        return found
+        return holder_of(api_key, self.operators)
+
+
+def holder_of(api_key: str, entries: list) -> Any:
+    """The entry whose ``api_key_sha256`` is the key's, compared with every entry in constant
+    time, so that the time taken says nothing about which entry (if any) matched."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    found = None
+    for entry in entries:
+        if hmac.compare_digest(digest, entry.api_key_sha256):
+            found = entry
+    return found
 
 
 class NatsTLS(BaseModel):
