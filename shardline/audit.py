@@ -8,9 +8,13 @@ is older than the grace period; so is one whose requester or transport differs f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from shardline.bus.connect import connect
 from shardline.bus.envelope import canonical, unb64
@@ -76,6 +80,26 @@ async def chain_lookups(chain: Chain, dep: Deployment) -> dict[str, dict]:
     return found
 
 
+ASK_ATTEMPTS = 3
+
+
+async def served_log(nc, org_id: str, since: float, until: float | None):
+    """An org's signed log of what it served. Asked again when no answer came: a node may be
+    reconnecting (a bus server restarted or a cluster member was lost) for a few seconds."""
+    for attempt in range(1, ASK_ATTEMPTS + 1):
+        try:
+            return await nc.request(
+                f"audit.served.{org_id}",
+                json.dumps({"since": since, "until": until}).encode(),
+                timeout=3,
+            )
+        except (NatsTimeout, NoRespondersError):
+            if attempt == ASK_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def run(
     cfg: StackConfig,
     *,
@@ -99,11 +123,7 @@ async def run(
         now = time.time()
         for org_id, org in sorted(orgs.items()):
             try:
-                msg = await nc.request(
-                    f"audit.served.{org_id}",
-                    json.dumps({"since": since, "until": until}).encode(),
-                    timeout=3,
-                )
+                msg = await served_log(nc, org_id, since, until)
                 reply = json.loads(msg.data)
                 sig = unb64(reply.pop("sig"))
                 sealing.verify(canonical(reply), sig, org.signing_pk)
