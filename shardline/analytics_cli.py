@@ -16,10 +16,10 @@ from typing import Annotated, TypeVar
 
 import typer
 from eth_account import Account
-from rich.console import Console
 from rich.table import Table
 
-from shardline.config import ConfigError, StackConfig
+from shardline.cli_common import ConfigOpt, console, err, load_config
+from shardline.config import StackConfig
 from shardline.core import analytics as an
 from shardline.core.ids import InvalidId, check_org_id
 from shardline.core.keys import KeyFileError, ParticipantKeys
@@ -28,24 +28,10 @@ analytics_app = typer.Typer(
     help="Statistics over secret-shared data: submit rows, open paid jobs, read results.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
 AsOpt = Annotated[str, typer.Option("--as", help="Your analytics id (see `keygen`).")]
 WEI = 10**18
-
-
-def _cfg(config: Path | None) -> StackConfig:
-    try:
-        return StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def keys_dir(cfg: StackConfig) -> Path:
@@ -97,7 +83,7 @@ def keygen(
     config: ConfigOpt = None,
 ) -> None:
     """Make a producer's or consumer's keys (Ed25519, X25519, chain account)."""
-    cfg = _cfg(config)
+    cfg = load_config(config)
     try:
         check_org_id(who)
     except InvalidId as exc:
@@ -108,7 +94,7 @@ def keygen(
         err.print(f"[red]{path} exists already[/red]")
         raise typer.Exit(1)
     keys = ParticipantKeys.generate(who)
-    address = Account.from_key(keys.chain_key).address
+    address = keys.chain_address
 
     async def fund(client) -> None:
         if client.chain.chain_id == 31337:  # the local anvil chain: give the account some ether
@@ -134,7 +120,7 @@ def create(
     """Create a data set on the Market (needs 3t+1 staked servers)."""
     from shardline.contracts import market as mk
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     try:
         parsed = an.Schema.from_dict(json.loads(schema.read_text()))
@@ -180,7 +166,7 @@ def submit(
     config: ConfigOpt = None,
 ) -> None:
     """Range-check your rows, share them among the data set's servers, and register them."""
-    cfg = _cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     data = _read_rows(rows)
     digests = _run(cfg, lambda c: c.submit(keys, dataset, data), bus=True)
@@ -216,7 +202,7 @@ def open_job(
     config: ConfigOpt = None,
 ) -> None:
     """Open a job: deposit, choose servers by reputation, share a mask for them."""
-    cfg = _cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     spec = _spec(statistic, field, where, bins)
     wei = int(Decimal(price) * WEI)
@@ -247,7 +233,7 @@ def result(
     """Decode the result, name any cheating server on chain, and settle the job."""
     from shardline.workers.analytics_client import JobSecret
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     try:
         secret = JobSecret.load(keys_dir(cfg) / "jobs" / f"{job}.json")
@@ -265,7 +251,7 @@ def status(
     """A job's state on chain: deadlines and what each server did."""
     from shardline.contracts import market as mk
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
 
     async def work(c):
         info = await mk.job(c.chain, c.deployment, job)
@@ -290,7 +276,7 @@ def jobs(config: ConfigOpt = None) -> None:
     """Every job on the Market."""
     from shardline.contracts import market as mk
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
 
     async def work(c):
         n = await mk.job_count(c.chain, c.deployment)
@@ -314,7 +300,7 @@ def reputation(config: ConfigOpt = None) -> None:
     """Each MPC server's stake, reputation, jobs and faults (the next jobs go to the best)."""
     from shardline.contracts import market as mk
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     table = Table("server", "stake (ether)", "reputation", "jobs", "faults", "in open jobs")
     rows = _run(cfg, lambda c: mk.servers(c.chain, c.deployment))
     for s in sorted(rows, key=lambda s: -s.reputation):
@@ -340,7 +326,7 @@ def withdraw(
     """Take what the Market owes you (claiming producer rewards first)."""
     from shardline.contracts import market as mk
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     acct = Account.from_key(keys.chain_key)
 

@@ -17,9 +17,9 @@ from typing import Annotated
 import typer
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from rich.console import Console
 
-from shardline.config import ConfigError, StackConfig
+from shardline.cli_common import ConfigOpt, console, err, load_config
+from shardline.config import StackConfig
 from shardline.core import keystore
 from shardline.core.directory import GATEWAY, ORG
 from shardline.core.keys import KeyFileError, ParticipantKeys
@@ -28,13 +28,6 @@ chain_app = typer.Typer(
     help="Deploy the contracts on a chain and admit orgs, gateways and responders.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default: SHARDLINE_CONFIG)."),
-]
 KINDS = {"org": ORG, "gateway": GATEWAY}
 
 
@@ -73,11 +66,7 @@ def _config(config: Path | None) -> tuple[StackConfig, Path]:
     import os
 
     path = Path(config or os.environ.get("SHARDLINE_CONFIG") or ".shardline/stack.json")
-    try:
-        return StackConfig.load(path), path
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    return load_config(path), path
 
 
 async def _chain(cfg: StackConfig):

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from shardline import stack
 from shardline.analytics_cli import analytics_app
 from shardline.bus.credentials import redact
 from shardline.chain_cli import chain_app
+from shardline.cli_common import ConfigOpt, console, err, load_config
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
 from shardline.keys_cli import keys_app
@@ -41,24 +41,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
 app.add_typer(privtx_app, name="privtx")
 app.add_typer(analytics_app, name="analytics")
-console = Console()
-err = Console(stderr=True)
 
 RunDir = Annotated[
     Path, typer.Option("--run-dir", help="Where the local stack keeps data, logs and pids.")
 ]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
-
-
-def _load(config: Path | None) -> StackConfig:
-    try:
-        return StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -177,7 +163,7 @@ def stop_cmd(names: list[str], run_dir: RunDir = Path(".shardline")) -> None:
 @app.command("start")
 def start_cmd(names: list[str], config: ConfigOpt = None) -> None:
     """Start workers again, e.g. `shardline start node-org3`."""
-    cfg = _load(config)
+    cfg = load_config(config)
     live = stack.running(cfg.run_dir)
     try:
         stack.start_workers(cfg, [n for n in names if n not in live])
@@ -199,7 +185,7 @@ def worker(
     from shardline import runtime
     from shardline.bus import telemetry
 
-    cfg = _load(config)
+    cfg = load_config(config)
     telemetry.set_enabled(cfg.telemetry)
     if kind == "org-node":
         if not org:
@@ -252,7 +238,7 @@ def transports_register(
     from shardline import transports
     from shardline.core.cargo import DataError, read_transports
 
-    cfg = _load(config)
+    cfg = load_config(config)
     try:
         sheets = read_transports(file)[:limit]
     except DataError as exc:
@@ -289,7 +275,7 @@ def lookup_cmd(
     """Look up a transport's cargo sheet through the gateway, as a responder's phone does."""
     from shardline.render import print_outcome
 
-    cfg = _load(config)
+    cfg = load_config(config)
     outcome = asyncio.run(_lookup(cfg, transport_id, responder, quiet=as_json))
     if as_json:
         print(json.dumps({"status": outcome.status, **outcome.body}, indent=2))
@@ -323,7 +309,7 @@ def responder_token_cmd(
     from shardline.core.responder_tokens import TokenError
     from shardline.lookup_client import responder_token
 
-    cfg = _load(config)
+    cfg = load_config(config)
     try:
         print(responder_token(cfg, name, ttl))
     except (FileNotFoundError, TokenError) as exc:
@@ -352,7 +338,7 @@ def audit(
     except ValueError as exc:
         err.print(f"[red]--since/--until: {exc}; give an ISO time or epoch seconds[/red]")
         raise typer.Exit(2) from None
-    cfg = _load(config)
+    cfg = load_config(config)
     report = asyncio.run(auditing.run(cfg, since=start or 0.0, until=end, grace_s=grace))
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shardline.cli_common import ConfigOpt, console, err, load_config
 from shardline.config import ConfigError, StackConfig
 from shardline.lists_cli import lists_app
 
@@ -19,22 +19,8 @@ contacts_app = typer.Typer(
     help="An org's contacts: import, dedup, private matching, lists.", no_args_is_help=True
 )
 contacts_app.add_typer(lists_app, name="lists")
-console = Console()
-err = Console(stderr=True)
 
 OrgOpt = Annotated[str, typer.Option("--org", help="The org whose contacts these are.")]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
-
-
-def _cfg(config: Path | None) -> StackConfig:
-    try:
-        return StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _store(cfg: StackConfig, org: str):
@@ -68,7 +54,7 @@ def import_cmd(
     from shardline.core.contacts import MappingError
     from shardline.core.keys import ParticipantKeys
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     store = _store(cfg, org)
     if not file.exists():
         err.print(f"[red]no file {file}[/red]")
@@ -110,7 +96,7 @@ def dedup_cmd(
     """Find duplicates as a Celery job, with a live progress bar from the bus."""
     from shardline.contacts import jobs
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     store = _store(cfg, org)
     if list_jobs:
         t = Table("job", "state", "stage", "pairs", "groups", "attempts")
@@ -183,7 +169,7 @@ def groups_cmd(
     org: OrgOpt, job: Annotated[str, typer.Option(help="The dedup job.")], config: ConfigOpt = None
 ) -> None:
     """Show a job's duplicate groups with their pairs' scores (for review)."""
-    cfg = _cfg(config)
+    cfg = load_config(config)
     store = _store(cfg, org)
     groups = store.groups(job)
     byid = {c.id: c for c in store.contacts({cid for g in groups for cid in g})}
@@ -214,7 +200,7 @@ def review_cmd(
     """Accept or reject a pair; later dedup jobs honour it."""
     from shardline.contacts.store import StoreError
 
-    store = _store(_cfg(config), org)
+    store = _store(load_config(config), org)
     try:
         store.review(a, b, decision, reviewer)
     except StoreError as exc:
@@ -234,7 +220,7 @@ def merge_cmd(
     """Merge a group (recorded; `unmerge` undoes it)."""
     from shardline.contacts.store import StoreError
 
-    store = _store(_cfg(config), org)
+    store = _store(load_config(config), org)
     try:
         m = store.merge(job, group, by)
     except StoreError as exc:
@@ -248,7 +234,7 @@ def unmerge_cmd(org: OrgOpt, merge_id: int, config: ConfigOpt = None) -> None:
     """Undo a merge."""
     from shardline.contacts.store import StoreError
 
-    store = _store(_cfg(config), org)
+    store = _store(load_config(config), org)
     try:
         m = store.undo_merge(merge_id)
     except StoreError as exc:
@@ -270,7 +256,7 @@ def match_cmd(
     """Find the contacts this org shares with a peer, without either showing its list."""
     from shardline.contacts.matching import MatchError, start_match, wait_match
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     store = _store(cfg, org)
 
     async def run():
@@ -307,7 +293,7 @@ def token_cmd(
     from shardline.contacts import auth
     from shardline.core.keys import ParticipantKeys
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     try:
         keys = ParticipantKeys.load(cfg.org(org).key_file)
         print(auth.issue(auth.jwt_secret(keys.signing_seed), org, role, subject, hours * 3600))

@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from eth_account import Account
-from rich.console import Console
 
+from shardline.cli_common import console, err
 from shardline.core.keys import KeyFileError, ParticipantKeys
 
 keys_app = typer.Typer(
     help="Participant key files: encrypt them at rest (Web3 keystore v3), check they open.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 
 
 def _password(env: str | None, file: Path | None) -> tuple[str, dict[str, str]]:
@@ -81,7 +78,7 @@ def encrypt(
         key_file.unlink()
     console.print(
         f"wrote {out} for {keys.participant_id} (chain account "
-        f"{Account.from_key(keys.chain_key).address}); point the stack file's key_file at it"
+        f"{keys.chain_address}); point the stack file's key_file at it"
     )
 
 
@@ -94,7 +91,7 @@ def check(key_file: Annotated[Path, typer.Argument(help="A plain or encrypted ke
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     console.print(
-        f"{keys.participant_id}: chain account {Account.from_key(keys.chain_key).address}, "
+        f"{keys.participant_id}: chain account {keys.chain_address}, "
         f"signing key {keys.signing_public.hex()}, sealing key {keys.sealing_public.hex()}"
     )
 
@@ -115,7 +112,7 @@ def public(
             "participant_id": keys.participant_id,
             "signing_public": keys.signing_public.hex(),
             "sealing_public": keys.sealing_public.hex(),
-            "account": Account.from_key(keys.chain_key).address,
+            "account": keys.chain_address,
         },
         indent=2,
     )

@@ -9,33 +9,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from shardline.config import ConfigError, StackConfig
+from shardline.cli_common import ConfigOpt, console, err, load_config
+from shardline.config import ConfigError
 
 lists_app = typer.Typer(
     help="Distribution lists: who among several orgs serves each shared contact.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 
 OrgOpt = Annotated[str, typer.Option("--org", help="The org acting.")]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
 ListArg = Annotated[str, typer.Argument(help="The list's id (32 hex digits).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _cfg(config: Path | None) -> StackConfig:
-    try:
-        return StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _run(fn, *args, **kwargs):
@@ -60,7 +46,7 @@ def create_cmd(
     """Create a list owned by this org."""
     from shardline.contacts import lists_client
 
-    out = _run(lists_client.create, _cfg(config), org, name, capacity)
+    out = _run(lists_client.create, load_config(config), org, name, capacity)
     if as_json:
         console.print_json(data=out)
     else:
@@ -77,7 +63,7 @@ def invite_cmd(
     """Invite another org to a list this org owns (a signed message to its node)."""
     from shardline.contacts import lists_client
 
-    _run(lists_client.invite, _cfg(config), org, list_id, to)
+    _run(lists_client.invite, load_config(config), org, list_id, to)
     console.print(f"{to} invited to list {list_id}")
 
 
@@ -91,7 +77,7 @@ def accept_cmd(
     """Accept an invitation; the matches with the other members then start by themselves."""
     from shardline.contacts import lists_client
 
-    out = _run(lists_client.accept, _cfg(config), org, list_id, capacity)
+    out = _run(lists_client.accept, load_config(config), org, list_id, capacity)
     console.print(f"{org} takes part in list {list_id} (owner {out['owner']})")
 
 
@@ -115,7 +101,7 @@ def show_cmd(
     """What the list is, how far each pair got, and what this org serves (its own only)."""
     from shardline.contacts import lists_client
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     if list_id is None:
         rows = _run(lists_client.lists, cfg, org)
         if as_json:
@@ -177,7 +163,7 @@ def verify_cmd(
     """Show that what was agreed is what both orgs recorded on chain; exit 1 when it is not."""
     from shardline.contacts import lists_client
 
-    cfg = _cfg(config)
+    cfg = load_config(config)
     if document is not None:
         try:
             doc = json.loads(document.read_text())

@@ -36,7 +36,6 @@ def responder_token(cfg: StackConfig, responder: str = "responder", ttl_s: float
     """A JWT for ``responder`` signed by the local stack's token issuer (what the brigade's
     identity provider does in a real deployment)."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from eth_account import Account
 
     from shardline.core import responder_tokens
     from shardline.core.keys import ParticipantKeys
@@ -50,7 +49,7 @@ def responder_token(cfg: StackConfig, responder: str = "responder", ttl_s: float
     if found is None:
         names = ", ".join(r.name for r in cfg.gateway.responders)
         raise FileNotFoundError(f"no responder {responder!r} at this gateway; there are: {names}")
-    address = Account.from_key(ParticipantKeys.load(found.key_file).chain_key).address
+    address = ParticipantKeys.load(found.key_file).chain_address
     return responder_tokens.issue(
         load_pem_private_key(issuer.private_key_file.read_bytes(), None),
         issuer=issuer.issuer,

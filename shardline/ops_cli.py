@@ -9,30 +9,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from shardline.config import ConfigError, StackConfig
+from shardline.cli_common import ConfigOpt, console, err, load_config
+from shardline.config import StackConfig
 
-console = Console()
-err = Console(stderr=True)
 dlq_app = typer.Typer(
     help="Dead letters: messages a worker could not process.", no_args_is_help=True
 )
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-
-
-def _load(config: Path | None) -> StackConfig:
-    try:
-        return StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -48,7 +34,7 @@ def monitor(
     """A live view of the stack: workers, streams, dead letters, chain intake, Redis."""
     from shardline.ops.snapshot import collect
 
-    cfg = _load(config)
+    cfg = load_config(config)
     if as_json:
         try:
             snap = asyncio.run(collect(cfg))
@@ -90,7 +76,7 @@ def tail(
     from shardline.bus.connect import connect
     from shardline.ops.tail import tail as run_tail
 
-    cfg = _load(config)
+    cfg = load_config(config)
 
     def show(m: dict) -> None:
         if as_json:
@@ -148,7 +134,7 @@ def logs(
     from shardline.ops.logs import TraceError
     from shardline.ops.logs import trace as find
 
-    folder = (run_dir or _load(config).run_dir) / "logs"
+    folder = (run_dir or load_config(config).run_dir) / "logs"
     try:
         lines = find(folder, trace)
     except TraceError as exc:
@@ -183,7 +169,7 @@ def dlq_list(
     """The newest dead letters: sequence, original subject, worker, reason."""
     from shardline.ops import dlq
 
-    cfg = _load(config)
+    cfg = load_config(config)
     letters = asyncio.run(_with_js(cfg, lambda js: dlq.listing(js, subject=subject, limit=limit)))
     if as_json:
         print(json.dumps([d.to_dict() for d in letters], indent=2))
@@ -207,7 +193,7 @@ def dlq_show(seq: int, config: ConfigOpt = None) -> None:
     """One dead letter: its headers and envelope fields (a sealed body stays sealed)."""
     from shardline.ops import dlq
 
-    cfg = _load(config)
+    cfg = load_config(config)
     try:
         found = asyncio.run(_with_js(cfg, lambda js: dlq.show(js, seq)))
     except dlq.DeadLetterError as exc:
@@ -224,7 +210,7 @@ def dlq_replay(
     """Publish a dead letter to its original subject again (after the fix), then drop it."""
     from shardline.ops import dlq
 
-    cfg = _load(config)
+    cfg = load_config(config)
     try:
         done = asyncio.run(_with_js(cfg, lambda js: dlq.replay(js, seq, keep=keep)))
     except dlq.DeadLetterError as exc:

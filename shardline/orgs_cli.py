@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from shardline.cli_common import ConfigOpt, console, err
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 
 org_app = typer.Typer(help="The org nodes of the stack: add one.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 
 @org_app.command("add")
@@ -23,10 +20,7 @@ def org_add(
         str, typer.Option(help=f"{CHAIN_CONFIRMED} or {AUDIT_AFTER}.")
     ] = CHAIN_CONFIRMED,
     start: Annotated[bool, typer.Option(help="Start its node now.")] = True,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Admit a new org: keys, on-chain registration, its own bus user and permissions, its node."""
     from shardline import stack

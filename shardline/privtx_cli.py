@@ -20,12 +20,12 @@ import typer
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak
-from rich.console import Console
 from rich.table import Table
 
 from shardline import privtx_local as pl
 from shardline import servers
-from shardline.config import ConfigError, StackConfig
+from shardline.cli_common import ConfigOpt, console, err, load_config
+from shardline.config import StackConfig
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.deploy import Deployment
@@ -35,22 +35,11 @@ privtx_app = typer.Typer(
     help="Private contracts: sealed payloads, private execution, settlement by the Mediator.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
 POLICY = re.compile(r"^(unanimous|(\d+)-of-(\d+))$")
 
 
 def _cfg(config: Path | None) -> tuple[StackConfig, str, int]:
-    try:
-        cfg = StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    cfg = load_config(config)
     dep = Deployment.from_dict(cfg.deployment or {})
     if not dep.mediator:
         err.print(

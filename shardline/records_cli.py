@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from shardline.config import ConfigError, StackConfig
+from shardline.cli_common import ConfigOpt, console, err, load_config
+from shardline.config import StackConfig
 from shardline.core import records as rc
 from shardline.core.ids import InvalidId, check_org_id
 from shardline.core.keys import KeyFileError
@@ -31,14 +31,8 @@ records_app = typer.Typer(
     help="Patient-controlled records: encrypt, grant m-of-n proxies, revoke, read.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Stack configuration (default .shardline/stack.json)."),
-]
 AsOpt = Annotated[str, typer.Option("--as", help="Your records party id (see `keygen`).")]
 
 
@@ -48,14 +42,6 @@ def keys_dir(cfg: StackConfig) -> Path:
 
 def key_path(cfg: StackConfig, party_id: str) -> Path:
     return keys_dir(cfg) / f"{party_id}.json"
-
-
-def _load_cfg(config: Path | None) -> StackConfig:
-    try:
-        return StackConfig.load(config)
-    except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _keys(cfg: StackConfig, party_id: str) -> rc.PartyKeys:
@@ -115,7 +101,7 @@ def keygen(
     config: ConfigOpt = None,
 ) -> None:
     """Make a party's keys (Umbral, Ed25519, X25519, chain account) and register them on chain."""
-    cfg = _load_cfg(config)
+    cfg = load_config(config)
     try:
         check_org_id(party_id)
     except InvalidId as exc:
@@ -142,7 +128,7 @@ def put(
     config: ConfigOpt = None,
 ) -> None:
     """Encrypt a file under your key, store the ciphertext and register the record on chain."""
-    cfg = _load_cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     try:
         data = file.read_bytes()
@@ -168,7 +154,7 @@ def grant(
     config: ConfigOpt = None,
 ) -> None:
     """Let a reader have the record re-encrypted by THRESHOLD of the proxies until EXPIRES."""
-    cfg = _load_cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     orgs = [p.strip() for p in proxies.split(",") if p.strip()] if proxies else None
     expires_at = parse_expiry(expires)
@@ -199,7 +185,7 @@ def grant(
 @records_app.command("revoke")
 def revoke(record_id: str, reader: str, as_: AsOpt, config: ConfigOpt = None) -> None:
     """End a reader's access: every proxy refuses from the revoking block on."""
-    cfg = _load_cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     block = _run(cfg, lambda c: c.revoke(keys, record_id, reader))
     console.print(f"revoked record {record_id} for {reader} in block {block}")
@@ -210,7 +196,7 @@ def list_cmd(
     as_: AsOpt, as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
 ) -> None:
     """Your records with their grants, and the records granted to you."""
-    cfg = _load_cfg(config)
+    cfg = load_config(config)
     listing = _run(cfg, lambda c: c.listing(as_))
     if as_json:
         print(json.dumps(listing, indent=2))
@@ -243,7 +229,7 @@ def get(
     config: ConfigOpt = None,
 ) -> None:
     """Read a record granted to you: m proxies re-encrypt, you decrypt (all or nothing)."""
-    cfg = _load_cfg(config)
+    cfg = load_config(config)
     keys = _keys(cfg, as_)
     result = _run(cfg, lambda c: c.get(keys, record_id))
     if out is None:

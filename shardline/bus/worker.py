@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ DEAD_LETTERS = Counter(
 
 PULL_EXPIRES_S = 30.0
 PULL_HEARTBEAT_S = 5.0
+
+
+# The connections whose streams a worker has checked (one check serves all its workers).
+_STREAMS_ENSURED: weakref.WeakSet = weakref.WeakSet()
 
 
 class Transient(RuntimeError):
@@ -132,7 +137,10 @@ class Worker:
 
     # ---- running --------------------------------------------------------------------
     async def start(self) -> None:
-        await streams.ensure_streams(self.js)
+        # once per connection, not once per worker: a process runs several workers on one
+        if self.nc not in _STREAMS_ENSURED:
+            await streams.ensure_streams(self.js)
+            _STREAMS_ENSURED.add(self.nc)
         await self.setup()
         for spec, handler in self._subs:
             await streams.ensure_consumer(self.js, spec)

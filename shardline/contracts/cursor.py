@@ -175,6 +175,10 @@ class HeadWatcher(Subscription):
                 await asyncio.sleep(1.0)
 
 
+# After a failed step (the node away), the pause before the next.
+STEP_RETRY_S = 0.5
+
+
 class EventReader:
     """Reads logs of some contracts, reorg-safely, from a persisted cursor."""
 
@@ -189,9 +193,11 @@ class EventReader:
         save: Callable[[Cursor], Awaitable[None] | None] | None = None,
         heads: HeadWatcher | None = None,
         save_every_s: float = 2.0,
+        poll_s: float = 1.0,
     ) -> None:
         self.rpc = rpc
         self.heads = heads
+        self.poll_s = poll_s  # without a head watcher: how often to look for new blocks
         self.save_every_s = save_every_s
         self._saved_at = float("-inf")
         self.cursor = cursor
@@ -200,6 +206,36 @@ class EventReader:
         self.confirmations = confirmations
         self.save = save
         self.head_seen = 0
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing is left to read up to the last head seen, less the confirmations."""
+        return self.cursor.next_number > self.head_seen - self.confirmations
+
+    async def next_head(self) -> None:
+        """Until a new head: pushed by the watcher (which polls when its feed is down), or
+        ``poll_s`` without a watcher."""
+        if self.heads is not None:
+            await self.heads.wait()
+        else:
+            await asyncio.sleep(self.poll_s)
+
+    async def follow(
+        self, handle: Callable[[RawLog], Awaitable[None]], *, event: str, **fields: object
+    ) -> None:
+        """Read for ever: a step that fails (the node away) keeps the cursor and is tried again
+        after a pause, logged as ``event``; once caught up, wait for the next head."""
+        while True:
+            try:
+                await self.step(handle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warn(event, error=repr(exc), **fields)
+                await asyncio.sleep(STEP_RETRY_S)
+                continue
+            if self.caught_up:
+                await self.next_head()
 
     async def step(self, handle: Callable[[RawLog], Awaitable[None]]) -> int:
         """Read what is new up to head - confirmations; returns how many logs were handled."""

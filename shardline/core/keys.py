@@ -55,6 +55,13 @@ class ParticipantKeys:
     def sealing_public(self) -> bytes:
         return bytes(self.sealing_key.public_key)
 
+    @cached_property
+    def chain_address(self) -> str:
+        """The checksummed Ethereum address of ``chain_key``."""
+        from eth_account import Account
+
+        return Account.from_key(self.chain_key).address
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {

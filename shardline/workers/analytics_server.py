@@ -125,7 +125,9 @@ class AnalyticsServer(Worker):
             self.on_input,
         )
         self.heads.start()
-        self._loop = asyncio.create_task(self._follow_chain())
+        self._loop = asyncio.create_task(
+            self.reader.follow(self.on_log, event="analytics.chain_step_failed", org=self.org_id)
+        )
         # a job committed before a restart is revealed with what was committed
         for job_id, detail in self.store.jobs_in("committing", "committed"):
             self._jobs[job_id] = asyncio.create_task(self._resume(job_id, detail))
@@ -180,18 +182,6 @@ class AnalyticsServer(Worker):
         )
 
     # ---- the chain ----------------------------------------------------------------------
-    async def _follow_chain(self) -> None:
-        while True:
-            try:
-                await self.reader.step(self.on_log)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # node away: keep the cursor and try again
-                log.warn("analytics.chain_step_failed", org=self.org_id, error=str(exc))
-                await asyncio.sleep(0.5)
-            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
-                await self.heads.wait()
-
     async def on_log(self, lg: RawLog) -> None:
         topic = "0x" + lg.topics[0].hex()
         if topic == mk.CONTRIBUTED:

@@ -100,8 +100,8 @@ class ChainIntake(Worker):
                 self.counts["error"] += 1
                 log.warn("intake.step_failed", org=self.org_id, error=str(exc))
                 await asyncio.sleep(0.5)
-            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
-                await self.heads.wait()
+            if self.reader.caught_up:
+                await self.reader.next_head()
             # at most one read per min_interval_s under load; none of it when idle
             await asyncio.sleep(max(0.0, self.min_interval_s - (loop.time() - started)))
 

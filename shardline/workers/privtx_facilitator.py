@@ -115,6 +115,7 @@ class Facilitator:
             topics0=[med.GROUP_CREATED, med.TX_INIT, med.TX_FINI],
             save=lambda c: self.store.save_cursor(c.remembered()),
             heads=self.heads,
+            poll_s=0.01,  # no websocket: poll the node closely, votes wait on it
         )
         stored = self.store.groups()
         for gid, (member, contract) in stored.items():
@@ -126,7 +127,11 @@ class Facilitator:
         if self.heads is not None:
             self.heads.start()
         self.tasks = [
-            asyncio.create_task(self._follow_chain()),
+            asyncio.create_task(
+                self.reader.follow(
+                    self.on_log, event="privtx.chain_step_failed", stakeholder=cfg.name
+                )
+            ),
             asyncio.create_task(self._send_votes()),
             asyncio.create_task(self._expire_overdue()),
         ]
@@ -144,22 +149,6 @@ class Facilitator:
         await self.nc.close()
         await self.chain.close()
         await self.executor.close()
-
-    async def _follow_chain(self) -> None:
-        while True:
-            try:
-                await self.reader.step(self.on_log)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # node away, executor away: keep the cursor, try again
-                log.warn("privtx.chain_step_failed", stakeholder=self.cfg.name, error=repr(exc))
-                await asyncio.sleep(0.5)
-                continue
-            if self.reader.cursor.next_number > self.reader.head_seen - self.reader.confirmations:
-                if self.heads is not None:
-                    await self.heads.wait()
-                else:
-                    await asyncio.sleep(0.01)
 
     # -- the bus ------------------------------------------------------------------------------
     async def _on_push(self, msg: Msg) -> None:

@@ -504,7 +504,7 @@ class RecordsProxy(Worker):
                 self._book_generation += 1
             self._stepped.set()
             self._stepped = asyncio.Event()
-            if self.reader.cursor.next_number > self.reader.head_seen:
+            if self.reader.caught_up:
                 pushed, waited = self.heads.latest, time.monotonic()
                 await self.heads.wait()
                 if self.heads.latest != pushed:

@@ -33,10 +33,7 @@ class ResponderAuth:
 
     def address(self, r: Responder) -> str:
         if r.name not in self._addresses:
-            from eth_account import Account
-
-            keys = ParticipantKeys.load(r.key_file)
-            self._addresses[r.name] = Account.from_key(keys.chain_key).address.lower()
+            self._addresses[r.name] = ParticipantKeys.load(r.key_file).chain_address.lower()
         return self._addresses[r.name]
 
     def identify(self, presented: str | None) -> Responder:
