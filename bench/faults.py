@@ -73,7 +73,7 @@ def run_fault(
         note = f"injection failed: {exc}"
     finally:
         shots = load.stop()
-    twice = asyncio.run(loadgen.served_twice(cfg, {s.guid for s in shots if s.guid}))
+    twice = asyncio.run(loadgen.served_twice(cfg, {s.guid for s in shots if s.guid}, load.replies))
     lost = loadgen.lost(shots)
     if lost and not note:
         note = f"e.g. {lost[0].status} {lost[0].error[:80]}"

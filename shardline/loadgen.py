@@ -3,12 +3,15 @@
 Used by the fault tests (tests/faults), the fault table (bench/faults.py) and the soak
 (bench/soak.py): each lookup is a real responder's request through the gateway's HTTP API;
 ``served_twice`` reads the LOOKUPS stream as the operator to count, per lookup, the results the
-combiner published and the shares each org published.
+combiner published and the shares each org published on a chain event, and adds the shares the
+org nodes sent straight back to the gateway's intents, which a tap (the operator, subscribed to
+the gateway's reply subjects while the load runs) counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -48,8 +51,31 @@ class Load:
     duration_s: float | None = None
     wait_s: float = 30.0
     shots: list[Shot] = field(default_factory=list)
+    # (guid, org) -> shares sent back to the gateway's intents, as the tap saw them
+    replies: Counter = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    async def _tap(self):
+        import nats
+
+        from shardline.bus.credentials import inbox_prefix
+
+        gw = self.cfg.gateway
+        prefix = inbox_prefix(gw.id) if gw.nats_seed_file else "_INBOX"
+
+        async def seen(msg) -> None:
+            if msg.reply:  # a stream's delivery to a consumer (it asks for an ack), not a reply
+                return
+            with contextlib.suppress(Exception):
+                env = json.loads(msg.data)
+                if env.get("type") == "lookup.share":
+                    self.replies[(env["body"]["guid"], env["sender"])] += 1
+
+        nc = await nats.connect(self.cfg.nats_url)
+        await nc.subscribe(f"{prefix}.>", cb=seen)
+        await nc.flush()
+        return nc
 
     async def _one(self, client: httpx.AsyncClient, key: str, tid: str) -> None:
         shot = Shot(tid, time.time())
@@ -66,6 +92,14 @@ class Load:
         shot.finished = time.time()
 
     async def run(self) -> None:
+        tap = await self._tap()
+        try:
+            await self._run()
+        finally:
+            await asyncio.sleep(0.5)  # the last replies reach the tap
+            await tap.close()
+
+    async def _run(self) -> None:
         key = api_key(self.cfg)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(
@@ -105,8 +139,9 @@ class Twice:
     shares: dict[tuple[str, str], int]  # (guid, org) -> shares published, where more than one
 
 
-async def served_twice(cfg: StackConfig, guids: set[str]) -> Twice:
-    """Count the results and shares on the bus for these lookups (as the operator)."""
+async def served_twice(cfg: StackConfig, guids: set[str], replies: Counter | None = None) -> Twice:
+    """Count the results and shares on the bus for these lookups (as the operator); ``replies``:
+    the shares a ``Load``'s tap saw sent back to the gateway's intents."""
     import nats
 
     nc = await nats.connect(cfg.nats_url)
@@ -129,6 +164,9 @@ async def served_twice(cfg: StackConfig, guids: set[str]) -> Twice:
                 shares[(guid, json.loads(msg.data)["sender"])] += 1
         await sub.unsubscribe()
     await nc.close()
+    for (guid, org), n in (replies or {}).items():
+        if guid in guids:
+            shares[(guid, org)] += n
     return Twice(
         {g: n for g, n in results.items() if n > 1}, {k: n for k, n in shares.items() if n > 1}
     )

@@ -95,6 +95,16 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
     streams.set_replicas(cfg.stream_replicas)
     store = OrgStore(org.database_url)
     gatekeeper = await registry.current_gatekeeper(view.chain, view.deployment)
+    node = ShareNode(
+        nc,
+        keys,
+        directory,
+        instance=org.id,
+        org=org,
+        store=store,
+        terms=view.terms,
+        authorised=view.authorised,
+    )
     intake = ChainIntake(
         nc,
         keys,
@@ -108,16 +118,8 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         gatekeepers=[gatekeeper],
         confirmations=cfg.confirmations,
         min_interval_s=cfg.poll_interval_s,
-    )
-    node = ShareNode(
-        nc,
-        keys,
-        directory,
-        instance=org.id,
-        org=org,
-        store=store,
-        terms=view.terms,
-        authorised=view.authorised,
+        leaves_to_others=node.leaves_to_others,
+        serve_here=node.serve_chain_event,
     )
     from shardline.contacts.store import ContactStore
     from shardline.workers.psi_node import PsiNode

@@ -118,7 +118,6 @@ def org_consumers(org: str) -> list[tuple[str, str]]:
     return [
         ("TRANSPORTS", f"shares-{org}"),
         ("LOOKUPS", f"lookups-{org}"),
-        ("LOOKUPS", f"intents-{org}"),
         ("PSI", f"psi-{org}"),
         ("RECORDS", f"records-kfrags-{org}"),
         *(("LISTS", f"lists-{kind}-{org}") for kind in LIST_MESSAGES),
@@ -132,9 +131,10 @@ def org_permissions(org: str) -> dict[str, Any]:
     publish: its chain intake's ``lookup.requested.<org>``; its share node's ``lookup.share.*``
     (the guid is the request's; the envelope is signed by the org and its body sealed to the
     requester); PSI rounds to a peer; dead letters; and the JetStream calls above. Replies to
-    requests it received (records access, PSI start, audit, ``$SRV``) go through
+    requests it received (lookup intents, records access, PSI start, audit, ``$SRV``) go through
     ``allow_responses``.
-    subscribe: its own inbox, its own request subjects, the service API.
+    subscribe: its own inbox, the gateways' lookup intents, its own request subjects, the service
+    API.
     """
     publish = [
         f"lookup.requested.{org}",
@@ -150,6 +150,7 @@ def org_permissions(org: str) -> dict[str, Any]:
         publish += _consumer_api(stream, durable)
     subscribe = [
         f"{inbox_prefix(org)}.>",
+        "lookup.intent.*",
         f"records.access.{org}",
         f"records.state.{org}",
         f"audit.served.{org}",
@@ -165,7 +166,9 @@ def org_permissions(org: str) -> dict[str, Any]:
 
 
 def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
-    """The phone gateway and its combiner: intents out, shares in (by its consumer), results."""
+    """The phone gateway and its combiner: intents out; shares in (replies to its intents, the
+    stream's copies for the gateway to combine at once, and the combiner's durable consumer);
+    results."""
     publish = [
         "lookup.intent.*",
         "lookup.progress.*",
@@ -177,6 +180,7 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
     ]
     subscribe = [
         f"{inbox_prefix(user)}.>",
+        "lookup.share.*",
         "lookup.progress.*",
         "lookup.result.*",
         "shardline.status.combiner.*",

@@ -6,11 +6,12 @@ from __future__ import annotations
 TRANSPORT_SHARE = "transport.share.{org}"
 # An org's chain intake republishes the LookupRequested events it read from its own endpoint.
 LOOKUP_REQUESTED = "lookup.requested.{org}"
-# The gateway's signed request beside the chain transaction (audit-after orgs serve on it).
+# The gateway's signed request beside the chain transaction (audit-after orgs serve on it). A plain
+# NATS request with the gateway's reply subject, not in a stream: a stream would answer it.
 LOOKUP_INTENT = "lookup.intent.{guid}"
 # One org's share for a lookup, sealed to the request's ephemeral key.
 LOOKUP_SHARE = "lookup.share.{guid}"
-# Progress of a lookup (which org answered, which share was bad): no secrets.
+# Progress of a lookup (which org answered, which share was bad): no secrets; not kept.
 LOOKUP_PROGRESS = "lookup.progress.{guid}"
 # The combiner's result, sealed to the gateway.
 LOOKUP_RESULT = "lookup.result.{guid}"
@@ -40,7 +41,11 @@ DLQ_PREFIX = "dlq."
 
 STREAMS: dict[str, dict] = {
     # name: subjects, and how long messages stay
-    "LOOKUPS": {"subjects": ["lookup.>"], "max_age_s": 24 * 3600},
+    # intents and progress are plain messages: not kept, and an intent's reply is the share
+    "LOOKUPS": {
+        "subjects": ["lookup.requested.*", "lookup.share.*", "lookup.result.*"],
+        "max_age_s": 24 * 3600,
+    },
     "TRANSPORTS": {"subjects": ["transport.>"], "max_age_s": None},
     "DLQ": {"subjects": ["dlq.>"], "max_age_s": 14 * 24 * 3600},
     "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},

@@ -286,7 +286,11 @@ class Worker:
         else:
             await msg.ack()
             status = "ok"
-        elapsed = time.perf_counter() - started
+        self.record(status, time.perf_counter() - started)
+
+    def record(self, status: str, elapsed: float) -> None:
+        """Count one message handled: from a consumer, or outside one (a plain request, an
+        event handed over in-process), so that the counts and metrics tell the whole story."""
         self._busy_s += elapsed
         self.counts[status] = self.counts.get(status, 0) + 1
         if telemetry.enabled:

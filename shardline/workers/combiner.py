@@ -29,6 +29,22 @@ def lookup_key(guid: str) -> str:
     return f"lookup:{guid}"
 
 
+def open_share(
+    terms: Terms, esk: PrivateKey, org: str, body: dict
+) -> tuple[shamir.Share, cm.Opening]:
+    """Open one org's sealed share with the lookup's ephemeral key and check it against the
+    on-chain commitment; ``BadShare`` names the org and says what is wrong."""
+    if body["transport_key"] != terms.transport_key.hex():
+        raise BadShare(org, "the share is for another transport")
+    try:
+        inner = json.loads(sealing.unseal(unb64(body["sealed"]), esk))
+        opening = cm.Opening.from_dict(inner["opening"])
+        share = unb64(inner["share"])
+    except (sealing.SealError, ValueError, KeyError, TypeError) as exc:
+        raise BadShare(org, f"the sealed share does not open: {exc}") from None
+    return protocol.check_share(terms, org, body["x"], share, opening), opening
+
+
 class Combiner(Worker):
     kind = "combiner"
 
@@ -76,20 +92,10 @@ class Combiner(Worker):
             commitment=bytes.fromhex(state[b"commitment"].decode()),
         )
         try:
-            if b["transport_key"] != terms.transport_key.hex():
-                raise BadShare(org, "the share is for another transport")
-            inner = json.loads(
-                sealing.unseal(
-                    unb64(b["sealed"]), PrivateKey(bytes.fromhex(state[b"esk"].decode()))
-                )
-            )
-            opening = cm.Opening.from_dict(inner["opening"])
-            share = protocol.check_share(terms, org, b["x"], unb64(inner["share"]), opening)
+            esk = PrivateKey(bytes.fromhex(state[b"esk"].decode()))
+            share, opening = open_share(terms, esk, org, b)
         except BadShare as exc:
             await self._bad(guid, org, exc.reason, m.env.trace_id)
-            return
-        except (sealing.SealError, ValueError, KeyError) as exc:
-            await self._bad(guid, org, f"the sealed share does not open: {exc}", m.env.trace_id)
             return
         key = lookup_key(guid)
         async with self.redis.pipeline(transaction=False) as p:

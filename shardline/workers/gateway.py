@@ -3,7 +3,10 @@
 ``POST /lookups`` checks the responder's API key, asks the chain (a dry run first, so that an
 unauthorised requester gets the contract's reason as a 403 and no share leaves any node), makes a
 guid and an ephemeral key, leaves the terms for the combiner in Redis, publishes the signed intent
-and sends the Gatekeeper transaction. ``GET /lookups/{guid}`` waits for the sheet up to the
+and sends the Gatekeeper transaction. The shares that come back (replies to the intent, and the
+stream's copies of shares served on the chain event) are opened and combined here at once; the
+combiner worker does the same from its durable consumer, for a gateway that missed them (a
+restart, a reconnect), and whichever result comes first is the one served. ``GET /lookups/{guid}`` waits for the sheet up to the
 deadline; ``GET /lookups/{guid}/events`` streams progress as Server-Sent Events.
 """
 
@@ -20,6 +23,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
+from nacl.public import PrivateKey
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram, make_asgi_app
@@ -28,7 +32,7 @@ from redis.asyncio import Redis
 from sse_starlette.sse import EventSourceResponse
 from web3 import Web3
 
-from shardline.bus import envelope, log, subjects
+from shardline.bus import envelope, log, subjects, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import traceparent
@@ -39,10 +43,12 @@ from shardline.contracts.artifacts import event_topic
 from shardline.contracts.client import ChainError, ChainRevert, TxDropped
 from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
-from shardline.core import ids, sealing
+from shardline.core import commitment as cm
+from shardline.core import ids, protocol, sealing, shamir
 from shardline.core.keys import ParticipantKeys
+from shardline.core.protocol import BadShare, RebuildError, Terms
 from shardline.workers import webapp
-from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key
+from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key, open_share
 from shardline.workers.lookup_tx import LookupTxBatcher
 from shardline.workers.ops_api import ops_router
 from shardline.workers.records_api import records_router
@@ -89,6 +95,9 @@ class LookupState:
     requester: str
     started: float
     deadline: float
+    terms: Terms | None = None
+    esk: PrivateKey | None = None
+    good: dict[str, shamir.Share] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
@@ -154,6 +163,13 @@ class Gateway:
             self.accounts[r.name] = account(ParticipantKeys.load(r.key_file))
         await self.nc.subscribe("lookup.progress.*", cb=self._on_progress)
         await self.nc.subscribe("lookup.result.*", cb=self._on_result)
+        # Shares: replies to this gateway's intents, and every share the org nodes publish on
+        # a chain event (the stream keeps those for the combiner; the gateway sees them live).
+        self._replies = self.nc.new_inbox()
+        for subject in (f"{self._replies}.*", subjects.LOOKUP_SHARE.format(guid="*")):
+            await self.nc.subscribe(
+                subject, cb=self._on_share, pending_msgs_limit=-1, pending_bytes_limit=-1
+            )
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -262,6 +278,8 @@ class Gateway:
             acct.address,
             now,
             now + self.cfg.gateway.deadline_s,
+            terms=terms,
+            esk=esk,
         )
         self.lookups[g] = state
         lk = lookup_key(g)
@@ -293,7 +311,11 @@ class Gateway:
         except Exception as exc:  # the bus is away (a restart): the chain request still goes out
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
         self._spawn(self._send(state, acct, guid, key, epk))
-        self._spawn(self._follow(state, key, epk, first))
+        # Timers, not a task per lookup: most lookups are done long before either fires.
+        loop = asyncio.get_running_loop()
+        if len(first) < len(terms.org_ids):
+            loop.call_later(self.cfg.gateway.hedge_s, self._hedge, state, key, epk, first)
+        loop.call_later(self.cfg.gateway.deadline_s, self._expire, state)
         log.event(
             "lookup.accepted", guid=g, transport=transport_id, responder=responder.name, trace_id=g
         )
@@ -315,29 +337,35 @@ class Gateway:
             self.keys,
             trace_id=state.guid,
         )
-        await self.js.publish(
+        # A plain request: the org nodes answer on this gateway's inbox, one hop each way.
+        await self.nc.publish(
             subjects.LOOKUP_INTENT.format(guid=state.guid),
             intent.to_bytes(),
-            headers={
-                "Nats-Msg-Id": f"intent:{state.guid}:{round_}",
-                "traceparent": traceparent(state.guid),
-            },
+            reply=f"{self._replies}.{state.guid}",
+            headers={"traceparent": traceparent(state.guid)} if telemetry.enabled else None,
         )
 
-    async def _follow(self, state: LookupState, key: bytes, epk: bytes, first: list[str]) -> None:
-        """Hedge, then the deadline: ask the other org nodes if the first ones are slow."""
-        rest = [o for o in state.org_ids if o not in first]
-        if rest:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.done.wait(), self.cfg.gateway.hedge_s)
-            if not state.done.is_set():
-                self._slow.update(o for o in first if o not in state.answered)
-                await state.add("asked", orgs=rest)
-                try:
-                    await self._ask(state, key, epk, rest, 2)
-                except Exception as exc:  # the bus is away: the deadline will say who answered
-                    log.warn("lookup.ask_failed", guid=state.guid, error=str(exc))
-        await self._deadline(state)
+    def _hedge(self, state: LookupState, key: bytes, epk: bytes, first: list[str]) -> None:
+        """The first org nodes are slow: ask the others too, and ask those last next time."""
+        if not state.done.is_set():
+            self._slow.update(o for o in first if o not in state.answered)
+            self._spawn(
+                self._ask_again(state, key, epk, [o for o in state.org_ids if o not in first])
+            )
+
+    async def _ask_again(self, state: LookupState, key: bytes, epk: bytes, rest: list[str]) -> None:
+        await state.add("asked", orgs=rest)
+        try:
+            await self._ask(state, key, epk, rest, 2)
+        except Exception as exc:  # the bus is away: the deadline will say who answered
+            log.warn("lookup.ask_failed", guid=state.guid, error=str(exc))
+
+    def _expire(self, state: LookupState) -> None:
+        """The deadline: a lookup without its sheet gets a 504 naming who did not answer; every
+        lookup is forgotten ``LOOKUP_TTL_S`` later."""
+        if not state.done.is_set():
+            self._spawn(self._time_out(state))
+        asyncio.get_running_loop().call_later(LOOKUP_TTL_S, self.lookups.pop, state.guid, None)
 
     def batcher(self, acct: LocalAccount) -> LookupTxBatcher:
         found = self._batchers.get(acct.address)
@@ -425,9 +453,7 @@ class Gateway:
                 return False
         return True
 
-    async def _deadline(self, state: LookupState) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.done.wait(), max(0.0, state.deadline - time.monotonic()))
+    async def _time_out(self, state: LookupState) -> None:
         if not state.done.is_set():
             missing = [o for o in state.org_ids if o not in state.answered and o not in state.bad]
             good = [o for o in state.answered if o not in state.bad]
@@ -445,8 +471,68 @@ class Gateway:
                 missing=missing,
                 needed=state.threshold,
             )
-        await asyncio.sleep(LOOKUP_TTL_S)
-        self.lookups.pop(state.guid, None)
+
+    async def _on_share(self, msg: Msg) -> None:
+        """Open and check one org's share for a lookup of this gateway; rebuild at t good ones.
+
+        Shares of other gateways' lookups are left alone before any work. A share that is not
+        well formed or not signed by its org is named in the lookup's progress; the combiner
+        sends the stream's copy to the dead letters."""
+        try:
+            env = envelope.parse(msg.data, "lookup.share")
+        except BadMessage as exc:
+            log.warn("gateway.bad_share", subject=msg.subject, reason=str(exc))
+            return
+        b = env.body
+        state = self.lookups.get(b["guid"])
+        if state is None or state.outcome is not None or state.terms is None:
+            return
+        org = b["org"]
+        if org in state.good or org in state.bad:
+            return
+        try:
+            await envelope.verify(env, self.directory)
+            if env.sender != org:
+                raise BadShare(org, f"signed by {env.sender}, not by {org}")
+            assert state.esk is not None
+            share, opening = open_share(state.terms, state.esk, org, b)
+        except (BadMessage, BadShare) as exc:
+            reason = exc.reason if isinstance(exc, BadShare) else str(exc)
+            state.bad[org] = reason
+            log.warn("share.rejected", guid=state.guid, org=org, reason=reason, trace_id=state.guid)
+            await state.add("bad_share", org=org, detail=reason)
+            return
+        state.good[org] = share
+        if org not in state.answered:
+            state.answered.append(org)
+            self._slow.discard(org)
+            await state.add("share", org=org)
+        if len(state.good) >= state.threshold:
+            await self._combine(state, opening)
+
+    async def _combine(self, state: LookupState, opening: cm.Opening) -> None:
+        assert state.terms is not None
+        shares = sorted(state.good.values(), key=lambda s: s.x)[: state.threshold]
+        used = [state.terms.org_ids[s.x - 1] for s in shares]
+        bad = [{"org": o, "reason": r} for o, r in state.bad.items()]
+        try:
+            sheet = protocol.rebuild(state.terms, shares, opening)
+        except (RebuildError, shamir.ShamirError, ValueError) as exc:
+            await state.finish(
+                502,
+                detail=f"the shares of {', '.join(used)} did not rebuild the committed sheet: {exc}",
+                used_orgs=used,
+                bad_orgs=bad,
+            )
+            return
+        log.event("lookup.combined", guid=state.guid, ok=True, used=used, trace_id=state.guid)
+        await state.finish(
+            200,
+            sheet=sheet.model_dump(mode="json"),
+            used_orgs=used,
+            bad_orgs=bad,
+            elapsed_ms=round(1000 * (time.monotonic() - state.started), 1),
+        )
 
     async def _on_progress(self, msg: Msg) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from eth_utils import keccak
 from web3 import Web3
@@ -53,6 +54,8 @@ class ChainIntake(Worker):
         gatekeepers: list[str],
         confirmations: int = 0,
         min_interval_s: float = 0.02,
+        leaves_to_others: Callable[[str], bool] = lambda _guid: False,
+        serve_here: Callable[[dict], Awaitable[bool]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +64,10 @@ class ChainIntake(Worker):
         self.governor = deployment["governor"].lower()
         self.gatekeepers = {g.lower() for g in gatekeepers}
         self.min_interval_s = min_interval_s
+        # audit-after lookups whose intent asked other org nodes: nothing for this org to serve
+        self.leaves_to_others = leaves_to_others
+        # the share node of this process: serves an event at once; the stream is the fallback
+        self.serve_here = serve_here
         cursor = Cursor(start=int(deployment["block"]), remembered=store.cursor_blocks())
         self.heads = HeadWatcher(ws_url)
         self.reader = EventReader(
@@ -125,16 +132,20 @@ class ChainIntake(Worker):
                 trace_id=body["guid"],
             )
             return
-        env = envelope.make("lookup.requested", body, self.keys, trace_id=body["guid"])
-        await self.publish(
-            subjects.LOOKUP_REQUESTED.format(org=self.org_id),
-            env,
-            msg_id=f"{self.org_id}:lookup:{body['guid']}",
-        )
+        if self.leaves_to_others(body["guid"]):
+            return
         log.event(
             "intake.lookup_requested",
             org=self.org_id,
             guid=body["guid"],
             block=lg.block_number,
-            trace_id=env.trace_id,
+            trace_id=body["guid"],
+        )
+        if self.serve_here is not None and await self.serve_here(body):
+            return
+        env = envelope.make("lookup.requested", body, self.keys, trace_id=body["guid"])
+        await self.publish(
+            subjects.LOOKUP_REQUESTED.format(org=self.org_id),
+            env,
+            msg_id=f"{self.org_id}:lookup:{body['guid']}",
         )

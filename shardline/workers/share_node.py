@@ -5,15 +5,23 @@ serves a share only on a LookupRequested event read by its own chain intake or, 
 policy is audit-after, on the gateway's signed intent for an authorised requester. A share goes out
 sealed to the request's ephemeral key, once per lookup, and is written to the served log that
 `shardline audit` reads.
+
+The intent is a plain NATS request, not a stream message: a lookup is interactive, and a lost
+intent costs the responder a re-ask (the gateway asks the other org nodes after ``hedge_s``), not a
+lost effect. A share served on it is written to the served log first and then sent straight back
+to the gateway's reply subject, one hop. A share served on a chain event goes through the LOOKUPS
+stream with its natural key, so that a crash between publish and log repeats nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from nats.aio.msg import Msg
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig
 
@@ -33,6 +41,7 @@ TermsReader = Callable[[bytes], Awaitable[tuple[Terms, str, int, bool] | None]]
 # requester address -> may it look up?
 AuthReader = Callable[[str], Awaitable[bool]]
 NOT_ASKED_KEPT = 100_000
+OPENED_KEPT = 50_000
 
 
 class ShareNode(Worker):
@@ -55,6 +64,8 @@ class ShareNode(Worker):
         self._auth_cache: dict[str, tuple[bool, float]] = {}
         # audit-after lookups whose intent named other org nodes (newest last)
         self._not_asked: OrderedDict[str, None] = OrderedDict()
+        # (transport key, version) -> (x, the share and opening as served), newest use last
+        self._opened: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
 
     async def setup(self) -> None:
         org = self.org.id
@@ -78,16 +89,23 @@ class ShareNode(Worker):
             ),
             self.on_lookup_requested,
         )
-        self.consume(
-            ConsumerSpec(
-                "LOOKUPS",
-                f"intents-{org}",
-                (subjects.LOOKUP_INTENT.format(guid="*"),),
-                "lookup.intent",
-                deliver_new=True,
-            ),
-            self.on_intent,
+        # One member of the org's queue group takes each intent: an org may run several.
+        self._intents = await self.nc.subscribe(
+            subjects.LOOKUP_INTENT.format(guid="*"),
+            queue=f"share-node.{org}",
+            cb=self.on_intent_message,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
         )
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._intents.unsubscribe()
+        await super().stop()
+
+    def leaves_to_others(self, guid: str) -> bool:
+        """Was this lookup's intent addressed to other org nodes (audit-after)?"""
+        return guid in self._not_asked
 
     def endpoints(self) -> list[EndpointConfig]:
         return [
@@ -170,13 +188,61 @@ class ShareNode(Worker):
             version=b["transport_version"],
         )
 
-    async def on_intent(self, m: Incoming) -> None:
-        sender = await self.directory.resolve(m.env.sender)
+    async def serve_chain_event(self, b: dict) -> bool:
+        """Serve a LookupRequested event that this process's own chain intake just read, without
+        the hop through the stream. False leaves it to the stream (``lookup.requested.<org>``),
+        whose consumer retries: the share has not arrived yet, or serving failed."""
+        if b["guid"] in self._not_asked or self.store.served(b["guid"]):
+            return True
+        started = time.perf_counter()
+        try:
+            await self.serve(
+                b["guid"],
+                b["transport_key"],
+                b["ephemeral_pk"],
+                b["requester"],
+                "chain",
+                b["guid"],
+                block=b["block_number"],
+                version=b["transport_version"],
+            )
+        except Exception as exc:
+            log.event("lookup.served_later", org=self.org.id, guid=b["guid"], reason=str(exc))
+            self.record("retry", time.perf_counter() - started)
+            return False
+        self.record("ok", time.perf_counter() - started)
+        return True
+
+    async def on_intent_message(self, msg: Msg) -> None:
+        """A gateway's signed intent: checked like a stream message; bad ones are dead letters."""
+        started = time.perf_counter()
+        trace = ""
+        try:
+            env = envelope.parse(msg.data, "lookup.intent")
+            trace = env.trace_id
+            await envelope.verify(env, self.directory)
+            # A core message has no stream copy: every arrival of an id after the first is a replay.
+            self.replay.check(env, None, object())
+            await self.on_intent(env, msg.reply or None)
+            status = "ok"
+        except BadMessage as exc:
+            await self.dead_letter(msg, str(exc), trace)
+            status = "dead_letter"
+        except Transient as exc:  # the gateway asks others, then the chain event serves
+            log.warn("intent.not_now", org=self.org.id, reason=str(exc), trace_id=trace)
+            status = "retry"
+        except Exception as exc:
+            log.error("intent.failed", org=self.org.id, error=repr(exc), trace_id=trace)
+            status = "error"
+        self.record(status, time.perf_counter() - started)
+
+    async def on_intent(self, env: envelope.Envelope, reply: str | None = None) -> None:
+        sender = await self.directory.resolve(env.sender)
         if sender.kind != GATEWAY:
-            raise BadMessage(f"{m.env.sender} is not a registered gateway")
+            raise BadMessage(f"{env.sender} is not a registered gateway")
         if self.org.policy != AUDIT_AFTER:
             return  # this org waits for the chain
-        b = m.body
+        b = env.body
         if "orgs" in b and self.org.id not in b["orgs"]:
             # The gateway asked others first and asks again if they are slow; the chain event
             # for this lookup, when it comes, is not a reason to serve either.
@@ -184,8 +250,8 @@ class ShareNode(Worker):
             while len(self._not_asked) > NOT_ASKED_KEPT:
                 self._not_asked.popitem(last=False)
             return
-        if time.time() - m.env.sent_at > 60:
-            log.warn("intent.stale", org=self.org.id, guid=b["guid"], trace_id=m.env.trace_id)
+        if time.time() - env.sent_at > 60:
+            log.warn("intent.stale", org=self.org.id, guid=b["guid"], trace_id=env.trace_id)
             return
         if self.store.served(b["guid"]):
             return
@@ -196,7 +262,7 @@ class ShareNode(Worker):
                 guid=b["guid"],
                 requester=b["requester"],
                 reason="requester not authorised",
-                trace_id=m.env.trace_id,
+                trace_id=env.trace_id,
             )
             return
         await self.serve(
@@ -205,7 +271,8 @@ class ShareNode(Worker):
             b["ephemeral_pk"],
             b["requester"],
             "intent",
-            m.env.trace_id,
+            env.trace_id,
+            reply=reply,
         )
 
     async def serve(
@@ -219,6 +286,7 @@ class ShareNode(Worker):
         *,
         block: int | None = None,
         version: int | None = None,
+        reply: str | None = None,
     ) -> None:
         row = self.store.get_share(transport_key)
         if row is None or (version is not None and row.version < version):
@@ -233,23 +301,29 @@ class ShareNode(Worker):
                 trace_id=trace_id,
             )
             return
-        stored = envelope.open_body(envelope.parse(row.sealed, "transport.share"), self.keys)
-        inner = json.dumps({"share": stored["share"], "opening": stored["opening"]}).encode()
+        x, inner = self._opened_share(transport_key, row.version, row.sealed)
         body = {
             "guid": guid,
             "org": self.org.id,
-            "x": stored["x"],
+            "x": x,
             "transport_key": transport_key,
             "trigger": trigger,
             "sealed": b64(sealing.seal(inner, bytes.fromhex(ephemeral_pk))),
         }
         env = envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
-        # Published before it is logged: a crash in between is redelivered, and the stream drops
-        # the second copy by its natural key, so the share goes out once.
-        await self.publish(
-            subjects.LOOKUP_SHARE.format(guid=guid), env, msg_id=f"share:{guid}:{self.org.id}"
-        )
-        self.store.record_served(guid, transport_key, requester, trigger, block)
+        if reply is not None:
+            # Logged before it goes: nothing redelivers an intent, so a crash in between leaves a
+            # served row for a share never sent (the audit over-reports), never the reverse.
+            if not self.store.record_served(guid, transport_key, requester, trigger, block):
+                return
+            await self.nc.publish(reply, env.to_bytes())
+        else:
+            # Published before it is logged: a crash in between is redelivered, and the stream
+            # drops the second copy by its natural key, so the share goes out once.
+            await self.publish(
+                subjects.LOOKUP_SHARE.format(guid=guid), env, msg_id=f"share:{guid}:{self.org.id}"
+            )
+            self.store.record_served(guid, transport_key, requester, trigger, block)
         log.event(
             "share.served",
             org=self.org.id,
@@ -259,6 +333,20 @@ class ShareNode(Worker):
             requester=requester,
             trace_id=trace_id,
         )
+
+    def _opened_share(self, transport_key: str, version: int, sealed: bytes) -> tuple[int, bytes]:
+        """The share and opening as served, from the stored envelope sealed to this org: opened
+        once per transport version and kept in this process, which holds the org's key anyway."""
+        found = self._opened.get((transport_key, version))
+        if found is None:
+            stored = envelope.open_body(envelope.parse(sealed, "transport.share"), self.keys)
+            inner = json.dumps({"share": stored["share"], "opening": stored["opening"]}).encode()
+            found = self._opened[(transport_key, version)] = (stored["x"], inner)
+            while len(self._opened) > OPENED_KEPT:
+                self._opened.popitem(last=False)
+        else:
+            self._opened.move_to_end((transport_key, version))
+        return found
 
     async def _authorised(self, requester: str) -> bool:
         cached = self._auth_cache.get(requester)

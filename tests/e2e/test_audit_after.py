@@ -73,9 +73,11 @@ def test_a_served_request_that_never_reached_the_chain_is_flagged(audit_after_st
 
     async def go():
         nc = await nats.connect(cfg.nats_url)
-        await nc.jetstream().publish(
+        # a plain message without a reply subject: the shares go to the stream, as on a chain event
+        await nc.publish(
             f"lookup.intent.{guid}", envelope.make("lookup.intent", body, gw).to_bytes()
         )
+        await nc.flush()
         await nc.close()
 
     asyncio.run(go())

@@ -266,7 +266,8 @@ def test_tail_shows_envelopes_and_never_a_sealed_body(live_stack, sample_sheets)
     rows = [json.loads(line) for line in stdout.splitlines()]
     mine = [r for r in rows if r["envelope"] and r["envelope"]["trace_id"] == out.body["guid"]]
     types = {r["envelope"]["type"] for r in mine}
-    assert {"lookup.intent", "lookup.requested", "lookup.share", "lookup.result"} <= types, stderr
+    # (an org node's own intake hands it the chain event in-process: no lookup.requested)
+    assert {"lookup.intent", "lookup.share", "lookup.result"} <= types, stderr
     result = next(r for r in mine if r["envelope"]["type"] == "lookup.result")
     assert result["body"]["sealed_to"] == cfg.gateway.id and result["body"]["sealed_bytes"] > 0
     assert all(r["size"] > 0 and r["envelope"]["sender"] for r in mine)

@@ -53,6 +53,6 @@ def test_a_killed_worker_loses_and_repeats_no_lookup(fault_stack, sample_sheets,
     assert len(shots) >= 20
     lost = loadgen.lost(shots)
     assert not lost, f"{len(lost)} of {len(shots)} lost, e.g. {lost[0]}"
-    twice = asyncio.run(loadgen.served_twice(fault_stack, {s.guid for s in shots}))
+    twice = asyncio.run(loadgen.served_twice(fault_stack, {s.guid for s in shots}, load.replies))
     assert twice.results == {}, f"results published more than once: {twice.results}"
     assert twice.shares == {}, f"shares served more than once: {twice.shares}"
