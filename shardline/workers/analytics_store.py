@@ -22,6 +22,9 @@ class Base(DeclarativeBase):
 
 
 class InputRow(Base):
+    """A contribution as this server keeps it: the sum of its share vectors over the batch's rows
+    (the servers only ever add, so the rows themselves are not kept once checked and summed)."""
+
     __tablename__ = "analytics_inputs"
     dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
@@ -36,6 +39,36 @@ class ContributionRow(Base):
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     rows: Mapped[int] = mapped_column(Integer)
+
+
+class ContributionBlock(Base):
+    """The block that put a contribution's digest on chain: its hash seeds the range check."""
+
+    __tablename__ = "analytics_contribution_blocks"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    block_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class CheckPointRow(Base):
+    """One server's opened check values for one contribution (the first it sent counts)."""
+
+    __tablename__ = "analytics_check_points"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    x: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consistency: Mapped[str] = mapped_column(String(40))
+    rules: Mapped[str] = mapped_column(String(40))
+
+
+class VerdictRow(Base):
+    """Whether a contribution passed the servers' range check: only those that did count."""
+
+    __tablename__ = "analytics_verdicts"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    ok: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String)
 
 
 class JobRow(Base):
@@ -93,6 +126,56 @@ class AnalyticsStore:
                     .order_by(ContributionRow.index)
                 )
             ]
+
+    def put_block(self, dataset: str, digest: bytes, block_hash: bytes) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(ContributionBlock(dataset=dataset, digest=digest, block_hash=block_hash))
+
+    def block(self, dataset: str, digest: bytes) -> bytes | None:
+        with Session(self.engine) as s:
+            row = s.get(ContributionBlock, (dataset, digest))
+            return None if row is None else bytes(row.block_hash)
+
+    def add_point(self, dataset: str, digest: bytes, x: int, consistency: int, rules: int) -> bool:
+        """Keep the first point a server sent for a contribution; False if it had one."""
+        with Session(self.engine) as s, s.begin():
+            if s.get(CheckPointRow, (dataset, digest, x)) is not None:
+                return False
+            s.add(
+                CheckPointRow(
+                    dataset=dataset,
+                    digest=digest,
+                    x=x,
+                    consistency=str(consistency),
+                    rules=str(rules),
+                )
+            )
+            return True
+
+    def points(self, dataset: str, digest: bytes) -> dict[int, tuple[int, int]]:
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(CheckPointRow.x, CheckPointRow.consistency, CheckPointRow.rules).where(
+                    CheckPointRow.dataset == dataset, CheckPointRow.digest == digest
+                )
+            )
+            return {x: (int(c), int(r)) for x, c, r in rows}
+
+    def put_verdict(self, dataset: str, digest: bytes, reason: str | None) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                VerdictRow(
+                    dataset=dataset, digest=digest, ok=int(reason is None), reason=reason or ""
+                )
+            )
+
+    def verdicts(self, dataset: str, digests: list[bytes]) -> dict[bytes, bool]:
+        wanted = set(digests)
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(VerdictRow.digest, VerdictRow.ok).where(VerdictRow.dataset == dataset)
+            )
+            return {bytes(d): bool(ok) for d, ok in rows if bytes(d) in wanted}
 
     def save_job(self, job: int, state: str, **detail) -> None:
         with Session(self.engine) as s, s.begin():
