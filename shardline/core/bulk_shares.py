@@ -172,3 +172,44 @@ def weighted_sum(limbs: np.ndarray, weights: np.ndarray) -> int:
             for j, v in enumerate(row):
                 total += v << (32 * (3 - k) + 16 * j)
     return total % PRIME
+
+
+PRODUCT_CHUNK = 1 << 12  # rows per partial sum: 4096 terms below 2^51 stay below 2^63
+
+
+def _limbs16(limbs: np.ndarray) -> np.ndarray:
+    """(4, count) 32-bit limbs, most significant first -> (8, count) 16-bit limbs, least first."""
+    out = np.empty((8, limbs.shape[1]), dtype=np.uint64)
+    for k in range(4):
+        src = limbs[3 - k]
+        np.bitwise_and(src, np.uint64(0xFFFF), out=out[2 * k])
+        np.right_shift(src, np.uint64(16), out=out[2 * k + 1])
+    return out
+
+
+def weighted_products(a: np.ndarray, b: np.ndarray | None, weights: np.ndarray) -> int:
+    """sum(weights[i] * a[i] * b[i]) modulo p (b None: a squared), for (4, count) limbs and 64-bit
+    weights, without a Python step per element: 16-bit limbs, the product's 15 limb columns
+    summed per row in 64 bits, then a matrix product with the weights' 16-bit limbs per chunk."""
+    la = _limbs16(a)
+    lb = la if b is None else _limbs16(b)
+    count = la.shape[1]
+    cols = np.zeros((15, count), dtype=np.uint64)
+    tmp = np.empty(count, dtype=np.uint64)
+    for k in range(8):
+        for j in range(8):
+            if b is None and j < k:
+                continue
+            np.multiply(la[k], lb[j], out=tmp)
+            if b is None and j > k:
+                tmp <<= np.uint64(1)  # the pair (k, j) and (j, k) at once
+            cols[k + j] += tmp  # at most 8 terms below 2^33 each: below 2^36
+    w = weights.astype(np.uint64)
+    wl = np.stack([(w >> np.uint64(16 * j)) & np.uint64(0xFFFF) for j in range(4)])
+    total = 0
+    for start in range(0, count, PRODUCT_CHUNK):
+        part = wl[:, start : start + PRODUCT_CHUNK] @ cols[:, start : start + PRODUCT_CHUNK].T
+        for j, row in enumerate(part.tolist()):
+            for m, v in enumerate(row):
+                total += v << (16 * (j + m))
+    return total % PRIME

@@ -33,7 +33,6 @@ masked by w(0): the opening says "valid" and nothing else.
 from __future__ import annotations
 
 import hashlib
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -172,38 +171,30 @@ def evaluate(
     lay: Layout, entries: bytes, rows: int, x: int, w: int, eta: int, seed_: bytes
 ) -> CheckPoint:
     """One server's point: ``entries`` are its shares of the extended rows, packed, row after
-    row. Linear terms are weighted sums in NumPy; only products go through Python integers."""
+    row. Weighted sums and weighted products in NumPy limbs: no Python step per element."""
     e = lay.extended
     limbs = bs.limbs_of(entries)
     if limbs.shape[1] != rows * e:
         raise ValueError(f"{limbs.shape[1]} shares are not {rows} rows of {e}")
     consistency = (bs.weighted_sum(limbs, weights(seed_, b"C", rows * e)) + w) % PRIME
     sigma = weights(seed_, b"R", rows * len(lay.rules)).reshape(len(lay.rules), rows)
-    ints: dict[int, list[int]] = {}
+    cols: dict[int, np.ndarray] = {}
 
-    def column(a: int) -> list[int]:
-        if a not in ints:
-            ints[a] = bs.to_ints(_column_bytes(limbs, a, e))
-        return ints[a]
+    def column(a: int) -> np.ndarray:
+        if a not in cols:
+            cols[a] = np.ascontiguousarray(limbs[:, a::e])
+        return cols[a]
 
     total = 0
     for r, rule in enumerate(lay.rules):
         sig = sigma[r]
         for coef, a in rule.lin:
-            total += coef * bs.weighted_sum(limbs[:, a::e], sig)
+            total += coef * bs.weighted_sum(column(a), sig)
         if rule.const:
             total += rule.const * int(sig.sum(dtype=object))
-        if rule.quad:
-            sig_list = sig.tolist()
-            for coef, a, b in rule.quad:
-                ca = column(a)
-                prods = map(operator.mul, ca, ca) if a == b else map(operator.mul, ca, column(b))
-                total += coef * (sum(map(operator.mul, sig_list, prods)) % PRIME)
+        for coef, a, b in rule.quad:
+            total += coef * bs.weighted_products(column(a), None if a == b else column(b), sig)
     return CheckPoint(consistency, (total + x * eta) % PRIME)
-
-
-def _column_bytes(limbs: np.ndarray, a: int, e: int) -> bytes:
-    return limbs[:, a::e].T.astype(">u4").tobytes()
 
 
 def verdict(points: Mapping[int, CheckPoint], threshold: int) -> str | None:

@@ -158,6 +158,14 @@ class AnalyticsClient:
         ds, schema = await self.dataset(dataset_id)
         xs = list(range(1, len(ds.servers) + 1))
         batch = await asyncio.to_thread(ab.share_batch, schema, rows, ds.threshold, xs)
+        return [await self.send_batch(keys, dataset_id, batch)]
+
+    async def send_batch(
+        self, keys: ParticipantKeys, dataset_id: str, batch: ab.SharedBatch
+    ) -> bytes:
+        """Put a shared batch's digest on chain, then each server's part on the bus."""
+        ds, _schema = await self.dataset(dataset_id)
+        xs = list(range(1, len(ds.servers) + 1))
         digest = part_digest(dataset_id, keys.participant_id, batch.hashes)
         account: LocalAccount = Account.from_key(keys.chain_key)
         tx = await mk.send_contribution(
@@ -179,7 +187,7 @@ class AnalyticsClient:
                 for x, org in zip(xs, ds.servers, strict=True)
             )
         )
-        return [digest]
+        return digest
 
     async def _send_part(
         self,

@@ -58,15 +58,17 @@ class ProducerDirectory(Directory):
         self.known: dict[str, Participant] = {}
         self._orgs: dict[str, Participant] = {}
         self._orgs_read = -1e9
+        self._orgs_lock = asyncio.Lock()
 
     async def _org(self, participant_id: str) -> Participant | None:
-        if (
-            participant_id not in self._orgs
-            and time.monotonic() - self._orgs_read > self.ORG_REFRESH_S
-        ):
-            self._orgs_read = time.monotonic()
-            found = await registry.list_participants(self.chain, self.deployment)
-            self._orgs = {p.id: p for p in found if p.active}
+        async with self._orgs_lock:  # concurrent handlers wait for one read of the registry
+            if (
+                participant_id not in self._orgs
+                and time.monotonic() - self._orgs_read > self.ORG_REFRESH_S
+            ):
+                found = await registry.list_participants(self.chain, self.deployment)
+                self._orgs = {p.id: p for p in found if p.active}
+                self._orgs_read = time.monotonic()
         return self._orgs.get(participant_id)
 
     async def resolve(self, participant_id: str) -> Participant:

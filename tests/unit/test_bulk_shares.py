@@ -113,3 +113,24 @@ def test_a_shared_batch_sums_to_the_plaintext_sketch():
     decoded = fs.robust_reconstruct(sums, 1)
     plain = np.array([[fs.centered(v) for v in an.encode_row(SCHEMA, r)] for r in data])
     assert [fs.centered(v) for v in decoded.values] == plain.sum(axis=0).tolist()
+
+
+def test_weighted_products_over_more_rows_than_one_chunk():
+    rnd = random.Random(5)
+    n = bs.PRODUCT_CHUNK * 2 + 17
+    a = [rnd.randrange(fs.PRIME) for _ in range(n)]
+    b = [rnd.randrange(fs.PRIME) for _ in range(n)]
+    a[0] = b[0] = fs.PRIME - 1
+    a[1] = 2**127 - 2
+    w = np.array([rnd.randrange(2**64) for _ in range(n)], dtype=np.uint64)
+    w[0] = 2**64 - 1
+    la, lb = bs.limbs_of(fs.pack(a)), bs.limbs_of(fs.pack(b))
+    ws = w.tolist()
+    assert (
+        bs.weighted_products(la, lb, w)
+        == sum(x * y * z for x, y, z in zip(a, b, ws, strict=True)) % fs.PRIME
+    )
+    assert (
+        bs.weighted_products(la, None, w)
+        == sum(x * x * z for x, z in zip(a, ws, strict=True)) % fs.PRIME
+    )
