@@ -394,7 +394,7 @@ def plots(sc: dict, head: dict | None) -> list[str]:
         [r["rows"] for r in p],
         [r["server_aggregate_s"] for r in p],
         "o-",
-        label="server: add shares + output",
+        label="server: range check + sums + output",
     )
     ax[0].loglog(
         [r["rows"] for r in p],
@@ -505,7 +505,7 @@ def report(head: dict | None, sc: dict, args) -> str:
         )
     lines += ["", "## Producers (rows)", "", "![producers](analytics-scaling/producers.png)", ""]
     lines += [
-        "| rows | server: add + output, s | producers: share + seal, s | bytes to 4 servers |",
+        "| rows | server: range check + sums + output, s | producers: check + share + seal, s | bytes to 4 servers |",
         "|---|---|---|---|",
     ]
     for r in sc["producers"]:
@@ -520,7 +520,7 @@ def report(head: dict | None, sc: dict, args) -> str:
         "",
     ]
     lines += [
-        "| statistic | output width | server s, 10k rows | calldata bytes / job | decode ms, 1 liar |",
+        "| statistic | output width | server s (check + sums + output), 10k rows | calldata bytes / job | decode ms, 1 liar |",
         "|---|---|---|---|---|",
     ]
     for r in sc["statistic"]:
@@ -532,10 +532,12 @@ def report(head: dict | None, sc: dict, args) -> str:
         "## Reading it",
         "",
         "- Producers pay for sharing: time and bytes grow linearly with rows, servers and the row's "
-        "width (contexts x numeric fields x bins); sealing is one box per message, not per row.",
-        "- A server's work per job is one pass over the shares it holds (linear in rows x width), "
-        "then a few sums; it is cached per contribution count, so further jobs on the same data "
-        "cost only the chain round trips.",
+        "width (contexts x numeric fields x bins, plus the range check's aux bits: about "
+        "log2(range) per numeric field); sealing is one box per server per batch.",
+        "- A server's work per contribution is one pass over its shares when it arrives (the "
+        "range check and the column sums, linear in rows x width); it then keeps only the sums. "
+        "A job adds one stored vector per contribution, so jobs on submitted data cost the chain "
+        "round trips and little else.",
         "- The chain carries O(n x output width) per job, independent of the number of rows: "
         "two transactions per server (commit, reveal) plus open and accept.",
         "- Decoding is a Lagrange check when all agree; with liars, Berlekamp-Welch per output "

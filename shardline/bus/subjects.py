@@ -48,7 +48,10 @@ STREAMS: dict[str, dict] = {
     "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},
     "PSI": {"subjects": ["psi.round.>"], "max_age_s": 3600},
     "LISTS": {"subjects": ["lists.>"], "max_age_s": 7 * 24 * 3600},
-    "ANALYTICS": {"subjects": ["analytics.input.>", "analytics.check.>"], "max_age_s": 30 * 24 * 3600},
+    "ANALYTICS": {
+        "subjects": ["analytics.input.>", "analytics.check.>"],
+        "max_age_s": 30 * 24 * 3600,
+    },
 }
 
 DUPLICATE_WINDOW_S = 15 * 60

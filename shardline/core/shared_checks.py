@@ -33,6 +33,7 @@ masked by w(0): the opening says "valid" and nothing else.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from . import bulk_shares as bs
 from .analytics import Field, Schema
 from .field_shares import PRIME, interpolate, is_consistent
 
+SMALL_BATCH = 256  # below this many rows, Python integers beat NumPy's per-call cost
 Term = tuple[int, int, int]  # coefficient * entry_a * entry_b
 Lin = tuple[int, int]  # coefficient * entry_a
 
@@ -172,6 +174,8 @@ def evaluate(
 ) -> CheckPoint:
     """One server's point: ``entries`` are its shares of the extended rows, packed, row after
     row. Weighted sums and weighted products in NumPy limbs: no Python step per element."""
+    if rows < SMALL_BATCH:
+        return _evaluate_small(lay, entries, rows, x, w, eta, seed_)
     e = lay.extended
     limbs = bs.limbs_of(entries)
     if limbs.shape[1] != rows * e:
@@ -194,6 +198,30 @@ def evaluate(
             total += rule.const * int(sig.sum(dtype=object))
         for coef, a, b in rule.quad:
             total += coef * bs.weighted_products(column(a), None if a == b else column(b), sig)
+    return CheckPoint(consistency, (total + x * eta) % PRIME)
+
+
+def _evaluate_small(
+    lay: Layout, entries: bytes, rows: int, x: int, w: int, eta: int, seed_: bytes
+) -> CheckPoint:
+    """``evaluate`` in Python integers: for a few rows, NumPy's per-call cost dominates."""
+    e = lay.extended
+    vals = bs.to_ints(entries)
+    if len(vals) != rows * e:
+        raise ValueError(f"{len(vals)} shares are not {rows} rows of {e}")
+    tau = weights(seed_, b"C", rows * e).tolist()
+    consistency = (sum(map(operator.mul, tau, vals)) + w) % PRIME
+    sigma = weights(seed_, b"R", rows * len(lay.rules)).tolist()
+    total = 0
+    for r in range(rows):
+        row = vals[r * e : (r + 1) * e]
+        for i, rule in enumerate(lay.rules):
+            v = rule.const
+            for coef, a, b in rule.quad:
+                v += coef * row[a] * row[b]
+            for coef, a in rule.lin:
+                v += coef * row[a]
+            total += sigma[i * rows + r] * v
     return CheckPoint(consistency, (total + x * eta) % PRIME)
 
 

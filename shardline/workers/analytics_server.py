@@ -93,6 +93,52 @@ def part_digest(dataset: str, producer: str, hashes: list[bytes]) -> bytes:
     return hashlib.sha256(mk.ident(dataset) + mk.ident(producer) + b"".join(hashes)).digest()
 
 
+class CheckOutbox:
+    """A server's check values, sent together: the inputs checked within a few milliseconds of
+    each other go out in one message per data set (group commit: each input is acked only once
+    its values are on the stream, so a crash loses none)."""
+
+    WINDOW_S = 0.02
+    MAX_POINTS = 512
+
+    def __init__(self, publish) -> None:
+        self._publish = publish
+        self._pending: list[tuple[str, int, dict, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def send(self, ds_id: str, x: int, digest: bytes, point: sc.CheckPoint) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        item = {
+            "digest": digest.hex(),
+            "consistency": str(point.consistency),
+            "rules": str(point.rules),
+        }
+        self._pending.append((ds_id, x, item, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.WINDOW_S)
+        batch, self._pending, self._task = self._pending, [], None
+        groups: dict[tuple[str, int], list[tuple[dict, asyncio.Future]]] = {}
+        for ds_id, x, item, fut in batch:
+            groups.setdefault((ds_id, x), []).append((item, fut))
+        for (ds_id, x), items in groups.items():
+            for start in range(0, len(items), self.MAX_POINTS):
+                chunk = items[start : start + self.MAX_POINTS]
+                try:
+                    await self._publish(ds_id, x, [i for i, _f in chunk])
+                except Exception as exc:  # each waiting input is retried by the bus
+                    for _i, f in chunk:
+                        if not f.done():
+                            f.set_exception(exc)
+                else:
+                    for _i, f in chunk:
+                        if not f.done():
+                            f.set_result(None)
+
+
 class AnalyticsServer(Worker):
     kind = "analytics-server"
 
@@ -120,6 +166,7 @@ class AnalyticsServer(Worker):
         self._aggregates: dict[tuple[str, int], list[int]] = {}
         self._jobs: dict[int, asyncio.Task] = {}
         self._blobs: BlobStore | None = None
+        self.outbox = CheckOutbox(self._publish_checks)
         self.heads = HeadWatcher(ws_url)
         self.reader = EventReader(
             Rpc(chain.rpc),
@@ -222,27 +269,22 @@ class AnalyticsServer(Worker):
             self.check_and_sum, lay, body, b["rows"], x, w, eta, sc.seed(block, digest)
         )
         self.store.put_input(ds_id, digest, producer, b["rows"], fs.pack(sums))
-        await self.js.publish(
-            subjects.ANALYTICS_CHECK.format(org=self.org_id),
-            envelope.make(
-                "analytics.check",
-                {
-                    "dataset": ds_id,
-                    "digest": digest.hex(),
-                    "x": x,
-                    "consistency": str(point.consistency),
-                    "rules": str(point.rules),
-                },
-                self.keys,
-            ).to_bytes(),
-            headers={"Nats-Msg-Id": f"check.{digest.hex()}.{self.org_id}"},
-        )
+        await self.outbox.send(ds_id, x, digest, point)
         log.event(
             "analytics.input_stored",
             org=self.org_id,
             dataset=ds_id,
             producer=producer,
             rows=b["rows"],
+        )
+
+    async def _publish_checks(self, ds_id: str, x: int, points: list[dict]) -> None:
+        body = {"dataset": ds_id, "x": x, "points": points}
+        key = hashlib.sha256("".join(p["digest"] for p in points).encode()).hexdigest()[:32]
+        await self.js.publish(
+            subjects.ANALYTICS_CHECK.format(org=self.org_id),
+            envelope.make("analytics.check", body, self.keys).to_bytes(),
+            headers={"Nats-Msg-Id": f"check.{self.org_id}.{key}"},
         )
 
     @staticmethod
@@ -280,27 +322,35 @@ class AnalyticsServer(Worker):
         raise Transient(f"contribution {digest.hex()[:12]} to {ds_id} is not on chain here yet")
 
     async def on_check(self, m: Incoming) -> None:
-        """Another server's (or our own) check values; with all n, the contribution's verdict."""
+        """Another server's (or our own) check values; with all n, a contribution's verdict."""
         b = m.body
         ds = await self.dataset(b["dataset"])
         x = b["x"]
         if not 1 <= x <= len(ds.servers) or ds.servers[x - 1] != m.env.sender:
-            raise BadMessage(f"check value {x} of {b['dataset']} sent by {m.env.sender}")
-        digest = bytes.fromhex(b["digest"])
-        self.store.add_point(ds.id, digest, x, int(b["consistency"]), int(b["rules"]))
-        pts = self.store.points(ds.id, digest)
-        if len(pts) < len(ds.servers) or self.store.verdicts(ds.id, [digest]):
-            return
-        reason = sc.verdict({px: sc.CheckPoint(c, r) for px, (c, r) in pts.items()}, ds.threshold)
-        self.store.put_verdict(ds.id, digest, reason)
-        if reason:
-            log.warn(
-                "analytics.input_rejected",
-                org=self.org_id,
-                dataset=ds.id,
-                digest=digest.hex(),
-                reason=reason,
+            raise BadMessage(f"check values {x} of {b['dataset']} sent by {m.env.sender}")
+        got = [
+            (bytes.fromhex(p["digest"]), int(p["consistency"]), int(p["rules"]))
+            for p in b["points"]
+        ]
+        held = self.store.add_points(ds.id, x, got)
+        full = [d for d, n in held.items() if n >= len(ds.servers)]
+        decided = self.store.verdicts(ds.id, full) if full else {}
+        for digest in full:
+            if digest in decided:
+                continue
+            pts = self.store.points(ds.id, digest)
+            reason = sc.verdict(
+                {px: sc.CheckPoint(c, r) for px, (c, r) in pts.items()}, ds.threshold
             )
+            self.store.put_verdict(ds.id, digest, reason)
+            if reason:
+                log.warn(
+                    "analytics.input_rejected",
+                    org=self.org_id,
+                    dataset=ds.id,
+                    digest=digest.hex(),
+                    reason=reason,
+                )
 
     # ---- the chain ----------------------------------------------------------------------
     async def on_log(self, lg: RawLog) -> None:

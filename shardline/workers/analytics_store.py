@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Integer, LargeBinary, String, select
+from sqlalchemy import Integer, LargeBinary, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from shardline.core.logpoller import BlockRef
@@ -136,21 +136,31 @@ class AnalyticsStore:
             row = s.get(ContributionBlock, (dataset, digest))
             return None if row is None else bytes(row.block_hash)
 
-    def add_point(self, dataset: str, digest: bytes, x: int, consistency: int, rules: int) -> bool:
-        """Keep the first point a server sent for a contribution; False if it had one."""
+    def add_points(
+        self, dataset: str, x: int, points: list[tuple[bytes, int, int]]
+    ) -> dict[bytes, int]:
+        """Keep the first point server ``x`` sent for each contribution; how many servers'
+        points each of these contributions has now. One transaction for the lot."""
         with Session(self.engine) as s, s.begin():
-            if s.get(CheckPointRow, (dataset, digest, x)) is not None:
-                return False
-            s.add(
-                CheckPointRow(
-                    dataset=dataset,
-                    digest=digest,
-                    x=x,
-                    consistency=str(consistency),
-                    rules=str(rules),
-                )
+            for digest, consistency, rules in points:
+                if s.get(CheckPointRow, (dataset, digest, x)) is None:
+                    s.add(
+                        CheckPointRow(
+                            dataset=dataset,
+                            digest=digest,
+                            x=x,
+                            consistency=str(consistency),
+                            rules=str(rules),
+                        )
+                    )
+            s.flush()
+            digests = [d for d, _c, _r in points]
+            rows = s.execute(
+                select(CheckPointRow.digest, func.count())
+                .where(CheckPointRow.dataset == dataset, CheckPointRow.digest.in_(digests))
+                .group_by(CheckPointRow.digest)
             )
-            return True
+            return {bytes(d): n for d, n in rows}
 
     def points(self, dataset: str, digest: bytes) -> dict[int, tuple[int, int]]:
         with Session(self.engine) as s:

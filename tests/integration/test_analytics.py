@@ -103,21 +103,30 @@ async def world(analytics_stack):
     for p in producers:
         addr = Account.from_key(p.chain_key).address
         await chain.w3.provider.make_request("anvil_setBalance", [addr, hex(10**18)])
+    digests: list[bytes] = []
     for start in range(0, PRODUCERS, 100):
-        await asyncio.gather(
+        for got in await asyncio.gather(
             *(
                 client.submit(p, "clinic", [row])
                 for p, row in zip(
                     producers[start : start + 100], ROWS[start : start + 100], strict=True
                 )
             )
-        )
+        ):
+            digests += got
     # a producer that skips the client's check: an age of 130 in a row it shares itself
     mallory = ParticipantKeys.generate("mallory")
     addr = Account.from_key(mallory.chain_key).address
     await chain.w3.provider.make_request("anvil_setBalance", [addr, hex(10**18)])
     forged = forged_batch({"age": 130, "bmi": 22.0, "region": "north", "rare": "no"})
     mallory_digest = await client.send_batch(mallory, "clinic", forged)
+    # submission is done when every server has checked every contribution on its shares
+    stores = [AnalyticsStore(cfg.org(o).database_url) for o in SERVERS]
+    wanted = [*digests, mallory_digest]
+    for _ in range(6000):
+        if all(len(s.verdicts("clinic", wanted)) == len(wanted) for s in stores):
+            break
+        await asyncio.sleep(0.1)
     yield {
         "client": client,
         "consumer": consumer,

@@ -138,3 +138,12 @@ def test_the_opened_values_of_an_honest_batch_are_fresh_each_time():
     b = points(ab.share_batch(SCHEMA, data, 1, xs).parts, 20)
     assert all(a[x].rules != b[x].rules and a[x].consistency != b[x].consistency for x in xs)
     assert fs.interpolate({x: [a[x].rules] for x in xs[:3]}, 0) == [0]
+
+
+def test_the_small_and_the_bulk_evaluation_agree():
+    n = sc.SMALL_BATCH + 3
+    batch = ab.share_batch(SCHEMA, rows(n), 1, [1, 2, 3, 4])
+    for x in (1, 4):
+        body, w, eta = ab.split_part(LAY, batch.parts[x], n)
+        bulk = sc.evaluate(LAY, body, n, x, w, eta, SEED)
+        assert bulk == sc._evaluate_small(LAY, body, n, x, w, eta, SEED)
