@@ -16,6 +16,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from shardline.core.logpoller import BlockRef
 from shardline.workers.store import load_cursor, make_engine, save_cursor
 
+IN_LIST_MAX = 500  # digests looked up by key at once; more, and one scan of the data set
+
 
 class Base(DeclarativeBase):
     pass
@@ -101,16 +103,13 @@ class AnalyticsStore:
             )
 
     def inputs(self, dataset: str, digests: list[bytes]) -> dict[bytes, bytes]:
-        """The share blobs held for ``digests`` (missing ones are absent)."""
+        """The stored sums for ``digests`` (missing ones are absent)."""
         wanted = set(digests)
-        out: dict[bytes, bytes] = {}
+        query = select(InputRow.digest, InputRow.shares).where(InputRow.dataset == dataset)
+        if len(wanted) <= IN_LIST_MAX:
+            query = query.where(InputRow.digest.in_(wanted))
         with Session(self.engine) as s:
-            for digest, shares in s.execute(
-                select(InputRow.digest, InputRow.shares).where(InputRow.dataset == dataset)
-            ):
-                if digest in wanted:
-                    out[bytes(digest)] = bytes(shares)
-        return out
+            return {bytes(d): bytes(sh) for d, sh in s.execute(query) if bytes(d) in wanted}
 
     def add_contribution(self, dataset: str, index: int, digest: bytes, rows: int) -> None:
         with Session(self.engine) as s, s.begin():
@@ -181,11 +180,11 @@ class AnalyticsStore:
 
     def verdicts(self, dataset: str, digests: list[bytes]) -> dict[bytes, bool]:
         wanted = set(digests)
+        query = select(VerdictRow.digest, VerdictRow.ok).where(VerdictRow.dataset == dataset)
+        if len(wanted) <= IN_LIST_MAX:  # a few: by key; many: one pass over the data set
+            query = query.where(VerdictRow.digest.in_(wanted))
         with Session(self.engine) as s:
-            rows = s.execute(
-                select(VerdictRow.digest, VerdictRow.ok).where(VerdictRow.dataset == dataset)
-            )
-            return {bytes(d): bool(ok) for d, ok in rows if bytes(d) in wanted}
+            return {bytes(d): bool(ok) for d, ok in s.execute(query) if bytes(d) in wanted}
 
     def save_job(self, job: int, state: str, **detail) -> None:
         with Session(self.engine) as s, s.begin():
