@@ -166,8 +166,14 @@ async def pipeline(n: int, collectors: int, single: int) -> dict:
             for d in ds
         ]
         sent = time.perf_counter() - t0
-        await wait_checked(cfg, servers, digests)
-        submitted = time.perf_counter() - t0
+
+        async def checked() -> float:
+            await wait_checked(cfg, servers, digests)
+            return time.perf_counter() - t0
+
+        # the consumer opens its job as soon as the digests are on chain, as a real one would;
+        # the servers finish checking and summing while the job opens, then commit
+        checking = asyncio.create_task(checked())
         secret = await client.open(
             consumer,
             "bench",
@@ -178,6 +184,7 @@ async def pipeline(n: int, collectors: int, single: int) -> dict:
         )
         out = await client.result(consumer, secret, timeout_s=900)
         cold = time.perf_counter() - t0
+        submitted = await checking
         t1 = time.perf_counter()
         secret2 = await client.open(
             consumer,
@@ -454,9 +461,9 @@ def report(head: dict | None, sc: dict, args) -> str:
             "|---|---|---|",
             f"| NumPy in the clear (mean + var) | {head['plain']:.4f} | {head['plain'] / head['mpyc']:.4f}x |",
             f"| MPyC alone (4 parties: party 0 inputs the values, sum + inner product, open) | {head['mpyc']:.2f} | 1x |",
-            f"| pipeline, submission: {args.rows:,} producers' rows through {args.collectors} concurrent `submit` calls, until every server has checked (in shared form) and summed every contribution | {head['submission']:.2f} | {head['submission'] / head['mpyc']:.2f}x |",
-            f"| pipeline, one variance job on the submitted data (open with deposit and mask, commit, reveal, decode, accept) | {head['job']:.2f} | {head['job'] / head['mpyc']:.2f}x |",
-            f"| **pipeline: submission + job** (submission start to the consumer's result) | {head['cold']:.2f} | **{ratio:.2f}x** |",
+            f"| pipeline, submission: {args.rows:,} producers' rows through {args.collectors} concurrent `submit` calls, until every server has checked (in shared form) and summed every contribution (the job below opens meanwhile) | {head['submission']:.2f} | {head['submission'] / head['mpyc']:.2f}x |",
+            f"| pipeline, a second variance job on the submitted data alone (open with deposit and mask, commit, reveal, decode, accept) | {head['job']:.2f} | {head['job'] / head['mpyc']:.2f}x |",
+            f"| **pipeline: submission + job** (submission start to the consumer's result; the job opens once the digests are on chain) | {head['cold']:.2f} | **{ratio:.2f}x** |",
             "",
             f"Target: pipeline at most {TARGET}x MPyC alone: "
             f"{'met' if ratio <= TARGET else 'not met'} in this run ({ratio:.2f}x).",

@@ -22,6 +22,7 @@ from . import field_shares as fs
 from . import shared_checks as sc
 
 INT64_SAFE = 2**62
+SMALL_BATCH = 64
 
 
 def _fast(schema: an.Schema) -> bool:
@@ -120,17 +121,21 @@ def share_batch(
     """Check, encode and share ``rows`` for the servers at ``xs``, with the two random
     polynomials the servers' range check needs (w of degree t, eta of degree 2t - 1)."""
     matrix = encode_matrix(schema, rows, first)
-    elements = extended_elements(schema, matrix)
-    shares = bs.share_elements(elements, threshold, xs)
-    w = bs.share_elements(bs.random_field(1).T.astype(">u4").tobytes(), threshold, xs)
-    eta = bs.share_elements(
-        bs.random_field(1).T.astype(">u4").tobytes(),
-        threshold,
-        xs,
-        degree=max(2 * threshold - 1, 0),
-    )
+    if len(rows) < SMALL_BATCH:  # a few rows: Python integers beat NumPy's per-call cost
+        ext = np.concatenate([matrix, sc.aux_bits(schema, matrix).astype(matrix.dtype)], axis=1)
+        shares = fs.share_rows([[int(v) for v in ext.ravel()]], threshold, xs)
+        w = fs.share_rows([fs.random_elements(1)], threshold, xs)
+        eta = fs.share_rows([fs.random_elements(1)], max(2 * threshold - 1, 0), xs)
+    else:
+        shares = bs.share_elements(extended_elements(schema, matrix), threshold, xs)
+        w = bs.share_elements(_one_random(), threshold, xs)
+        eta = bs.share_elements(_one_random(), threshold, xs, degree=max(2 * threshold - 1, 0))
     parts = {x: shares[x] + w[x] + eta[x] for x in xs}
     return SharedBatch(len(rows), parts, [hashlib.sha256(parts[x]).digest() for x in xs])
+
+
+def _one_random() -> bytes:
+    return bs.random_field(1).T.astype(">u4").tobytes()
 
 
 def split_part(lay: sc.Layout, part: bytes, rows: int) -> tuple[bytes, int, int]:

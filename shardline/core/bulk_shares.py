@@ -115,11 +115,16 @@ def share_elements(
     out: dict[int, bytes] = {}
     for x in xs:
         px = np.uint64(x)
-        acc = coeffs[-1].copy() if coeffs else s0.copy()
-        for c in [*reversed(coeffs[:-1]), s0] if coeffs else []:  # Horner: limbs < 2^49
-            acc *= px
+        if not coeffs:
+            out[x] = _bytes(s0)
+            continue
+        acc = coeffs[-1] * px  # Horner, highest coefficient first: limbs stay below 2^49
+        terms = [*reversed(coeffs[:-1]), s0]
+        for i, c in enumerate(terms):
             acc += c
             _reduce(acc)
+            if i < len(terms) - 1:
+                acc *= px
         out[x] = _bytes(acc)
     return out
 

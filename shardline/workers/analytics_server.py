@@ -507,7 +507,7 @@ class AnalyticsServer(Worker):
                     f"{len(held)} of the {inputs} contributions to {ds_id} reached this server, "
                     f"{len(verdicts)} were checked by all servers, before the commit deadline"
                 )
-            await asyncio.sleep(POLL_S * 4)
+            await asyncio.sleep(POLL_S)
         acc = [0] * width
         for d in digests:
             if verdicts[d]:

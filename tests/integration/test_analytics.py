@@ -31,7 +31,10 @@ from shardline.workers.analytics_client import AnalyticsClient, JobFailed
 from shardline.workers.analytics_server import AnalyticsServer, ProducerDirectory
 from shardline.workers.analytics_store import AnalyticsStore
 
-pytestmark = pytest.mark.integration
+# The module's first test also pays for the world: 1000 producers submitting one by one (a chain
+# transaction each) and every server checking each contribution on its shares. On a loaded
+# machine that alone can pass the default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 PRODUCERS = 1000
 K = 10
