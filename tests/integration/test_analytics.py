@@ -380,11 +380,12 @@ async def test_a_wrong_share_is_outvoted_named_slashed_and_not_chosen_again(worl
         assert after["org2"].stake == before["org2"].stake - before["org2"].stake // 2
         assert after["org2"].reputation == before["org2"].reputation - 50
         assert after["org2"].faults == 1
-        # the money of this job: producers 30 %, the three honest servers the rest, the consumer
-        # the rounding dust and the slashed half stake
-        per_producer = PRICE * 3000 // 10000 // PRODUCERS
-        fee = (PRICE - per_producer * PRODUCERS) // 3
-        dust = PRICE - per_producer * PRODUCERS - 3 * fee
+        # the money of this job: producers 30 % (mallory is registered on chain too), the three
+        # honest servers the rest, the consumer the rounding dust and the slashed half stake
+        paid = PRODUCERS + 1
+        per_producer = PRICE * 3000 // 10000 // paid
+        fee = (PRICE - per_producer * paid) // 3
+        dust = PRICE - per_producer * paid - 3 * fee
         assert await mk.balance_of(chain, dep, consumer.address) - bal[consumer.address] == (
             dust + before["org2"].stake // 2
         )
