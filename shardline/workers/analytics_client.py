@@ -28,7 +28,7 @@ from shardline.bus.blobs import BlobStore
 from shardline.bus.connect import connect
 from shardline.contracts import market as mk
 from shardline.contracts import registry
-from shardline.contracts.client import Chain
+from shardline.contracts.client import Chain, ChainRevert
 from shardline.contracts.deploy import Deployment
 from shardline.core import analytics as an
 from shardline.core import analytics_batch as ab
@@ -272,6 +272,18 @@ class AnalyticsClient:
             [s.hex() for s in salts],
         )
 
+    async def _finalise(self, account: LocalAccount, job_id: int) -> None:
+        """``finalise``, retried while the chain's own clock (block time, which can lag or lead
+        the wall clock after bursts of blocks) has not passed the reveal deadline."""
+        for attempt in range(40):
+            try:
+                await mk.finalise(self.chain, account, self.deployment, job_id)
+                return
+            except ChainRevert as exc:
+                if "deadline has not passed" not in str(exc) or attempt == 39:
+                    raise
+                await asyncio.sleep(0.5)
+
     async def chain_time(self) -> float:
         block = await self.chain.rpc.call("eth_getBlockByNumber", ["latest", False])
         return max(time.time(), int(block["timestamp"], 16))  # type: ignore[index]
@@ -314,7 +326,7 @@ class AnalyticsClient:
         if job.status == mk.OPEN and job.revealed < len(job.servers):
             if await self.chain_time() <= job.reveal_deadline + 1.5:
                 raise TimeoutError(f"job {job.id}: still waiting for {', '.join(silent)}")
-            await mk.finalise(self.chain, account, self.deployment, job.id)
+            await self._finalise(account, job.id)
             job = await mk.job(self.chain, self.deployment, job.id)  # type: ignore[assignment]
         if job.status == mk.FAILED:
             raise JobFailed(
