@@ -1,9 +1,14 @@
 """MPC server, one per org node: adds the producers' shares it holds and answers jobs on chain.
 
-Producers' share vectors arrive on ``analytics.input.<org>`` sealed to this org; the sender must
-be the producer the Market knows, and the hash of the part must match the digest the producer
-put on chain. The server follows ``Contributed`` (the order of inputs) and ``JobOpened``. For a
-job that names it, it adds the share vectors of the first ``inputs`` contributions, takes the
+Producers' parts (one per contribution: one row or a batch of many) arrive on
+``analytics.input.<org>`` sealed to this org, in the message or in the ``analytics`` object store;
+the sender must be the producer the Market knows, and the hash of the part must match the digest
+the producer put on chain. The server checks the rows against the schema on its shares
+(``core.shared_checks``, seeded by the block that recorded the digest), keeps only their sums,
+and sends its check values on ``analytics.check.<org>``; with every server's values it decides,
+as every other server does, whether the contribution counts. It follows ``Contributed`` (the
+order of inputs) and ``JobOpened``. For a job that names it, it adds the sums of the first
+``inputs`` contributions that passed, takes the
 job's sums (``core.analytics.selectors``), pads them with its share of the consumer's mask,
 commits (with its unmasked share of the row count), and once every server has committed (or
 the commit deadline passed) decodes the count from the committed count shares: fewer than the
