@@ -122,6 +122,7 @@ def org_consumers(org: str) -> list[tuple[str, str]]:
         ("RECORDS", f"records-kfrags-{org}"),
         *(("LISTS", f"lists-{kind}-{org}") for kind in LIST_MESSAGES),
         ("ANALYTICS", f"analytics-inputs-{org}"),
+        ("ANALYTICS", f"analytics-checks-{org}"),
     ]
 
 
@@ -143,6 +144,11 @@ def org_permissions(org: str) -> dict[str, Any]:
         # its list worker asks its own PSI worker to match a list's pair
         f"psi.start.{org}",
         *(f"lists.{kind}.*" for kind in LIST_MESSAGES),
+        # its MPC server's range-check values, and reading the parts producers left sealed to
+        # it in the analytics object store
+        f"analytics.check.{org}",
+        "$JS.API.DIRECT.GET.OBJ_analytics",
+        "$JS.API.DIRECT.GET.OBJ_analytics.>",
         "dlq.>",
         *_JS_READ,
     ]

@@ -36,6 +36,8 @@ LISTS_ROSTER = "lists.roster.{org}"
 LISTS_BIDS = "lists.bids.{org}"
 # Analytics: a producer's share vectors for one MPC server, sealed to its org (durable).
 ANALYTICS_INPUT = "analytics.input.{org}"
+ANALYTICS_CHECK = "analytics.check.{org}"  # a server's range-check values for a contribution
+ANALYTICS_CHECKS = "analytics.check.*"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -51,7 +53,10 @@ STREAMS: dict[str, dict] = {
     "RECORDS": {"subjects": ["records.kfrag.>"], "max_age_s": 30 * 24 * 3600},
     "PSI": {"subjects": ["psi.round.>"], "max_age_s": 3600},
     "LISTS": {"subjects": ["lists.>"], "max_age_s": 7 * 24 * 3600},
-    "ANALYTICS": {"subjects": ["analytics.input.>"], "max_age_s": 30 * 24 * 3600},
+    "ANALYTICS": {
+        "subjects": ["analytics.input.>", "analytics.check.>"],
+        "max_age_s": 30 * 24 * 3600,
+    },
 }
 
 DUPLICATE_WINDOW_S = 15 * 60
@@ -80,4 +85,5 @@ def catalogue() -> dict[str, str]:
         LISTS_ROSTER: "lists.roster",
         LISTS_BIDS: "lists.bids",
         ANALYTICS_INPUT: "analytics.input",
+        ANALYTICS_CHECK: "analytics.check",
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -25,18 +24,22 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from shardline.bus import envelope, subjects
+from shardline.bus.blobs import BlobStore
 from shardline.bus.connect import connect
 from shardline.contracts import market as mk
 from shardline.contracts import registry
-from shardline.contracts.client import Chain
+from shardline.contracts.client import Chain, ChainRevert
 from shardline.contracts.deploy import Deployment
 from shardline.core import analytics as an
+from shardline.core import analytics_batch as ab
 from shardline.core import field_shares as fs
 from shardline.core import sealing
 from shardline.core.keys import ParticipantKeys
-from shardline.workers.analytics_server import part_digest
+from shardline.workers.analytics_server import INPUT_BUCKET, part_digest
 
-MESSAGE_SHARE_BYTES = 32_000  # raw share bytes per message: sealed and base64, under 64 KiB
+# A part up to this size travels in its message (sealed, base64 twice: under the envelope's
+# 256 KiB); a larger one is sealed once into the object store.
+INLINE_PART_BYTES = 96_000
 
 
 class JobFailed(RuntimeError):
@@ -99,6 +102,7 @@ class AnalyticsClient:
         self._sealing: dict[str, bytes] = {}
         self._datasets: dict[str, tuple[mk.DatasetInfo, an.Schema]] = {}
         self._reads = asyncio.Lock()  # many producers at once read the chain once
+        self._blobs: BlobStore | None = None
 
     @classmethod
     async def connect(
@@ -145,58 +149,78 @@ class AnalyticsClient:
 
     # ---- producers ----------------------------------------------------------------------
     async def submit(self, keys: ParticipantKeys, dataset_id: str, rows: list[dict]) -> list[bytes]:
-        """Check, share, register and send ``rows``; returns the on-chain digests."""
+        """Check, share, register and send ``rows`` as one contribution; returns its digest.
+
+        ``rows`` may be one producer's row or a batch of many producers' rows (a clinic sending
+        for its consenting patients): either way one digest on chain, one part per server
+        (in the message, or sealed in the object store when large), one check at the servers.
+        """
         ds, schema = await self.dataset(dataset_id)
-        vectors = [an.encode_row(schema, r, f"row {i + 1}") for i, r in enumerate(rows)]
-        if not vectors:
-            raise an.InputOutOfRange("no rows to submit")
-        account: LocalAccount = Account.from_key(keys.chain_key)
-        per_msg = max(1, MESSAGE_SHARE_BYTES // (schema.width * fs.ELEMENT_BYTES))
         xs = list(range(1, len(ds.servers) + 1))
-        parts = []
-        for start in range(0, len(vectors), per_msg):
-            chunk = vectors[start : start + per_msg]
-            blobs = fs.share_rows(chunk, ds.threshold, xs)
-            hashes = [hashlib.sha256(blobs[x]).digest() for x in xs]
-            digest = part_digest(dataset_id, keys.participant_id, hashes)
-            parts.append((digest, len(chunk), blobs, hashes))
-        txs = [
-            await mk.send_contribution(
-                self.chain,
-                account,
-                self.deployment,
-                dataset_id,
-                keys.participant_id,
-                keys.signing_public,
-                digest,
-                n,
+        batch = await asyncio.to_thread(ab.share_batch, schema, rows, ds.threshold, xs)
+        return [await self.send_batch(keys, dataset_id, batch)]
+
+    async def send_batch(
+        self, keys: ParticipantKeys, dataset_id: str, batch: ab.SharedBatch
+    ) -> bytes:
+        """Put a shared batch's digest on chain, then each server's part on the bus."""
+        ds, _schema = await self.dataset(dataset_id)
+        xs = list(range(1, len(ds.servers) + 1))
+        digest = part_digest(dataset_id, keys.participant_id, batch.hashes)
+        account: LocalAccount = Account.from_key(keys.chain_key)
+        tx = await mk.send_contribution(
+            self.chain,
+            account,
+            self.deployment,
+            dataset_id,
+            keys.participant_id,
+            keys.signing_public,
+            digest,
+            batch.rows,
+        )
+        receipt = await self.chain.mined(tx)
+        if int(receipt["status"], 16) != 1:
+            await self.chain.wait(tx)  # raises with the contract's reason
+        await asyncio.gather(
+            *(
+                self._send_part(keys, dataset_id, digest, batch, x, org)
+                for x, org in zip(xs, ds.servers, strict=True)
             )
-            for digest, n, _b, _h in parts
-        ]
-        for tx in txs:
-            receipt = await self.chain.mined(tx)
-            if int(receipt["status"], 16) != 1:
-                await self.chain.wait(tx)  # raises with the contract's reason
-        for digest, n, blobs, hashes in parts:
-            for x, org in zip(xs, ds.servers, strict=True):
-                body = {
-                    "dataset": dataset_id,
-                    "producer": keys.participant_id,
-                    "digest": digest.hex(),
-                    "x": x,
-                    "rows": n,
-                    "hashes": [h.hex() for h in hashes],
-                    "shares": envelope.b64(blobs[x]),
-                }
-                env = envelope.make(
-                    "analytics.input", body, keys, seal_to=(org, await self.sealing_key(org))
-                )
-                await self.js.publish(  # type: ignore[union-attr]
-                    subjects.ANALYTICS_INPUT.format(org=org),
-                    env.to_bytes(),
-                    headers={"Nats-Msg-Id": f"{digest.hex()}.{org}"},
-                )
-        return [p[0] for p in parts]
+        )
+        return digest
+
+    async def _send_part(
+        self,
+        keys: ParticipantKeys,
+        dataset_id: str,
+        digest: bytes,
+        batch: ab.SharedBatch,
+        x: int,
+        org: str,
+    ) -> None:
+        pk = await self.sealing_key(org)
+        body = {
+            "dataset": dataset_id,
+            "producer": keys.participant_id,
+            "digest": digest.hex(),
+            "x": x,
+            "rows": batch.rows,
+            "hashes": [h.hex() for h in batch.hashes],
+        }
+        part = batch.parts[x]
+        if len(part) <= INLINE_PART_BYTES:
+            body["shares"] = envelope.b64(part)
+        else:  # one sealed object per server, one small message pointing at it
+            if self._blobs is None:
+                self._blobs = await BlobStore.open(self.js, INPUT_BUCKET)  # type: ignore[arg-type]
+            sealed = await asyncio.to_thread(sealing.seal, part, pk)
+            body["object"] = await self._blobs.put(sealed, f"analytics part {x} of {digest.hex()}")
+        env = envelope.make("analytics.input", body, keys, seal_to=(org, pk))
+        await self.js.publish(  # type: ignore[union-attr]
+            subjects.ANALYTICS_INPUT.format(org=org),
+            env.to_bytes(),
+            headers={"Nats-Msg-Id": f"{digest.hex()}.{org}"},
+        )
 
     # ---- consumers ----------------------------------------------------------------------
     async def open(
@@ -248,6 +272,18 @@ class AnalyticsClient:
             [s.hex() for s in salts],
         )
 
+    async def _finalise(self, account: LocalAccount, job_id: int) -> None:
+        """``finalise``, retried while the chain's own clock (block time, which can lag or lead
+        the wall clock after bursts of blocks) has not passed the reveal deadline."""
+        for attempt in range(40):
+            try:
+                await mk.finalise(self.chain, account, self.deployment, job_id)
+                return
+            except ChainRevert as exc:
+                if "deadline has not passed" not in str(exc) or attempt == 39:
+                    raise
+                await asyncio.sleep(0.5)
+
     async def chain_time(self) -> float:
         block = await self.chain.rpc.call("eth_getBlockByNumber", ["latest", False])
         return max(time.time(), int(block["timestamp"], 16))  # type: ignore[index]
@@ -290,7 +326,7 @@ class AnalyticsClient:
         if job.status == mk.OPEN and job.revealed < len(job.servers):
             if await self.chain_time() <= job.reveal_deadline + 1.5:
                 raise TimeoutError(f"job {job.id}: still waiting for {', '.join(silent)}")
-            await mk.finalise(self.chain, account, self.deployment, job.id)
+            await self._finalise(account, job.id)
             job = await mk.job(self.chain, self.deployment, job.id)  # type: ignore[assignment]
         if job.status == mk.FAILED:
             raise JobFailed(

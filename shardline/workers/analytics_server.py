@@ -1,9 +1,14 @@
 """MPC server, one per org node: adds the producers' shares it holds and answers jobs on chain.
 
-Producers' share vectors arrive on ``analytics.input.<org>`` sealed to this org; the sender must
-be the producer the Market knows, and the hash of the part must match the digest the producer
-put on chain. The server follows ``Contributed`` (the order of inputs) and ``JobOpened``. For a
-job that names it, it adds the share vectors of the first ``inputs`` contributions, takes the
+Producers' parts (one per contribution: one row or a batch of many) arrive on
+``analytics.input.<org>`` sealed to this org, in the message or in the ``analytics`` object store;
+the sender must be the producer the Market knows, and the hash of the part must match the digest
+the producer put on chain. The server checks the rows against the schema on its shares
+(``core.shared_checks``, seeded by the block that recorded the digest), keeps only their sums,
+and sends its check values on ``analytics.check.<org>``; with every server's values it decides,
+as every other server does, whether the contribution counts. It follows ``Contributed`` (the
+order of inputs) and ``JobOpened``. For a job that names it, it adds the sums of the first
+``inputs`` contributions that passed, takes the
 job's sums (``core.analytics.selectors``), pads them with its share of the consumer's mask,
 commits (with its unmasked share of the row count), and once every server has committed (or
 the commit deadline passed) decodes the count from the committed count shares: fewer than the
@@ -19,37 +24,64 @@ import json
 import secrets
 import time
 
-from shardline.bus import log, subjects
+from shardline.bus import envelope, log, subjects
+from shardline.bus.blobs import BlobCorrupt, BlobNotFound, BlobStore
 from shardline.bus.envelope import BadMessage, unb64
 from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.contracts import market as mk
+from shardline.contracts import registry
 from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
 from shardline.contracts.deploy import Deployment
 from shardline.core import analytics as an
+from shardline.core import analytics_batch as ab
+from shardline.core import bulk_shares as bs
 from shardline.core import field_shares as fs
 from shardline.core import sealing
+from shardline.core import shared_checks as sc
 from shardline.core.directory import Directory, Participant, UnknownParticipant
 from shardline.core.logpoller import Cursor
 from shardline.workers.analytics_store import AnalyticsStore
 
+INPUT_BUCKET = "analytics"  # parts too large for one message, sealed to their server
 PRODUCER = 4  # a producer's kind in a ProducerDirectory (not an OrgRegistry kind)
 POLL_S = 0.05
 
 
 class ProducerDirectory(Directory):
-    """Producers by id, from the Market on one's own chain endpoint (keys never change)."""
+    """Producers by id, from the Market on one's own chain endpoint (keys never change), and the
+    orgs of the on-chain registry (the servers sign their check values as their org). An org's
+    id is its own: a producer registered under an org's name cannot speak for it."""
+
+    ORG_REFRESH_S = 5.0
 
     def __init__(self, chain: Chain, deployment: Deployment) -> None:
         super().__init__()
         self.chain = chain
         self.deployment = deployment
         self.known: dict[str, Participant] = {}
+        self._orgs: dict[str, Participant] = {}
+        self._orgs_read = -1e9
+        self._orgs_lock = asyncio.Lock()
+
+    async def _org(self, participant_id: str) -> Participant | None:
+        async with self._orgs_lock:  # concurrent handlers wait for one read of the registry
+            if (
+                participant_id not in self._orgs
+                and time.monotonic() - self._orgs_read > self.ORG_REFRESH_S
+            ):
+                found = await registry.list_participants(self.chain, self.deployment)
+                self._orgs = {p.id: p for p in found if p.active}
+                self._orgs_read = time.monotonic()
+        return self._orgs.get(participant_id)
 
     async def resolve(self, participant_id: str) -> Participant:
-        found = self.known.get(participant_id)
+        found = self._orgs.get(participant_id) or self.known.get(participant_id)
         if found is None:
+            org = await self._org(participant_id)
+            if org is not None:
+                return org
             try:
                 got = await mk.read_producer(self.chain.rpc, self.deployment, participant_id)
             except ValueError:
@@ -64,6 +96,52 @@ class ProducerDirectory(Directory):
 def part_digest(dataset: str, producer: str, hashes: list[bytes]) -> bytes:
     """What a producer puts on chain: binds the data set, itself and every server's part."""
     return hashlib.sha256(mk.ident(dataset) + mk.ident(producer) + b"".join(hashes)).digest()
+
+
+class CheckOutbox:
+    """A server's check values, sent together: the inputs checked within a few milliseconds of
+    each other go out in one message per data set (group commit: each input is acked only once
+    its values are on the stream, so a crash loses none)."""
+
+    WINDOW_S = 0.02
+    MAX_POINTS = 512
+
+    def __init__(self, publish) -> None:
+        self._publish = publish
+        self._pending: list[tuple[str, int, dict, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def send(self, ds_id: str, x: int, digest: bytes, point: sc.CheckPoint) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        item = {
+            "digest": digest.hex(),
+            "consistency": str(point.consistency),
+            "rules": str(point.rules),
+        }
+        self._pending.append((ds_id, x, item, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.WINDOW_S)
+        batch, self._pending, self._task = self._pending, [], None
+        groups: dict[tuple[str, int], list[tuple[dict, asyncio.Future]]] = {}
+        for ds_id, x, item, fut in batch:
+            groups.setdefault((ds_id, x), []).append((item, fut))
+        for (ds_id, x), items in groups.items():
+            for start in range(0, len(items), self.MAX_POINTS):
+                chunk = items[start : start + self.MAX_POINTS]
+                try:
+                    await self._publish(ds_id, x, [i for i, _f in chunk])
+                except Exception as exc:  # each waiting input is retried by the bus
+                    for _i, f in chunk:
+                        if not f.done():
+                            f.set_exception(exc)
+                else:
+                    for _i, f in chunk:
+                        if not f.done():
+                            f.set_result(None)
 
 
 class AnalyticsServer(Worker):
@@ -92,6 +170,8 @@ class AnalyticsServer(Worker):
         self._datasets: dict[str, mk.DatasetInfo] = {}
         self._aggregates: dict[tuple[str, int], list[int]] = {}
         self._jobs: dict[int, asyncio.Task] = {}
+        self._blobs: BlobStore | None = None
+        self.outbox = CheckOutbox(self._publish_checks)
         self.heads = HeadWatcher(ws_url)
         self.reader = EventReader(
             Rpc(chain.rpc),
@@ -116,10 +196,21 @@ class AnalyticsServer(Worker):
         self.consume(
             ConsumerSpec(
                 "ANALYTICS",
+                f"analytics-checks-{self.org_id}",
+                (subjects.ANALYTICS_CHECKS,),
+                "analytics.check",
+                ack_wait_s=30,
+                max_deliver=20,
+            ),
+            self.on_check,
+        )
+        self.consume(
+            ConsumerSpec(
+                "ANALYTICS",
                 f"analytics-inputs-{self.org_id}",
                 (subjects.ANALYTICS_INPUT.format(org=self.org_id),),
                 "analytics.input",
-                ack_wait_s=30,
+                ack_wait_s=120,
                 max_deliver=20,
             ),
             self.on_input,
@@ -152,6 +243,7 @@ class AnalyticsServer(Worker):
 
     # ---- inputs -------------------------------------------------------------------------
     async def on_input(self, m: Incoming) -> None:
+        """A producer's part: unseal, bind to the digest on chain, check in shared form, sum."""
         b = m.body
         ds_id, producer = b["dataset"], b["producer"]
         if m.env.sender != producer:
@@ -163,16 +255,26 @@ class AnalyticsServer(Worker):
         hashes = [bytes.fromhex(h) for h in b["hashes"]]
         if len(hashes) != len(ds.servers):
             raise BadMessage(f"data set {ds_id} has {len(ds.servers)} servers, not {len(hashes)}")
-        shares = unb64(b["shares"])
-        if hashlib.sha256(shares).digest() != hashes[x - 1]:
-            raise BadMessage(f"the shares of {producer} do not match their hash")
         digest = bytes.fromhex(b["digest"])
         if part_digest(ds_id, producer, hashes) != digest:
             raise BadMessage(f"the digest of {producer}'s contribution does not bind its parts")
-        width = an.Schema.from_dict(ds.schema).width
-        if len(shares) != b["rows"] * width * fs.ELEMENT_BYTES:
-            raise BadMessage(f"{b['rows']} rows of width {width} do not fill {len(shares)} bytes")
-        self.store.put_input(ds_id, digest, producer, b["rows"], shares)
+        if self.store.verdicts(ds_id, [digest]) or self.store.points(ds_id, digest).get(x):
+            return  # checked and summed before (a redelivery)
+        part = await self.part(b)
+        if hashlib.sha256(part).digest() != hashes[x - 1]:
+            raise BadMessage(f"the shares of {producer} do not match their hash")
+        schema = an.Schema.from_dict(ds.schema)
+        lay = sc.layout(schema)
+        try:
+            body, w, eta = ab.split_part(lay, part, b["rows"])
+        except ValueError as exc:
+            raise BadMessage(f"contribution of {producer} to {ds_id}: {exc}") from None
+        block = await self.contribution_block(ds_id, digest)
+        point, sums = await asyncio.to_thread(
+            self.check_and_sum, lay, body, b["rows"], x, w, eta, sc.seed(block, digest)
+        )
+        self.store.put_input(ds_id, digest, producer, b["rows"], fs.pack(sums))
+        await self.outbox.send(ds_id, x, digest, point)
         log.event(
             "analytics.input_stored",
             org=self.org_id,
@@ -181,6 +283,80 @@ class AnalyticsServer(Worker):
             rows=b["rows"],
         )
 
+    async def _publish_checks(self, ds_id: str, x: int, points: list[dict]) -> None:
+        body = {"dataset": ds_id, "x": x, "points": points}
+        key = hashlib.sha256("".join(p["digest"] for p in points).encode()).hexdigest()[:32]
+        await self.js.publish(
+            subjects.ANALYTICS_CHECK.format(org=self.org_id),
+            envelope.make("analytics.check", body, self.keys).to_bytes(),
+            headers={"Nats-Msg-Id": f"check.{self.org_id}.{key}"},
+        )
+
+    @staticmethod
+    def check_and_sum(
+        lay: sc.Layout, body: bytes, rows: int, x: int, w: int, eta: int, seed: bytes
+    ) -> tuple[sc.CheckPoint, list[int]]:
+        point = sc.evaluate(lay, body, rows, x, w, eta, seed)
+        return point, bs.column_sums(body, lay.extended)[: lay.width]
+
+    async def part(self, b: dict) -> bytes:
+        """This server's part of a contribution: in the message, or sealed in the object store."""
+        if "shares" in b:
+            return unb64(b["shares"])
+        if self._blobs is None:
+            self._blobs = await BlobStore.open(self.js, INPUT_BUCKET)
+        try:
+            sealed = await self._blobs.get(b["object"])
+        except (BlobNotFound, BlobCorrupt) as exc:
+            raise BadMessage(f"the part of {b['producer']} is not readable: {exc}") from None
+        try:
+            return sealing.unseal(sealed, self.keys.sealing_key)
+        except sealing.SealError:
+            raise BadMessage(
+                f"the part of {b['producer']} is not sealed to {self.org_id}"
+            ) from None
+
+    async def contribution_block(self, ds_id: str, digest: bytes) -> bytes:
+        """The hash of the block that recorded ``digest``: the producer sends its parts after
+        that block, so it comes in a moment; after a while, let the bus redeliver."""
+        for _ in range(250):
+            block = self.store.block(ds_id, digest)
+            if block is not None:
+                return block
+            await asyncio.sleep(0.02)
+        raise Transient(f"contribution {digest.hex()[:12]} to {ds_id} is not on chain here yet")
+
+    async def on_check(self, m: Incoming) -> None:
+        """Another server's (or our own) check values; with all n, a contribution's verdict."""
+        b = m.body
+        ds = await self.dataset(b["dataset"])
+        x = b["x"]
+        if not 1 <= x <= len(ds.servers) or ds.servers[x - 1] != m.env.sender:
+            raise BadMessage(f"check values {x} of {b['dataset']} sent by {m.env.sender}")
+        got = [
+            (bytes.fromhex(p["digest"]), int(p["consistency"]), int(p["rules"]))
+            for p in b["points"]
+        ]
+        held = self.store.add_points(ds.id, x, got)
+        full = [d for d, n in held.items() if n >= len(ds.servers)]
+        decided = self.store.verdicts(ds.id, full) if full else {}
+        for digest in full:
+            if digest in decided:
+                continue
+            pts = self.store.points(ds.id, digest)
+            reason = sc.verdict(
+                {px: sc.CheckPoint(c, r) for px, (c, r) in pts.items()}, ds.threshold
+            )
+            self.store.put_verdict(ds.id, digest, reason)
+            if reason:
+                log.warn(
+                    "analytics.input_rejected",
+                    org=self.org_id,
+                    dataset=ds.id,
+                    digest=digest.hex(),
+                    reason=reason,
+                )
+
     # ---- the chain ----------------------------------------------------------------------
     async def on_log(self, lg: RawLog) -> None:
         topic = "0x" + lg.topics[0].hex()
@@ -188,9 +364,9 @@ class AnalyticsServer(Worker):
             from eth_abi import decode as abi_decode
 
             index, digest, rows = abi_decode(["uint32", "bytes32", "uint32"], lg.data)
-            self.store.add_contribution(
-                mk.name_of(lg.topics[1]), int(index), bytes(digest), int(rows)
-            )
+            ds_id = mk.name_of(lg.topics[1])
+            self.store.put_block(ds_id, bytes(digest), lg.block_hash)
+            self.store.add_contribution(ds_id, int(index), bytes(digest), int(rows))
             return
         job_id, _ds, servers, _xs, _spec, _boxes = mk.decode_job_opened(lg)
         if self.org_id in servers and job_id not in self._jobs:
@@ -319,29 +495,28 @@ class AnalyticsServer(Worker):
             return None
 
     async def aggregate(self, ds_id: str, width: int, inputs: int, deadline: int) -> list[int]:
-        """The sum of the share vectors of the data set's first ``inputs`` contributions."""
+        """The sum of the share vectors of the data set's first ``inputs`` contributions that
+        passed the servers' range check (a rejected one counts for no row)."""
         key = (ds_id, inputs)
         if key in self._aggregates:
             return self._aggregates[key]
         while True:
             digests = self.store.contributions(ds_id, inputs)
-            held = self.store.inputs(ds_id, digests) if len(digests) == inputs else {}
-            if len(digests) == inputs and len(held) == inputs:
+            complete = len(digests) == inputs
+            held = self.store.inputs(ds_id, digests) if complete else {}
+            verdicts = self.store.verdicts(ds_id, digests) if complete else {}
+            if complete and len(held) == inputs and len(verdicts) == inputs:
                 break
             if await self.chain_time() > deadline:
                 raise ValueError(
-                    f"{len(held)} of the {inputs} contributions to {ds_id} reached this server "
-                    "before the commit deadline"
+                    f"{len(held)} of the {inputs} contributions to {ds_id} reached this server, "
+                    f"{len(verdicts)} were checked by all servers, before the commit deadline"
                 )
-            await asyncio.sleep(POLL_S * 4)
+            await asyncio.sleep(POLL_S)
         acc = [0] * width
         for d in digests:
-            raw = held[d]
-            vals = fs.unpack(raw)
-            for r in range(0, len(vals), width):
-                row = vals[r : r + width]
-                for i, v in enumerate(row):
-                    acc[i] += v
+            if verdicts[d]:
+                fs.add_into(acc, fs.unpack(held[d]))
         total = fs.reduce(acc)
         self._aggregates[key] = total
         return total

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Integer, LargeBinary, String, select
+from sqlalchemy import Integer, LargeBinary, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from shardline.core.logpoller import BlockRef
 from shardline.workers.store import load_cursor, make_engine, save_cursor
+
+IN_LIST_MAX = 500  # digests looked up by key at once; more, and one scan of the data set
 
 
 class Base(DeclarativeBase):
@@ -22,6 +24,9 @@ class Base(DeclarativeBase):
 
 
 class InputRow(Base):
+    """A contribution as this server keeps it: the sum of its share vectors over the batch's rows
+    (the servers only ever add, so the rows themselves are not kept once checked and summed)."""
+
     __tablename__ = "analytics_inputs"
     dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
@@ -36,6 +41,36 @@ class ContributionRow(Base):
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     rows: Mapped[int] = mapped_column(Integer)
+
+
+class ContributionBlock(Base):
+    """The block that put a contribution's digest on chain: its hash seeds the range check."""
+
+    __tablename__ = "analytics_contribution_blocks"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    block_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class CheckPointRow(Base):
+    """One server's opened check values for one contribution (the first it sent counts)."""
+
+    __tablename__ = "analytics_check_points"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    x: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consistency: Mapped[str] = mapped_column(String(40))
+    rules: Mapped[str] = mapped_column(String(40))
+
+
+class VerdictRow(Base):
+    """Whether a contribution passed the servers' range check: only those that did count."""
+
+    __tablename__ = "analytics_verdicts"
+    dataset: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    ok: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String)
 
 
 class JobRow(Base):
@@ -68,16 +103,13 @@ class AnalyticsStore:
             )
 
     def inputs(self, dataset: str, digests: list[bytes]) -> dict[bytes, bytes]:
-        """The share blobs held for ``digests`` (missing ones are absent)."""
+        """The stored sums for ``digests`` (missing ones are absent)."""
         wanted = set(digests)
-        out: dict[bytes, bytes] = {}
+        query = select(InputRow.digest, InputRow.shares).where(InputRow.dataset == dataset)
+        if len(wanted) <= IN_LIST_MAX:
+            query = query.where(InputRow.digest.in_(wanted))
         with Session(self.engine) as s:
-            for digest, shares in s.execute(
-                select(InputRow.digest, InputRow.shares).where(InputRow.dataset == dataset)
-            ):
-                if digest in wanted:
-                    out[bytes(digest)] = bytes(shares)
-        return out
+            return {bytes(d): bytes(sh) for d, sh in s.execute(query) if bytes(d) in wanted}
 
     def add_contribution(self, dataset: str, index: int, digest: bytes, rows: int) -> None:
         with Session(self.engine) as s, s.begin():
@@ -93,6 +125,66 @@ class AnalyticsStore:
                     .order_by(ContributionRow.index)
                 )
             ]
+
+    def put_block(self, dataset: str, digest: bytes, block_hash: bytes) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(ContributionBlock(dataset=dataset, digest=digest, block_hash=block_hash))
+
+    def block(self, dataset: str, digest: bytes) -> bytes | None:
+        with Session(self.engine) as s:
+            row = s.get(ContributionBlock, (dataset, digest))
+            return None if row is None else bytes(row.block_hash)
+
+    def add_points(
+        self, dataset: str, x: int, points: list[tuple[bytes, int, int]]
+    ) -> dict[bytes, int]:
+        """Keep the first point server ``x`` sent for each contribution; how many servers'
+        points each of these contributions has now. One transaction for the lot."""
+        with Session(self.engine) as s, s.begin():
+            for digest, consistency, rules in points:
+                if s.get(CheckPointRow, (dataset, digest, x)) is None:
+                    s.add(
+                        CheckPointRow(
+                            dataset=dataset,
+                            digest=digest,
+                            x=x,
+                            consistency=str(consistency),
+                            rules=str(rules),
+                        )
+                    )
+            s.flush()
+            digests = [d for d, _c, _r in points]
+            rows = s.execute(
+                select(CheckPointRow.digest, func.count())
+                .where(CheckPointRow.dataset == dataset, CheckPointRow.digest.in_(digests))
+                .group_by(CheckPointRow.digest)
+            )
+            return {bytes(d): n for d, n in rows}
+
+    def points(self, dataset: str, digest: bytes) -> dict[int, tuple[int, int]]:
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(CheckPointRow.x, CheckPointRow.consistency, CheckPointRow.rules).where(
+                    CheckPointRow.dataset == dataset, CheckPointRow.digest == digest
+                )
+            )
+            return {x: (int(c), int(r)) for x, c, r in rows}
+
+    def put_verdict(self, dataset: str, digest: bytes, reason: str | None) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                VerdictRow(
+                    dataset=dataset, digest=digest, ok=int(reason is None), reason=reason or ""
+                )
+            )
+
+    def verdicts(self, dataset: str, digests: list[bytes]) -> dict[bytes, bool]:
+        wanted = set(digests)
+        query = select(VerdictRow.digest, VerdictRow.ok).where(VerdictRow.dataset == dataset)
+        if len(wanted) <= IN_LIST_MAX:  # a few: by key; many: one pass over the data set
+            query = query.where(VerdictRow.digest.in_(wanted))
+        with Session(self.engine) as s:
+            return {bytes(d): bool(ok) for d, ok in s.execute(query) if bytes(d) in wanted}
 
     def save_job(self, job: int, state: str, **detail) -> None:
         with Session(self.engine) as s, s.begin():

@@ -10,6 +10,7 @@ fewer than k rows is refused; the money adds up after every case.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import statistics
@@ -22,12 +23,18 @@ from shardline.config import StackConfig
 from shardline.contracts import market as mk
 from shardline.contracts.client import ChainRevert
 from shardline.core import analytics as an
+from shardline.core import analytics_batch as ab
+from shardline.core import bulk_shares as bs
+from shardline.core import field_shares as fs
 from shardline.core.keys import ParticipantKeys
 from shardline.workers.analytics_client import AnalyticsClient, JobFailed
 from shardline.workers.analytics_server import AnalyticsServer, ProducerDirectory
 from shardline.workers.analytics_store import AnalyticsStore
 
-pytestmark = pytest.mark.integration
+# The module's first test also pays for the world: 1000 producers submitting one by one (a chain
+# transaction each) and every server checking each contribution on its shares. On a loaded
+# machine that alone can pass the default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 PRODUCERS = 1000
 K = 10
@@ -99,24 +106,58 @@ async def world(analytics_stack):
     for p in producers:
         addr = Account.from_key(p.chain_key).address
         await chain.w3.provider.make_request("anvil_setBalance", [addr, hex(10**18)])
+    digests: list[bytes] = []
     for start in range(0, PRODUCERS, 100):
-        await asyncio.gather(
+        for got in await asyncio.gather(
             *(
                 client.submit(p, "clinic", [row])
                 for p, row in zip(
                     producers[start : start + 100], ROWS[start : start + 100], strict=True
                 )
             )
-        )
+        ):
+            digests += got
+    # a producer that skips the client's check: an age of 130 in a row it shares itself
+    mallory = ParticipantKeys.generate("mallory")
+    addr = Account.from_key(mallory.chain_key).address
+    await chain.w3.provider.make_request("anvil_setBalance", [addr, hex(10**18)])
+    forged = forged_batch({"age": 130, "bmi": 22.0, "region": "north", "rare": "no"})
+    mallory_digest = await client.send_batch(mallory, "clinic", forged)
+    # submission is done when every server has checked every contribution on its shares
+    stores = [AnalyticsStore(cfg.org(o).database_url) for o in SERVERS]
+    wanted = [*digests, mallory_digest]
+    for _ in range(6000):
+        if all(len(s.verdicts("clinic", wanted)) == len(wanted) for s in stores):
+            break
+        await asyncio.sleep(0.1)
     yield {
         "client": client,
         "consumer": consumer,
         "producers": producers,
+        "mallory": mallory_digest,
         "cfg": cfg,
         "jobs": [],
         "accounts": [],
     }
     await client.close()
+
+
+def forged_batch(row: dict) -> ab.SharedBatch:
+    """``analytics_batch.share_batch`` without the range check: encoded by hand, shared right."""
+    schema = an.Schema.from_dict(SCHEMA)
+    ok = {**row, "age": 30}
+    matrix = ab.encode_matrix(schema, [ok])
+    ix, isq, ib = schema.offsets("age")
+    for ctx in (0, schema.context_index(("region", row["region"]))):
+        at = ctx * schema.context_width
+        matrix[0, at + ix], matrix[0, at + isq] = row["age"], row["age"] ** 2
+        matrix[0, at + ib + 3], matrix[0, at + ib + 11] = 0, 1  # the last bucket, 110-119
+    xs = list(range(1, len(SERVERS) + 1))
+    shares = bs.share_elements(ab.extended_elements(schema, matrix), 1, xs)
+    w = bs.share_elements(fs.pack([5]), 1, xs)
+    eta = bs.share_elements(fs.pack([6]), 1, xs)
+    parts = {x: shares[x] + w[x] + eta[x] for x in xs}
+    return ab.SharedBatch(1, parts, [hashlib.sha256(parts[x]).digest() for x in xs])
 
 
 async def run_job(world, spec: an.JobSpec, **kw):
@@ -160,7 +201,9 @@ async def test_every_statistic_matches_plaintext(world):
             assert out.result.value == expected, spec.describe()
     chain, dep = world["client"].chain, world["client"].deployment
     info = await mk.job(chain, dep, outcomes[0][0].job)
-    assert info.status_name == "done" and info.inputs == PRODUCERS and info.producers == PRODUCERS
+    # the chain counts mallory's contribution (it cannot read it); the servers did not
+    assert info.status_name == "done" and info.inputs == PRODUCERS + 1
+    assert info.producers == PRODUCERS + 1
 
 
 def cli(cfg: StackConfig, *args: str):
@@ -172,6 +215,24 @@ def cli(cfg: StackConfig, *args: str):
     return CliRunner().invoke(
         app, ["analytics", *args, "--config", str(cfg.path)], env={"COLUMNS": "200"}
     )
+
+
+async def test_a_producer_that_skips_the_check_is_rejected_by_the_servers(world):
+    """Every server decided alone, from the values all of them opened, that the row breaks the
+    schema; the statistics above (count, sum, histogram) are those of the honest rows only."""
+    cfg = world["cfg"]
+    for org in SERVERS:
+        store = AnalyticsStore(cfg.org(org).database_url)
+        for _ in range(100):
+            verdicts = store.verdicts("clinic", [world["mallory"]])
+            if verdicts:
+                break
+            await asyncio.sleep(0.1)
+        assert verdicts == {world["mallory"]: False}, org
+    secret, out = await run_job(world, an.JobSpec("count"))
+    assert out.result.value == PRODUCERS
+    job = await mk.job(world["client"].chain, world["client"].deployment, secret.job)
+    assert job.inputs == PRODUCERS + 1
 
 
 async def test_the_command_line_from_keys_to_result(world, tmp_path):
@@ -319,11 +380,12 @@ async def test_a_wrong_share_is_outvoted_named_slashed_and_not_chosen_again(worl
         assert after["org2"].stake == before["org2"].stake - before["org2"].stake // 2
         assert after["org2"].reputation == before["org2"].reputation - 50
         assert after["org2"].faults == 1
-        # the money of this job: producers 30 %, the three honest servers the rest, the consumer
-        # the rounding dust and the slashed half stake
-        per_producer = PRICE * 3000 // 10000 // PRODUCERS
-        fee = (PRICE - per_producer * PRODUCERS) // 3
-        dust = PRICE - per_producer * PRODUCERS - 3 * fee
+        # the money of this job: producers 30 % (mallory is registered on chain too), the three
+        # honest servers the rest, the consumer the rounding dust and the slashed half stake
+        paid = PRODUCERS + 1
+        per_producer = PRICE * 3000 // 10000 // paid
+        fee = (PRICE - per_producer * paid) // 3
+        dust = PRICE - per_producer * paid - 3 * fee
         assert await mk.balance_of(chain, dep, consumer.address) - bal[consumer.address] == (
             dust + before["org2"].stake // 2
         )
