@@ -74,6 +74,9 @@ class GatewayConfig(BaseModel):
     hedge_s: float = 0.25
     # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
     tx_linger_s: float = 0.0
+    # Admission: past this many lookups in flight a new one gets 503 with Retry-After at once,
+    # so that those taken on keep their deadline instead of every lookup slowing past it.
+    max_in_flight: int = 256
     operators: list[Operator] = Field(default_factory=list)
     responders: list[Responder] = Field(default_factory=list)
     token_issuer: TokenIssuer | None = None

@@ -17,6 +17,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,7 @@ class LookupState:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     chain_seen: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    done_callbacks: list[Callable[[], None]] = field(default_factory=list)
 
     async def add(self, kind: str, **data: Any) -> None:
         self.events.append(
@@ -117,6 +119,8 @@ class LookupState:
         if self.outcome is not None:
             return
         self.outcome = {"status": status, **data}
+        for callback in self.done_callbacks:
+            callback()
         await self.add("result" if status == 200 else "error", status=status, **data)
         self.done.set()
         LOOKUPS.labels("ok" if status == 200 else f"http_{status}").inc()
@@ -138,6 +142,7 @@ class Gateway:
         self._slow: set[str] = set()
         self._batchers: dict[str, LookupTxBatcher] = {}
         self._rechecks: dict[str, asyncio.Future] = {}
+        self.in_flight = 0  # lookups taken on and not finished
 
     async def start(self) -> None:
         from shardline.runtime import account, chain_view, ws_url
@@ -264,6 +269,14 @@ class Gateway:
             raise HTTPException(
                 404, f"transport {transport_id} is retired by its company; no sheet is served"
             )
+        if self.in_flight >= self.cfg.gateway.max_in_flight:
+            LOOKUPS.labels("http_503").inc()
+            raise HTTPException(
+                503,
+                f"the gateway has {self.in_flight} lookups in flight, its limit: try again in a "
+                "second, or through another gateway",
+                headers={"Retry-After": "1"},
+            )
         guid = ids.new_guid()
         esk, epk = sealing.ephemeral_keypair()
         calldata = registry.request_lookup_calldata(guid, key, epk)
@@ -282,6 +295,8 @@ class Gateway:
             esk=esk,
         )
         self.lookups[g] = state
+        self.in_flight += 1
+        state.done_callbacks.append(self._landed)
         lk = lookup_key(g)
         async with self.redis.pipeline(transaction=False) as p:
             p.hset(
@@ -344,6 +359,9 @@ class Gateway:
             reply=f"{self._replies}.{state.guid}",
             headers={"traceparent": traceparent(state.guid)} if telemetry.enabled else None,
         )
+
+    def _landed(self) -> None:
+        self.in_flight -= 1
 
     def _hedge(self, state: LookupState, key: bytes, epk: bytes, first: list[str]) -> None:
         """The first org nodes are slow: ask the others too, and ask those last next time."""
@@ -638,7 +656,12 @@ def create_app(cfg: StackConfig) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "gatekeeper": gw.gatekeeper, "lookups_in_memory": len(gw.lookups)}
+        return {
+            "status": "ok",
+            "gatekeeper": gw.gatekeeper,
+            "lookups_in_memory": len(gw.lookups),
+            "lookups_in_flight": gw.in_flight,
+        }
 
     @app.post(
         "/lookups",
@@ -648,6 +671,7 @@ def create_app(cfg: StackConfig) -> FastAPI:
             200: {"description": "with `Prefer: wait=N`: the sheet, when it came within N s"},
             401: {},
             403: {"description": "the Gatekeeper refused the requester"},
+            503: {"description": "the gateway is at its limit of lookups in flight: retry"},
             404: {"description": "no such transport"},
             502: {"description": "with `Prefer: wait=N`: the shares did not rebuild the sheet"},
             504: {"description": "with `Prefer: wait=N`: fewer than t org nodes answered"},

@@ -241,3 +241,41 @@ def test_a_node_killed_mid_request_serves_once_after_restart(live_stack, sample_
     found = run(shares_from("org2", 30))
     assert len(found) == 1, f"org2 served {len(found)} times"
     assert OrgStore(live_stack.org("org2").database_url).served(guid) is not None
+
+
+def test_past_its_limit_the_gateway_refuses_at_once_with_retry_after(live_stack, sample_sheets):
+    """Admission: lookups that cannot finish (one org node online, threshold 2) stay in flight
+    until the deadline; past ``max_in_flight`` a new one is a 503 with Retry-After, not a wait."""
+    cfg = live_stack
+    original = cfg.gateway.max_in_flight
+    down = ["node-org2", "node-org3", "node-org4"]
+
+    async def burst(n: int) -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {api_key(cfg)}"}
+        async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
+            return [
+                await client.post(
+                    "/lookups",
+                    json={"transport_id": sample_sheets[14].transport_id},
+                    headers=headers,
+                )
+                for _ in range(n)
+            ]
+
+    cfg.gateway.max_in_flight = 2
+    cfg.save()
+    stack.stop(cfg.run_dir, "gateway")
+    stack.start_workers(cfg, ["gateway"])
+    for name in down:
+        stack.stop(cfg.run_dir, name)
+    try:
+        replies = run(burst(5))
+    finally:
+        cfg.gateway.max_in_flight = original
+        cfg.save()
+        stack.stop(cfg.run_dir, "gateway")
+        stack.start_workers(cfg, ["gateway", *down])
+    assert [r.status_code for r in replies] == [202, 202, 503, 503, 503]
+    refused = replies[2]
+    assert refused.headers["Retry-After"] == "1"
+    assert "2 lookups in flight" in refused.json()["detail"]
