@@ -30,6 +30,7 @@ from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram, make_asgi_app
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 from web3 import Web3
 
@@ -297,21 +298,6 @@ class Gateway:
         self.lookups[g] = state
         self.in_flight += 1
         state.done_callbacks.append(self._landed)
-        lk = lookup_key(g)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hset(
-                lk,
-                mapping={
-                    "esk": bytes(esk).hex(),
-                    "transport_key": key.hex(),
-                    "transport_id": transport_id,
-                    "threshold": terms.threshold,
-                    "org_ids": json.dumps(list(terms.org_ids)),
-                    "commitment": terms.commitment.hex(),
-                },
-            )
-            p.expire(lk, LOOKUP_TTL_S)
-            await p.execute()
         first = self.choose_servers(terms.org_ids, terms.threshold)
         # before the intent goes out: its shares may come back before the publish returns
         await state.add(
@@ -325,6 +311,27 @@ class Gateway:
             await self._ask(state, key, epk, first, 1)
         except Exception as exc:  # the bus is away (a restart): the chain request still goes out
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
+        # The combiner's copy of the terms and key, for shares served on the chain event (they
+        # come a transaction later): written after the intent, off the audit-after path.
+        # Redis away (a restart) costs only that fallback: this gateway combines on its own.
+        lk = lookup_key(g)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.hset(
+                    lk,
+                    mapping={
+                        "esk": bytes(esk).hex(),
+                        "transport_key": key.hex(),
+                        "transport_id": transport_id,
+                        "threshold": terms.threshold,
+                        "org_ids": json.dumps(list(terms.org_ids)),
+                        "commitment": terms.commitment.hex(),
+                    },
+                )
+                p.expire(lk, LOOKUP_TTL_S)
+                await p.execute()
+        except (RedisError, OSError) as exc:
+            log.warn("lookup.combiner_state_not_written", guid=g, error=str(exc), trace_id=g)
         self._spawn(self._send(state, acct, guid, key, epk))
         # Timers, not a task per lookup: most lookups are done long before either fires.
         loop = asyncio.get_running_loop()
@@ -419,7 +426,8 @@ class Gateway:
             )
             for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.chain_seen.wait(), CHAIN_CHECK_S)
+                    async with asyncio.timeout(CHAIN_CHECK_S):  # no task per wait, as wait_for
+                        await state.chain_seen.wait()
                 try:
                     if not state.chain_seen.is_set():  # no log (yet): the receipt says why
                         result = await chain.wait(sent.tx_hash)
@@ -694,7 +702,8 @@ def create_app(cfg: StackConfig) -> FastAPI:
         wait_s = preferred_wait(prefer)
         if wait_s:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.done.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await state.done.wait()
             if state.outcome is not None:
                 return JSONResponse(
                     {
