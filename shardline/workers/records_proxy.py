@@ -478,6 +478,7 @@ class RecordsProxy(Worker):
             json.dumps(
                 {
                     "org": self.org_id,
+                    "freshness": self.freshness,
                     "block": head.number if head else None,
                     "grant_reads": self.grant_reads,
                     "kfrags": [
