@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import umbral_pre as umbral
+import uvloop
 
 from shardline import stack
 from shardline.core import records as rc
@@ -198,7 +199,10 @@ def main() -> int:
     print(f"starting a 3-org stack in {run_dir} ...", flush=True)
     cfg = stack.up(run_dir, orgs=3, threshold=2, ports=stack.Ports.free(), say=lambda _m: None)
     try:
-        measured = asyncio.run(pipeline(cfg, args.samples, args.concurrency, args.reads))
+        load_before = os.getloadavg()
+        # the loop the gateway (which reads for REST callers) and the CLI run on
+        measured = uvloop.run(pipeline(cfg, args.samples, args.concurrency, args.reads))
+        load_after = os.getloadavg()
     finally:
         stack.down(run_dir, say=lambda _m: None)
         if not args.keep:
@@ -250,6 +254,11 @@ def main() -> int:
     )
     print(f"grants from the proxies' books / read from the chain: {measured['grant_reads']}")
     report["grant_reads"] = measured["grant_reads"]
+    print(
+        "load average (1, 5, 15 min) before / after the reads: "
+        + " / ".join(", ".join(f"{x:.2f}" for x in la) for la in (load_before, load_after))
+    )
+    report["load_average"] = {"before": load_before, "after": load_after}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

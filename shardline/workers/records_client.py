@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -437,14 +438,26 @@ class RecordsClient:
     ) -> Answer:
         """One proxy's answer: a capsule fragment (not yet verified), a refusal, or silence."""
         body, raw = request or self.access_request(reader, record_id, trace_id)
+        sent = await self._send(org, raw)
+        if isinstance(sent, Answer):
+            return sent
+        return await self._read(reader, record_id, org, body, sent)
+
+    async def _send(self, org: str, raw: bytes) -> Msg | Answer:
+        """The proxy's reply as it came (not yet read), or its silence."""
         try:
-            msg = await self.nc.request(
+            return await self.nc.request(
                 subjects.RECORDS_ACCESS.format(org=org), raw, timeout=self.timeout_s
             )
         except NoRespondersError:
             return Answer(org, "silent", "offline")
         except (NatsTimeout, TimeoutError):
             return Answer(org, "silent", f"no answer within {self.timeout_s:g} s")
+
+    async def _read(
+        self, reader: rc.PartyKeys, record_id: str, org: str, body: dict, msg: Msg
+    ) -> Answer:
+        """A reply checked (the proxy's signature, sealed to this reader, for this request)."""
         try:
             env = envelope.parse(msg.data)
             if env.sender != org or env.type not in ("records.cfrag", "records.refusal"):
@@ -481,11 +494,11 @@ class RecordsClient:
         order = random.sample(g.proxies, len(g.proxies))  # spread the load over the proxies
         first = g.threshold + self.spare_proxies
         waiting = order[first:]
-        request = self.access_request(reader, record_id, trace)
-        pending = {
-            asyncio.ensure_future(self.ask(reader, record_id, o, trace, request))
-            for o in order[:first]
-        }
+        body, raw = self.access_request(reader, record_id, trace)
+        # Only the replies: each is read (signature, sealed box) when the collector still
+        # needs one, so a spare's that comes with the others costs nothing.
+        asked = {asyncio.ensure_future(self._send(o, raw)): o for o in order[:first]}
+        pending = set(asked)
         collector = rc.CfragCollector(ctx)
         silent: list[str] = []
         try:
@@ -500,6 +513,8 @@ class RecordsClient:
                     if collector.ready:  # m good ones: a spare's answer is not looked at
                         break
                     a = task.result()
+                    if not isinstance(a, Answer):
+                        a = await self._read(reader, record_id, asked[task], body, a)
                     if a.outcome == "cfrag":
                         failed += not collector.add(a.org, a.cfrag)
                     else:
@@ -511,10 +526,9 @@ class RecordsClient:
                         else:
                             silent.append(a.org)
                 if waiting and (failed or not done):  # ask the others too
-                    pending |= {
-                        asyncio.ensure_future(self.ask(reader, record_id, o, trace, request))
-                        for o in waiting
-                    }
+                    more = {asyncio.ensure_future(self._send(o, raw)): o for o in waiting}
+                    asked |= more
+                    pending |= set(more)
                     waiting = []
             if not collector.ready:
                 blob.cancel()
