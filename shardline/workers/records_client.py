@@ -40,8 +40,8 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 GRANT_TTL_S = 5.0
 # Ask m proxies and SPARE_PROXIES more at once (the first m good answers are used); ask the
 # others when one fails (offline, refusing, a bad fragment), or when m have not answered by
-# HEDGE_S. On a 2-core machine shared by the proxies, a spare asked at once made reads slower
-# (p50 lower without it in every paired run of bench/records.py, and p95 in most): its
+# HEDGE_S. On the shared 2-core machine a spare asked at once made reads slower (bench/records.py,
+# samples rotated: p50 lower without it in 9 of 10 comparisons, p95 in 6 of 10): its
 # re-encryption competes with the reader's verifications for a core.
 SPARE_PROXIES = 0
 HEDGE_S = 0.1
