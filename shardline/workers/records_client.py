@@ -41,7 +41,7 @@ GRANT_TTL_S = 5.0
 # Ask m proxies and SPARE_PROXIES more at once (the first m good answers are used); ask the
 # others when one fails (offline, refusing, a bad fragment), or when m have not answered by
 # HEDGE_S. On the shared 2-core machine a spare asked at once made reads slower (bench/records.py,
-# samples rotated: p50 lower without it in 9 of 10 comparisons, p95 in 6 of 10): its
+# samples rotated: p50 lower without it in 10 of 12 comparisons, p95 in 7 of 12): its
 # re-encryption competes with the reader's verifications for a core.
 SPARE_PROXIES = 0
 HEDGE_S = 0.1
