@@ -60,6 +60,13 @@ def up(
         float | None,
         typer.Option(help="Seconds between anvil's blocks (default: a block per transaction)."),
     ] = None,
+    records_freshness: Annotated[
+        str,
+        typer.Option(
+            help="Records proxies' grant freshness: pushed (the newest head the node pushed) "
+            "or exact (the chain's block number after each request; see docs/records.md)."
+        ),
+    ] = "pushed",
     nats_port: int = 14222,
     nats_monitor_port: int = 18222,
     redis_port: int = 16379,
@@ -71,6 +78,11 @@ def up(
     """Start nats-server, redis-server and anvil, deploy the contracts, start org nodes and the gateway."""
     if policy not in (CHAIN_CONFIRMED, AUDIT_AFTER):
         err.print(f"[red]policy must be {CHAIN_CONFIRMED} or {AUDIT_AFTER}, not {policy!r}[/red]")
+        raise typer.Exit(2)
+    if records_freshness not in ("pushed", "exact"):
+        err.print(
+            f"[red]--records-freshness must be pushed or exact, not {records_freshness!r}[/red]"
+        )
         raise typer.Exit(2)
     ports = stack.Ports(
         nats_port, nats_monitor_port, redis_port, anvil_port, gateway_port, metrics_base_port
@@ -86,6 +98,7 @@ def up(
             confirmations=confirmations,
             say=console.print,
             block_time=block_time,
+            records_freshness=records_freshness,
         )
     except (stack.StackError, OSError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")

@@ -21,6 +21,7 @@ DEFAULT_RUN_DIR = Path(".shardline")
 CHAIN_CONFIRMED = "chain-confirmed"
 AUDIT_AFTER = "audit-after"
 Policy = Literal["chain-confirmed", "audit-after"]
+RecordsFreshness = Literal["pushed", "exact"]
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,11 @@ class OrgNodeConfig(BaseModel):
     metrics_port: int = 0
     # its NATS nkey seed (bus permissions for this org alone); None: connect as the stack's URL says
     nats_seed_file: Path | None = None
+    # Its records proxy's grant freshness (docs/records.md): "pushed" answers from the grant book
+    # once it has applied the newest head the node pushed (no chain call per request); "exact"
+    # reads the chain's block number after each request arrived (one cheap call, shared by the
+    # requests that came together) so that a revoke is refused in its own block.
+    records_freshness: RecordsFreshness = "pushed"
 
 
 class Responder(BaseModel):

@@ -6,7 +6,6 @@ Keys live in ``<run dir>/keys/records/<id>.json`` (0600), with the party's gatew
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+import uvloop
 from rich.table import Table
 
 from shardline.cli_common import ConfigOpt, console, err, load_config
@@ -65,7 +65,7 @@ def _run(cfg: StackConfig, work: Callable[..., Awaitable[T]]) -> T:
             await client.close()
 
     try:
-        return asyncio.run(main())
+        return uvloop.run(main())  # the loop the gateway and the workers run on
     except rc.RecordError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -209,7 +208,7 @@ def records_proxy(
         chain=view.chain,
         deployment=view.deployment,
         ws_url=ws_url(rpc_url),
-        freshness=os.environ.get("SHARDLINE_RECORDS_FRESHNESS", "pushed"),
+        freshness=org.records_freshness,
     )
 
 

@@ -327,6 +327,7 @@ def up(
     confirmations: int = 0,
     say=print,
     block_time: float | None = None,
+    records_freshness: str = "pushed",
 ) -> StackConfig:
     live = running(run_dir)
     if live:
@@ -413,6 +414,7 @@ def up(
                     database_url=f"sqlite:///{run_dir / 'data' / f'{o}.db'}",
                     metrics_port=ports.metrics(i),
                     nats_seed_file=bus.org_seeds[o],
+                    records_freshness=records_freshness,
                 )
                 for i, o in enumerate(org_ids, 1)
             ],

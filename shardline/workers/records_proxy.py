@@ -162,6 +162,8 @@ class RecordsProxy(Worker):
         self._book_generation = 0  # bumped when a reorg empties the book
         self._stepped = asyncio.Event()
         self._audit_rows: list[tuple[str, str, str, int, float]] = []
+        # (record, reader, version, trace id) re-encrypted, to be logged with the audit rows
+        self._served: list[tuple[str, str, int, str]] = []
         self._audit_task: asyncio.Task | None = None
         self._audit_due = asyncio.Event()
         self.rpc = Rpc(chain.rpc)
@@ -347,15 +349,7 @@ class RecordsProxy(Worker):
                 f"{self.org_id} holds no key fragment for grant {grant.version} "
                 f"of record {rid} to {reader} (yet)",
             )
-        self._audit(b["request_id"], rid, reader, grant.version)
-        log.event(
-            "records.reencrypted",
-            org=self.org_id,
-            record=rid,
-            reader=reader,
-            version=grant.version,
-            trace_id=env.trace_id,
-        )
+        self._audit(b["request_id"], rid, reader, grant.version, env.trace_id)
         return envelope.make(
             "records.cfrag",
             {
@@ -421,10 +415,24 @@ class RecordsProxy(Worker):
         return True
 
     # ---- audit ----------------------------------------------------------------------------
-    def _audit(self, request_id: str, rid: str, reader: str, version: int) -> None:
-        """Note what was re-encrypted for whom; written in batches, off the reply's path."""
+    def _audit(self, request_id: str, rid: str, reader: str, version: int, trace: str) -> None:
+        """Note what was re-encrypted for whom; written and logged in batches, off the reply's
+        path."""
         self._audit_rows.append((request_id, rid, reader, version, time.time()))
+        self._served.append((rid, reader, version, trace))
         self._audit_due.set()
+
+    def _log_served(self) -> None:
+        served, self._served = self._served, []
+        for rid, reader, version, trace in served:
+            log.event(
+                "records.reencrypted",
+                org=self.org_id,
+                record=rid,
+                reader=reader,
+                version=version,
+                trace_id=trace,
+            )
 
     async def _write_audits(self) -> None:
         while True:
@@ -432,6 +440,7 @@ class RecordsProxy(Worker):
             await asyncio.sleep(AUDIT_EVERY_S)  # let the rows of that moment gather
             self._audit_due.clear()
             rows, self._audit_rows = self._audit_rows, []
+            self._log_served()
             try:
                 await asyncio.to_thread(self.store.record_reencrypted_many, rows)
             except Exception as exc:
@@ -442,6 +451,7 @@ class RecordsProxy(Worker):
 
     def _flush_audits(self) -> None:
         rows, self._audit_rows = self._audit_rows, []
+        self._log_served()
         try:
             self.store.record_reencrypted_many(rows)
         except Exception as exc:
@@ -478,6 +488,7 @@ class RecordsProxy(Worker):
             json.dumps(
                 {
                     "org": self.org_id,
+                    "freshness": self.freshness,
                     "block": head.number if head else None,
                     "grant_reads": self.grant_reads,
                     "kfrags": [

@@ -278,55 +278,47 @@ async def test_a_proxy_returning_garbage_is_named_and_the_read_succeeds(client, 
 async def test_an_exact_proxy_refuses_in_the_revoking_block_before_anyone_waits(
     client, records_stack
 ):
-    """A proxy with ``exact`` freshness reads the chain's block number after each request
-    arrives: a revoke sent straight to the chain (the owner does not wait for the proxies) is
-    refused by it from the revoking block on, with no block mined after it."""
+    """An org node whose stack config says ``records_freshness: exact`` runs a proxy that reads
+    the chain's block number after each request arrives: a revoke sent straight to the chain
+    (the owner does not wait for the proxies) is refused by it from the revoking block on, with
+    no block mined after it."""
     text = b"genetic panel"
     owner, reader, info, _g = await granted_record(client, text)
     cfg = records_stack
-    org = cfg.org("org1")
-    dep = Deployment.from_dict(cfg.deployment)
+    assert cfg.org("org1").records_freshness == "pushed"  # the default
+    assert (await client.held_by("org1"))["freshness"] == "pushed"
     stack.stop(cfg.run_dir, "node-org1")
+    cfg.org("org1").records_freshness = "exact"
+    cfg.save()
     chain = await Chain.connect(cfg.chain_rpc)
-    nc = await connect(cfg.nats_url, "exact-org1")
-    exact = RecordsProxy(
-        nc,
-        ParticipantKeys.load(org.key_file),
-        PartyDirectory(chain, dep),
-        instance="org1",
-        concurrency=1,
-        org_id="org1",
-        store=ProxyStore(org.database_url),
-        chain=chain,
-        deployment=dep,
-        ws_url=cfg.chain_rpc.replace("http://", "ws://"),
-        freshness="exact",
-    )
-    await exact.start()
     try:
+        await restart(cfg, "node-org1")
+        assert (await client.held_by("org1"))["freshness"] == "exact"
         for _ in range(100):  # its event reader catches up and the head subscription is live
             answers = await client.ask_all(reader, info.record_id, ("org1",))
-            if exact.grant_reads["book"] and answers["org1"].outcome == "cfrag":
+            state = await client.held_by("org1")
+            if state["grant_reads"]["book"] and answers["org1"].outcome == "cfrag":
                 break
             await chain.w3.provider.make_request("evm_mine", [])
             await asyncio.sleep(0.05)
         else:
-            pytest.fail(f"org1 never answered from its book: {exact.grant_reads}")
+            pytest.fail(f"org1 never answered from its book: {state['grant_reads']}")
         tx = await chain_records.revoke(
             client.chain, account_of(owner), client.deployment, info.record_id, reader.id
         )
         answers = await client.ask_all(reader, info.record_id, ("org1",))
         assert answers["org1"].outcome == "refusal" and answers["org1"].reason == rc.REVOKED
         for _ in range(100):  # and its reader has the revoking block (it waited for it)
-            if exact.applied() >= tx.block_number:
+            if (await client.held_by("org1"))["block"] >= tx.block_number:
                 break
             await asyncio.sleep(0.05)
-        assert exact.applied() >= tx.block_number
+        assert (await client.held_by("org1"))["block"] >= tx.block_number
         assert await chain.w3.eth.block_number == tx.block_number  # no block after the revoke
     finally:
-        await exact.stop()
-        await nc.drain()
         await chain.close()
+        stack.stop(cfg.run_dir, "node-org1")
+        cfg.org("org1").records_freshness = "pushed"
+        cfg.save()
         await restart(cfg, "node-org1")
 
 

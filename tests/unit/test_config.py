@@ -108,3 +108,19 @@ def test_org_lookup_and_rpc(tmp_path):
     with pytest.raises(ConfigError, match="no org 'org9'") as info:
         cfg.org("org9")
     assert "org1, org2" in str(info.value)
+
+
+def test_records_freshness_defaults_to_pushed_and_takes_only_known_modes(tmp_path):
+    org = OrgNodeConfig(id="org1", name="Org 1", key_file=tmp_path / "o1", database_url="sqlite://")
+    assert org.records_freshness == "pushed"
+    exact = org.model_copy(update={"records_freshness": "exact"})
+    cfg = StackConfig(
+        run_dir=tmp_path / "run",
+        admin_key_file=tmp_path / "admin.json",
+        orgs=[exact],
+        gateway=GatewayConfig(key_file=tmp_path / "gw.json"),
+    )
+    cfg.save()
+    assert StackConfig.load(cfg.path).org("org1").records_freshness == "exact"
+    with pytest.raises(ValueError, match="records_freshness"):
+        OrgNodeConfig.model_validate({**org.model_dump(), "records_freshness": "eventual"})
