@@ -22,6 +22,7 @@ rate times the window.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Protocol
 
@@ -90,10 +91,28 @@ def _engine(url: str) -> Engine:
 
 
 class SqlSeenIds:
-    """Seen ids in an org node's database (``database_url`` of its configuration)."""
+    """Seen ids in an org node's database (``database_url`` of its configuration).
+
+    On the hot path (one claim per message): SQLite is spoken to directly, one autocommit insert
+    per new id (a fraction of SQLAlchemy's cost per statement); another database through
+    SQLAlchemy."""
 
     def __init__(self, url: str, clock=time.time) -> None:
-        self.engine = _engine(url)
+        self.clock = clock
+        self._trimmed = 0.0
+        self.engine = _engine(url)  # creates the table, whatever the database
+        self._sqlite: sqlite3.Connection | None = None
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (
+            None,
+            "",
+            ":memory:",
+        ):
+            self._sqlite = sqlite3.connect(
+                self.engine.url.database, isolation_level=None, timeout=5.0
+            )
+            self._sqlite.execute("PRAGMA synchronous=NORMAL")
+            self.engine.dispose()
+            return
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -103,11 +122,21 @@ class SqlSeenIds:
         self._first = select(_seen.c.position).where(
             _seen.c.scope == bindparam("scope"), _seen.c.id == bindparam("id")
         )
-        self.clock = clock
-        self._trimmed = 0.0
 
     async def claim(self, scope: str, env_id: str, position: object, sent_at: float) -> str:
         where = position_key(position)
+        if self._sqlite is not None:
+            cur = self._sqlite.execute(
+                "INSERT INTO envelopes_seen (scope, id, position, sent_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (scope, env_id, where, sent_at),
+            )
+            if cur.rowcount == 1:
+                return where
+            row = self._sqlite.execute(
+                "SELECT position FROM envelopes_seen WHERE scope = ? AND id = ?", (scope, env_id)
+            ).fetchone()
+            return row[0] if row else where
         with self.engine.begin() as conn:
             conn.execute(
                 self._insert, {"scope": scope, "id": env_id, "position": where, "sent_at": sent_at}
@@ -119,10 +148,15 @@ class SqlSeenIds:
         if now - self._trimmed < TRIM_EVERY_S:
             return
         self._trimmed = now
+        if self._sqlite is not None:
+            self._sqlite.execute("DELETE FROM envelopes_seen WHERE sent_at < ?", (horizon,))
+            return
         with self.engine.begin() as conn:
             conn.execute(delete(_seen).where(_seen.c.sent_at < horizon))
 
     def __len__(self) -> int:
+        if self._sqlite is not None:
+            return self._sqlite.execute("SELECT count(*) FROM envelopes_seen").fetchone()[0]
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(_seen)).scalar_one()
 

@@ -95,3 +95,16 @@ def test_a_durable_store_remembers_what_a_restart_forgets(tmp_path):
     store = SqlSeenIds(url, clock=lambda: e.sent_at + 1000)
     asyncio.run(store.trim(e.sent_at + 1))
     assert len(store) == 0
+
+
+def test_the_sqlalchemy_path_keeps_the_first_position_too():
+    """A database other than a SQLite file (PostgreSQL by URL) goes through SQLAlchemy."""
+    from shardline.bus.seen_ids import SqlSeenIds
+
+    store = SqlSeenIds("sqlite://")
+    assert store._sqlite is None
+    assert asyncio.run(store.claim("share-node", "id1", ("LOOKUPS", 1), 1.0)) == "LOOKUPS:1"
+    assert asyncio.run(store.claim("share-node", "id1", ("LOOKUPS", 2), 1.0)) == "LOOKUPS:1"
+    assert asyncio.run(store.claim("psi-node", "id1", ("PSI", 2), 1.0)) == "PSI:2"
+    asyncio.run(store.trim(5.0))
+    assert len(store) == 0
