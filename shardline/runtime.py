@@ -223,8 +223,7 @@ def records_proxy(
 
 
 async def combiner_workers(cfg: StackConfig) -> list[Worker]:
-    from redis.asyncio import Redis
-
+    from shardline import redis_client
     from shardline.workers.combiner import Combiner
 
     keys = ParticipantKeys.load(cfg.gateway.key_file)
@@ -233,7 +232,7 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
     url, auth = gateway_bus(cfg)
     nc = await connect(url, "combiner", auth)
     streams.set_replicas(cfg.stream_replicas)
-    redis = Redis.from_url(cfg.redis_url)
+    redis = redis_client.connect(cfg.redis_url)  # rides out a redis-server restart
     workers: list[Worker] = [
         Combiner(
             nc,
