@@ -19,7 +19,7 @@ from shardline.bus import log, streams, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.replay import SKEW_S as REPLAY_SKEW_S
 from shardline.bus.replay import WINDOW_S as REPLAY_WINDOW_S
-from shardline.bus.seen_ids import RedisSeenIds, SeenIds, SqlSeenIds
+from shardline.bus.seen_ids import RedisSeenIds, SeenIds
 from shardline.bus.worker import Worker
 from shardline.bus_access import gateway_bus, org_bus
 from shardline.config import OrgNodeConfig, StackConfig
@@ -144,6 +144,8 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         workers.append(list_node(nc, keys, directory, view, org))
     if view.deployment.market:
         workers.append(analytics_server(nc, keys, view, org, rpc_url, cfg))
+    from shardline.bus.seen_ids_sql import SqlSeenIds
+
     remember_seen_ids(workers, SqlSeenIds(org.database_url))
     return workers
 

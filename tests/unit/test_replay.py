@@ -78,7 +78,7 @@ def test_the_seen_set_is_bounded():
 
 def test_a_durable_store_remembers_what_a_restart_forgets(tmp_path):
     """Two guards on one SQLite file stand for a worker before and after a restart."""
-    from shardline.bus.seen_ids import SqlSeenIds
+    from shardline.bus.seen_ids_sql import SqlSeenIds
 
     url = f"sqlite:///{tmp_path / 'org1.db'}"
     e = env()
@@ -99,7 +99,7 @@ def test_a_durable_store_remembers_what_a_restart_forgets(tmp_path):
 
 def test_the_sqlalchemy_path_keeps_the_first_position_too():
     """A database other than a SQLite file (PostgreSQL by URL) goes through SQLAlchemy."""
-    from shardline.bus.seen_ids import SqlSeenIds
+    from shardline.bus.seen_ids_sql import SqlSeenIds
 
     store = SqlSeenIds("sqlite://")
     assert store._sqlite is None
