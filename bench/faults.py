@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,7 +77,11 @@ def run_fault(
     twice = asyncio.run(loadgen.served_twice(cfg, {s.guid for s in shots if s.guid}, load.replies))
     lost = loadgen.lost(shots)
     if lost and not note:
-        note = f"e.g. {lost[0].status} {lost[0].error[:80]}"
+        by_status = Counter(s.status for s in lost)
+        note = ", ".join(
+            f"{n} x {status or 'no answer'}" for status, n in sorted(by_status.items())
+        )
+        note += f"; e.g. {lost[0].status} {lost[0].error[:80]}"
     lat = [s.latency * 1000 for s in shots if s.ok]
     return Row(
         name,

@@ -116,16 +116,28 @@ def gateway_bus(cfg: StackConfig) -> tuple[str, ClientAuth | None]:
     )
 
 
+def consumer_specs(cfg: StackConfig) -> list:
+    """Every durable consumer of the stack: each org's, and the combiner's."""
+    from shardline.bus.consumers import gateway_consumer_specs, org_consumer_specs
+
+    specs = [spec for org in cfg.orgs for spec in org_consumer_specs(org.id)]
+    return specs + gateway_consumer_specs()
+
+
 async def ensure_streams(cfg: StackConfig) -> None:
-    """Create the streams as the operator: org nodes and the gateway may not."""
+    """Create the streams and every durable consumer as the operator: org nodes and the gateway
+    may not (they bind to theirs by name). Idempotent: `org add` runs it again for the new org."""
     from shardline.bus.connect import connect
+    from shardline.bus.streams import ensure_consumer, set_replicas
     from shardline.bus.streams import ensure_streams as ensure
-    from shardline.bus.streams import set_replicas
 
     set_replicas(cfg.stream_replicas)
     nc = await connect(cfg.nats_url, "operator", tls=bus_tls(cfg.nats_tls))
     try:
-        await ensure(nc.jetstream(timeout=5))
+        js = nc.jetstream(timeout=5)
+        await ensure(js)
+        for spec in consumer_specs(cfg):
+            await ensure_consumer(js, spec)
     finally:
         await nc.close()
 

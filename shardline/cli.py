@@ -15,6 +15,7 @@ from rich.table import Table
 from shardline import stack
 from shardline.analytics_cli import analytics_app
 from shardline.bus.credentials import redact
+from shardline.bus_cli import bus_app
 from shardline.chain_cli import chain_app
 from shardline.cli_common import ConfigOpt, console, err, load_config
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
@@ -37,6 +38,7 @@ app.add_typer(contacts_app, name="contacts")
 responder_app = typer.Typer(help="Responders: credentials for the gateway.", no_args_is_help=True)
 app.add_typer(responder_app, name="responder")
 app.add_typer(org_app, name="org")
+app.add_typer(bus_app, name="bus")
 app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
 app.add_typer(privtx_app, name="privtx")

@@ -85,6 +85,7 @@ def add_org(
     cfg.save()
     bus_access.rewrite_server_config(cfg, pids["nats"]["pid"])
     say(f"bus user for {org_id} added (its own subjects only); nats-server reloaded")
+    bus_access.prepare(cfg)  # its durable consumers, made by the operator: the org may not
     if start:
         stack.start_workers(cfg, [f"node-{org_id}"])
         say(f"started node-{org_id}")

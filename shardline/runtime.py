@@ -16,6 +16,9 @@ from web3 import Web3
 
 from shardline.bus import log, streams, telemetry
 from shardline.bus.connect import connect
+from shardline.bus.replay import SKEW_S as REPLAY_SKEW_S
+from shardline.bus.replay import WINDOW_S as REPLAY_WINDOW_S
+from shardline.bus.seen_ids import RedisSeenIds, SeenIds
 from shardline.bus.worker import Worker
 from shardline.bus_access import gateway_bus, org_bus
 from shardline.config import OrgNodeConfig, StackConfig
@@ -142,7 +145,17 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         workers.append(list_node(nc, keys, directory, view, org))
     if view.deployment.market:
         workers.append(analytics_server(nc, keys, view, org, rpc_url, cfg))
+    from shardline.bus.seen_ids_sql import SqlSeenIds
+
+    remember_seen_ids(workers, SqlSeenIds(org.database_url))
     return workers
+
+
+def remember_seen_ids(workers: list[Worker], store: SeenIds) -> None:
+    """Keep the replay guards' seen ids in ``store``, so that a restart does not forget them."""
+    for w in workers:
+        w.replay.durable = store
+        w.replay.scope = w.kind
 
 
 def list_node(
@@ -213,8 +226,7 @@ def records_proxy(
 
 
 async def combiner_workers(cfg: StackConfig) -> list[Worker]:
-    from redis.asyncio import Redis
-
+    from shardline import redis_client
     from shardline.workers.combiner import Combiner
 
     keys = ParticipantKeys.load(cfg.gateway.key_file)
@@ -223,8 +235,8 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
     url, auth = gateway_bus(cfg)
     nc = await connect(url, "combiner", auth)
     streams.set_replicas(cfg.stream_replicas)
-    redis = Redis.from_url(cfg.redis_url)
-    return [
+    redis = redis_client.connect(cfg.redis_url)  # rides out a redis-server restart
+    workers: list[Worker] = [
         Combiner(
             nc,
             keys,
@@ -235,6 +247,8 @@ async def combiner_workers(cfg: StackConfig) -> list[Worker]:
             share_cost_s=cfg.gateway.combiner_share_cost_s,
         )
     ]
+    remember_seen_ids(workers, RedisSeenIds(redis, REPLAY_WINDOW_S + REPLAY_SKEW_S))
+    return workers
 
 
 async def run_workers(build: Callable[[], Awaitable[list[Worker]]], metrics_port: int = 0) -> None:

@@ -158,7 +158,13 @@ def nats_spec(
 
 
 def redis_spec(data_dir: Path, port: int) -> ServerSpec:
+    """redis-server with its writes appended to a file (AOF), so that a restart keeps what
+    lookups in flight and queued jobs hold (docs/reliability.md): the gateway's per-lookup state
+    lives only here. The file is flushed every second and at shutdown, and rewritten (dropping
+    expired keys) as it grows; its folder is the owner's alone, since it holds the same
+    short-lived lookup keys as the server's memory (docs/threat-model.md)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
     argv = [
         redis_server_bin(),
         "--bind",
@@ -170,7 +176,13 @@ def redis_spec(data_dir: Path, port: int) -> ServerSpec:
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--auto-aof-rewrite-percentage",
+        "100",
+        "--auto-aof-rewrite-min-size",
+        "8mb",
         "--protected-mode",
         "yes",
     ]

@@ -439,7 +439,7 @@ def up(
             f"deployed contracts and registered {orgs} orgs and the gateway ({time.monotonic() - t:.2f} s)"
         )
         t = time.monotonic()
-        bus_access.prepare(cfg)  # the streams, made by the operator: org nodes may not
+        bus_access.prepare(cfg)  # streams and consumers, made by the operator: org nodes may not
         start_workers(cfg, worker_names(cfg))
         say(
             f"started {len(cfg.orgs)} org nodes (policy {policy}), the combiner and the gateway "

@@ -9,9 +9,10 @@ the streams and runs the command-line tools. Its password sits in the stack conf
 configuration without it.
 
 JetStream needs care: a pull consumer delivers to the puller's inbox whatever the consumer's
-filter selects, whatever the puller may subscribe to. So an org may only look up, create and pull
-from consumers named for itself (``shares-org1``, ``lookups-org1``...), ack its own deliveries,
-and read stream info; creating, changing or deleting streams is the operator's. Replies travel on
+filter selects, whatever the puller may subscribe to. So an org may only look up and pull from
+consumers named for itself (``shares-org1``, ``lookups-org1``...), ack its own deliveries, and
+read stream info; creating, changing or deleting streams and consumers is the operator's, who
+creates every consumer with its filter (shardline/bus/consumers.py). Replies travel on
 a per-user inbox prefix (``_INBOX_org1.>``), so no user can listen to another's replies.
 """
 
@@ -74,11 +75,12 @@ def inbox_prefix(user: str) -> str:
 
 
 def _consumer_api(stream: str, durable: str) -> list[str]:
+    """Bind to an existing durable consumer, pull from it and ack: never create or change it
+    (no ``CONSUMER.CREATE`` / ``DURABLE.CREATE``: a create names the filter, so whoever may
+    create a consumer may point it at any subject of the stream). The operator creates them all
+    (shardline/bus/consumers.py)."""
     return [
         f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"$JS.ACK.{stream}.{durable}.>",
     ]
@@ -115,15 +117,15 @@ _JS_READ = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*"]
 
 def org_consumers(org: str) -> list[tuple[str, str]]:
     """(stream, durable) of every consumer an org node's workers pull from."""
-    return [
-        ("TRANSPORTS", f"shares-{org}"),
-        ("LOOKUPS", f"lookups-{org}"),
-        ("PSI", f"psi-{org}"),
-        ("RECORDS", f"records-kfrags-{org}"),
-        *(("LISTS", f"lists-{kind}-{org}") for kind in LIST_MESSAGES),
-        ("ANALYTICS", f"analytics-inputs-{org}"),
-        ("ANALYTICS", f"analytics-checks-{org}"),
-    ]
+    from shardline.bus.consumers import org_consumer_specs
+
+    return [(spec.stream, spec.durable) for spec in org_consumer_specs(org)]
+
+
+def gateway_consumers() -> list[tuple[str, str]]:
+    from shardline.bus.consumers import gateway_consumer_specs
+
+    return [(spec.stream, spec.durable) for spec in gateway_consumer_specs()]
 
 
 def org_permissions(org: str) -> dict[str, Any]:
@@ -181,7 +183,7 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
         "lookup.result.*",
         "dlq.>",
         *_JS_READ,
-        *_consumer_api("LOOKUPS", "combiner"),
+        *(api for c in gateway_consumers() for api in _consumer_api(*c)),
         *MONITOR_READ,
     ]
     subscribe = [

@@ -13,10 +13,10 @@ stop that, both made after the signature is verified:
   message and passes; the same envelope stored again under another sequence is a replay.
 
 The seen-id set lives in the worker's memory and is trimmed to the window, so it is bounded by
-the message rate times the window. A worker that restarts forgets it: for ``window_s`` after a
-restart, an envelope it handled just before could be replayed to it once. The handlers are
-idempotent on natural keys (the guid and org of a share, the Nats-Msg-Id of a publish), so such a
-replay repeats nothing a user sees; docs/threat-model.md lists it.
+the message rate times the window. Memory alone is forgotten on a restart, so a worker given a
+durable store (``durable``, shardline/bus/seen_ids.py: an org node's database, the combiner's
+Redis) also records each new id there and asks it first: an envelope handled before a restart,
+or by another instance on the same consumer, is still refused when replayed within the window.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from shardline.bus.envelope import BadMessage, Envelope
+from shardline.bus.seen_ids import SeenIds, position_key
 
 WINDOW_S = 120.0
 SKEW_S = 30.0
@@ -39,13 +40,39 @@ class ReplayGuard:
         skew_s: float = SKEW_S,
         clock: Callable[[], float] = time.time,
         max_seen: int = MAX_SEEN,
+        durable: SeenIds | None = None,
+        scope: str = "worker",
     ) -> None:
         self.window_s = window_s
         self.skew_s = skew_s
         self.clock = clock
         self.max_seen = max_seen
-        # envelope id -> (where it was stored, sent_at), oldest arrival first
-        self._seen: OrderedDict[str, tuple[object, float]] = OrderedDict()
+        # envelope id -> (where it was stored, as position_key, sent_at), oldest arrival first
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.durable = durable
+        self.scope = scope
+
+    async def admit(self, env: Envelope, stored_at: float | None, position: object) -> None:
+        """``check``, and with a durable store, the same check against what it remembers.
+
+        An id this process has not seen is recorded in the store; if the store already had it
+        at another position (seen before a restart, or by another instance), it is a replay."""
+        known = env.id in self._seen
+        self.check(env, stored_at, position)
+        if known or self.durable is None or position is None:
+            return
+        try:
+            first = await self.durable.claim(self.scope, env.id, position, env.sent_at)
+        except BaseException:
+            self._seen.pop(env.id, None)  # not recorded: a redelivery asks the store again
+            raise
+        if first != position_key(position):
+            self._seen[env.id] = (first, env.sent_at)  # a second copy here is refused at once
+            raise BadMessage(
+                f"replayed envelope {env.id} from {env.sender}: already received at {first}"
+            )
+        now = self.clock() if stored_at is None else stored_at
+        await self.durable.trim(now - self.window_s - self.skew_s)
 
     def check(self, env: Envelope, stored_at: float | None, position: object) -> None:
         """Raise ``BadMessage`` for a stale, future-dated or replayed envelope; else remember it.
@@ -66,13 +93,14 @@ class ReplayGuard:
                 f"envelope {env.id} from {env.sender} is dated {-age:.0f} s in the future: "
                 "the sender's clock is wrong"
             )
+        where = position_key(position)
         seen = self._seen.get(env.id)
-        if seen is not None and seen[0] != position:
+        if seen is not None and seen[0] != where:
             raise BadMessage(
                 f"replayed envelope {env.id} from {env.sender}: already received at {seen[0]}"
             )
         if seen is None:
-            self._seen[env.id] = (position, env.sent_at)
+            self._seen[env.id] = (where, env.sent_at)
         self._trim(now)
 
     def _trim(self, now: float) -> None:

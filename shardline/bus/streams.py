@@ -97,8 +97,59 @@ class ConsumerSpec:
         return self.backoff_s[min(max(attempt - 1, 0), len(self.backoff_s) - 1)]
 
 
+class ConsumerError(RuntimeError):
+    """A worker's consumer is missing (and it may not create it) or is not the one it declares."""
+
+
+def differences(spec: ConsumerSpec, have: ConsumerConfig) -> list[str]:
+    """What the consumer on the server does otherwise than ``spec`` says (empty: the same)."""
+    want = spec.config()
+    filters = set(have.filter_subjects or []) | ({have.filter_subject} - {None, ""})
+    out = []
+    if filters != set(want.filter_subjects or []):
+        out.append(f"filter {sorted(filters)}, not {sorted(want.filter_subjects or [])}")
+    if abs((have.ack_wait or 0) - (want.ack_wait or 0)) > 1e-3:
+        out.append(f"ack_wait {have.ack_wait} s, not {want.ack_wait} s")
+    if (have.max_deliver or -1) != want.max_deliver:
+        out.append(f"max_deliver {have.max_deliver}, not {want.max_deliver}")
+    if have.deliver_policy != want.deliver_policy:
+        out.append(f"deliver_policy {have.deliver_policy}, not {want.deliver_policy}")
+    if have.ack_policy != want.ack_policy:
+        out.append(f"ack_policy {have.ack_policy}, not {want.ack_policy}")
+    return out
+
+
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Bind to ``spec``'s durable consumer; create it where this connection may (the operator).
+
+    Org nodes and the gateway may not create consumers (shardline/bus/consumers.py): the
+    operator made theirs. A consumer that differs from ``spec`` is an error, never changed here.
+    """
     try:
-        await js.consumer_info(spec.stream, spec.durable)
+        info = await js.consumer_info(spec.stream, spec.durable)
     except NotFoundError:
-        await js.add_consumer(spec.stream, spec.config())
+        info = None
+    except Exception as exc:  # a permissions violation shows as a request that times out
+        raise ConsumerError(
+            f"cannot look up consumer {spec.durable} on stream {spec.stream} ({exc!r}): a bus "
+            "user may bind only to its own consumers (shardline/bus/credentials.py), and the "
+            "bus operator creates every consumer (`shardline up`, `shardline org add`; "
+            "catalogue in shardline/bus/consumers.py)"
+        ) from None
+    if info is None:
+        try:
+            await js.add_consumer(spec.stream, spec.config())
+        except Exception as exc:
+            raise ConsumerError(
+                f"consumer {spec.durable} on stream {spec.stream} does not exist and this bus "
+                f"user may not create it ({exc!r}): the bus operator creates every consumer "
+                "(`shardline up`, `shardline org add`; catalogue in shardline/bus/consumers.py)"
+            ) from None
+        return
+    diff = differences(spec, info.config)
+    if diff:
+        raise ConsumerError(
+            f"consumer {spec.durable} on stream {spec.stream} is not the one this worker "
+            f"declares: {'; '.join(diff)}. Make shardline/bus/consumers.py and the worker agree; "
+            "the operator then deletes the consumer and creates it again (`shardline up`)"
+        )

@@ -263,7 +263,7 @@ class Worker:
                 if telemetry.enabled:
                     telemetry.bind(trace)
             await envelope.verify(env, self.directory)
-            self.replay.check(env, *stream_position(msg))
+            await self.replay.admit(env, *stream_position(msg))
             body = envelope.open_body(env, self.keys)
             await handler(Incoming(msg, env, body))
         except BadMessage as exc:
@@ -322,7 +322,10 @@ class Worker:
         }
         with contextlib.suppress(Exception):
             meta = msg.metadata
-            headers["Nats-Msg-Id"] = f"dlq:{meta.stream}:{meta.sequence.stream}"
+            # one dead letter per consumer and stored message: a worker that dies after
+            # publishing it and refuses the redelivery adds no second copy, while each org's
+            # consumer of a shared message (an intent) keeps its own refusal
+            headers["Nats-Msg-Id"] = f"dlq:{meta.consumer}:{meta.stream}:{meta.sequence.stream}"
         if trace:
             headers["Shardline-Trace"] = trace
         await self.js.publish(subjects.dlq(msg.subject), msg.data, headers=headers)

@@ -29,11 +29,11 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from prometheus_client import Counter, Histogram, make_asgi_app
 from pydantic import BaseModel, Field
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 from web3 import Web3
 
+from shardline import redis_client
 from shardline.bus import envelope, log, subjects, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
@@ -164,7 +164,7 @@ class Gateway:
         url, auth = gateway_bus(self.cfg)
         self.nc = await connect(url, "gateway", auth)
         self.js = self.nc.jetstream()
-        self.redis = Redis.from_url(self.cfg.redis_url)
+        self.redis = redis_client.connect(self.cfg.redis_url)  # reconnects after a restart
         for r in self.cfg.gateway.responders:
             self.accounts[r.name] = account(ParticipantKeys.load(r.key_file))
         await self.nc.subscribe("lookup.progress.*", cb=self._on_progress)

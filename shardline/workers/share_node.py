@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -221,8 +222,9 @@ class ShareNode(Worker):
             env = envelope.parse(msg.data, "lookup.intent")
             trace = env.trace_id
             await envelope.verify(env, self.directory)
-            # A core message has no stream copy: every arrival of an id after the first is a replay.
-            self.replay.check(env, None, object())
+            # A plain message has no stream copy: every arrival of an id after the first is a
+            # replay, so each arrival gets a position of its own.
+            await self.replay.admit(env, None, ("intent", secrets.token_hex(8)))
             await self.on_intent(env, msg.reply or None)
             status = "ok"
         except BadMessage as exc:

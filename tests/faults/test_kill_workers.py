@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 
+import nats
 import pytest
 
 from shardline import faults, loadgen, stack
+from shardline.bus import envelope
 from shardline.config import StackConfig
+from shardline.core.keys import ParticipantKeys
 
 from ..conftest import start_stack
+from ..security.test_forged_and_replayed import dead_letters
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +61,54 @@ def test_a_killed_worker_loses_and_repeats_no_lookup(fault_stack, sample_sheets,
     twice = asyncio.run(loadgen.served_twice(fault_stack, {s.guid for s in shots}, load.replies))
     assert twice.results == {}, f"results published more than once: {twice.results}"
     assert twice.shares == {}, f"shares served more than once: {twice.shares}"
+
+
+def test_an_envelope_replayed_across_a_restart_is_refused(fault_stack):
+    """The seen ids survive a kill -9: org3's share node, restarted, still refuses a copy of an
+    intent it took before (the others refuse it from memory, as before)."""
+    gateway = ParticipantKeys.load(fault_stack.gateway.key_file)
+    guid = secrets.token_hex(16)
+    body = {
+        "guid": guid,
+        "transport_key": "00" * 32,
+        "ephemeral_pk": "11" * 32,
+        "requester": "0x" + "22" * 20,
+        "orgs": ["org3"],
+    }
+    intent = envelope.make("lookup.intent", body, gateway)
+    subject = f"lookup.intent.{guid}"
+
+    async def publish(msg_id: str) -> int:
+        async with await nats.connect(fault_stack.nats_url) as nc:
+            ack = await nc.jetstream().publish(
+                subject, intent.to_bytes(), headers={"Nats-Msg-Id": msg_id}
+            )
+            return ack.seq
+
+    async def taken_by_org3(seq: int) -> bool:
+        async with await nats.connect(fault_stack.nats_url) as nc:
+            js = nc.jetstream()
+            for _ in range(150):
+                info = await js.consumer_info("LOOKUPS", "intents-org3")
+                if info.ack_floor.stream_seq >= seq:
+                    return True
+                await asyncio.sleep(0.1)
+        return False
+
+    async def refusals() -> list[str]:
+        async with await nats.connect(fault_stack.nats_url) as nc:
+            found = await dead_letters(nc.jetstream(), subject, 4, within=60.0)
+        return [
+            m.headers["Shardline-Reason"]
+            for m in found
+            if m.headers["Shardline-Worker"] == "share-node.org3"
+        ]
+
+    seq = asyncio.run(publish("first"))
+    assert asyncio.run(taken_by_org3(seq)), "org3 never acked the first copy"
+    faults.kill_worker(fault_stack, "node-org3")
+    asyncio.run(publish("second"))  # a new Nats-Msg-Id: stored again, at another position
+    reasons = asyncio.run(refusals())
+    assert len(reasons) == 1, reasons
+    assert reasons[0].startswith(f"replayed envelope {intent.id} from gateway")
+    assert f"LOOKUPS:{seq}" in reasons[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import nats
 import pytest
@@ -178,3 +179,92 @@ def test_no_one_connects_without_credentials(live_stack, tmp_path):
     unknown = asyncio.run(attempt(nkeys_seed_str=credentials.read_seed(stranger)))
     assert "authorization violation" in anonymous
     assert "authorization violation" in unknown
+
+
+def test_an_org_cannot_create_or_repoint_a_consumer(live_stack):
+    """The operator made every consumer at `up`; an org may bind to its own, never create one,
+    not even under its own name with another org's filter."""
+    from nats.js.api import ConsumerConfig
+
+    from shardline import bus_access
+    from shardline.bus import streams
+
+    org1_seed = live_stack.org("org1").nats_seed_file
+
+    async def go():
+        operator = await nats.connect(live_stack.nats_url)
+        org1 = await Client().connect(live_stack, "org1", org1_seed)
+        attempts = [
+            # its own durable's name, org2's shares as the filter (the create call of 2.10+)
+            "$JS.API.CONSUMER.CREATE.TRANSPORTS.shares-org1.transport.share.org2",
+            "$JS.API.CONSUMER.CREATE.TRANSPORTS.shares-org1",
+            "$JS.API.CONSUMER.DURABLE.CREATE.TRANSPORTS.shares-org1",
+            # a fresh consumer of its own on org2's subjects, durable or not
+            "$JS.API.CONSUMER.CREATE.TRANSPORTS.spy.transport.share.org2",
+            "$JS.API.CONSUMER.CREATE.TRANSPORTS",
+        ]
+        refused = []
+        for api in attempts:
+            config = ConsumerConfig(
+                durable_name="shares-org1", filter_subject="transport.share.org2"
+            )
+            await org1.nc.publish(
+                api,
+                json.dumps({"stream_name": "TRANSPORTS", "config": config.as_dict()}).encode(),
+                reply=org1.nc.new_inbox(),
+            )
+            refused.append(await org1.violation("publish", api))
+        # what the org's own worker does: bind by name (allowed, and the consumer is unchanged)
+        info = await org1.nc.jetstream(timeout=5).consumer_info("TRANSPORTS", "shares-org1")
+        await org1.nc.close()
+        # every consumer of the stack is there, as the catalogue says, and none was repointed
+        js = operator.jetstream(timeout=5)
+        diffs = {}
+        for spec in bus_access.consumer_specs(live_stack):
+            have = await js.consumer_info(spec.stream, spec.durable)
+            if d := streams.differences(spec, have.config):
+                diffs[spec.durable] = d
+        names = await js.consumers_info("TRANSPORTS")
+        await operator.close()
+        return refused, info, diffs, {c.name for c in names}
+
+    refused, info, diffs, transport_consumers = asyncio.run(go())
+    assert all(refused), refused
+    assert info.config.filter_subject == "transport.share.org1" or info.config.filter_subjects == [
+        "transport.share.org1"
+    ]
+    assert diffs == {}
+    assert "spy" not in transport_consumers
+
+
+def test_no_bus_user_may_create_a_consumer():
+    org1 = credentials.org_permissions("org1")["publish"]["allow"]
+    gateway = credentials.gateway_permissions()["publish"]["allow"]
+    for allowed in (org1, gateway):
+        assert not [a for a in allowed if "CONSUMER.CREATE" in a or "DURABLE.CREATE" in a]
+    # binding and pulling stay: each its own consumers only
+    assert "$JS.API.CONSUMER.MSG.NEXT.TRANSPORTS.shares-org1" in org1
+    assert "$JS.API.CONSUMER.MSG.NEXT.TRANSPORTS.shares-org2" not in org1
+    assert "$JS.API.CONSUMER.MSG.NEXT.LOOKUPS.combiner" in gateway
+
+
+def test_a_worker_without_its_consumer_says_who_creates_it(live_stack):
+    """A consumer that is not the user's (not in its permissions, so the server drops the
+    lookup) fails with an error that says what to do, not a bare timeout."""
+    from shardline.bus import streams
+
+    spec = streams.ConsumerSpec("TRANSPORTS", "shares-org1-missing", ("x.y",), "transport.share")
+
+    async def go():
+        org1 = await Client().connect(live_stack, "org1", live_stack.org("org1").nats_seed_file)
+        try:
+            await streams.ensure_consumer(org1.nc.jetstream(timeout=1), spec)
+        except streams.ConsumerError as exc:
+            return str(exc)
+        finally:
+            await org1.nc.close()
+        return "no error"
+
+    message = asyncio.run(go())
+    assert message.startswith("cannot look up consumer shares-org1-missing on stream TRANSPORTS")
+    assert "the bus operator creates every consumer" in message

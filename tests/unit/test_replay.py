@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -73,3 +74,37 @@ def test_the_seen_set_is_bounded():
         e = env()
         guard.check(e, e.sent_at, ("S", i))
     assert len(guard) == 100
+
+
+def test_a_durable_store_remembers_what_a_restart_forgets(tmp_path):
+    """Two guards on one SQLite file stand for a worker before and after a restart."""
+    from shardline.bus.seen_ids_sql import SqlSeenIds
+
+    url = f"sqlite:///{tmp_path / 'org1.db'}"
+    e = env()
+    before = ReplayGuard(durable=SqlSeenIds(url), scope="share-node")
+    asyncio.run(before.admit(e, e.sent_at + 0.5, ("LOOKUPS", 7)))
+    after = ReplayGuard(durable=SqlSeenIds(url), scope="share-node")
+    asyncio.run(after.admit(e, e.sent_at + 1, ("LOOKUPS", 7)))  # redelivered: the same copy
+    with pytest.raises(BadMessage, match=f"replayed envelope {e.id} from org1: .* LOOKUPS:7"):
+        asyncio.run(after.admit(e, e.sent_at + 2, ("LOOKUPS", 9)))
+    # memory alone, as before, would have let it through
+    asyncio.run(ReplayGuard().admit(e, e.sent_at + 2, ("LOOKUPS", 9)))
+    # another worker kind keeps its own set; entries past the window are trimmed
+    asyncio.run(ReplayGuard(durable=SqlSeenIds(url), scope="psi").admit(e, e.sent_at, ("P", 1)))
+    store = SqlSeenIds(url, clock=lambda: e.sent_at + 1000)
+    asyncio.run(store.trim(e.sent_at + 1))
+    assert len(store) == 0
+
+
+def test_the_sqlalchemy_path_keeps_the_first_position_too():
+    """A database other than a SQLite file (PostgreSQL by URL) goes through SQLAlchemy."""
+    from shardline.bus.seen_ids_sql import SqlSeenIds
+
+    store = SqlSeenIds("sqlite://")
+    assert store._sqlite is None
+    assert asyncio.run(store.claim("share-node", "id1", ("LOOKUPS", 1), 1.0)) == "LOOKUPS:1"
+    assert asyncio.run(store.claim("share-node", "id1", ("LOOKUPS", 2), 1.0)) == "LOOKUPS:1"
+    assert asyncio.run(store.claim("psi-node", "id1", ("PSI", 2), 1.0)) == "PSI:2"
+    asyncio.run(store.trim(5.0))
+    assert len(store) == 0
