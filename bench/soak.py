@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from shardline import loadgen, stack, transports
+from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED
 from shardline.core.cargo import read_transports, sample_transports_path
 
 TRANSPORTS = 24
@@ -55,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=10.0, help="seconds per row of the table")
     p.add_argument("--sample", type=float, default=2.0, help="seconds between memory samples")
     p.add_argument("--deadline", type=float, default=5.0, help="the gateway's deadline, s")
+    p.add_argument(
+        "--policy",
+        choices=(CHAIN_CONFIRMED, AUDIT_AFTER),
+        default=AUDIT_AFTER,
+        help="the org nodes' policy (the 200/s target is for audit-after)",
+    )
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--keep", action="store_true", help="keep the run directory")
     args = p.parse_args(argv)
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             threshold=2,
             ports=stack.Ports.free(),
             deadline_s=args.deadline,
+            policy=args.policy,
             say=lambda m: print(f"  {m}", flush=True),
         )
         asyncio.run(transports.register(cfg, sheets))
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             target=sample_memory, args=(run_dir, args.sample, stop, memory), daemon=True
         )
         sampler.start()
-        print(f"soak: {args.rate:g} lookups/s for {args.duration:g} s", flush=True)
+        print(
+            f"soak: {args.rate:g} lookups/s for {args.duration:g} s, policy {args.policy}",
+            flush=True,
+        )
         load = loadgen.Load(
             cfg,
             [s.transport_id for s in sheets],
@@ -139,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if errors:
         print("errors by kind: " + ", ".join(f"{k} x{n}" for k, n in errors.most_common()))
+    retried = [s for s in shots if s.retries]
+    print(
+        f"asked again after a 503 at the gateway's limit: {len(retried)} lookups, "
+        f"{sum(s.retries for s in retried)} retries"
+    )
 
     print()
     print("resident memory, MiB (first sample, middle, last; growth last - first)")

@@ -72,7 +72,7 @@ def org_consumer_specs(org: str) -> list[ConsumerSpec]:
             f"analytics-inputs-{org}",
             (subjects.ANALYTICS_INPUT.format(org=org),),
             "analytics.input",
-            ack_wait_s=30,
+            ack_wait_s=120,  # a batch's part: fetched from the object store, checked, summed
             max_deliver=20,
         ),
         # every server's range-check values (one message per few ms per data set)
