@@ -65,6 +65,19 @@ class PsiPool:
         for f in self.submit(fn, items, *args):
             yield await asyncio.wrap_future(f)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the workers have used so far (Linux /proc; 0 where it is not there)."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in list(getattr(self._ex, "_processes", None) or {}):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        return total
+
     def shutdown(self) -> None:
         if self._ex is not None:
             self._ex.shutdown(wait=False, cancel_futures=True)

@@ -109,7 +109,9 @@ def unpack(blob: bytes, size: int) -> list[bytes]:
 
 
 # ---- match keys -----------------------------------------------------------------------------
-KEY_SPECS = ("id", "gfd", "fdp", "gdp", "gfp", "gfl", "dps", "gfs", "swap")
+# No key for both NYSIIS + birth date in the given order: "swap" (either order) meets every pair
+# that key would, so it only cost one element in nine (on febrl4 both give F1 0.990).
+KEY_SPECS = ("id", "fdp", "gdp", "gfp", "gfl", "dps", "gfs", "swap")
 
 
 def match_keys(c: ContactRecord) -> list[bytes]:
@@ -117,7 +119,6 @@ def match_keys(c: ContactRecord) -> list[bytes]:
     p = dedup.prepare(0, c)
     parts = {
         "id": (p.id_number,) if len(p.id_number) >= 6 else ("",),
-        "gfd": (p.g_nys, p.f_nys, p.birth),
         "fdp": (p.f_nys, p.birth, p.postcode),
         "gdp": (p.g_nys, p.birth, p.postcode),
         "gfp": (p.g_nys, p.f_nys, p.postcode),
