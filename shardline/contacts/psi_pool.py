@@ -3,8 +3,8 @@
 The PSI's cost is its scalar multiplications (libsodium holds the GIL for each), so they run in
 worker processes. Three things keep both cores busy from the first element to the last:
 
-- the workers start, and import the PSI core, before the first session (``start``), so no
-  session pays for process start-up or imports;
+- the workers start, and import the PSI core, once (``start``: the org node calls it when its
+  first session begins and keeps the pool, so only that session pays about a second for it);
 - work goes in chunks of ``CHUNK`` elements, submitted all at once: a step never waits for the
   slowest of a few large tasks, and the last chunk leaves a core idle for a few milliseconds;
 - results come back chunk by chunk, in order (``stream``), so the org node puts each part on
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -34,9 +35,17 @@ class PsiPool:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or min(2, os.cpu_count() or 1)
         self._ex: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> PsiPool:
-        """Start every worker now and wait until each has imported the PSI core."""
+        """Start every worker now and wait until each has imported the PSI core (blocks: call it
+        from a thread in async code)."""
+        with self._lock:
+            if self._ex is None:
+                self._start()
+        return self
+
+    def _start(self) -> None:
         if self._ex is None:
             # forkserver: the workers never inherit an event loop or a bus connection
             self._ex = ProcessPoolExecutor(
@@ -46,7 +55,6 @@ class PsiPool:
             )
             for f in [self._ex.submit(_noop) for _ in range(self.workers * 4)]:
                 f.result()
-        return self
 
     def submit(self, fn: Callable, items: Sequence, *args) -> list[Future]:
         """One future per chunk of ``items``, in order."""

@@ -122,8 +122,6 @@ class PsiNode(Worker):
             self.on_round,
         )
         self._watch = asyncio.create_task(self._watchdog())
-        # the workers start (and import the PSI core) now, not in the first session
-        await asyncio.to_thread(self.pool.start)
 
     def endpoints(self) -> list[EndpointConfig]:
         return [
@@ -141,7 +139,13 @@ class PsiNode(Worker):
         self.pool.shutdown()
 
     # ---- my own set, blinded and sent part by part -----------------------------------------
+    async def _started_pool(self) -> PsiPool:
+        """The pool's processes start with the first session and stay (about 30 MB each)."""
+        await asyncio.to_thread(self.pool.start)
+        return self.pool
+
     async def _send_mine(self, s: Session, step: str, **extra) -> None:
+        pool = await self._started_pool()
         contacts = await asyncio.to_thread(self.store.contacts, None, True)
         keyf = psi.prototype_key if s.prototype else psi.match_keys
         owners, keys = psi.flatten((c.id, keyf(to_record(c))) for c in contacts)
@@ -153,7 +157,7 @@ class PsiNode(Worker):
         s.owners = [owners[i] for i in order]
         s.sent = len(keys)
         n = 0
-        async for points in self.pool.stream(psi.blind_keys, [keys[i] for i in order], s.scalar):
+        async for points in pool.stream(psi.blind_keys, [keys[i] for i in order], s.scalar):
             await self._send(s, step, n, s.sent, points, **extra)
             n += 1
         if not keys:
@@ -281,7 +285,8 @@ class PsiNode(Worker):
             self._spawn(s, self._maybe_finish(s))
 
     async def _answer_part(self, s: Session, step: str, part: int, points: list[bytes]) -> None:
-        tags = await self.pool.map(psi.reblind_tags, points, s.scalar)
+        pool = await self._started_pool()
+        tags = await pool.map(psi.reblind_tags, points, s.scalar)
         answer = "reply" if step == "offer" else "final"
         # the answer keeps the sender's order: only the sender can place it
         await self._send(s, answer, part, s.totals[step][1], tags)
