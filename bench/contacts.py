@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import resource
 import secrets
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -239,19 +240,19 @@ def main() -> int:
         )
     out["psi"] = [o for o, _ in rounds]
     out["openmined_psi"] = [t for _, t in rounds]
-    ratios = sorted(o["ratio"] for o, _ in rounds if "ratio" in o)
-    if ratios:
-        ratio = ratios[len(ratios) // 2]
-        out["ratio"] = ratio
-        ours, theirs = next((o, t) for o, t in rounds if o.get("ratio") == ratio)
+    measured = [(o, t) for o, t in rounds if "ratio" in o]
+    if measured:
+        ratio = statistics.median(o["ratio"] for o, _ in measured)
+        cpu_ratio = statistics.median(o["cpu_ratio"] for o, _ in measured)
+        byte_ratio = measured[0][0]["bytes_sent"] / measured[0][1]["bytes_sent"]
+        out.update(ratio=ratio, cpu_ratio=cpu_ratio, bytes_ratio=byte_ratio)
         verdict = "met" if ratio <= TARGET_RATIO else "NOT MET"
-        median = " (median of the rounds)" if len(ratios) > 1 else ""
+        median = " (medians of the rounds)" if len(measured) > 1 else ""
         print(
-            f"ratio ours / openmined-psi wall time: {ratio:.2f}{median} "
-            f"(target <= {TARGET_RATIO}: {verdict}); "
-            f"bytes: {ours['bytes_sent'] / theirs['bytes_sent']:.2f}; CPU time: "
-            f"{ours['cpu_ratio']:.2f} (total work, whatever the load; wall time on an idle "
-            "machine is about half of it with both cores busy)"
+            f"ratio ours / openmined-psi{median}: wall time {ratio:.2f} "
+            f"(target <= {TARGET_RATIO}: {verdict}); CPU time {cpu_ratio:.2f} (the work, whatever "
+            f"the load: on an idle machine with both cores busy the wall ratio is about half of "
+            f"it); bytes {byte_ratio:.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
