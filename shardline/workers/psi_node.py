@@ -158,6 +158,8 @@ class PsiNode(Worker):
         s.sent = len(keys)
         n = 0
         async for points in pool.stream(psi.blind_keys, [keys[i] for i in order], s.scalar):
+            if s.closed:  # failed or aborted meanwhile: send no more
+                return
             await self._send(s, step, n, s.sent, points, **extra)
             n += 1
         if not keys:
@@ -287,6 +289,8 @@ class PsiNode(Worker):
     async def _answer_part(self, s: Session, step: str, part: int, points: list[bytes]) -> None:
         pool = await self._started_pool()
         tags = await pool.map(psi.reblind_tags, points, s.scalar)
+        if s.closed:
+            return
         answer = "reply" if step == "offer" else "final"
         # the answer keeps the sender's order: only the sender can place it
         await self._send(s, answer, part, s.totals[step][1], tags)
@@ -311,7 +315,11 @@ class PsiNode(Worker):
         theirs = s.ordered(theirs_step)
         shared = psi.intersect(answer, s.owners, theirs)
         shared.pop(-1, None)
-        await asyncio.to_thread(self.store.finish_session, s.id, shared, s.sent, len(theirs))
+        try:
+            await asyncio.to_thread(self.store.finish_session, s.id, shared, s.sent, len(theirs))
+        except Exception:
+            s.closed = False  # not kept: the session fails (and says why) instead
+            raise
         self.sessions.pop(s.id, None)
         log.event("psi.done", worker=self.name, session=s.id, peer=s.peer, shared=len(shared))
 
