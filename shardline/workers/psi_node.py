@@ -1,15 +1,21 @@
 """An org node's private-matching worker: ECDH PSI rounds as signed messages on the bus.
 
 Initiator I and responder R, each with a secret scalar for the session:
-  offer  I -> R  H(k)^i for I's keys, shuffled (padded with random points to ``pad_to``)
-  reply  R -> I  (H(k)^i)^r for each offered point, in I's order
+  offer  I -> R  H(k)^i for I's keys, shuffled (padded with random keys to ``pad_to``)
+  reply  R -> I  tag((H(k)^i)^r) for each offered point, in I's order
   mine   R -> I  H(k')^r for R's keys, shuffled and padded alike
-  final  I -> R  (H(k')^r)^i for each of R's points, in R's order
+  final  I -> R  tag((H(k')^r)^i) for each of R's points, in R's order
 I compares reply with final's values and learns which of its own contacts are shared; R compares
-final with its own doubly-blinded copy of the offer and learns the same for its contacts. Each
-side sees only points; set sizes (padded) are the only other thing revealed. A peer that goes
-silent past the deadline fails the session with a message naming it, and no result is kept:
-results are written only when a session completes, in one transaction.
+final with its own tags of the doubly-blinded offer and learns the same for its contacts. Each
+side sees only points and tags of points (``psi.tag``: the second blinding is only compared for
+equality); set sizes (padded) are the only other thing revealed.
+
+The steps overlap: each part (``PART`` elements, one message) goes on the bus as soon as its
+chunk is computed, the peer answers each part as it arrives, and R starts on its own set when
+the first part of the offer comes in, so both nodes' cores are busy while the other still
+computes. Elements travel packed: one base64 field of 32-byte points (or 12-byte tags) per
+message. A peer that goes silent past the deadline fails the session with a message naming it,
+and no result is kept: results are written only when a session completes, in one transaction.
 """
 
 from __future__ import annotations
@@ -18,9 +24,8 @@ import asyncio
 import base64
 import contextlib
 import json
-import multiprocessing
+import secrets
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from nats.micro.request import Request
@@ -29,17 +34,35 @@ from nats.micro.service import EndpointConfig
 from shardline.bus import envelope, log, streams, subjects
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import Incoming, Worker
+from shardline.contacts.psi_pool import CHUNK, PsiPool
 from shardline.contacts.store import ContactStore, to_record
 from shardline.core import psi
 
-PART = 4000  # points per message (the schema's limit)
-WORK = 4000  # points per task handed to the process pool
+PART = CHUNK  # elements per message: one pool chunk, so a part is sent the moment it is done
 DEFAULT_TIMEOUT_S = 600.0
+ITEM_BYTES = {
+    "offer": psi.POINT_BYTES,
+    "mine": psi.POINT_BYTES,
+    "reply": psi.TAG_BYTES,
+    "final": psi.TAG_BYTES,
+    "abort": 1,
+}
 
 
-def _pool() -> ProcessPoolExecutor:
-    # forkserver: the workers never inherit the event loop or the bus connection
-    return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("forkserver"))
+def round_body(
+    session: str, from_org: str, to_org: str, step: str, part: int, count: int, items: list[bytes]
+) -> dict:
+    """One message's body: part ``part`` of a step of ``count`` elements, packed in one field."""
+    return {
+        "session": session,
+        "from_org": from_org,
+        "to_org": to_org,
+        "step": step,
+        "part": part,
+        "parts": max(1, -(-count // PART)),
+        "count": count,
+        "blob": base64.b64encode(psi.pack(items, ITEM_BYTES[step])).decode(),
+    }
 
 
 @dataclass
@@ -50,22 +73,27 @@ class Session:
     scalar: bytes = field(repr=False)
     deadline: float
     owners: list[int] = field(default_factory=list)  # contact id per element of my shuffled set
-    sent: int = 0
+    sent: int | None = None  # how many elements my own set has (known once it is built)
     prototype: bool = False
     pad_to: int = 0
-    parts: dict[str, dict[int, list[bytes]]] = field(default_factory=dict)
-    totals: dict[str, int] = field(default_factory=dict)
-    offer_double: list[bytes] = field(default_factory=list, repr=False)  # responder only
-    busy: bool = False
+    # what arrived or was computed, per step and part: the peer's points, and tags
+    parts: dict[str, dict[int, list[bytes]]] = field(default_factory=dict, repr=False)
+    totals: dict[str, tuple[int, int]] = field(default_factory=dict)  # step -> (parts, count)
+    done_parts: dict[str, int] = field(default_factory=dict)  # answered parts per step
+    mine_sent: bool = False
+    busy: int = 0
+    closed: bool = False
 
-    def add(self, step: str, part: int, parts: int, count: int, points: list[bytes]) -> bool:
-        got = self.parts.setdefault(step, {})
-        got[part] = points
-        self.totals[step] = parts
+    def complete(self, step: str) -> bool:
+        """Every part of ``step`` is in (and answered, for the steps we answer)."""
+        if step not in self.totals:
+            return False
+        parts, count = self.totals[step]
+        got = self.parts.get(step, {})
         return len(got) == parts and sum(len(v) for v in got.values()) == count
 
-    def whole(self, step: str) -> list[bytes]:
-        got = self.parts.pop(step)
+    def ordered(self, step: str) -> list[bytes]:
+        got = self.parts.get(step, {})
         return [p for i in sorted(got) for p in got[i]]
 
 
@@ -77,7 +105,7 @@ class PsiNode(Worker):
         self.org_id = org_id
         self.store = store
         self.sessions: dict[str, Session] = {}
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool = PsiPool()
         self._watch: asyncio.Task | None = None
         self.bytes_sent = 0
 
@@ -108,60 +136,48 @@ class PsiNode(Worker):
         if self._watch:
             self._watch.cancel()
         await super().stop()
-        if self.pool:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
 
-    # ---- crypto in the process pool ---------------------------------------------------
-    async def _map(self, fn, items: list, *args) -> list:
-        if not items:
-            return []
-        if self.pool is None:
-            self.pool = _pool()
-        loop = asyncio.get_running_loop()
-        chunks = [items[i : i + WORK] for i in range(0, len(items), WORK)]
-        done = await asyncio.gather(
-            *(loop.run_in_executor(self.pool, fn, c, *args) for c in chunks)
-        )
-        return [x for part in done for x in part]
+    # ---- my own set, blinded and sent part by part -----------------------------------------
+    async def _started_pool(self) -> PsiPool:
+        """The pool's processes start with the first session and stay (about 30 MB each)."""
+        await asyncio.to_thread(self.pool.start)
+        return self.pool
 
-    async def _my_points(self, s: Session) -> list[bytes]:
+    async def _send_mine(self, s: Session, step: str, **extra) -> None:
+        pool = await self._started_pool()
         contacts = await asyncio.to_thread(self.store.contacts, None, True)
         keyf = psi.prototype_key if s.prototype else psi.match_keys
         owners, keys = psi.flatten((c.id, keyf(to_record(c))) for c in contacts)
+        # padding: random keys, blinded like the real ones and shuffled in among them
+        pad = max(0, s.pad_to - len(keys))
+        keys += [secrets.token_bytes(32) for _ in range(pad)]
+        owners += [-1] * pad
         order = psi.shuffled_order(len(keys))
         s.owners = [owners[i] for i in order]
-        points = await self._map(psi.blind_keys, [keys[i] for i in order], s.scalar)
-        pad = max(0, s.pad_to - len(points))
-        if pad:
-            points += [psi.random_point() for _ in range(pad)]
-            s.owners += [-1] * pad
-        # padding must not sit at the end, where it could be told apart: shuffle once more
-        order = psi.shuffled_order(len(points))
-        s.owners = [s.owners[i] for i in order]
-        return [points[i] for i in order]
+        s.sent = len(keys)
+        n = 0
+        async for points in pool.stream(psi.blind_keys, [keys[i] for i in order], s.scalar):
+            if s.closed:  # failed or aborted meanwhile: send no more
+                return
+            await self._send(s, step, n, s.sent, points, **extra)
+            n += 1
+        if not keys:
+            await self._send(s, step, 0, 0, [], **extra)
+        s.mine_sent = True
+        await self._maybe_finish(s)
 
-    async def _send(self, s: Session, step: str, points: list[bytes], **extra) -> None:
-        parts = max(1, -(-len(points) // PART))
-        for n in range(parts):
-            chunk = points[n * PART : (n + 1) * PART]
-            body = {
-                "session": s.id,
-                "from_org": self.org_id,
-                "to_org": s.peer,
-                "step": step,
-                "part": n,
-                "parts": parts,
-                "count": len(points),
-                "points": [base64.b64encode(p).decode() for p in chunk],
-                **extra,
-            }
-            env = envelope.make("psi.round", body, self.keys, trace_id=s.id)
-            self.bytes_sent += len(env.to_bytes())
-            await self.publish(
-                subjects.PSI_ROUND.format(session=s.id, org=s.peer),
-                env,
-                msg_id=f"psi:{s.id}:{self.org_id}:{step}:{n}",
-            )
+    async def _send(
+        self, s: Session, step: str, part: int, count: int, items: list[bytes], **extra
+    ) -> None:
+        body = {**round_body(s.id, self.org_id, s.peer, step, part, count, items), **extra}
+        env = envelope.make("psi.round", body, self.keys, trace_id=s.id)
+        self.bytes_sent += len(env.to_bytes())
+        await self.publish(
+            subjects.PSI_ROUND.format(session=s.id, org=s.peer),
+            env,
+            msg_id=f"psi:{s.id}:{self.org_id}:{step}:{part}",
+        )
 
     # ---- starting ---------------------------------------------------------------------
     async def on_start(self, req: Request) -> None:
@@ -198,25 +214,25 @@ class PsiNode(Worker):
 
     def _spawn(self, s: Session, coro) -> None:
         async def run() -> None:
-            s.busy = True
+            s.busy += 1
             try:
                 await coro
             except Exception as exc:
-                log.error("psi.failed", worker=self.name, session=s.id, error=repr(exc))
-                await self._fail(
-                    s, f"match {s.id} with {s.peer} failed here: {exc}", tell_peer=True
-                )
+                if not s.closed:
+                    log.error("psi.failed", worker=self.name, session=s.id, error=repr(exc))
+                    await self._fail(
+                        s, f"match {s.id} with {s.peer} failed here: {exc}", tell_peer=True
+                    )
             finally:
-                s.busy = False
+                s.busy -= 1
 
         task = asyncio.create_task(run())
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
 
     async def _offer(self, s: Session) -> None:
-        points = await self._my_points(s)
-        s.sent = len(points)
-        await self._send(
-            s, "offer", points, pad_to=s.pad_to, detail="prototype" if s.prototype else ""
+        await self._send_mine(
+            s, "offer", pad_to=s.pad_to, detail="prototype" if s.prototype else ""
         )
 
     # ---- rounds ---------------------------------------------------------------------------
@@ -224,12 +240,17 @@ class PsiNode(Worker):
         b = inc.body
         if b["to_org"] != self.org_id or inc.env.sender != b["from_org"]:
             raise BadMessage(f"round from {inc.env.sender} names {b['from_org']} -> {b['to_org']}")
-        points = [base64.b64decode(p) for p in b["points"]]
         s = self.sessions.get(b["session"])
         if b["step"] == "abort":
             if s is not None:
                 await self._fail(s, f"{b['from_org']} stopped the match: {b.get('detail', '')}")
             return
+        try:
+            items = psi.unpack(envelope.unb64(b["blob"]), ITEM_BYTES[b["step"]])
+        except (ValueError, psi.BadPoint) as exc:
+            raise BadMessage(f"psi.round {b['step']} part {b['part']}: {exc}") from None
+        if len(items) > PART or b["part"] >= b["parts"]:
+            raise BadMessage(f"psi.round part {b['part']} of {b['parts']} has {len(items)} items")
         if s is None:
             if b["step"] != "offer":
                 return  # a session this node no longer knows (restarted): the peer will time out
@@ -242,62 +263,77 @@ class PsiNode(Worker):
                 prototype=b.get("detail") == "prototype",
                 pad_to=int(b.get("pad_to", 0)),
             )
-            self.sessions[s.id] = s
+            self.sessions[s.id] = s  # before any await: the next part finds it
             await asyncio.to_thread(self.store.start_session, s.id, s.peer, s.role)
+            # my own set goes out while the offer is still coming in
+            self._spawn(s, self._send_mine(s, "mine"))
         if s.peer != b["from_org"]:
             raise BadMessage(f"session {s.id} is with {s.peer}, not {b['from_org']}")
-        if not s.add(b["step"], b["part"], b["parts"], b["count"], points):
+        expected = ("offer", "final") if s.role == "responder" else ("reply", "mine")
+        if b["step"] not in expected:
+            raise BadMessage(f"a {s.role} does not take {b['step']} rounds")
+        step, part = b["step"], b["part"]
+        if step in s.totals and s.totals[step] != (b["parts"], b["count"]):
+            raise BadMessage(f"{step} part {part} disagrees on the step's size")
+        s.totals[step] = (b["parts"], b["count"])
+        if part in s.parts.get(step, {}) or part in s.parts.get(step + ".done", {}):
+            return  # a redelivery of a part already taken
+        if step in ("offer", "mine"):
+            # answer this part now: the peer's points raised to my scalar, as tags
+            s.parts.setdefault(step + ".done", {})[part] = []
+            self._spawn(s, self._answer_part(s, step, part, items))
+        else:
+            s.parts.setdefault(step, {})[part] = items
+            self._spawn(s, self._maybe_finish(s))
+
+    async def _answer_part(self, s: Session, step: str, part: int, points: list[bytes]) -> None:
+        pool = await self._started_pool()
+        tags = await pool.map(psi.reblind_tags, points, s.scalar)
+        if s.closed:
             return
-        if s.role == "responder" and b["step"] == "offer":
-            self._spawn(s, self._answer(s, s.whole("offer")))
-        elif s.role == "initiator" and b["step"] in ("reply", "mine"):
-            if all(
-                step in s.totals and len(s.parts.get(step, {})) == s.totals[step]
-                for step in ("reply", "mine")
-            ):
-                self._spawn(s, self._conclude(s, s.whole("reply"), s.whole("mine")))
-        elif s.role == "responder" and b["step"] == "final":
-            self._spawn(s, self._finish_responder(s, s.whole("final")))
+        answer = "reply" if step == "offer" else "final"
+        # the answer keeps the sender's order: only the sender can place it
+        await self._send(s, answer, part, s.totals[step][1], tags)
+        # my tags of the peer's set, to compare with what the peer returns for mine
+        s.parts.setdefault(step, {})[part] = tags
+        await self._maybe_finish(s)
 
-    async def _answer(self, s: Session, offer: list[bytes]) -> None:
-        s.offer_double = await self._map(psi.reblind, offer, s.scalar)
-        # the reply goes back in the initiator's order: only the initiator can place it
-        await self._send(s, "reply", s.offer_double)
-        mine = await self._my_points(s)
-        s.sent = len(mine)
-        await self._send(s, "mine", mine)
-        s.parts.setdefault("final", {})
-
-    async def _conclude(self, s: Session, reply: list[bytes], theirs: list[bytes]) -> None:
-        if len(reply) != s.sent:
-            raise BadMessage(f"{s.peer} answered {len(reply)} points for the {s.sent} offered")
-        theirs_double = await self._map(psi.reblind, theirs, s.scalar)
-        await self._send(s, "final", theirs_double)
-        shared = psi.intersect(reply, s.owners, theirs_double)
-        shared.pop(-1, None)
-        await asyncio.to_thread(self.store.finish_session, s.id, shared, s.sent, len(theirs))
-        self.sessions.pop(s.id, None)
-        log.event("psi.done", worker=self.name, session=s.id, peer=s.peer, shared=len(shared))
-
-    async def _finish_responder(self, s: Session, final: list[bytes]) -> None:
-        if len(final) != s.sent:
-            raise BadMessage(f"{s.peer} returned {len(final)} points for the {s.sent} sent")
-        shared = psi.intersect(final, s.owners, s.offer_double)
-        shared.pop(-1, None)
-        await asyncio.to_thread(
-            self.store.finish_session, s.id, shared, s.sent, len(s.offer_double)
+    async def _maybe_finish(self, s: Session) -> None:
+        """Conclude once my set is sent, every part of the peer's set is answered, and every
+        part of the peer's answer to my set is in; exactly once."""
+        if s.closed or not s.mine_sent:
+            return
+        theirs_step, answer_step = (
+            ("mine", "reply") if s.role == "initiator" else ("offer", "final")
         )
+        if not (s.complete(theirs_step) and s.complete(answer_step)):
+            return
+        answer = s.ordered(answer_step)
+        if len(answer) != s.sent:
+            raise BadMessage(f"{s.peer} answered {len(answer)} elements for the {s.sent} sent")
+        s.closed = True
+        theirs = s.ordered(theirs_step)
+        shared = psi.intersect(answer, s.owners, theirs)
+        shared.pop(-1, None)
+        try:
+            await asyncio.to_thread(self.store.finish_session, s.id, shared, s.sent, len(theirs))
+        except Exception:
+            s.closed = False  # not kept: the session fails (and says why) instead
+            raise
         self.sessions.pop(s.id, None)
         log.event("psi.done", worker=self.name, session=s.id, peer=s.peer, shared=len(shared))
 
     # ---- failure ------------------------------------------------------------------------------
     async def _fail(self, s: Session, detail: str, tell_peer: bool = False) -> None:
+        if s.closed:
+            return
+        s.closed = True
         self.sessions.pop(s.id, None)
         await asyncio.to_thread(self.store.fail_session, s.id, detail)
         log.warn("psi.session_failed", worker=self.name, session=s.id, detail=detail)
         if tell_peer:
             with contextlib.suppress(Exception):
-                await self._send(s, "abort", [], detail=detail[:500])
+                await self._send(s, "abort", 0, 0, [], detail=detail[:500])
 
     async def _watchdog(self) -> None:
         while True:
@@ -305,7 +341,8 @@ class PsiNode(Worker):
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 if now > s.deadline and not s.busy:
-                    waiting = [st for st in ("offer", "reply", "mine", "final") if st in s.parts]
+                    steps = ("mine", "reply") if s.role == "initiator" else ("offer", "final")
+                    waiting = [st for st in steps if not s.complete(st)]
                     await self._fail(
                         s,
                         f"{s.peer} went silent: no complete {'/'.join(waiting) or 'answer'} "

@@ -133,6 +133,7 @@ def test_private_matching_on_febrl4_and_nothing_identifying_on_the_bus(live_stac
 
     # no name, date or phonetic key of any contact went over the bus, in any form we can read:
     # every message's text is searched; the blinded points are checked to be group points
+    # and the second blinding's tags to be whole tags
     details = set()
     for store in stores.values():
         for c in store.contacts():
@@ -150,10 +151,14 @@ def test_private_matching_on_febrl4_and_nothing_identifying_on_the_bus(live_stac
             tokens.update(TOKEN.findall(raw.decode("utf-8", errors="replace").lower()))
             continue
         body = data.get("body", {}) if isinstance(data, dict) else {}
-        if isinstance(body, dict) and "points" in body:
+        if isinstance(body, dict) and "blob" in body:
             psi_msgs += 1
-            assert all(psi.is_point(base64.b64decode(p)) for p in body["points"])
-            body["points"] = []
+            blob = base64.b64decode(body["blob"])
+            if body["step"] in ("offer", "mine"):  # blinded points, every one in the group
+                assert all(psi.is_point(p) for p in psi.unpack(blob, psi.POINT_BYTES))
+            else:  # tags of doubly-blinded points
+                assert len(blob) % psi.TAG_BYTES == 0
+            body["blob"] = ""
         tokens.update(TOKEN.findall(json.dumps(_readable(data)).lower()))
     assert psi_msgs > 10
     leaked = sorted(details & tokens)
