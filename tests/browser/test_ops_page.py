@@ -53,9 +53,11 @@ def forge_off_chain_request(cfg, sheet) -> str:
 
     async def go():
         nc = await nats.connect(cfg.nats_url)
-        await nc.jetstream().publish(
+        # a plain message without a reply subject, as an off-the-record gateway would send it
+        await nc.publish(
             f"lookup.intent.{guid}", envelope.make("lookup.intent", body, gw).to_bytes()
         )
+        await nc.flush()
         await nc.close()
 
     asyncio.run(go())

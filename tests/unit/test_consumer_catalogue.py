@@ -15,8 +15,8 @@ def test_each_org_consumer_reads_only_what_is_that_orgs():
     for s in specs:
         assert s.durable.endswith("-org7")
         for f in s.filter_subjects:
-            # its own subjects, or intents (lookup.intent.<guid>: every org node reads them)
-            assert f.endswith(".org7") or f == "lookup.intent.*", (s.durable, f)
+            # its own subjects, or every server's range-check values for the analytics
+            assert f.endswith(".org7") or f == "analytics.check.*", (s.durable, f)
     assert [(s.stream, s.durable) for s in specs] == credentials.org_consumers("org7")
     assert [s.durable for s in gateway_consumer_specs()] == ["combiner"]
 
