@@ -35,6 +35,10 @@ LISTS_ROSTER = "lists.roster.{org}"
 LISTS_BIDS = "lists.bids.{org}"
 # Analytics: a producer's share vectors for one MPC server, sealed to its org (durable).
 ANALYTICS_INPUT = "analytics.input.{org}"
+# Private transactions: a sealed payload pushed to a group's stakeholders before its chain
+# transaction, and (BLS mode) a stakeholder's vote share; core NATS, ciphertext and roots only.
+PRIVTX_PAYLOAD = "privtx.payload.{group}"
+PRIVTX_VOTE = "privtx.vote.{group}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -75,4 +79,6 @@ def catalogue() -> dict[str, str]:
         LISTS_ROSTER: "lists.roster",
         LISTS_BIDS: "lists.bids",
         ANALYTICS_INPUT: "analytics.input",
+        PRIVTX_PAYLOAD: "privtx.payload",
+        PRIVTX_VOTE: "privtx.vote",
     }

@@ -11,6 +11,7 @@ facilitator keeps the journal of what ran after it and runs that again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from shardline.contracts.artifacts import load_artifact
@@ -21,8 +22,16 @@ DEPLOYER = "0x00000000000000000000000000000000005ec7e7"  # deploys the private c
 FUNDS = hex(10**24)
 
 
+EMPTY_CODE = "0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"  # keccak("")
+
+
 class ExecutorError(RuntimeError):
     """The private EVM refused or lost something it was asked to do."""
+
+
+class ExecutorLost(ExecutorError):
+    """The private EVM no longer holds a private contract it had: it was restarted without its
+    state. The facilitator rebuilds it from the agreed history."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,18 @@ class Executor:
         return str(receipt["contractAddress"])
 
     async def root(self, contract: str) -> bytes:
+        """The contract's storage root; raises ExecutorLost when the contract is not there."""
         proof = await self.rpc.call("eth_getProof", [contract, [], "latest"])
+        if str(proof.get("codeHash", "")).lower() in (EMPTY_CODE, "0x" + "00" * 32):
+            raise ExecutorLost(
+                f"the private EVM at {self.url} has no contract at {contract}: it was restarted "
+                "without its state"
+            )
         return bytes.fromhex(proof["storageHash"][2:])
+
+    def forget(self) -> None:
+        """A fresh private EVM: nothing is impersonated or funded there yet."""
+        self._impersonated.clear()
 
     async def execute(
         self, contract: str, sender: str, call: bytes, *, old_root: bytes | None = None
@@ -97,14 +116,15 @@ class Executor:
             new = await self.root(contract)
         except BaseException:
             # Whatever happened half-way is undone, so that trying again starts clean.
-            await self.revert(snapshot)
+            with contextlib.suppress(ExecutorError):
+                await self.revert(snapshot)  # a lost EVM has no snapshot: the rebuild sees to it
             raise
         return Execution(snapshot, old, new, int(receipt["status"], 16) == 1)
 
     async def revert(self, snapshot: str) -> None:
         self._impersonated.clear()  # the senders' funding may be undone with the rest
         if not await self.rpc.call("evm_revert", [snapshot]):
-            raise ExecutorError(
+            raise ExecutorLost(
                 f"the private EVM at {self.url} has no snapshot {snapshot} any more: it was "
-                "restarted without its state; restore it from the agreed history"
+                "restarted without its state"
             )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -32,22 +31,27 @@ from nats.aio.msg import Msg
 from shardline.bus import log
 from shardline.bus.blobs import BlobCorrupt, BlobNotFound
 from shardline.bus.connect import connect
-from shardline.bus.payloads import PayloadStore, payload_name
+from shardline.bus.credentials import ClientAuth
+from shardline.bus.envelope import BadMessage
+from shardline.bus.payloads import PayloadStore
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
 from shardline.core import privtx as pt
 from shardline.core.bls import BlsKey, aggregate
 from shardline.core.logpoller import Cursor
-from shardline.workers.privtx_executor import Executor
+from shardline.workers import privtx_messages as pm
+from shardline.workers.privtx_executor import Executor, ExecutorLost
+from shardline.workers.privtx_rebuild import agreed_history
 from shardline.workers.privtx_store import FacilitatorStore, TxRow
 
-PAYLOAD_SUBJECT = "privtx.payload.{group}"
-VOTE_SUBJECT = "privtx.vote.{group}"
+PAYLOAD_SUBJECT = pm.PAYLOAD_SUBJECT
+VOTE_SUBJECT = pm.VOTE_SUBJECT
 FETCH_WAIT_S = 5.0
 BLS_FALLBACK_S = 5.0
 MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
+WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
 @dataclass
@@ -64,6 +68,7 @@ class FacilitatorConfig:
     chain_ws: str | None = None
     bls_sk: bytes | None = None  # with it, votes go as one aggregate BLS signature
     private_contract: str = "SharedInventory"
+    bus_auth: ClientAuth | None = None  # its org's nkey user; None: the URL's own user
 
 
 @dataclass
@@ -100,12 +105,16 @@ class Facilitator:
         self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
         self.tasks: list[asyncio.Task] = []
         self.settled = asyncio.Event()  # set after each PrivateTxFini handled (for waiters)
+        self.lock = asyncio.Lock()  # chain events and rebuilds of the executor, one at a time
+        self.rebuilds = 0
+        self._busy_at = 0.0
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        self.nc = await connect(cfg.nats_url, f"privtx-{cfg.name}")
-        self.payloads = await PayloadStore.open(self.nc.jetstream())
+        self.nc = await connect(cfg.nats_url, f"privtx-{cfg.name}", cfg.bus_auth)
+        self.js = self.nc.jetstream(timeout=5)
+        self.payloads = await PayloadStore.open(self.js)
         self.chain = await Chain.connect(cfg.chain_rpc)
         self.heads = HeadWatcher(cfg.chain_ws) if cfg.chain_ws else None
         self.reader = EventReader(
@@ -121,6 +130,13 @@ class Facilitator:
         for gid, (member, contract) in stored.items():
             info = await med.group_of(self.chain, cfg.mediator, bytes.fromhex(gid))
             self.groups[info.group] = _Group(info, member, contract, info.root)
+        # An executor restarted while this facilitator was away comes back empty: rebuild it
+        # before reading on (if it cannot be reached now, the watch below tries again).
+        try:
+            async with self.lock:
+                await self._check_executor()
+        except Exception as exc:
+            log.warn("privtx.executor_unreachable", stakeholder=cfg.name, error=repr(exc))
         await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
         if self.bls is not None:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
@@ -134,6 +150,7 @@ class Facilitator:
             ),
             asyncio.create_task(self._send_votes()),
             asyncio.create_task(self._expire_overdue()),
+            asyncio.create_task(self._watch_executor()),
         ]
         log.event("privtx.facilitator_started", stakeholder=cfg.name, account=self.account.address)
 
@@ -152,8 +169,13 @@ class Facilitator:
 
     # -- the bus ------------------------------------------------------------------------------
     async def _on_push(self, msg: Msg) -> None:
-        data = bytes(msg.data)
-        self.pushed[payload_name(data)] = data  # named by its hash: a forged push is a miss
+        try:
+            push = pm.parse_push(msg.subject, bytes(msg.data))
+        except BadMessage as exc:
+            await pm.dead_letter(self.js, msg, str(exc), f"privtx-facilitator.{self.cfg.name}")
+            return
+        # named by its hash, checked again against the chain's: a forged push is a miss
+        self.pushed[push.name] = push.ciphertext
         if len(self.pushed) > PUSH_CACHE:
             self.pushed.pop(next(iter(self.pushed)))
 
@@ -172,6 +194,18 @@ class Facilitator:
 
     # -- chain events -------------------------------------------------------------------------
     async def on_log(self, lg: RawLog) -> None:
+        async with self.lock:
+            self._busy_at = time.monotonic()
+            try:
+                await self._on_log(lg)
+            except Exception:
+                # An executor that lost its state fails in many ways (no signer, no snapshot,
+                # no contract): look, rebuild it from the agreed history, and handle it again.
+                if not await self._check_executor():
+                    raise
+                await self._on_log(lg)
+
+    async def _on_log(self, lg: RawLog) -> None:
         ev = med.decode_event(lg)
         if isinstance(ev, med.GroupInfo):
             await self._on_group(ev)
@@ -371,6 +405,93 @@ class Facilitator:
                 log.warn("privtx.replay_differs", payload=r.payload_hash, group=r.group_id)
             self._keep(r)
 
+    # -- an executor that lost its state -------------------------------------------------------
+    async def _check_executor(self) -> bool:
+        """Rebuild the executor if it lost its private state; True if it did. Hold the lock."""
+        if not self.groups:
+            return False
+        try:
+            await self.executor.root(next(iter(self.groups.values())).contract)
+            return False
+        except ExecutorLost as exc:
+            log.warn("privtx.executor_lost", stakeholder=self.cfg.name, why=str(exc))
+        await self._rebuild()
+        return True
+
+    async def _watch_executor(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EXECUTOR_S)
+            if time.monotonic() - self._busy_at < WATCH_EXECUTOR_S:
+                continue  # events are flowing: a lost executor shows in handling them
+            try:
+                async with self.lock:
+                    await self._check_executor()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable for now: try again
+                log.warn("privtx.executor_unreachable", stakeholder=self.cfg.name, error=repr(exc))
+
+    async def _rebuild(self) -> None:
+        """Deploy every group's private contract afresh and replay the group's agreed history
+        (its YES transactions from the chain, payloads from the object store), checking each
+        agreed root on the way. What it executed but had not seen settle is lost with the old
+        state: it is run again if it settles YES (catch-up), like one missed while away."""
+        self.rebuilds += 1
+        self.executor.forget()
+        for row in self.rows.values():
+            if row.state == "executed":
+                row.state, row.note = "lost", "executed on an executor that lost its state"
+                self._keep(row)
+        for gid in self.store.groups():
+            g = self.groups.get(bytes.fromhex(gid))
+            if g is None:
+                continue
+            g.contract = await self.executor.deploy(self.cfg.private_contract)
+            self.store.set_contract(gid, g.contract)
+            g.head, g.out_of_sync = None, ""
+            history = await agreed_history(
+                self.reader.rpc, self.cfg.mediator, self.cfg.start_block, g.info.group
+            )
+            for a in history:
+                name = a.fini.payload_hash.hex()
+                row = self.rows.get(name) or TxRow(
+                    name, gid, a.init.seq, 0, "", "", b"", b"", a.init.deadline
+                )
+                try:
+                    call = await self._open(a.init, g)
+                except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
+                    reached = None
+                    why = str(exc)
+                else:
+                    ex = await self.executor.execute(
+                        g.contract, g.info.sender, call, old_root=g.head
+                    )
+                    g.head = reached = ex.new_root
+                    why = f"it reached {ex.new_root.hex()}"
+                    row.snapshot, row.old_root, row.new_root = ex.snapshot, ex.old_root, ex.new_root
+                row.step = self._next_step()
+                if reached != a.fini.new_root:
+                    row.state = "diverged"
+                    row.note = (
+                        f"rebuilding: the group agreed on root {a.fini.new_root.hex()}; {why}"
+                    )[:400]
+                    g.out_of_sync = row.note
+                    self._keep(row)
+                    log.warn("privtx.diverged", group=gid, payload=name, why=row.note)
+                    break
+                row.state, row.note = "final", "replayed after the executor lost its state"
+                self._keep(row)
+                g.root = a.fini.new_root
+            root = await self.executor.root(g.contract)
+            log.event(
+                "privtx.rebuilt",
+                stakeholder=self.cfg.name,
+                group=gid,
+                replayed=len(history),
+                root=root.hex(),
+                in_sync=not g.out_of_sync,
+            )
+
     # -- votes --------------------------------------------------------------------------------
     def _queue_vote(self, group: bytes, phash: bytes, old: bytes, new: bytes) -> None:
         self.votes.append((group, phash, old, new))
@@ -422,25 +543,17 @@ class Facilitator:
             g = self.groups[group]
             digest = pt.vote_digest(self.chain.chain_id, self.cfg.mediator, group, phash, old, new)
             sig = self.bls.sign(digest)
-            body = {
-                "hash": phash.hex(),
-                "member": g.member,
-                "old": old.hex(),
-                "new": new.hex(),
-                "sig": [str(sig[0]), str(sig[1])],
-            }
-            await self.nc.publish(VOTE_SUBJECT.format(group=group.hex()), json.dumps(body).encode())
+            body = pm.vote_body(phash, g.member, old, new, sig)
+            await self.nc.publish(VOTE_SUBJECT.format(group=group.hex()), body)
 
     async def _on_bls_vote(self, msg: Msg) -> None:
         try:
-            group = bytes.fromhex(msg.subject.rsplit(".", 1)[1])
-            body = json.loads(msg.data)
-            phash, member = bytes.fromhex(body["hash"]), int(body["member"])
-            pair = (bytes.fromhex(body["old"]), bytes.fromhex(body["new"]))
-            sig = (int(body["sig"][0]), int(body["sig"][1]))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warn("privtx.bad_vote_message", subject=msg.subject, error=str(exc))
+            share = pm.parse_vote(msg.subject, bytes(msg.data))
+        except BadMessage as exc:
+            await pm.dead_letter(self.js, msg, str(exc), f"privtx-facilitator.{self.cfg.name}")
             return
+        group, phash, member = share.group, share.payload_hash, share.member
+        pair, sig = (share.old_root, share.new_root), share.sig
         # Kept even before this facilitator has read the group (it may lag behind the others).
         pending = self.bls_votes.setdefault(phash, _Pending())
         signers = pending.votes.setdefault(pair, {})

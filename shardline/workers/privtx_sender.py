@@ -24,6 +24,7 @@ from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
+from shardline.workers import privtx_messages as pm
 from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
@@ -101,7 +102,9 @@ class PrivateSender:
         started = time.perf_counter()
         # Pushed first: the online stakeholders hold it before the chain event. Stored while
         # the submission is mined: a stakeholder that missed the push fetches it later.
-        await self.nc.publish(PAYLOAD_SUBJECT.format(group=group.hex()), sealed.ciphertext)
+        await self.nc.publish(
+            PAYLOAD_SUBJECT.format(group=group.hex()), pm.push_body(sealed.ciphertext)
+        )
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._mine.add(sealed.payload_hash)  # only its own outcomes are kept from the logs
         self._queue.append((group, sealed, fut))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shardline.core.logpoller import BlockRef
@@ -37,7 +37,9 @@ _txs = Table(
     Column("group_id", String(64)),
     Column("seq", Integer),
     Column("step", Integer),  # order of execution on this executor, across groups
-    Column("state", String(16)),  # executed | refused | discarded | final | reverted | diverged
+    # executed | refused | discarded | final | reverted | diverged | lost (its execution went
+    # with an executor that lost its state before it settled)
+    Column("state", String(16)),
     Column("snapshot", String(80)),
     Column("old_root", LargeBinary),
     Column("new_root", LargeBinary),
@@ -72,8 +74,9 @@ class FacilitatorStore:
         save_cursor(self.engine, _cursor, blocks)
 
     def groups(self) -> dict[str, tuple[int, str]]:
-        with self.engine.connect() as c:
-            return {r.group_id: (r.member, r.contract) for r in c.execute(select(_groups))}
+        with self.engine.connect() as c:  # in the order they were joined (rowid)
+            rows = c.execute(select(_groups).order_by(text("rowid")))
+            return {r.group_id: (r.member, r.contract) for r in rows}
 
     def add_group(self, group_id: str, member: int, contract: str) -> None:
         with self.engine.begin() as c:
@@ -81,6 +84,13 @@ class FacilitatorStore:
                 sqlite_insert(_groups)
                 .values(group_id=group_id, member=member, contract=contract)
                 .on_conflict_do_nothing()
+            )
+
+    def set_contract(self, group_id: str, contract: str) -> None:
+        """The group's private contract was deployed again (a rebuilt executor)."""
+        with self.engine.begin() as c:
+            c.execute(
+                _groups.update().where(_groups.c.group_id == group_id).values(contract=contract)
             )
 
     def txs(self) -> list[TxRow]:
