@@ -15,7 +15,7 @@ import contextlib
 from dataclasses import dataclass
 
 from shardline.contracts.artifacts import load_artifact
-from shardline.contracts.rpc import JsonRpc
+from shardline.contracts.rpc import JsonRpc, RpcError
 
 CALL_GAS = 2_000_000
 DEPLOYER = "0x00000000000000000000000000000000005ec7e7"  # deploys the private contracts
@@ -47,6 +47,10 @@ class Executor:
         self.url = url
         self.rpc = JsonRpc(url, timeout_s=30.0)
         self._impersonated: set[str] = set()
+        # A snapshot taken right after the last call, while its root was read: the state
+        # before the next call, unless something else changed the state since (then None).
+        self._ready: str | None = None
+        self._sync = True  # the node mines and answers with the receipt in one call
 
     async def close(self) -> None:
         await self.rpc.close()
@@ -60,6 +64,13 @@ class Executor:
         return account
 
     async def _send(self, tx: dict) -> dict:
+        if self._sync:
+            try:
+                return await self.rpc.call("eth_sendTransactionSync", [tx])
+            except RpcError as exc:
+                if exc.code != -32601 and "not found" not in exc.message.lower():
+                    raise
+                self._sync = False  # an older node: send, then ask for the receipt
         tx_hash = await self.rpc.call("eth_sendTransaction", [tx])
         receipt = None
         for pause in (0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
@@ -76,6 +87,7 @@ class Executor:
 
     async def deploy(self, name: str = "SharedInventory") -> str:
         """Deploy the private contract ``name`` out of band; returns its address."""
+        self._ready = None
         sender = await self._as(DEPLOYER)
         receipt = await self._send(
             {"from": sender, "data": load_artifact(name).bytecode, "gas": hex(5_000_000)}
@@ -97,13 +109,16 @@ class Executor:
     def forget(self) -> None:
         """A fresh private EVM: nothing is impersonated or funded there yet."""
         self._impersonated.clear()
+        self._ready = None
 
     async def execute(
         self, contract: str, sender: str, call: bytes, *, old_root: bytes | None = None
     ) -> Execution:
         """Run ``call``; ``old_root``, when the caller knows it, saves one eth_getProof."""
         old = old_root or await self.root(contract)
-        snapshot = str(await self.rpc.call("evm_snapshot", []))
+        snapshot, self._ready = self._ready, None
+        if snapshot is None:
+            snapshot = str(await self.rpc.call("evm_snapshot", []))
         try:
             receipt = await self._send(
                 {
@@ -113,7 +128,11 @@ class Executor:
                     "gas": hex(CALL_GAS),
                 }
             )
-            new = await self.root(contract)
+            # the next call's snapshot is taken while this one's root is read: same state
+            new, ready = await asyncio.gather(
+                self.root(contract), self.rpc.call("evm_snapshot", [])
+            )
+            self._ready = str(ready)
         except BaseException:
             # Whatever happened half-way is undone, so that trying again starts clean.
             with contextlib.suppress(ExecutorError):
@@ -122,6 +141,7 @@ class Executor:
         return Execution(snapshot, old, new, int(receipt["status"], 16) == 1)
 
     async def revert(self, snapshot: str) -> None:
+        self._ready = None
         self._impersonated.clear()  # the senders' funding may be undone with the rest
         if not await self.rpc.call("evm_revert", [snapshot]):
             raise ExecutorLost(

@@ -37,6 +37,7 @@ from shardline.bus.payloads import PayloadStore
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
 from shardline.core.bls import BlsKey, aggregate
 from shardline.core.logpoller import Cursor
@@ -51,6 +52,7 @@ FETCH_WAIT_S = 5.0
 BLS_FALLBACK_S = 5.0
 MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
+READ_EVERY_S = 0.05  # the reorg-safe reader's pace (see _LazyReader)
 WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
@@ -79,6 +81,18 @@ class _Group:
     root: bytes  # the agreed root, as this facilitator has read it
     out_of_sync: str = ""
     head: bytes | None = None  # the executor's root after its last execution, while known
+    last_seq: int = 0  # the sequence number of the last PrivateTxInit handled
+
+
+class _LazyReader(EventReader):
+    """The reorg-safe reader, reading at most every READ_EVERY_S: each read costs a getLogs
+    and a cursor write, and with a block per transaction reading every block would cost more
+    than the rest of a private transaction. Nothing waits on it: PrivateTxInit is taken as the
+    node pushes it (``_fast_inits``), and a PrivateTxFini only confirms or reverts."""
+
+    async def next_head(self) -> None:
+        await super().next_head()
+        await asyncio.sleep(READ_EVERY_S)
 
 
 @dataclass
@@ -104,6 +118,7 @@ class Facilitator:
         self.bls_votes: dict[bytes, _Pending] = {}
         self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
         self.tasks: list[asyncio.Task] = []
+        self.fast = None
         self.settled = asyncio.Event()  # set after each PrivateTxFini handled (for waiters)
         self.lock = asyncio.Lock()  # chain events and rebuilds of the executor, one at a time
         self.rebuilds = 0
@@ -117,7 +132,7 @@ class Facilitator:
         self.payloads = await PayloadStore.open(self.js)
         self.chain = await Chain.connect(cfg.chain_rpc)
         self.heads = HeadWatcher(cfg.chain_ws) if cfg.chain_ws else None
-        self.reader = EventReader(
+        self.reader = _LazyReader(
             Rpc(self.chain.rpc),
             Cursor(start=cfg.start_block, remembered=self.store.cursor_blocks()),
             addresses=lambda: [cfg.mediator],
@@ -130,6 +145,10 @@ class Facilitator:
         for gid, (member, contract) in stored.items():
             info = await med.group_of(self.chain, cfg.mediator, bytes.fromhex(gid))
             self.groups[info.group] = _Group(info, member, contract, info.root)
+        for row in self.rows.values():
+            g = self.groups.get(bytes.fromhex(row.group_id))
+            if g is not None and row.seq:
+                g.last_seq = max(g.last_seq, row.seq)
         # An executor restarted while this facilitator was away comes back empty: rebuild it
         # before reading on (if it cannot be reached now, the watch below tries again).
         try:
@@ -142,7 +161,13 @@ class Facilitator:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
         if self.heads is not None:
             self.heads.start()
-        self.tasks = [
+        self.fast: LogWatch | None = None
+        if cfg.chain_ws:
+            self.inits: asyncio.Queue[RawLog] = asyncio.Queue()
+            self.fast = LogWatch(cfg.chain_ws, [med.TX_INIT], self.inits.put_nowait, lambda: None)
+            self.fast.start()
+            self.tasks.append(asyncio.create_task(self._fast_inits()))
+        self.tasks += [
             asyncio.create_task(
                 self.reader.follow(
                     self.on_log, event="privtx.chain_step_failed", stakeholder=cfg.name
@@ -162,10 +187,13 @@ class Facilitator:
                 await t
         if self.heads is not None:
             await self.heads.stop()
+        if self.fast is not None:
+            await self.fast.stop()
         self.store.save_cursor(self.reader.cursor.remembered())
         await self.nc.close()
         await self.chain.close()
         await self.executor.close()
+        self.store.close()
 
     # -- the bus ------------------------------------------------------------------------------
     async def _on_push(self, msg: Msg) -> None:
@@ -216,6 +244,33 @@ class Facilitator:
             self.settled.set()
             self.settled = asyncio.Event()
 
+    async def _fast_inits(self) -> None:
+        """PrivateTxInit as the node pushes it, ahead of the reorg-safe reader: executing and
+        voting early is safe (a vote counts only if the submission is on chain; an execution is
+        kept only when its PrivateTxFini, read by the reader, says YES). Taken only when it is
+        the group's next one, so that executions stay in the group's order; anything else
+        (a gap, a group not joined yet) is left to the reader, and what the reader reads again
+        is done already."""
+        while True:
+            lg = await self.inits.get()
+            try:
+                if lg.removed or lg.address.lower() != self.cfg.mediator.lower():
+                    continue
+                ev = med.decode_event(lg)
+                if not isinstance(ev, med.TxInit):
+                    continue
+                g = self.groups.get(ev.group)
+                if g is None or ev.seq != g.last_seq + 1 or ev.payload_hash.hex() in self.rows:
+                    continue
+                async with self.lock:
+                    if ev.seq == g.last_seq + 1 and ev.payload_hash.hex() not in self.rows:
+                        self._busy_at = time.monotonic()
+                        await self._on_init(ev)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reader will handle it in its turn
+                log.warn("privtx.fast_init_failed", stakeholder=self.cfg.name, error=repr(exc))
+
     async def _on_group(self, info: med.GroupInfo) -> None:
         member = info.index_of(self.account.address)
         if member is None or info.group in self.groups:
@@ -242,6 +297,7 @@ class Facilitator:
         if name in self.rows:
             return  # read again after a restart: done already
         g = self.groups[ev.group]
+        g.last_seq = max(g.last_seq, ev.seq)
         row = TxRow(name, ev.group.hex(), ev.seq, self._next_step(), "", "", b"", b"", ev.deadline)
         try:
             call = await self._open(ev, g)
@@ -479,6 +535,7 @@ class Facilitator:
                     self._keep(row)
                     log.warn("privtx.diverged", group=gid, payload=name, why=row.note)
                     break
+                g.last_seq = max(g.last_seq, a.init.seq)
                 row.state, row.note = "final", "replayed after the executor lost its state"
                 self._keep(row)
                 g.root = a.fini.new_root

@@ -166,7 +166,11 @@ class PrivateSender:
                     payload_hash, asyncio.get_running_loop().create_future()
                 )
                 try:
-                    await asyncio.wait_for(asyncio.shield(fut), 0.25 if self.watch else 0.05)
+                    # With the node pushing PrivateTxFini logs, reading txOf is only a check
+                    # on a dropped subscription: rare, since each read costs the sender a
+                    # contract call and many transactions may be waiting at once.
+                    live = self.watch is not None and self.watch.live
+                    await asyncio.wait_for(asyncio.shield(fut), 2.0 if live else 0.05)
                 except TimeoutError:
                     pass
             if payload_hash in self._finis:
