@@ -84,6 +84,32 @@ class _Group:
     last_seq: int = 0  # the sequence number of the last PrivateTxInit handled
 
 
+class _Heads(HeadWatcher):
+    """The node's new heads, also as a future any number of tasks can wait on (the base's
+    event is the reader's alone)."""
+
+    def __init__(self, ws_url: str) -> None:
+        super().__init__(ws_url)
+        self.next: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def _take(self, head: dict) -> None:
+        super()._take(head)
+        fut, self.next = self.next, asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+
+    async def mined(self, chain: Chain, tx: str, timeout_s: float = 120.0) -> dict:
+        """A transaction's receipt, asked for once per new head instead of polled."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            nxt = self.next
+            receipt = await chain.rpc.call("eth_getTransactionReceipt", [tx])
+            if receipt:
+                return receipt
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(nxt), 0.5)
+        return await chain.mined(tx)  # says clearly why not
+
+
 class _LazyReader(EventReader):
     """The reorg-safe reader, reading at most every READ_EVERY_S: each read costs a getLogs
     and a cursor write, and with a block per transaction reading every block would cost more
@@ -131,7 +157,7 @@ class Facilitator:
         self.js = self.nc.jetstream(timeout=5)
         self.payloads = await PayloadStore.open(self.js)
         self.chain = await Chain.connect(cfg.chain_rpc)
-        self.heads = HeadWatcher(cfg.chain_ws) if cfg.chain_ws else None
+        self.heads = _Heads(cfg.chain_ws) if cfg.chain_ws else None
         self.reader = _LazyReader(
             Rpc(self.chain.rpc),
             Cursor(start=cfg.start_block, remembered=self.store.cursor_blocks()),
@@ -591,7 +617,10 @@ class Facilitator:
             gas = med.VOTE_GAS_BASE + med.VOTE_GAS_EACH * len(votes)
             sent.append(await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas))
         # The next batch collects whatever is decided while these are being mined.
-        await asyncio.gather(*(self.chain.mined(tx) for tx in sent))
+        if self.heads is not None:
+            await asyncio.gather(*(self.heads.mined(self.chain, tx) for tx in sent))
+        else:
+            await asyncio.gather(*(self.chain.mined(tx) for tx in sent))
 
     async def _publish_bls(self, batch) -> None:
         assert self.bls is not None

@@ -11,6 +11,7 @@ by the node (``eth_subscribe``), falling back to ``txOf`` reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class PrivateSender:
         self.mediator = mediator
         self._groups: dict[bytes, med.GroupInfo] = {}
         self._finis: dict[bytes, med.TxFini] = {}
+        self._stored: dict[bytes, asyncio.Task] = {}
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._queue: list[tuple[bytes, pt.SealedPayload, asyncio.Future]] = []
         self._submitter: asyncio.Task | None = None
@@ -75,6 +77,8 @@ class PrivateSender:
         return self
 
     async def close(self) -> None:
+        if self._stored:  # payloads sent but not yet written to the store: finish them
+            await asyncio.gather(*self._stored.values(), return_exceptions=True)
         if self.watch is not None:
             await self.watch.stop()
         await self.nc.close()
@@ -110,8 +114,23 @@ class PrivateSender:
         self._queue.append((group, sealed, fut))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
-        _, tx = await asyncio.gather(self.payloads.put(sealed.ciphertext), fut)
+        # The store is written beside the submission and the stakeholders' votes: the online
+        # ones hold the push already. ``outcome`` reports a failed write.
+        self._stored[sealed.payload_hash] = asyncio.create_task(
+            self.payloads.put(sealed.ciphertext)
+        )
+        try:
+            tx = await fut
+        except BaseException:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._stored.pop(sealed.payload_hash)
+            raise
         return Sent(group, sealed.payload_hash, tx, started)
+
+    async def _check_stored(self, payload_hash: bytes) -> None:
+        task = self._stored.pop(payload_hash, None)
+        if task is not None:
+            await task  # raises what the object store said
 
     async def _submit_batches(self) -> None:
         while self._queue:
@@ -175,6 +194,7 @@ class PrivateSender:
                     pass
             if payload_hash in self._finis:
                 ev = self._finis.pop(payload_hash)
+                await self._check_stored(payload_hash)
                 return med.TxInfo(ev.status, 0, 0, 0, ev.old_root, ev.new_root)
             try:
                 info = await med.tx_of(self.chain, self.mediator, group, payload_hash)
@@ -182,6 +202,7 @@ class PrivateSender:
                 info = None
             if info is not None and info.status != pt.Status.PENDING:
                 self._waiters.pop(payload_hash, None)
+                await self._check_stored(payload_hash)
                 return info
             if time.monotonic() > deadline:
                 raise SettleTimeout(
