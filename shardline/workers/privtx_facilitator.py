@@ -52,6 +52,7 @@ FETCH_WAIT_S = 5.0
 BLS_FALLBACK_S = 5.0
 MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
+VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
 READ_EVERY_S = 0.05  # the reorg-safe reader's pace (see _LazyReader)
 WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
@@ -145,6 +146,7 @@ class Facilitator:
         self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
         self.tasks: list[asyncio.Task] = []
         self.fast = None
+        self.drained = asyncio.Event()  # no pushed PrivateTxInit waits to be executed
         self.settled = asyncio.Event()  # set after each PrivateTxFini handled (for waiters)
         self.lock = asyncio.Lock()  # chain events and rebuilds of the executor, one at a time
         self.rebuilds = 0
@@ -278,6 +280,8 @@ class Facilitator:
         (a gap, a group not joined yet) is left to the reader, and what the reader reads again
         is done already."""
         while True:
+            if self.inits.empty():
+                self.drained.set()
             lg = await self.inits.get()
             try:
                 if lg.removed or lg.address.lower() != self.cfg.mediator.lower():
@@ -583,6 +587,12 @@ class Facilitator:
     async def _send_votes(self) -> None:
         while True:
             await self.vote_ready.wait()
+            # PrivateTxInits pushed but not executed yet (a submitMany brings many in one
+            # block) will vote too: a short wait lets them share this vote transaction.
+            if self.fast is not None and not self.inits.empty():
+                self.drained.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.drained.wait(), VOTE_LINGER_S)
             self.vote_ready.clear()
             batch, self.votes = self.votes, []
             # A vote for a transaction this batch already saw settle is not sent.
