@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import statistics
@@ -53,6 +54,22 @@ RECEIVE = keccak(text="receiveGoods(bytes32,uint256)")[:4]
 
 def call(units: int) -> bytes:
     return RECEIVE + abi_encode(["bytes32", "uint256"], [b"sku:bench".ljust(32, b"\0"), units])
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes (Linux /proc).
+
+    On a shared machine wall-clock figures move with everyone else's load; the CPU a
+    transaction costs all the processes of the run (nodes, bus, facilitators, sender) does not."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -120,14 +137,16 @@ async def public_baseline(chain: Chain, account, inventory: str, samples: int, c
 
 
 async def private_run(sender: PrivateSender, group: bytes, samples: int, count: int, window: int):
-    lat = []
+    lat, submitted = [], []
     for i in range(samples):
         t0 = time.perf_counter()
         sent = await sender.send(group, call(i + 1))
+        submitted.append(time.perf_counter() - t0)
         out = await sender.outcome(group, sent.payload_hash)
         if out.status != pt.Status.YES:
             raise RuntimeError(f"private transaction settled {out.status.name}")
         lat.append(time.perf_counter() - t0)
+    private_run.submitted = submitted  # type: ignore[attr-defined]
     if count == 0:
         return lat, 0.0, {}
     slots = asyncio.Semaphore(window)
@@ -230,13 +249,29 @@ async def main(args) -> dict:
         await asyncio.sleep(1.0)  # the facilitators deploy the group's private contract
         await private_run(sender, group, 3, 0, 1)  # warm up
 
+        roles = {
+            "sender (this process)": [os.getpid()],
+            "nats-server": [procs[0].pid],
+            "public anvil": [procs[1].pid],
+            "executors (3 anvils)": [p.pid for p in procs[2:5]],
+            "facilitators (3)": [p.pid for p in fac.procs],
+        }
+        pids = [pid for group_pids in roles.values() for pid in group_pids]
+        c0 = cpu_s(pids)
         pub_lat, pub_tps = await public_baseline(
             chain, Account.from_key(public_key), inventory, args.samples, args.count
         )
+        c1 = cpu_s(pids)
+        by_role = {role: cpu_s(p) for role, p in roles.items()}
         b0 = int(await chain.rpc.call("eth_blockNumber", []), 16)
         priv_lat, priv_tps, statuses = await private_run(
             sender, group, args.samples, args.count, args.window
         )
+        c2 = cpu_s(pids)
+        submit_p50 = pct(private_run.submitted, 50)  # type: ignore[attr-defined]
+        n_priv = args.samples + args.count
+        by_role = {role: 1000 * (cpu_s(p) - by_role[role]) / n_priv for role, p in roles.items()}
+        load = os.getloadavg()
         b1 = int(await chain.rpc.call("eth_blockNumber", []), 16)
         gas_tx = await gas_report(chain, mediator, b0, b1)
 
@@ -259,12 +294,17 @@ async def main(args) -> dict:
             "public tx/s (pipelined)": pub_tps,
             "private tx p50 ms (voteMany)": pct(priv_lat, 50) * ms,
             "private tx p90 ms (voteMany)": pct(priv_lat, 90) * ms,
+            "  of which sealed, pushed, stored, submit mined (p50 ms)": submit_p50 * ms,
             "private tx/s (voteMany, window)": priv_tps,
             "private outcomes": statuses,
             "private tx p50 ms (BLS aggregate)": pct(bls_lat, 50) * ms,
             "private p50 / public p50": pct(priv_lat, 50) / pct(pub_lat, 50),
             "private BLS p50 / public p50": pct(bls_lat, 50) / pct(pub_lat, 50),
             "private tx/s / target 137": priv_tps / TARGET_TPS,
+            "CPU ms per public tx (all processes)": 1000 * (c1 - c0) / (args.samples + args.count),
+            "CPU ms per private tx (all processes)": 1000 * (c2 - c1) / (args.samples + args.count),
+            "CPU ms per private tx, by process": by_role,
+            "load average (1, 5, 15 min) after": f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
             "gas, one-transaction votes": gas_tx,
             "gas, BLS aggregate votes": gas_bls,
         }
@@ -297,6 +337,8 @@ def run() -> None:
             print(f"{k}:")
             for k2, v2 in v.items():
                 print(f"  {k2:34s} {v2:,.1f}" if isinstance(v2, float) else f"  {k2:34s} {v2}")
+        elif isinstance(v, str):
+            print(f"{k:40s} {v}")
         else:
             print(f"{k:40s} {v:,.2f}")
     p50 = result["private p50 / public p50"]

@@ -310,6 +310,7 @@ def facilitator(
     """Run a stakeholder's facilitator in the foreground (and its executor, unless given)."""
     cfg, mediator, start = _cfg(config)
     keys = _load(cfg, name)
+    _org_bus(cfg, name)  # refused before anything starts if it is no org of this stack
     home = cfg.run_dir / "privtx" / name
     home.mkdir(parents=True, exist_ok=True)
     proc = None
@@ -324,16 +325,40 @@ def facilitator(
             servers.stop_pid(proc.pid)
 
 
+def _org_bus(cfg: StackConfig, name: str):
+    """The bus URL and nkey user of the org node a stakeholder ``name`` is: its facilitator
+    speaks on the bus as that org, with the org's permissions, never as the operator."""
+    from shardline import bus_access
+
+    org = next((o for o in cfg.orgs if o.id == name), None)
+    if org is None:
+        err.print(
+            f"[red]{name!r} is not an org node of this stack (orgs: "
+            f"{', '.join(o.id for o in cfg.orgs)}): a facilitator connects to the bus with its "
+            "org's credentials; add the org with `shardline org add` or run it for an org[/red]"
+        )
+        raise typer.Exit(2)
+    return bus_access.org_bus(cfg, org)
+
+
 async def _facilitate(cfg, keys, executor, mediator, start, home: Path, bls: bool) -> None:
+    from urllib.parse import urlsplit
+
+    from shardline import bus_access
+
+    nats_url, auth = _org_bus(cfg, keys.name)
+    if urlsplit(cfg.nats_url).password:  # the operator's configuration: make sure of the store
+        await pl.ensure_payload_store(cfg.nats_url, bus_access.bus_tls(cfg.nats_tls))
     f = pl.facilitator(
         keys,
         executor_url=executor,
         chain_rpc=cfg.chain_rpc,
         mediator=mediator,
         start_block=start,
-        nats_url=cfg.nats_url,
+        nats_url=nats_url,
         db_path=home / "facilitator.db",
         bls_votes=bls,
+        bus_auth=auth,
     )
     await f.start()
     stop = asyncio.Event()
@@ -359,10 +384,14 @@ def up(
     Each org becomes a stakeholder of the same name (keys made on first use); `shardline down`
     stops them with the rest of the stack.
     """
-    from shardline import stack
+    from shardline import bus_access, stack
 
     cfg, _, _ = _cfg(config)
     names = org or [o.id for o in cfg.orgs]
+    for name in names:
+        _org_bus(cfg, name)
+    # the object store for sealed payloads is the operator's to create; org users read it
+    asyncio.run(pl.ensure_payload_store(cfg.nats_url, bus_access.bus_tls(cfg.nats_tls)))
     live = stack.running(cfg.run_dir)
     for name in names:
         if f"privtx-{name}" in live:

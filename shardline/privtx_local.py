@@ -18,6 +18,7 @@ from eth_account import Account
 from nacl import bindings as sodium
 
 from shardline import servers
+from shardline.bus.credentials import BusTLS, ClientAuth
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain
 from shardline.core import privtx as pt
@@ -92,6 +93,18 @@ def start_executor(data_dir: Path, port: int | None = None) -> tuple[subprocess.
     return proc, f"http://127.0.0.1:{port}"
 
 
+async def ensure_payload_store(nats_url: str, tls: BusTLS | None = None) -> None:
+    """Create the "privtx" object store as the bus operator: org users may only read it."""
+    from shardline.bus.connect import connect
+    from shardline.bus.payloads import PayloadStore
+
+    nc = await connect(nats_url, "operator", tls=tls)
+    try:
+        await PayloadStore.open(nc.jetstream(timeout=5))
+    finally:
+        await nc.close()
+
+
 async def fund(chain: Chain, *addresses: str) -> None:
     for a in addresses:
         await chain.rpc.call("anvil_setBalance", [a, FUNDS])
@@ -140,6 +153,7 @@ def facilitator(
     nats_url: str,
     db_path: Path,
     bls_votes: bool = False,
+    bus_auth: ClientAuth | None = None,
 ) -> Facilitator:
     return Facilitator(
         FacilitatorConfig(
@@ -154,6 +168,7 @@ def facilitator(
             nats_url=nats_url,
             database_url=f"sqlite:///{db_path}",
             bls_sk=s.bls_sk if bls_votes else None,
+            bus_auth=bus_auth,
         )
     )
 
@@ -176,6 +191,9 @@ def facilitator_from_file(path: Path) -> tuple[Facilitator, dict]:
         nats_url=raw["nats_url"],
         db_path=Path(raw["db_path"]),
         bls_votes=bool(raw.get("bls", False)),
+        bus_auth=ClientAuth(raw["name"], Path(raw["nats_seed_file"]))
+        if raw.get("nats_seed_file")
+        else None,
     )
     return f, raw
 

@@ -111,6 +111,21 @@ MONITOR_READ = [
     "$JS.API.DIRECT.GET.DLQ.>",
 ]
 
+# Private contracts: an org's facilitator hears the sealed payloads pushed to its groups and the
+# BLS vote shares, says its own shares, and reads sealed payloads from the "privtx" object store
+# (its entry, then its chunks through an ordered consumer of its own: ciphertext only). The
+# object store's stream is the operator's to create (`shardline privtx up`).
+PRIVTX_PUBLISH = [
+    "privtx.vote.*",
+    "$JS.API.STREAM.MSG.GET.OBJ_privtx",
+    "$JS.API.DIRECT.GET.OBJ_privtx",
+    "$JS.API.DIRECT.GET.OBJ_privtx.>",
+    "$JS.API.CONSUMER.CREATE.OBJ_privtx",
+    "$JS.API.CONSUMER.CREATE.OBJ_privtx.>",
+    "$JS.API.CONSUMER.DELETE.OBJ_privtx.*",
+]
+PRIVTX_SUBSCRIBE = ["privtx.payload.*", "privtx.vote.*"]
+
 # The JetStream calls every worker makes: account and stream info (never stream changes).
 _JS_READ = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*"]
 
@@ -153,6 +168,7 @@ def org_permissions(org: str) -> dict[str, Any]:
         "$JS.API.DIRECT.GET.OBJ_analytics.>",
         "dlq.>",
         *_JS_READ,
+        *PRIVTX_PUBLISH,
     ]
     for stream, durable in org_consumers(org):
         publish += _consumer_api(stream, durable)
@@ -165,6 +181,7 @@ def org_permissions(org: str) -> dict[str, Any]:
         f"psi.start.{org}",
         f"shardline.status.*.{org}",
         "$SRV.>",
+        *PRIVTX_SUBSCRIBE,
     ]
     return {
         "publish": {"allow": publish},

@@ -38,6 +38,10 @@ LISTS_BIDS = "lists.bids.{org}"
 ANALYTICS_INPUT = "analytics.input.{org}"
 ANALYTICS_CHECK = "analytics.check.{org}"  # a server's range-check values for a contribution
 ANALYTICS_CHECKS = "analytics.check.*"
+# Private transactions: a sealed payload pushed to a group's stakeholders before its chain
+# transaction, and (BLS mode) a stakeholder's vote share; core NATS, ciphertext and roots only.
+PRIVTX_PAYLOAD = "privtx.payload.{group}"
+PRIVTX_VOTE = "privtx.vote.{group}"
 # Dead letters: the original subject behind this prefix.
 DLQ_PREFIX = "dlq."
 
@@ -86,4 +90,6 @@ def catalogue() -> dict[str, str]:
         LISTS_BIDS: "lists.bids",
         ANALYTICS_INPUT: "analytics.input",
         ANALYTICS_CHECK: "analytics.check",
+        PRIVTX_PAYLOAD: "privtx.payload",
+        PRIVTX_VOTE: "privtx.vote",
     }

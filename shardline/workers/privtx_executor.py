@@ -11,18 +11,27 @@ facilitator keeps the journal of what ran after it and runs that again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from shardline.contracts.artifacts import load_artifact
-from shardline.contracts.rpc import JsonRpc
+from shardline.contracts.rpc import JsonRpc, RpcError
 
 CALL_GAS = 2_000_000
 DEPLOYER = "0x00000000000000000000000000000000005ec7e7"  # deploys the private contracts
 FUNDS = hex(10**24)
 
 
+EMPTY_CODE = "0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"  # keccak("")
+
+
 class ExecutorError(RuntimeError):
     """The private EVM refused or lost something it was asked to do."""
+
+
+class ExecutorLost(ExecutorError):
+    """The private EVM no longer holds a private contract it had: it was restarted without its
+    state. The facilitator rebuilds it from the agreed history."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class Executor:
         self.url = url
         self.rpc = JsonRpc(url, timeout_s=30.0)
         self._impersonated: set[str] = set()
+        # A snapshot taken right after the last call, while its root was read: the state
+        # before the next call, unless something else changed the state since (then None).
+        self._ready: str | None = None
+        self._sync = True  # the node mines and answers with the receipt in one call
 
     async def close(self) -> None:
         await self.rpc.close()
@@ -51,6 +64,13 @@ class Executor:
         return account
 
     async def _send(self, tx: dict) -> dict:
+        if self._sync:
+            try:
+                return await self.rpc.call("eth_sendTransactionSync", [tx])
+            except RpcError as exc:
+                if exc.code != -32601 and "not found" not in exc.message.lower():
+                    raise
+                self._sync = False  # an older node: send, then ask for the receipt
         tx_hash = await self.rpc.call("eth_sendTransaction", [tx])
         receipt = None
         for pause in (0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
@@ -67,6 +87,7 @@ class Executor:
 
     async def deploy(self, name: str = "SharedInventory") -> str:
         """Deploy the private contract ``name`` out of band; returns its address."""
+        self._ready = None
         sender = await self._as(DEPLOYER)
         receipt = await self._send(
             {"from": sender, "data": load_artifact(name).bytecode, "gas": hex(5_000_000)}
@@ -76,15 +97,28 @@ class Executor:
         return str(receipt["contractAddress"])
 
     async def root(self, contract: str) -> bytes:
+        """The contract's storage root; raises ExecutorLost when the contract is not there."""
         proof = await self.rpc.call("eth_getProof", [contract, [], "latest"])
+        if str(proof.get("codeHash", "")).lower() in (EMPTY_CODE, "0x" + "00" * 32):
+            raise ExecutorLost(
+                f"the private EVM at {self.url} has no contract at {contract}: it was restarted "
+                "without its state"
+            )
         return bytes.fromhex(proof["storageHash"][2:])
+
+    def forget(self) -> None:
+        """A fresh private EVM: nothing is impersonated or funded there yet."""
+        self._impersonated.clear()
+        self._ready = None
 
     async def execute(
         self, contract: str, sender: str, call: bytes, *, old_root: bytes | None = None
     ) -> Execution:
         """Run ``call``; ``old_root``, when the caller knows it, saves one eth_getProof."""
         old = old_root or await self.root(contract)
-        snapshot = str(await self.rpc.call("evm_snapshot", []))
+        snapshot, self._ready = self._ready, None
+        if snapshot is None:
+            snapshot = str(await self.rpc.call("evm_snapshot", []))
         try:
             receipt = await self._send(
                 {
@@ -94,17 +128,23 @@ class Executor:
                     "gas": hex(CALL_GAS),
                 }
             )
-            new = await self.root(contract)
+            # the next call's snapshot is taken while this one's root is read: same state
+            new, ready = await asyncio.gather(
+                self.root(contract), self.rpc.call("evm_snapshot", [])
+            )
+            self._ready = str(ready)
         except BaseException:
             # Whatever happened half-way is undone, so that trying again starts clean.
-            await self.revert(snapshot)
+            with contextlib.suppress(ExecutorError):
+                await self.revert(snapshot)  # a lost EVM has no snapshot: the rebuild sees to it
             raise
         return Execution(snapshot, old, new, int(receipt["status"], 16) == 1)
 
     async def revert(self, snapshot: str) -> None:
+        self._ready = None
         self._impersonated.clear()  # the senders' funding may be undone with the rest
         if not await self.rpc.call("evm_revert", [snapshot]):
-            raise ExecutorError(
+            raise ExecutorLost(
                 f"the private EVM at {self.url} has no snapshot {snapshot} any more: it was "
-                "restarted without its state; restore it from the agreed history"
+                "restarted without its state"
             )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -32,22 +31,30 @@ from nats.aio.msg import Msg
 from shardline.bus import log
 from shardline.bus.blobs import BlobCorrupt, BlobNotFound
 from shardline.bus.connect import connect
-from shardline.bus.payloads import PayloadStore, payload_name
+from shardline.bus.credentials import ClientAuth
+from shardline.bus.envelope import BadMessage
+from shardline.bus.payloads import PayloadStore
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
 from shardline.core.bls import BlsKey, aggregate
 from shardline.core.logpoller import Cursor
-from shardline.workers.privtx_executor import Executor
+from shardline.workers import privtx_messages as pm
+from shardline.workers.privtx_executor import Executor, ExecutorLost
+from shardline.workers.privtx_rebuild import agreed_history
 from shardline.workers.privtx_store import FacilitatorStore, TxRow
 
-PAYLOAD_SUBJECT = "privtx.payload.{group}"
-VOTE_SUBJECT = "privtx.vote.{group}"
+PAYLOAD_SUBJECT = pm.PAYLOAD_SUBJECT
+VOTE_SUBJECT = pm.VOTE_SUBJECT
 FETCH_WAIT_S = 5.0
 BLS_FALLBACK_S = 5.0
 MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
+VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
+READ_EVERY_S = 0.05  # the reorg-safe reader's pace (see _LazyReader)
+WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
 @dataclass
@@ -64,6 +71,7 @@ class FacilitatorConfig:
     chain_ws: str | None = None
     bls_sk: bytes | None = None  # with it, votes go as one aggregate BLS signature
     private_contract: str = "SharedInventory"
+    bus_auth: ClientAuth | None = None  # its org's nkey user; None: the URL's own user
 
 
 @dataclass
@@ -74,6 +82,44 @@ class _Group:
     root: bytes  # the agreed root, as this facilitator has read it
     out_of_sync: str = ""
     head: bytes | None = None  # the executor's root after its last execution, while known
+    last_seq: int = 0  # the sequence number of the last PrivateTxInit handled
+
+
+class _Heads(HeadWatcher):
+    """The node's new heads, also as a future any number of tasks can wait on (the base's
+    event is the reader's alone)."""
+
+    def __init__(self, ws_url: str) -> None:
+        super().__init__(ws_url)
+        self.next: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def _take(self, head: dict) -> None:
+        super()._take(head)
+        fut, self.next = self.next, asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+
+    async def mined(self, chain: Chain, tx: str, timeout_s: float = 120.0) -> dict:
+        """A transaction's receipt, asked for once per new head instead of polled."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            nxt = self.next
+            receipt = await chain.rpc.call("eth_getTransactionReceipt", [tx])
+            if receipt:
+                return receipt
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(nxt), 0.5)
+        return await chain.mined(tx)  # says clearly why not
+
+
+class _LazyReader(EventReader):
+    """The reorg-safe reader, reading at most every READ_EVERY_S: each read costs a getLogs
+    and a cursor write, and with a block per transaction reading every block would cost more
+    than the rest of a private transaction. Nothing waits on it: PrivateTxInit is taken as the
+    node pushes it (``_fast_inits``), and a PrivateTxFini only confirms or reverts."""
+
+    async def next_head(self) -> None:
+        await super().next_head()
+        await asyncio.sleep(READ_EVERY_S)
 
 
 @dataclass
@@ -99,16 +145,22 @@ class Facilitator:
         self.bls_votes: dict[bytes, _Pending] = {}
         self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
         self.tasks: list[asyncio.Task] = []
+        self.fast = None
+        self.drained = asyncio.Event()  # no pushed PrivateTxInit waits to be executed
         self.settled = asyncio.Event()  # set after each PrivateTxFini handled (for waiters)
+        self.lock = asyncio.Lock()  # chain events and rebuilds of the executor, one at a time
+        self.rebuilds = 0
+        self._busy_at = 0.0
 
     # -- life ---------------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        self.nc = await connect(cfg.nats_url, f"privtx-{cfg.name}")
-        self.payloads = await PayloadStore.open(self.nc.jetstream())
+        self.nc = await connect(cfg.nats_url, f"privtx-{cfg.name}", cfg.bus_auth)
+        self.js = self.nc.jetstream(timeout=5)
+        self.payloads = await PayloadStore.open(self.js)
         self.chain = await Chain.connect(cfg.chain_rpc)
-        self.heads = HeadWatcher(cfg.chain_ws) if cfg.chain_ws else None
-        self.reader = EventReader(
+        self.heads = _Heads(cfg.chain_ws) if cfg.chain_ws else None
+        self.reader = _LazyReader(
             Rpc(self.chain.rpc),
             Cursor(start=cfg.start_block, remembered=self.store.cursor_blocks()),
             addresses=lambda: [cfg.mediator],
@@ -121,12 +173,29 @@ class Facilitator:
         for gid, (member, contract) in stored.items():
             info = await med.group_of(self.chain, cfg.mediator, bytes.fromhex(gid))
             self.groups[info.group] = _Group(info, member, contract, info.root)
+        for row in self.rows.values():
+            g = self.groups.get(bytes.fromhex(row.group_id))
+            if g is not None and row.seq:
+                g.last_seq = max(g.last_seq, row.seq)
+        # An executor restarted while this facilitator was away comes back empty: rebuild it
+        # before reading on (if it cannot be reached now, the watch below tries again).
+        try:
+            async with self.lock:
+                await self._check_executor()
+        except Exception as exc:
+            log.warn("privtx.executor_unreachable", stakeholder=cfg.name, error=repr(exc))
         await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
         if self.bls is not None:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
         if self.heads is not None:
             self.heads.start()
-        self.tasks = [
+        self.fast: LogWatch | None = None
+        if cfg.chain_ws:
+            self.inits: asyncio.Queue[RawLog] = asyncio.Queue()
+            self.fast = LogWatch(cfg.chain_ws, [med.TX_INIT], self.inits.put_nowait, lambda: None)
+            self.fast.start()
+            self.tasks.append(asyncio.create_task(self._fast_inits()))
+        self.tasks += [
             asyncio.create_task(
                 self.reader.follow(
                     self.on_log, event="privtx.chain_step_failed", stakeholder=cfg.name
@@ -134,6 +203,7 @@ class Facilitator:
             ),
             asyncio.create_task(self._send_votes()),
             asyncio.create_task(self._expire_overdue()),
+            asyncio.create_task(self._watch_executor()),
         ]
         log.event("privtx.facilitator_started", stakeholder=cfg.name, account=self.account.address)
 
@@ -145,15 +215,23 @@ class Facilitator:
                 await t
         if self.heads is not None:
             await self.heads.stop()
+        if self.fast is not None:
+            await self.fast.stop()
         self.store.save_cursor(self.reader.cursor.remembered())
         await self.nc.close()
         await self.chain.close()
         await self.executor.close()
+        self.store.close()
 
     # -- the bus ------------------------------------------------------------------------------
     async def _on_push(self, msg: Msg) -> None:
-        data = bytes(msg.data)
-        self.pushed[payload_name(data)] = data  # named by its hash: a forged push is a miss
+        try:
+            push = pm.parse_push(msg.subject, bytes(msg.data))
+        except BadMessage as exc:
+            await pm.dead_letter(self.js, msg, str(exc), f"privtx-facilitator.{self.cfg.name}")
+            return
+        # named by its hash, checked again against the chain's: a forged push is a miss
+        self.pushed[push.name] = push.ciphertext
         if len(self.pushed) > PUSH_CACHE:
             self.pushed.pop(next(iter(self.pushed)))
 
@@ -172,6 +250,18 @@ class Facilitator:
 
     # -- chain events -------------------------------------------------------------------------
     async def on_log(self, lg: RawLog) -> None:
+        async with self.lock:
+            self._busy_at = time.monotonic()
+            try:
+                await self._on_log(lg)
+            except Exception:
+                # An executor that lost its state fails in many ways (no signer, no snapshot,
+                # no contract): look, rebuild it from the agreed history, and handle it again.
+                if not await self._check_executor():
+                    raise
+                await self._on_log(lg)
+
+    async def _on_log(self, lg: RawLog) -> None:
         ev = med.decode_event(lg)
         if isinstance(ev, med.GroupInfo):
             await self._on_group(ev)
@@ -181,6 +271,35 @@ class Facilitator:
             await self._on_fini(ev)
             self.settled.set()
             self.settled = asyncio.Event()
+
+    async def _fast_inits(self) -> None:
+        """PrivateTxInit as the node pushes it, ahead of the reorg-safe reader: executing and
+        voting early is safe (a vote counts only if the submission is on chain; an execution is
+        kept only when its PrivateTxFini, read by the reader, says YES). Taken only when it is
+        the group's next one, so that executions stay in the group's order; anything else
+        (a gap, a group not joined yet) is left to the reader, and what the reader reads again
+        is done already."""
+        while True:
+            if self.inits.empty():
+                self.drained.set()
+            lg = await self.inits.get()
+            try:
+                if lg.removed or lg.address.lower() != self.cfg.mediator.lower():
+                    continue
+                ev = med.decode_event(lg)
+                if not isinstance(ev, med.TxInit):
+                    continue
+                g = self.groups.get(ev.group)
+                if g is None or ev.seq != g.last_seq + 1 or ev.payload_hash.hex() in self.rows:
+                    continue
+                async with self.lock:
+                    if ev.seq == g.last_seq + 1 and ev.payload_hash.hex() not in self.rows:
+                        self._busy_at = time.monotonic()
+                        await self._on_init(ev)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reader will handle it in its turn
+                log.warn("privtx.fast_init_failed", stakeholder=self.cfg.name, error=repr(exc))
 
     async def _on_group(self, info: med.GroupInfo) -> None:
         member = info.index_of(self.account.address)
@@ -208,6 +327,7 @@ class Facilitator:
         if name in self.rows:
             return  # read again after a restart: done already
         g = self.groups[ev.group]
+        g.last_seq = max(g.last_seq, ev.seq)
         row = TxRow(name, ev.group.hex(), ev.seq, self._next_step(), "", "", b"", b"", ev.deadline)
         try:
             call = await self._open(ev, g)
@@ -371,6 +491,94 @@ class Facilitator:
                 log.warn("privtx.replay_differs", payload=r.payload_hash, group=r.group_id)
             self._keep(r)
 
+    # -- an executor that lost its state -------------------------------------------------------
+    async def _check_executor(self) -> bool:
+        """Rebuild the executor if it lost its private state; True if it did. Hold the lock."""
+        if not self.groups:
+            return False
+        try:
+            await self.executor.root(next(iter(self.groups.values())).contract)
+            return False
+        except ExecutorLost as exc:
+            log.warn("privtx.executor_lost", stakeholder=self.cfg.name, why=str(exc))
+        await self._rebuild()
+        return True
+
+    async def _watch_executor(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EXECUTOR_S)
+            if time.monotonic() - self._busy_at < WATCH_EXECUTOR_S:
+                continue  # events are flowing: a lost executor shows in handling them
+            try:
+                async with self.lock:
+                    await self._check_executor()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable for now: try again
+                log.warn("privtx.executor_unreachable", stakeholder=self.cfg.name, error=repr(exc))
+
+    async def _rebuild(self) -> None:
+        """Deploy every group's private contract afresh and replay the group's agreed history
+        (its YES transactions from the chain, payloads from the object store), checking each
+        agreed root on the way. What it executed but had not seen settle is lost with the old
+        state: it is run again if it settles YES (catch-up), like one missed while away."""
+        self.rebuilds += 1
+        self.executor.forget()
+        for row in self.rows.values():
+            if row.state == "executed":
+                row.state, row.note = "lost", "executed on an executor that lost its state"
+                self._keep(row)
+        for gid in self.store.groups():
+            g = self.groups.get(bytes.fromhex(gid))
+            if g is None:
+                continue
+            g.contract = await self.executor.deploy(self.cfg.private_contract)
+            self.store.set_contract(gid, g.contract)
+            g.head, g.out_of_sync = None, ""
+            history = await agreed_history(
+                self.reader.rpc, self.cfg.mediator, self.cfg.start_block, g.info.group
+            )
+            for a in history:
+                name = a.fini.payload_hash.hex()
+                row = self.rows.get(name) or TxRow(
+                    name, gid, a.init.seq, 0, "", "", b"", b"", a.init.deadline
+                )
+                try:
+                    call = await self._open(a.init, g)
+                except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
+                    reached = None
+                    why = str(exc)
+                else:
+                    ex = await self.executor.execute(
+                        g.contract, g.info.sender, call, old_root=g.head
+                    )
+                    g.head = reached = ex.new_root
+                    why = f"it reached {ex.new_root.hex()}"
+                    row.snapshot, row.old_root, row.new_root = ex.snapshot, ex.old_root, ex.new_root
+                row.step = self._next_step()
+                if reached != a.fini.new_root:
+                    row.state = "diverged"
+                    row.note = (
+                        f"rebuilding: the group agreed on root {a.fini.new_root.hex()}; {why}"
+                    )[:400]
+                    g.out_of_sync = row.note
+                    self._keep(row)
+                    log.warn("privtx.diverged", group=gid, payload=name, why=row.note)
+                    break
+                g.last_seq = max(g.last_seq, a.init.seq)
+                row.state, row.note = "final", "replayed after the executor lost its state"
+                self._keep(row)
+                g.root = a.fini.new_root
+            root = await self.executor.root(g.contract)
+            log.event(
+                "privtx.rebuilt",
+                stakeholder=self.cfg.name,
+                group=gid,
+                replayed=len(history),
+                root=root.hex(),
+                in_sync=not g.out_of_sync,
+            )
+
     # -- votes --------------------------------------------------------------------------------
     def _queue_vote(self, group: bytes, phash: bytes, old: bytes, new: bytes) -> None:
         self.votes.append((group, phash, old, new))
@@ -379,6 +587,12 @@ class Facilitator:
     async def _send_votes(self) -> None:
         while True:
             await self.vote_ready.wait()
+            # PrivateTxInits pushed but not executed yet (a submitMany brings many in one
+            # block) will vote too: a short wait lets them share this vote transaction.
+            if self.fast is not None and not self.inits.empty():
+                self.drained.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.drained.wait(), VOTE_LINGER_S)
             self.vote_ready.clear()
             batch, self.votes = self.votes, []
             # A vote for a transaction this batch already saw settle is not sent.
@@ -413,7 +627,10 @@ class Facilitator:
             gas = med.VOTE_GAS_BASE + med.VOTE_GAS_EACH * len(votes)
             sent.append(await self.chain.send_call(self.account, self.cfg.mediator, data, gas=gas))
         # The next batch collects whatever is decided while these are being mined.
-        await asyncio.gather(*(self.chain.mined(tx) for tx in sent))
+        if self.heads is not None:
+            await asyncio.gather(*(self.heads.mined(self.chain, tx) for tx in sent))
+        else:
+            await asyncio.gather(*(self.chain.mined(tx) for tx in sent))
 
     async def _publish_bls(self, batch) -> None:
         assert self.bls is not None
@@ -422,25 +639,17 @@ class Facilitator:
             g = self.groups[group]
             digest = pt.vote_digest(self.chain.chain_id, self.cfg.mediator, group, phash, old, new)
             sig = self.bls.sign(digest)
-            body = {
-                "hash": phash.hex(),
-                "member": g.member,
-                "old": old.hex(),
-                "new": new.hex(),
-                "sig": [str(sig[0]), str(sig[1])],
-            }
-            await self.nc.publish(VOTE_SUBJECT.format(group=group.hex()), json.dumps(body).encode())
+            body = pm.vote_body(phash, g.member, old, new, sig)
+            await self.nc.publish(VOTE_SUBJECT.format(group=group.hex()), body)
 
     async def _on_bls_vote(self, msg: Msg) -> None:
         try:
-            group = bytes.fromhex(msg.subject.rsplit(".", 1)[1])
-            body = json.loads(msg.data)
-            phash, member = bytes.fromhex(body["hash"]), int(body["member"])
-            pair = (bytes.fromhex(body["old"]), bytes.fromhex(body["new"]))
-            sig = (int(body["sig"][0]), int(body["sig"][1]))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warn("privtx.bad_vote_message", subject=msg.subject, error=str(exc))
+            share = pm.parse_vote(msg.subject, bytes(msg.data))
+        except BadMessage as exc:
+            await pm.dead_letter(self.js, msg, str(exc), f"privtx-facilitator.{self.cfg.name}")
             return
+        group, phash, member = share.group, share.payload_hash, share.member
+        pair, sig = (share.old_root, share.new_root), share.sig
         # Kept even before this facilitator has read the group (it may lag behind the others).
         pending = self.bls_votes.setdefault(phash, _Pending())
         signers = pending.votes.setdefault(pair, {})

@@ -11,6 +11,7 @@ by the node (``eth_subscribe``), falling back to ``txOf`` reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
+from shardline.workers import privtx_messages as pm
 from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
@@ -48,6 +50,7 @@ class PrivateSender:
         self.mediator = mediator
         self._groups: dict[bytes, med.GroupInfo] = {}
         self._finis: dict[bytes, med.TxFini] = {}
+        self._stored: dict[bytes, asyncio.Task] = {}
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._queue: list[tuple[bytes, pt.SealedPayload, asyncio.Future]] = []
         self._submitter: asyncio.Task | None = None
@@ -74,6 +77,8 @@ class PrivateSender:
         return self
 
     async def close(self) -> None:
+        if self._stored:  # payloads sent but not yet written to the store: finish them
+            await asyncio.gather(*self._stored.values(), return_exceptions=True)
         if self.watch is not None:
             await self.watch.stop()
         await self.nc.close()
@@ -101,14 +106,31 @@ class PrivateSender:
         started = time.perf_counter()
         # Pushed first: the online stakeholders hold it before the chain event. Stored while
         # the submission is mined: a stakeholder that missed the push fetches it later.
-        await self.nc.publish(PAYLOAD_SUBJECT.format(group=group.hex()), sealed.ciphertext)
+        await self.nc.publish(
+            PAYLOAD_SUBJECT.format(group=group.hex()), pm.push_body(sealed.ciphertext)
+        )
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._mine.add(sealed.payload_hash)  # only its own outcomes are kept from the logs
         self._queue.append((group, sealed, fut))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
-        _, tx = await asyncio.gather(self.payloads.put(sealed.ciphertext), fut)
+        # The store is written beside the submission and the stakeholders' votes: the online
+        # ones hold the push already. ``outcome`` reports a failed write.
+        self._stored[sealed.payload_hash] = asyncio.create_task(
+            self.payloads.put(sealed.ciphertext)
+        )
+        try:
+            tx = await fut
+        except BaseException:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._stored.pop(sealed.payload_hash)
+            raise
         return Sent(group, sealed.payload_hash, tx, started)
+
+    async def _check_stored(self, payload_hash: bytes) -> None:
+        task = self._stored.pop(payload_hash, None)
+        if task is not None:
+            await task  # raises what the object store said
 
     async def _submit_batches(self) -> None:
         while self._queue:
@@ -163,11 +185,16 @@ class PrivateSender:
                     payload_hash, asyncio.get_running_loop().create_future()
                 )
                 try:
-                    await asyncio.wait_for(asyncio.shield(fut), 0.25 if self.watch else 0.05)
+                    # With the node pushing PrivateTxFini logs, reading txOf is only a check
+                    # on a dropped subscription: rare, since each read costs the sender a
+                    # contract call and many transactions may be waiting at once.
+                    live = self.watch is not None and self.watch.live
+                    await asyncio.wait_for(asyncio.shield(fut), 2.0 if live else 0.05)
                 except TimeoutError:
                     pass
             if payload_hash in self._finis:
                 ev = self._finis.pop(payload_hash)
+                await self._check_stored(payload_hash)
                 return med.TxInfo(ev.status, 0, 0, 0, ev.old_root, ev.new_root)
             try:
                 info = await med.tx_of(self.chain, self.mediator, group, payload_hash)
@@ -175,6 +202,7 @@ class PrivateSender:
                 info = None
             if info is not None and info.status != pt.Status.PENDING:
                 self._waiters.pop(payload_hash, None)
+                await self._check_stored(payload_hash)
                 return info
             if time.monotonic() > deadline:
                 raise SettleTimeout(

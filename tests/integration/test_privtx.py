@@ -1,16 +1,23 @@
 """Private contracts on real servers: nats-server, a public anvil with the Mediator, and one anvil
 per stakeholder as its private EVM; three facilitators run in this process.
 
-Agreement settles YES with equal roots; a diverging executor under unanimity settles NO and all
+Each facilitator speaks on the bus as its own org's nkey user, with the org's permissions (the
+sender and the probes are the bus operator). Agreement settles YES with equal roots; a diverging executor under unanimity settles NO and all
 three are back at the old root; 2-of-3 settles with one stakeholder down, which catches up when
 it returns; BLS aggregate votes settle on chain; bad payloads are refused with a named reason;
-a replayed submit is refused; no plaintext on the bus or on the public chain.
+a replayed submit is refused; malformed privtx messages go to the dead letters with their
+reason; no plaintext on the bus or on the public chain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+import os
 import secrets
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +27,17 @@ from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak
 
+from shardline import bus_access, servers
 from shardline import privtx_local as pl
-from shardline import servers
+from shardline.bus.credentials import ClientAuth
+from shardline.bus.streams import ensure_streams
 from shardline.contracts import mediator as med
 from shardline.contracts.artifacts import load_artifact
 from shardline.contracts.client import Chain, ChainRevert
 from shardline.contracts.deploy import deploy_contract
 from shardline.core import privtx as pt
+from shardline.ops import dlq
+from shardline.workers import privtx_messages as pm
 from shardline.workers.privtx_facilitator import Facilitator
 from shardline.workers.privtx_sender import PrivateSender
 
@@ -42,9 +53,13 @@ def receive_goods(units: int, sku: bytes = SECRET_SKU) -> bytes:
     )
 
 
+NAMES = ("acme", "bolt", "crane")
+
+
 @dataclass
 class Env:
-    nats_url: str
+    nats_url: str  # the operator's
+    seeds: dict[str, Path]  # each stakeholder's org nkey seed
     chain_rpc: str
     mediator: str
     start_block: int
@@ -54,6 +69,18 @@ class Env:
     sender_key: str
     chain: Chain
     running: dict[int, Facilitator] = field(default_factory=dict)
+    exec_procs: list = field(default_factory=list)
+
+    async def restart_executor(self, i: int) -> None:
+        """Kill stakeholder i's private EVM (SIGKILL: no state kept) and start a fresh one at the
+        same address."""
+        p = self.exec_procs[i]
+        os.kill(p.pid, signal.SIGKILL)
+        await asyncio.to_thread(p.wait)
+        port = int(self.executors[i].rsplit(":", 1)[1])
+        fresh = self.tmp / f"executor-{i}-{secrets.token_hex(4)}"
+        self.exec_procs[i], url = await asyncio.to_thread(pl.start_executor, fresh, port)
+        assert url == self.executors[i]
 
     async def start(self, i: int, *, bls: bool = False) -> Facilitator:
         f = pl.facilitator(
@@ -65,6 +92,7 @@ class Env:
             nats_url=self.nats_url,
             db_path=self.tmp / f"facilitator-{i}.db",
             bls_votes=bls,
+            bus_auth=ClientAuth(self.stakeholders[i].name, self.seeds[self.stakeholders[i].name]),
         )
         await f.start()
         self.running[i] = f
@@ -116,31 +144,55 @@ def pl_store_contract(db: Path, group: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-async def env(nats_url, tmp_path_factory):
+async def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("privtx")
-    procs = []
+    # a bus with users: the operator, and one nkey user per stakeholder's org
+    setup = bus_access.provision(tmp / "bus", list(NAMES))
+    port, monitor = servers.free_port(), servers.free_port()
+    bus = servers.spawn(
+        servers.nats_spec(tmp / "bus" / "nats", port, monitor, setup.config_file),
+        tmp / "nats.log",
+    )
+    procs = [bus]
+    nats_url = setup.url("127.0.0.1", port)
+    nc = await nats.connect(nats_url)
+    await ensure_streams(nc.jetstream())  # the DLQ stream among them: the operator's to make
+    await nc.close()
+    await pl.ensure_payload_store(nats_url)
     pub_proc, chain_rpc = pl.start_executor(tmp / "public")  # the public chain: a plain anvil
     procs.append(pub_proc)
-    executors = []
+    executors, exec_procs = [], []
     for i in range(3):
         p, url = pl.start_executor(tmp / f"executor-{i}")
-        procs.append(p)
+        exec_procs.append(p)
         executors.append(url)
     chain = await Chain.connect(chain_rpc)
     admin = Account.from_key(ADMIN)
     mediator = await deploy_contract(chain, admin, "Mediator")
     start = int(await chain.rpc.call("eth_blockNumber", []), 16)
-    stakeholders = [pl.Stakeholder.generate(n) for n in ("acme", "bolt", "crane")]
+    stakeholders = [pl.Stakeholder.generate(n) for n in NAMES]
     sender_key = "0x" + secrets.token_bytes(32).hex()
     await pl.fund(chain, Account.from_key(sender_key).address, *(s.address for s in stakeholders))
-    e = Env(nats_url, chain_rpc, mediator, start, tmp, stakeholders, executors, sender_key, chain)
+    e = Env(
+        nats_url,
+        setup.org_seeds,
+        chain_rpc,
+        mediator,
+        start,
+        tmp,
+        stakeholders,
+        executors,
+        sender_key,
+        chain,
+        exec_procs=exec_procs,
+    )
     for i in range(3):
         await e.start(i)
     yield e
     for i in list(e.running):
         await e.stop(i)
     await chain.close()
-    for p in procs:
+    for p in procs + e.exec_procs:
         servers.stop_pid(p.pid)
 
 
@@ -271,6 +323,54 @@ async def test_unanimous_with_one_down_fails_at_the_timeout_and_everyone_reverts
     assert await env.root(2, group) == pt.EMPTY_ROOT
 
 
+async def dead_letters(env: Env, subject: str, at_least: int) -> list:
+    """The dead letters of ``subject`` once there are ``at_least`` of them."""
+    nc = await nats.connect(env.nats_url)
+    try:
+        for _ in range(200):
+            found = await dlq.listing(nc.jetstream(), subject=subject)
+            if len(found) >= at_least:
+                return found
+            await asyncio.sleep(0.05)
+        return found
+    finally:
+        await nc.close()
+
+
+async def test_malformed_pushes_go_to_the_dead_letters_with_their_reason(env):
+    group = await env.group()
+    subject = f"privtx.payload.{group.hex()}"
+    ciphertext = secrets.token_bytes(80)
+    name = hashlib.sha3_256(ciphertext).hexdigest()
+    b64 = base64.b64encode(ciphertext).decode()
+    bad = [
+        (b"raw ciphertext, not JSON", "is JSON"),
+        (json.dumps({"hash": name}).encode(), "privtx.payload: "),  # no ciphertext
+        (json.dumps({"hash": "00" * 32, "ciphertext": b64}).encode(), f"hashes to {name}"),
+    ]
+    nc = await nats.connect(env.nats_url)  # the sender's side: the operator
+    try:
+        for data, _ in bad:
+            await nc.publish(subject, data)
+        await nc.publish("privtx.payload.not-a-group", pm.push_body(ciphertext))
+        await nc.publish(subject, pm.push_body(ciphertext))  # a good one, after the bad
+        await nc.flush()
+    finally:
+        await nc.close()
+    for _ in range(200):  # every facilitator hears pushes under its org's permissions
+        if all(name in f.pushed for f in env.running.values()):
+            break
+        await asyncio.sleep(0.025)
+    assert all(f.pushed.get(name) == ciphertext for f in env.running.values())
+    letters = await dead_letters(env, subject, len(bad))
+    # three facilitators, one letter per bad message (the same message is kept once)
+    assert len(letters) == len(bad), letters
+    for letter, (_, why) in zip(letters, bad, strict=True):
+        assert why in letter.reason and letter.worker.startswith("privtx-facilitator.")
+    other = await dead_letters(env, "privtx.payload.not-a-group", 1)
+    assert len(other) == 1 and "not a 32-byte group id" in other[0].reason
+
+
 async def test_bls_aggregate_vote_settles(env, sender):
     for i in list(env.running):
         await env.stop(i)
@@ -278,6 +378,15 @@ async def test_bls_aggregate_vote_settles(env, sender):
         for i in range(3):
             await env.start(i, bls=True)
         group = await env.group(bls=True)
+        # a malformed vote share goes to the dead letters and changes nothing
+        subject = f"privtx.vote.{group.hex()}"
+        share = json.loads(pm.vote_body(b"\1" * 32, 0, b"\2" * 32, b"\3" * 32, (1, 2)))
+        share["sig"] = ["0x1", "2"]
+        nc = await nats.connect(env.nats_url)
+        await nc.publish(subject, json.dumps(share).encode())
+        await nc.close()
+        letters = await dead_letters(env, subject, 1)
+        assert len(letters) == 1 and letters[0].reason.startswith(f"{subject}: privtx.vote: ")
         sent = await sender.send(group, receive_goods(11))
         info = await sender.outcome(group, sent.payload_hash)
         assert info.status == pt.Status.YES
@@ -376,3 +485,33 @@ async def test_no_plaintext_on_the_bus_or_the_public_chain(env, sender):
     chunks += [bytes.fromhex(lg["data"][2:]) for lg in logs]
     chunks += [bytes.fromhex(t[2:]) for lg in logs for t in lg["topics"]]
     assert chunks and not any(probe in c or call in c for c in chunks)
+
+
+async def test_an_executor_that_lost_its_state_is_rebuilt_at_the_agreed_root(env, sender):
+    group = await env.group()  # unanimous: nothing settles YES without every stakeholder
+    for units in (2, 3):
+        sent = await sender.send(group, receive_goods(units))
+        agreed = await sender.outcome(group, sent.payload_hash)
+        assert agreed.status == pt.Status.YES
+    await settled_everywhere(env, sent.payload_hash)
+    # 1. killed and started afresh under its running facilitator
+    f1 = env.running[1]
+    await env.restart_executor(1)
+    sent = await sender.send(group, receive_goods(4))
+    out = await sender.outcome(group, sent.payload_hash)
+    assert out.status == pt.Status.YES and out.old_root == agreed.new_root
+    await settled_everywhere(env, sent.payload_hash)
+    assert f1.rebuilds == 1 and not f1.groups[group].out_of_sync
+    assert [await env.root(i, group) for i in range(3)] == [out.new_root] * 3
+    # 2. both the facilitator and its executor gone, both started as fresh processes
+    await env.stop(1)
+    await env.restart_executor(1)
+    f1 = await env.start(1)
+    assert f1.rebuilds == 1  # at start, before reading on
+    assert await env.root(1, group) == out.new_root
+    assert all(not g.out_of_sync for g in f1.groups.values())
+    sent = await sender.send(group, receive_goods(5))
+    last = await sender.outcome(group, sent.payload_hash)
+    assert last.status == pt.Status.YES and last.old_root == out.new_root
+    await settled_everywhere(env, sent.payload_hash)
+    assert [await env.root(i, group) for i in range(3)] == [last.new_root] * 3
