@@ -113,16 +113,14 @@ MONITOR_READ = [
 
 # Private contracts: an org's facilitator hears the sealed payloads pushed to its groups and the
 # BLS vote shares, says its own shares, and reads sealed payloads from the "privtx" object store
-# (its entry, then its chunks through an ordered consumer of its own: ciphertext only). The
-# object store's stream is the operator's to create (`shardline privtx up`).
+# by direct gets (its entry, then its chunks: ciphertext only). It creates no consumer, not even
+# an ordered one, like every other bus user. The object store's stream is the operator's to
+# create (`shardline privtx up`), with direct gets allowed.
 PRIVTX_PUBLISH = [
     "privtx.vote.*",
     "$JS.API.STREAM.MSG.GET.OBJ_privtx",
     "$JS.API.DIRECT.GET.OBJ_privtx",
     "$JS.API.DIRECT.GET.OBJ_privtx.>",
-    "$JS.API.CONSUMER.CREATE.OBJ_privtx",
-    "$JS.API.CONSUMER.CREATE.OBJ_privtx.>",
-    "$JS.API.CONSUMER.DELETE.OBJ_privtx.*",
 ]
 PRIVTX_SUBSCRIBE = ["privtx.payload.*", "privtx.vote.*"]
 
