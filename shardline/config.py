@@ -83,6 +83,9 @@ class GatewayConfig(BaseModel):
     # Admission: past this many lookups in flight a new one gets 503 with Retry-After at once,
     # so that those taken on keep their deadline instead of every lookup slowing past it.
     max_in_flight: int = 256
+    # A finished lookup's outcome stays for GET /lookups/{guid} this long after its deadline
+    # (a phone that asked with Prefer: wait has it already); memory is this times the rate.
+    keep_finished_s: float = 60.0
     operators: list[Operator] = Field(default_factory=list)
     responders: list[Responder] = Field(default_factory=list)
     token_issuer: TokenIssuer | None = None

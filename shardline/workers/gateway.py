@@ -122,6 +122,9 @@ class LookupState:
         self.outcome = {"status": status, **data}
         for callback in self.done_callbacks:
             callback()
+        # what only the combining needed: the ephemeral secret goes with it
+        self.esk = None
+        self.good.clear()
         await self.add("result" if status == 200 else "error", status=status, **data)
         self.done.set()
         LOOKUPS.labels("ok" if status == 200 else f"http_{status}").inc()
@@ -387,10 +390,12 @@ class Gateway:
 
     def _expire(self, state: LookupState) -> None:
         """The deadline: a lookup without its sheet gets a 504 naming who did not answer; every
-        lookup is forgotten ``LOOKUP_TTL_S`` later."""
+        lookup is forgotten ``keep_finished_s`` after its deadline."""
         if not state.done.is_set():
             self._spawn(self._time_out(state))
-        asyncio.get_running_loop().call_later(LOOKUP_TTL_S, self.lookups.pop, state.guid, None)
+        asyncio.get_running_loop().call_later(
+            self.cfg.gateway.keep_finished_s, self.lookups.pop, state.guid, None
+        )
 
     def batcher(self, acct: LocalAccount) -> LookupTxBatcher:
         found = self._batchers.get(acct.address)
@@ -520,7 +525,8 @@ class Gateway:
             await envelope.verify(env, self.directory)
             if env.sender != org:
                 raise BadShare(org, f"signed by {env.sender}, not by {org}")
-            assert state.esk is not None
+            if state.esk is None:  # finished while this share's signature was checked
+                return
             share, opening = open_share(state.terms, state.esk, org, b)
         except (BadMessage, BadShare) as exc:
             reason = exc.reason if isinstance(exc, BadShare) else str(exc)
@@ -726,7 +732,9 @@ def create_app(cfg: StackConfig) -> FastAPI:
         state = gw.lookups.get(guid)
         if state is None:
             raise HTTPException(
-                404, f"no lookup {guid} on this gateway (they are kept {LOOKUP_TTL_S} s)"
+                404,
+                f"no lookup {guid} on this gateway (they are kept "
+                f"{cfg.gateway.keep_finished_s:g} s after their deadline)",
             )
         return state
 
