@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shardline import faults, loadgen, stack, transports
+from shardline import faults, loadgen, stack
 from shardline.config import StackConfig
 from shardline.core.cargo import read_transports, sample_transports_path
 
@@ -126,16 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="shardline-faults-"))
     rows: list[Row] = []
     try:
-        cfg = stack.up(
+        cfg = loadgen.start_sample_stack(
             run_dir,
-            orgs=4,
-            threshold=2,
-            ports=stack.Ports.free(),
+            sheets,
             deadline_s=args.deadline,
             say=lambda m: print(f"  {m}", flush=True),
         )
-        asyncio.run(transports.register(cfg, sheets))
-        asyncio.run(transports.wait_stored(cfg))
         snap: dict[str, str] = {}
 
         def chain_reorg() -> float:

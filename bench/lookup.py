@@ -61,7 +61,7 @@ from shardline.contracts.txsign import sign_eip1559
 from shardline.core.cargo import read_transports, sample_transports_path
 from shardline.core.ids import transport_key
 from shardline.core.keys import ParticipantKeys
-from shardline.lookup_client import LookupOutcome, api_key, base_url, lookup
+from shardline.lookup_client import LookupOutcome, api_key, base_url, lookup, lookup_light
 
 POLICIES = (CHAIN_CONFIRMED, AUDIT_AFTER)
 CHAIN_RATIO_TARGET = 1.5  # chain-confirmed lookup p50 / bare anvil tx p50
@@ -228,17 +228,10 @@ class Http:
             await r.read()
 
     async def lookup(self, transport_id: str, key: str, wait_s: float = 5.0) -> LookupOutcome:
-        headers = {"Authorization": f"Bearer {key}", "Prefer": f"wait={wait_s:g}"}
-        async with self.session.post(
-            f"{self.base}/lookups", json={"transport_id": transport_id}, headers=headers
-        ) as r:
-            body = json.loads(await r.read())
-            status = r.status
-        if status == 202:  # not done within wait_s: ask for the result
-            async with self.session.get(f"{self.base}{body['result']}", headers=headers) as r:
-                body = json.loads(await r.read())
-                status = r.status
-        return LookupOutcome(status, body)
+        out, _retries = await lookup_light(
+            self.session, self.base, transport_id, key, wait_s=wait_s
+        )
+        return out
 
 
 async def http_round_trips(client: Http, n: int, warmup: int = 20) -> Stats:

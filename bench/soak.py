@@ -14,7 +14,6 @@ memory and no error. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from shardline import loadgen, stack, transports
+from shardline import loadgen, stack
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED
 from shardline.core.cargo import read_transports, sample_transports_path
 
@@ -70,17 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="shardline-soak-"))
     memory: list[dict] = []
     try:
-        cfg = stack.up(
+        cfg = loadgen.start_sample_stack(
             run_dir,
-            orgs=4,
-            threshold=2,
-            ports=stack.Ports.free(),
+            sheets,
             deadline_s=args.deadline,
             policy=args.policy,
             say=lambda m: print(f"  {m}", flush=True),
         )
-        asyncio.run(transports.register(cfg, sheets))
-        asyncio.run(transports.wait_stored(cfg))
         stop = threading.Event()
         sampler = threading.Thread(
             target=sample_memory, args=(run_dir, args.sample, stop, memory), daemon=True

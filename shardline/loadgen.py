@@ -21,8 +21,41 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from shardline.config import StackConfig
-from shardline.lookup_client import api_key, base_url
+from shardline.config import CHAIN_CONFIRMED, StackConfig
+from shardline.core.cargo import CargoSheet
+from shardline.lookup_client import api_key, base_url, lookup_light
+
+
+def start_sample_stack(
+    run_dir,
+    sheets: Sequence[CargoSheet],
+    *,
+    deadline_s: float,
+    policy: str = CHAIN_CONFIRMED,
+    say=lambda _m: None,
+) -> StackConfig:
+    """A local stack of 4 org nodes at threshold 2 on free ports, ``sheets`` registered and
+    every share stored; the stack is taken down again if that fails."""
+    from shardline import stack, transports
+
+    cfg = stack.up(
+        run_dir,
+        orgs=4,
+        threshold=2,
+        policy=policy,
+        ports=stack.Ports.free(),
+        deadline_s=deadline_s,
+        say=say,
+    )
+    try:
+        asyncio.run(transports.register(cfg, list(sheets)))
+        left = asyncio.run(transports.wait_stored(cfg))
+        if any(v != 0 for v in left.values()):
+            raise RuntimeError(f"shares not stored by every org node: {left}")
+    except BaseException:
+        stack.down(run_dir, say=lambda _m: None)
+        raise
+    return cfg
 
 
 @dataclass
@@ -83,22 +116,11 @@ class Load:
         and, as a phone would, again after ``Retry-After`` when the gateway is at its limit."""
         shot = Shot(tid, time.time())
         self.shots.append(shot)
-        headers = {"Authorization": f"Bearer {key}", "Prefer": f"wait={self.wait_s:g}"}
         try:
-            while True:
-                async with session.post(
-                    f"{base}/lookups", json={"transport_id": tid}, headers=headers
-                ) as r:
-                    status, body = r.status, json.loads(await r.read())
-                    retry_after = r.headers.get("Retry-After")
-                if status == 503 and retry_after and time.time() - shot.started < self.wait_s:
-                    shot.retries += 1
-                    await asyncio.sleep(float(retry_after))
-                    continue
-                if status == 202:  # not done within the wait: ask for the outcome
-                    async with session.get(f"{base}{body['result']}", headers=headers) as r:
-                        status, body = r.status, json.loads(await r.read())
-                break
+            out, shot.retries = await lookup_light(
+                session, base, tid, key, wait_s=self.wait_s, retry_busy_s=self.wait_s
+            )
+            status, body = out.status, out.body
             shot.status = status
             shot.guid = body.get("guid", "")
             shot.ok = status == 200 and body.get("sheet") == self.expected.get(tid)

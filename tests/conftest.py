@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -43,25 +42,9 @@ def start_stack(
     policy: str = CHAIN_CONFIRMED,
     deadline_s: float = 2.0,
 ) -> StackConfig:
-    from shardline import transports
+    from shardline import loadgen
 
-    cfg = stack.up(
-        run_dir,
-        orgs=4,
-        threshold=2,
-        policy=policy,
-        ports=stack.Ports.free(),
-        deadline_s=deadline_s,
-        say=lambda _m: None,
-    )
-    try:
-        asyncio.run(transports.register(cfg, sheets))
-        left = asyncio.run(transports.wait_stored(cfg))
-        assert all(v == 0 for v in left.values()), f"shares not stored: {left}"
-    except BaseException:
-        stack.down(run_dir, say=lambda _m: None)
-        raise
-    return cfg
+    return loadgen.start_sample_stack(run_dir, sheets, deadline_s=deadline_s, policy=policy)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ org's subjects. The operator (``shardline up``, ``shardline org add``: shardline
 creates each one from this catalogue; a worker only binds to its own by name (consumer info,
 then pulls and acks). A worker whose declared consumer differs from the one it finds refuses to
 start and names the difference (``streams.ensure_consumer``), so this catalogue and the workers
-cannot drift apart unnoticed.
+cannot drift apart unnoticed. The workers take their specs from here (``org_consumer``,
+``gateway_consumer``): one definition per consumer.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def org_consumer_specs(org: str) -> list[ConsumerSpec]:
                 (f"lists.{kind}.{org}",),
                 f"lists.{kind}",
                 ack_wait_s=30,
-                max_deliver=40,
+                max_deliver=40,  # bids wait (Transient) while the match finishes
             )
             for kind in LIST_MESSAGES
         ),
@@ -99,3 +100,19 @@ def gateway_consumer_specs() -> list[ConsumerSpec]:
             deliver_new=True,
         )
     ]
+
+
+def org_consumer(org: str, durable: str) -> ConsumerSpec:
+    """The catalogue's consumer ``durable`` of ``org``, which that org's worker pulls from."""
+    return _named(org_consumer_specs(org), durable)
+
+
+def gateway_consumer(durable: str) -> ConsumerSpec:
+    return _named(gateway_consumer_specs(), durable)
+
+
+def _named(specs: list[ConsumerSpec], durable: str) -> ConsumerSpec:
+    for spec in specs:
+        if spec.durable == durable:
+            return spec
+    raise KeyError(f"no consumer {durable} in shardline/bus/consumers.py")

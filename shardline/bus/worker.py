@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -104,6 +105,9 @@ class Worker:
         self.concurrency = concurrency
         self.name = f"{self.kind}.{instance}"
         self._subs: list[tuple[streams.ConsumerSpec, Handler]] = []
+        # plain subjects (no stream): (subject, message type, handler, queue group)
+        self._plain: list[tuple[str, str, Handler, str]] = []
+        self._plain_subs: list[Any] = []
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
         self._service: Service | None = None
@@ -116,8 +120,15 @@ class Worker:
     def consume(self, spec: streams.ConsumerSpec, handler: Handler) -> None:
         self._subs.append((spec, handler))
 
+    def listen(self, subject: str, message_type: str, handler: Handler, *, queue: str = "") -> None:
+        """A plain NATS subject, in no stream (a request answered on its reply subject). Each
+        message is checked as a consumer's is (schema, signature, replay, sealed body) and a bad
+        one goes to the dead letters; nothing redelivers it, so a handler that fails is logged
+        and counted, and the sender asks again if it must."""
+        self._plain.append((subject, message_type, handler, queue))
+
     async def setup(self) -> None:
-        """Declare consumers and endpoints here."""
+        """Declare consumers, plain subjects and endpoints here."""
 
     def endpoints(self) -> list[EndpointConfig]:
         return []
@@ -147,6 +158,20 @@ class Worker:
             inbox = self.nc.new_inbox()
             sub = await self.nc.subscribe(inbox, pending_msgs_limit=-1, pending_bytes_limit=-1)
             self._tasks.append(asyncio.create_task(self._pull(sub, inbox, spec, handler)))
+        for subject, message_type, handler, queue in self._plain:
+
+            async def take(msg: Msg, message_type=message_type, handler=handler) -> None:
+                await self._handle_plain(msg, message_type, handler)
+
+            self._plain_subs.append(
+                await self.nc.subscribe(
+                    subject,
+                    queue=queue,
+                    cb=take,
+                    pending_msgs_limit=-1,
+                    pending_bytes_limit=-1,
+                )
+            )
         self._service = await add_service(
             self.nc,
             ServiceConfig(
@@ -170,6 +195,9 @@ class Worker:
 
     async def stop(self) -> None:
         self._stopping.set()
+        for sub in self._plain_subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -296,6 +324,47 @@ class Worker:
         if telemetry.enabled:
             PROCESSED.labels(self.kind, status).inc()
             DURATION.labels(self.kind).observe(elapsed)
+
+    async def _handle_plain(self, msg: Msg, message_type: str, handler: Handler) -> None:
+        started = time.perf_counter()
+        trace = ""
+        try:
+            env = envelope.parse(msg.data, message_type)
+            trace = env.trace_id
+            if telemetry.enabled:
+                telemetry.bind(trace)
+            await envelope.verify(env, self.directory)
+            # No stream copy: every arrival of an id after the first is a replay, so each
+            # arrival gets a position of its own, named by its kind ("intent:<random>").
+            kind = message_type.rsplit(".", 1)[-1]
+            await self.replay.admit(env, None, (kind, secrets.token_hex(8)))
+            body = envelope.open_body(env, self.keys)
+            await handler(Incoming(msg, env, body))
+            status = "ok"
+        except BadMessage as exc:
+            await self.dead_letter(msg, str(exc), trace)
+            status = "dead_letter"
+        except Transient as exc:  # nothing redelivers it: the sender asks again
+            log.warn(
+                "worker.not_now",
+                worker=self.name,
+                subject=msg.subject,
+                reason=str(exc),
+                trace_id=trace,
+            )
+            status = "retry"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "worker.handler_failed",
+                worker=self.name,
+                subject=msg.subject,
+                trace_id=trace,
+                error=repr(exc),
+            )
+            status = "error"
+        self.record(status, time.perf_counter() - started)
 
     async def _retry(self, msg: Msg, spec: streams.ConsumerSpec, reason: str, trace: str) -> str:
         attempt = msg.metadata.num_delivered

@@ -26,8 +26,8 @@ import time
 
 from shardline.bus import envelope, log, subjects
 from shardline.bus.blobs import BlobCorrupt, BlobNotFound, BlobStore
+from shardline.bus.consumers import org_consumer
 from shardline.bus.envelope import BadMessage, unb64
-from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.contracts import market as mk
 from shardline.contracts import registry
@@ -194,25 +194,11 @@ class AnalyticsServer(Worker):
             except ChainError as exc:  # the node's other work goes on; it is just not chosen
                 log.warn("analytics.stake_failed", org=self.org_id, error=str(exc))
         self.consume(
-            ConsumerSpec(
-                "ANALYTICS",
-                f"analytics-checks-{self.org_id}",
-                (subjects.ANALYTICS_CHECKS,),
-                "analytics.check",
-                ack_wait_s=30,
-                max_deliver=20,
-            ),
+            org_consumer(self.org_id, f"analytics-checks-{self.org_id}"),
             self.on_check,
         )
         self.consume(
-            ConsumerSpec(
-                "ANALYTICS",
-                f"analytics-inputs-{self.org_id}",
-                (subjects.ANALYTICS_INPUT.format(org=self.org_id),),
-                "analytics.input",
-                ack_wait_s=120,
-                max_deliver=20,
-            ),
+            org_consumer(self.org_id, f"analytics-inputs-{self.org_id}"),
             self.on_input,
         )
         self.heads.start()

@@ -15,8 +15,8 @@ from nacl.public import PrivateKey
 from redis.asyncio import Redis
 
 from shardline.bus import envelope, log, subjects
+from shardline.bus.consumers import gateway_consumer
 from shardline.bus.envelope import unb64
-from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Worker
 from shardline.core import commitment as cm
 from shardline.core import protocol, sealing, shamir
@@ -59,14 +59,7 @@ class Combiner(Worker):
 
     async def setup(self) -> None:
         self.consume(
-            ConsumerSpec(
-                "LOOKUPS",
-                "combiner",
-                (subjects.LOOKUP_SHARE.format(guid="*"),),
-                "lookup.share",
-                ack_wait_s=2,
-                deliver_new=True,
-            ),
+            gateway_consumer("combiner"),
             self.on_share,
         )
 

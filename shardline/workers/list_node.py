@@ -21,7 +21,8 @@ import secrets
 
 from eth_account.signers.local import LocalAccount
 
-from shardline.bus import envelope, log, streams, subjects
+from shardline.bus import envelope, log, subjects
+from shardline.bus.consumers import org_consumer
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.contacts.lists_store import BIDS_PER_PART, ListStore, Member, roster
@@ -68,14 +69,7 @@ class ListNode(Worker):
             ("bids", self.on_bids),
         ):
             self.consume(
-                streams.ConsumerSpec(
-                    stream="LISTS",
-                    durable=f"lists-{kind}-{self.org_id}",
-                    filter_subjects=(f"lists.{kind}.{self.org_id}",),
-                    message_type=f"lists.{kind}",
-                    ack_wait_s=30,
-                    max_deliver=40,  # bids wait (Transient) while the match finishes
-                ),
+                org_consumer(self.org_id, f"lists-{kind}-{self.org_id}"),
                 handler,
             )
         self._loop_task = asyncio.create_task(self._reconcile_forever())

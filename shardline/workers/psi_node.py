@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig
 
-from shardline.bus import envelope, log, streams, subjects
+from shardline.bus import envelope, log, subjects
+from shardline.bus.consumers import org_consumer
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import Incoming, Worker
 from shardline.contacts.psi_pool import CHUNK, PsiPool
@@ -111,14 +112,7 @@ class PsiNode(Worker):
 
     async def setup(self) -> None:
         self.consume(
-            streams.ConsumerSpec(
-                stream="PSI",
-                durable=f"psi-{self.org_id}",
-                filter_subjects=(subjects.PSI_ROUND.format(session="*", org=self.org_id),),
-                message_type="psi.round",
-                ack_wait_s=30,
-                deliver_new=True,
-            ),
+            org_consumer(self.org_id, f"psi-{self.org_id}"),
             self.on_round,
         )
         self._watch = asyncio.create_task(self._watchdog())

@@ -26,8 +26,8 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig
 
 from shardline.bus import envelope, log, subjects
+from shardline.bus.consumers import org_consumer
 from shardline.bus.envelope import BadMessage, b64, unb64
-from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.contracts import records as chain_records
 from shardline.contracts.client import Chain, ChainError
@@ -185,14 +185,7 @@ class RecordsProxy(Worker):
     # ---- wiring -------------------------------------------------------------------------
     async def setup(self) -> None:
         self.consume(
-            ConsumerSpec(
-                "RECORDS",
-                f"records-kfrags-{self.org_id}",
-                (subjects.RECORDS_KFRAG.format(org=self.org_id),),
-                "records.kfrag",
-                ack_wait_s=10,
-                max_deliver=20,
-            ),
+            org_consumer(self.org_id, f"records-kfrags-{self.org_id}"),
             self.on_kfrag,
         )
         self.heads.start()

@@ -15,20 +15,17 @@ stream with its natural key, so that a crash between publish and log repeats not
 
 from __future__ import annotations
 
-import contextlib
 import json
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from nats.aio.msg import Msg
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig
 
 from shardline.bus import envelope, log, subjects
+from shardline.bus.consumers import org_consumer
 from shardline.bus.envelope import BadMessage, b64, unb64
-from shardline.bus.streams import ConsumerSpec
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.config import AUDIT_AFTER, OrgNodeConfig
 from shardline.core import commitment as cm
@@ -71,38 +68,20 @@ class ShareNode(Worker):
     async def setup(self) -> None:
         org = self.org.id
         self.consume(
-            ConsumerSpec(
-                "TRANSPORTS",
-                f"shares-{org}",
-                (subjects.TRANSPORT_SHARE.format(org=org),),
-                "transport.share",
-                ack_wait_s=10,
-                max_deliver=20,
-            ),
+            org_consumer(org, f"shares-{org}"),
             self.on_transport_share,
         )
         self.consume(
-            ConsumerSpec(
-                "LOOKUPS",
-                f"lookups-{org}",
-                (subjects.LOOKUP_REQUESTED.format(org=org),),
-                "lookup.requested",
-            ),
+            org_consumer(org, f"lookups-{org}"),
             self.on_lookup_requested,
         )
         # One member of the org's queue group takes each intent: an org may run several.
-        self._intents = await self.nc.subscribe(
+        self.listen(
             subjects.LOOKUP_INTENT.format(guid="*"),
+            "lookup.intent",
+            self.on_intent,
             queue=f"share-node.{org}",
-            cb=self.on_intent_message,
-            pending_msgs_limit=-1,
-            pending_bytes_limit=-1,
         )
-
-    async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._intents.unsubscribe()
-        await super().stop()
 
     def leaves_to_others(self, guid: str) -> bool:
         """Was this lookup's intent addressed to other org nodes (audit-after)?"""
@@ -172,7 +151,11 @@ class ShareNode(Worker):
             raise BadMessage(
                 f"lookup events are taken only from this org's own intake, not {m.env.sender}"
             )
-        b = m.body
+        await self.serve_event(m.body, m.env.trace_id)
+
+    async def serve_event(self, b: dict, trace_id: str) -> None:
+        """A LookupRequested event read by this org's own intake: serve it, unless it was served
+        already (on the intent) or the gateway asked other org nodes for it."""
         if self.store.served(b["guid"]):
             self.store.mark_on_chain(b["guid"], b["block_number"])
             return
@@ -184,29 +167,18 @@ class ShareNode(Worker):
             b["ephemeral_pk"],
             b["requester"],
             "chain",
-            m.env.trace_id,
+            trace_id,
             block=b["block_number"],
             version=b["transport_version"],
         )
 
     async def serve_chain_event(self, b: dict) -> bool:
-        """Serve a LookupRequested event that this process's own chain intake just read, without
-        the hop through the stream. False leaves it to the stream (``lookup.requested.<org>``),
-        whose consumer retries: the share has not arrived yet, or serving failed."""
-        if b["guid"] in self._not_asked or self.store.served(b["guid"]):
-            return True
+        """``serve_event`` for this process's own chain intake, without the hop through the
+        stream. False leaves it to the stream (``lookup.requested.<org>``), whose consumer
+        retries: the share has not arrived yet, or serving failed."""
         started = time.perf_counter()
         try:
-            await self.serve(
-                b["guid"],
-                b["transport_key"],
-                b["ephemeral_pk"],
-                b["requester"],
-                "chain",
-                b["guid"],
-                block=b["block_number"],
-                version=b["transport_version"],
-            )
+            await self.serve_event(b, b["guid"])
         except Exception as exc:
             log.event("lookup.served_later", org=self.org.id, guid=b["guid"], reason=str(exc))
             self.record("retry", time.perf_counter() - started)
@@ -214,31 +186,8 @@ class ShareNode(Worker):
         self.record("ok", time.perf_counter() - started)
         return True
 
-    async def on_intent_message(self, msg: Msg) -> None:
-        """A gateway's signed intent: checked like a stream message; bad ones are dead letters."""
-        started = time.perf_counter()
-        trace = ""
-        try:
-            env = envelope.parse(msg.data, "lookup.intent")
-            trace = env.trace_id
-            await envelope.verify(env, self.directory)
-            # A plain message has no stream copy: every arrival of an id after the first is a
-            # replay, so each arrival gets a position of its own.
-            await self.replay.admit(env, None, ("intent", secrets.token_hex(8)))
-            await self.on_intent(env, msg.reply or None)
-            status = "ok"
-        except BadMessage as exc:
-            await self.dead_letter(msg, str(exc), trace)
-            status = "dead_letter"
-        except Transient as exc:  # the gateway asks others, then the chain event serves
-            log.warn("intent.not_now", org=self.org.id, reason=str(exc), trace_id=trace)
-            status = "retry"
-        except Exception as exc:
-            log.error("intent.failed", org=self.org.id, error=repr(exc), trace_id=trace)
-            status = "error"
-        self.record(status, time.perf_counter() - started)
-
-    async def on_intent(self, env: envelope.Envelope, reply: str | None = None) -> None:
+    async def on_intent(self, m: Incoming) -> None:
+        env, reply = m.env, m.msg.reply or None
         sender = await self.directory.resolve(env.sender)
         if sender.kind != GATEWAY:
             raise BadMessage(f"{env.sender} is not a registered gateway")
