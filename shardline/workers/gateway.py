@@ -311,9 +311,11 @@ class Gateway:
             asked=first,
         )
         try:
-            await self._ask(state, key, epk, first, 1)
+            await self._ask(state, key, epk, first)
         except Exception as exc:  # the bus is away (a restart): the chain request still goes out
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
+        # The chain request next: a chain-confirmed lookup waits for it.
+        self._spawn(self._send(state, acct, guid, key, epk))
         # The combiner's copy of the terms and key, for shares served on the chain event (they
         # come a transaction later): written after the intent, off the audit-after path.
         # Redis away (a restart) costs only that fallback: this gateway combines on its own.
@@ -335,7 +337,6 @@ class Gateway:
                 await p.execute()
         except (RedisError, OSError) as exc:
             log.warn("lookup.combiner_state_not_written", guid=g, error=str(exc), trace_id=g)
-        self._spawn(self._send(state, acct, guid, key, epk))
         # Timers, not a task per lookup: most lookups are done long before either fires.
         loop = asyncio.get_running_loop()
         if len(first) < len(terms.org_ids):
@@ -346,10 +347,9 @@ class Gateway:
         )
         return state
 
-    async def _ask(
-        self, state: LookupState, key: bytes, epk: bytes, orgs: list[str], round_: int
-    ) -> None:
-        """The signed intent: audit-after org nodes named in ``orgs`` serve on it."""
+    async def _ask(self, state: LookupState, key: bytes, epk: bytes, orgs: list[str]) -> None:
+        """The signed intent: audit-after org nodes named in ``orgs`` serve on it; chain-confirmed
+        ones serve on the chain event, straight back to this gateway's inbox."""
         intent = envelope.make(
             "lookup.intent",
             {
@@ -384,7 +384,7 @@ class Gateway:
     async def _ask_again(self, state: LookupState, key: bytes, epk: bytes, rest: list[str]) -> None:
         await state.add("asked", orgs=rest)
         try:
-            await self._ask(state, key, epk, rest, 2)
+            await self._ask(state, key, epk, rest)
         except Exception as exc:  # the bus is away: the deadline will say who answered
             log.warn("lookup.ask_failed", guid=state.guid, error=str(exc))
 

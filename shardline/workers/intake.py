@@ -54,7 +54,7 @@ class ChainIntake(Worker):
         gatekeepers: list[str],
         confirmations: int = 0,
         min_interval_s: float = 0.02,
-        leaves_to_others: Callable[[str], bool] = lambda _guid: False,
+        leaves_to_others: Callable[[dict], bool] = lambda _event: False,
         serve_here: Callable[[dict], Awaitable[bool]] | None = None,
         **kwargs,
     ) -> None:
@@ -64,7 +64,7 @@ class ChainIntake(Worker):
         self.governor = deployment["governor"].lower()
         self.gatekeepers = {g.lower() for g in gatekeepers}
         self.min_interval_s = min_interval_s
-        # audit-after lookups whose intent asked other org nodes: nothing for this org to serve
+        # lookups whose intent asked other org nodes: nothing for this org to serve (yet)
         self.leaves_to_others = leaves_to_others
         # the share node of this process: serves an event at once; the stream is the fallback
         self.serve_here = serve_here
@@ -132,7 +132,7 @@ class ChainIntake(Worker):
                 trace_id=body["guid"],
             )
             return
-        if self.leaves_to_others(body["guid"]):
+        if self.leaves_to_others(body):
             return
         log.event(
             "intake.lookup_requested",

@@ -9,8 +9,13 @@ sealed to the request's ephemeral key, once per lookup, and is written to the se
 The intent is a plain NATS request, not a stream message: a lookup is interactive, and a lost
 intent costs the responder a re-ask (the gateway asks the other org nodes after ``hedge_s``), not a
 lost effect. A share served on it is written to the served log first and then sent straight back
-to the gateway's reply subject, one hop. A share served on a chain event goes through the LOOKUPS
-stream with its natural key, so that a crash between publish and log repeats nothing.
+to the gateway's reply subject, one hop. A chain-confirmed org node keeps that reply subject from
+the intent and answers the chain event there the same way. A share served on a chain event with no
+intent seen (the gateway's message lost, or the gateway gone) goes through the LOOKUPS stream with
+its natural key, so that a crash between publish and log repeats nothing, and the combiner takes it.
+
+The intent names the org nodes asked first; the others leave the lookup to them, keeping its chain
+event in case the gateway names them in a later round because the first were slow.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from shardline.workers.store import OrgStore
 TermsReader = Callable[[bytes], Awaitable[tuple[Terms, str, int, bool] | None]]
 # requester address -> may it look up?
 AuthReader = Callable[[str], Awaitable[bool]]
-NOT_ASKED_KEPT = 100_000
+NOT_ASKED_KEPT = 20_000  # lookups whose intent named others: a later round comes within seconds
+REPLIES_KEPT = 20_000
 OPENED_KEPT = 50_000
 
 
@@ -60,8 +66,13 @@ class ShareNode(Worker):
         self.terms = terms
         self.authorised = authorised
         self._auth_cache: dict[str, tuple[bool, float]] = {}
-        # audit-after lookups whose intent named other org nodes (newest last)
-        self._not_asked: OrderedDict[str, None] = OrderedDict()
+        # lookups whose intent named other org nodes (newest last), with their chain event once
+        # it came (served if the gateway names this org after all)
+        self._not_asked: OrderedDict[str, dict | None] = OrderedDict()
+        # chain-confirmed: the gateway's reply subject for a lookup it asked this org for
+        self._reply_to: OrderedDict[str, str] = OrderedDict()
+        # lookups being served in this process: the chain event and a late intent may meet
+        self._serving: set[str] = set()
         # (transport key, version) -> (x, the share and opening as served), newest use last
         self._opened: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
 
@@ -83,9 +94,14 @@ class ShareNode(Worker):
             queue=f"share-node.{org}",
         )
 
-    def leaves_to_others(self, guid: str) -> bool:
-        """Was this lookup's intent addressed to other org nodes (audit-after)?"""
-        return guid in self._not_asked
+    def leaves_to_others(self, event: dict) -> bool:
+        """Was this lookup's intent addressed to other org nodes? Then its chain event is kept,
+        to serve if the gateway names this org in a later round, and nothing is served now."""
+        guid = event["guid"]
+        if guid not in self._not_asked:
+            return False
+        self._not_asked[guid] = event
+        return True
 
     def endpoints(self) -> list[EndpointConfig]:
         return [
@@ -159,8 +175,8 @@ class ShareNode(Worker):
         if self.store.served(b["guid"]):
             self.store.mark_on_chain(b["guid"], b["block_number"])
             return
-        if b["guid"] in self._not_asked:
-            return  # audit-after: the gateway chose other org nodes for this lookup
+        if self.leaves_to_others(b):
+            return  # the gateway chose other org nodes for this lookup
         await self.serve(
             b["guid"],
             b["transport_key"],
@@ -170,6 +186,7 @@ class ShareNode(Worker):
             trace_id,
             block=b["block_number"],
             version=b["transport_version"],
+            reply=self._reply_to.pop(b["guid"], None),
         )
 
     async def serve_chain_event(self, b: dict) -> bool:
@@ -191,33 +208,42 @@ class ShareNode(Worker):
         sender = await self.directory.resolve(env.sender)
         if sender.kind != GATEWAY:
             raise BadMessage(f"{env.sender} is not a registered gateway")
-        if self.org.policy != AUDIT_AFTER:
-            return  # this org waits for the chain
         b = env.body
+        guid = b["guid"]
         if "orgs" in b and self.org.id not in b["orgs"]:
             # The gateway asked others first and asks again if they are slow; the chain event
             # for this lookup, when it comes, is not a reason to serve either.
-            self._not_asked[b["guid"]] = None
+            self._not_asked.setdefault(guid, None)
             while len(self._not_asked) > NOT_ASKED_KEPT:
                 self._not_asked.popitem(last=False)
             return
+        skipped = self._not_asked.pop(guid, None)  # named now, after others were slow
         if time.time() - env.sent_at > 60:
-            log.warn("intent.stale", org=self.org.id, guid=b["guid"], trace_id=env.trace_id)
+            log.warn("intent.stale", org=self.org.id, guid=guid, trace_id=env.trace_id)
             return
-        if self.store.served(b["guid"]):
+        if self.store.served(guid):
+            return
+        if self.org.policy != AUDIT_AFTER:
+            # This org waits for the chain event; its share then goes straight to this reply.
+            if reply is not None:
+                self._reply_to[guid] = reply
+                while len(self._reply_to) > REPLIES_KEPT:
+                    self._reply_to.popitem(last=False)
+            if skipped is not None:  # the event came while others were asked: serve it now
+                await self.serve_event(skipped, env.trace_id)
             return
         if not await self._authorised(b["requester"]):
             log.warn(
                 "intent.refused",
                 org=self.org.id,
-                guid=b["guid"],
+                guid=guid,
                 requester=b["requester"],
                 reason="requester not authorised",
                 trace_id=env.trace_id,
             )
             return
         await self.serve(
-            b["guid"],
+            guid,
             b["transport_key"],
             b["ephemeral_pk"],
             b["requester"],
@@ -238,6 +264,36 @@ class ShareNode(Worker):
         block: int | None = None,
         version: int | None = None,
         reply: str | None = None,
+    ) -> None:
+        if guid in self._serving:
+            return  # being served already, on the chain event or a late intent
+        self._serving.add(guid)
+        try:
+            await self._serve(
+                guid,
+                transport_key,
+                ephemeral_pk,
+                requester,
+                trigger,
+                trace_id,
+                block,
+                version,
+                reply,
+            )
+        finally:
+            self._serving.discard(guid)
+
+    async def _serve(
+        self,
+        guid: str,
+        transport_key: str,
+        ephemeral_pk: str,
+        requester: str,
+        trigger: str,
+        trace_id: str,
+        block: int | None,
+        version: int | None,
+        reply: str | None,
     ) -> None:
         row = self.store.get_share(transport_key)
         if row is None or (version is not None and row.version < version):

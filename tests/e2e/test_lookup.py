@@ -279,3 +279,90 @@ def test_past_its_limit_the_gateway_refuses_at_once_with_retry_after(live_stack,
     refused = replies[2]
     assert refused.headers["Retry-After"] == "1"
     assert "2 lookups in flight" in refused.json()["detail"]
+
+
+def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named(
+    live_stack, sample_sheets
+):
+    """Chain-confirmed org nodes serve on the chain event, straight back to the reply subject of
+    the intent that named them. One not named keeps the event and serves it only when a later
+    round names it (the first were slow), and none of it goes through the LOOKUPS stream."""
+    from eth_account import Account
+
+    from shardline.contracts import registry
+    from shardline.contracts.client import Chain
+    from shardline.core import ids, sealing
+    from shardline.runtime import chain_view
+
+    cfg = live_stack
+    gw = ParticipantKeys.load(cfg.gateway.key_file)
+    acct = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
+    guid, (esk, epk) = ids.new_guid(), sealing.ephemeral_keypair()
+    g, key = guid.hex(), ids.transport_key(sample_sheets[4].transport_id)
+    body = {
+        "guid": g,
+        "transport_key": key.hex(),
+        "ephemeral_pk": epk.hex(),
+        "requester": acct.address,
+    }
+
+    async def go() -> tuple[set, set, dict, int]:
+        nc = await nats.connect(cfg.nats_url)
+        inbox, shares, streamed = nc.new_inbox(), asyncio.Queue(), []
+
+        async def take(msg) -> None:
+            await shares.put(envelope.parse(msg.data, "lookup.share").body)
+
+        async def stream_copy(msg) -> None:
+            streamed.append(msg)
+
+        await nc.subscribe(f"{inbox}.*", cb=take)
+        await nc.subscribe(f"lookup.share.{g}", cb=stream_copy)
+
+        async def ask(orgs: list[str]) -> None:
+            intent = envelope.make("lookup.intent", {**body, "orgs": orgs}, gw)
+            await nc.publish(f"lookup.intent.{g}", intent.to_bytes(), reply=f"{inbox}.{g}")
+            await nc.flush()
+
+        async def collect(n: int) -> dict[str, dict]:
+            got = {}
+            async with asyncio.timeout(15):
+                while len(got) < n:
+                    b = await shares.get()
+                    got[b["org"]] = b
+            return got
+
+        await ask(["org1", "org2"])
+        view = await chain_view(cfg.chain_rpc, cfg)
+        chain: Chain = view.chain
+        gatekeeper = await registry.current_gatekeeper(chain, view.deployment)
+        try:  # as the gateway would send it (the account the gateway uses for this responder)
+            tx = await chain.send_call(
+                acct,
+                gatekeeper,
+                registry.request_lookup_calldata(guid, key, epk),
+                gas=registry.LOOKUP_GAS,
+            )
+            await chain.wait(tx)
+        finally:
+            await chain.close()
+        first = await collect(2)
+        await asyncio.sleep(1.0)  # the unasked keep the event to themselves
+        early = set()
+        while not shares.empty():
+            early.add((await shares.get())["org"])
+        await ask(["org3", "org4"])
+        second = await collect(2)
+        await nc.close()
+        return set(first), early, {**first, **second}, len(streamed)
+
+    first, early, got, streamed = run(go())
+    assert first == {"org1", "org2"}
+    assert early == set()
+    assert set(got) == {"org1", "org2", "org3", "org4"}
+    for org, b in got.items():
+        assert b["trigger"] == "chain", org
+        sealing.unseal(unb64(b["sealed"]), esk)  # sealed to this lookup's key
+    assert streamed == 0  # every share went to the inbox, none to the stream
+    served = [OrgStore(o.database_url).served(g) for o in cfg.orgs]
+    assert all(r is not None and r.trigger == "chain" for r in served)
