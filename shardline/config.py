@@ -80,6 +80,10 @@ class GatewayConfig(BaseModel):
     hedge_s: float = 0.25
     # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
     tx_linger_s: float = 0.0
+    # The same for a lookup whose org nodes are all audit-after: its request is its audit
+    # record, off the responder's path, so it waits to share a transaction (and a block, which
+    # every org node reads) with the lookups around it.
+    audit_linger_s: float = 0.05
     # Admission: past this many lookups in flight a new one gets 503 with Retry-After at once,
     # so that those taken on keep their deadline instead of every lookup slowing past it.
     max_in_flight: int = 256

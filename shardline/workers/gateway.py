@@ -17,10 +17,12 @@ import contextlib
 import json
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -39,7 +41,7 @@ from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
 from shardline.bus.worker import traceparent
 from shardline.bus_access import gateway_bus
-from shardline.config import Responder, StackConfig
+from shardline.config import AUDIT_AFTER, Responder, StackConfig
 from shardline.contracts import registry
 from shardline.contracts.artifacts import event_topic
 from shardline.contracts.client import ChainError, ChainRevert, TxDropped
@@ -57,6 +59,9 @@ from shardline.workers.records_api import records_router
 from shardline.workers.responder_auth import ResponderAuth
 
 # What the gateway keeps from the chain while its log subscription is live.
+TERMS_KEPT = 100_000  # transports' terms, the most recently used (about 50 MB)
+TRANSPORT_RETIRED = event_topic("TransportRegistry", "TransportRetired")
+TERMS_IN_EVENT = ["bytes32", "uint8", "bytes32[]", "uint32"]  # TransportRegistered/Updated data
 TRANSPORT_EVENTS = [
     event_topic("TransportRegistry", e)
     for e in ("TransportRegistered", "TransportUpdated", "TransportRetired")
@@ -140,11 +145,12 @@ class Gateway:
         self.accounts: dict[str, LocalAccount] = {}
         self._tasks: set[asyncio.Task] = set()
         # Kept only while the log subscription is live; every (re)subscription empties them.
-        self._terms: dict[bytes, tuple] = {}
+        self._terms: OrderedDict[bytes, tuple] = OrderedDict()  # newest use last
         self._authorised: set[str] = set()
         # Org nodes that let a lookup down are asked last until they answer again.
         self._slow: set[str] = set()
-        self._batchers: dict[str, LookupTxBatcher] = {}
+        self._batchers: dict[tuple[str, float], LookupTxBatcher] = {}
+        self._audit_after = {o.id: o.policy == AUDIT_AFTER for o in cfg.orgs}
         self._rechecks: dict[str, asyncio.Future] = {}
         self.in_flight = 0  # lookups taken on and not finished
 
@@ -217,6 +223,14 @@ class Gateway:
                 )
         elif topic in TRANSPORT_EVENTS and lg.address == self.registry_address:
             self._terms.pop(lg.topics[1], None)
+            if topic != TRANSPORT_RETIRED and not lg.removed:
+                # the event carries the terms: the first lookup of a new transport reads nothing
+                commitment, threshold, org_ids, version = abi_decode(TERMS_IN_EVENT, lg.data)
+                info = registry.transport_info(
+                    commitment, threshold, org_ids, lg.topics[2][12:], version, True
+                )
+                terms = Terms(lg.topics[1], info.threshold, tuple(info.org_ids), info.commitment)
+                self._keep_terms(lg.topics[1], (terms, info.company, info.version, info.active))
         elif topic in ROLE_EVENTS:
             self._authorised.clear()
         elif topic == GATEKEEPER_UPGRADED and lg.address == self.governor_address:
@@ -224,13 +238,20 @@ class Gateway:
             self._authorised.clear()
             log.event("gateway.gatekeeper_upgraded", gatekeeper=self.gatekeeper)
 
+    def _keep_terms(self, key: bytes, found: tuple) -> None:
+        self._terms[key] = found
+        while len(self._terms) > TERMS_KEPT:
+            self._terms.popitem(last=False)
+
     async def terms(self, key: bytes) -> tuple | None:
         found = self._terms.get(key)
+        if found is not None:
+            self._terms.move_to_end(key)
         if found is None:
             live = self.watch.live
             found = await self.view.terms(key)
             if found is not None and live and self.watch.live:
-                self._terms[key] = found
+                self._keep_terms(key, found)
         return found
 
     async def check_requester(self, responder: Responder, acct: LocalAccount, calldata: bytes):
@@ -397,17 +418,21 @@ class Gateway:
             self.cfg.gateway.keep_finished_s, self.lookups.pop, state.guid, None
         )
 
-    def batcher(self, acct: LocalAccount) -> LookupTxBatcher:
-        found = self._batchers.get(acct.address)
+    def batcher(self, acct: LocalAccount, linger_s: float) -> LookupTxBatcher:
+        found = self._batchers.get((acct.address, linger_s))
         if found is None:
             found = LookupTxBatcher(
-                self.view.chain,
-                acct,
-                lambda: self.gatekeeper,
-                linger_s=self.cfg.gateway.tx_linger_s,
+                self.view.chain, acct, lambda: self.gatekeeper, linger_s=linger_s
             )
-            self._batchers[acct.address] = found
+            self._batchers[(acct.address, linger_s)] = found
         return found
+
+    def linger_for(self, org_ids: tuple[str, ...]) -> float:
+        """How long a lookup's request waits for others to share its transaction: longer when
+        every org node of the transport serves on the intent, so nothing waits for the chain."""
+        if all(self._audit_after.get(o, False) for o in org_ids):
+            return max(self.cfg.gateway.tx_linger_s, self.cfg.gateway.audit_linger_s)
+        return self.cfg.gateway.tx_linger_s
 
     async def _send(
         self, state: LookupState, acct: LocalAccount, guid: bytes, key: bytes, epk: bytes
@@ -418,7 +443,7 @@ class Gateway:
         transaction that a reorg or a node restart dropped is sent again, alone, with the
         account's nonce counted afresh (a dropped nonce would hold up every later request).
         """
-        chain, batcher = self.view.chain, self.batcher(acct)
+        chain, batcher = self.view.chain, self.batcher(acct, self.linger_for(state.org_ids))
         try:
             sent = await batcher.submit(guid, key, epk)
             log.event(

@@ -110,7 +110,12 @@ def test_no_plaintext_sheet_crosses_the_bus(live_stack, sample_sheets):
 
     outs, payloads = run(go())
     assert all(o.status == 200 for o in outs)
-    assert len(payloads) > 20
+    # the recorder saw each lookup's traffic: its intent and the shares it was built from
+    for o in outs:
+        guid = o.body["guid"].encode()
+        mine = [p for p in payloads if guid in p]
+        assert sum(b'"type":"lookup.intent"' in p for p in mine) >= 1, o.body["guid"]
+        assert sum(b'"type":"lookup.share"' in p for p in mine) >= live_stack.threshold
     blob = b"\n".join(payloads)
     for s in targets:
         for secret in (
