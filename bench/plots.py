@@ -95,12 +95,35 @@ def capacity(data: dict) -> list[Path]:
 
 
 def combiners(data: dict) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    vals = [data["one"]["per_s"], data["two"]["per_s"]]
-    ax.bar(["1 combiner", "2 combiners"], vals, color=["#888", "#2a7"])
-    ax.axhline(data["ceiling"], ls="--", color="k", lw=1, label="one combiner's ceiling")
-    ax.set(ylabel="lookups/s", title=f"combiner as bottleneck ({data['cost_ms']:g} ms/share)")
-    ax.legend(fontsize=8)
+    """One worker against two: gateways (lookups/s) and durable combiners (shares/s), each bar
+    labelled with the cores the stack's processes used in that run."""
+    panels = [
+        (k, label, unit, key)
+        for k, label, unit, key in (
+            ("gateways", "gateway", "lookups/s", "cpu_ms_per_lookup"),
+            ("fallback", "combiner", "shares/s", "cpu_ms_per_share"),
+        )
+        if k in data
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, (k, label, unit, _key) in zip(axes[0], panels, strict=True):
+        d = data[k]
+        runs = [d["one"], d["two"]]
+        vals = [r["load"]["per_s"] if "load" in r else r["shares_per_s"] for r in runs]
+        bars = ax.bar([f"1 {label}", f"2 {label}s"], vals, color=["#888", "#2a7"])
+        for bar, r in zip(bars, runs, strict=True):
+            ax.annotate(
+                f"{sum(r['cores'].values()):.2f} cores",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        ax.set(
+            ylabel=unit,
+            title=f"{label}s: x{d['ratio']:.2f} (at most x{d['best_ratio']:.2f} on idle cores)",
+        )
+        ax.title.set_fontsize(9)
     footnote(fig, data)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, "capacity-combiners.png")

@@ -7,6 +7,7 @@ from nats.errors import NoServersError
 
 from shardline.bus import log
 from shardline.bus.credentials import BusTLS, ClientAuth, bare, redact
+from shardline.bus.tcp_guard import bound_unacked
 
 
 class BusUnavailable(ConnectionError):
@@ -18,6 +19,8 @@ class BusUnavailable(ConnectionError):
 # another server of the cluster.
 PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
+# ... and one that keeps publishing to it, after this long without an acknowledgement.
+UNACKED_TIMEOUT_S = PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1)
 
 
 def server_list(url: str) -> list[str]:
@@ -39,6 +42,7 @@ async def connect(
             log.warn("bus.disconnected", client=name)
 
     async def on_reconnect() -> None:
+        bound_unacked(nc, UNACKED_TIMEOUT_S, name)  # a new socket
         log.event("bus.reconnected", client=name)
 
     nc = Client()
@@ -58,6 +62,7 @@ async def connect(
             **(auth.options() if auth else {}),
             **({"tls": tls.client_context()} if tls and not auth else {}),
         )
+        bound_unacked(nc, UNACKED_TIMEOUT_S, name)
         return nc
     except (NoServersError, OSError, TimeoutError) as exc:
         raise BusUnavailable(

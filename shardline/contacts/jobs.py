@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from collections import defaultdict
 from functools import cache
 
@@ -153,6 +154,12 @@ def execute(store: ContactStore, job_id: str, pub) -> dict:
     }
 
 
+def node_name(orgs: list[str]) -> str:
+    """One name per worker process: workers of the same org on several hosts (or several on
+    one host) share the org's queue, and Celery tells its workers apart by this name."""
+    return f"contacts-{'-'.join(orgs)}.{os.getpid()}@{socket.gethostname()}"
+
+
 def worker_main(cfg: StackConfig, orgs: list[str], concurrency: int = 1) -> None:
     """Run a Celery worker (prefork) for these orgs' queues, in the foreground."""
     configure(cfg)
@@ -165,7 +172,7 @@ def worker_main(cfg: StackConfig, orgs: list[str], concurrency: int = 1) -> None
             "-Q",
             ",".join(queue(o) for o in orgs),
             "-n",
-            f"contacts@{'-'.join(orgs)}",
+            node_name(orgs),
             "--without-gossip",
             "--without-mingle",
         ]

@@ -10,10 +10,10 @@ suffice for threshold 2), and no stream message lost on the servers that stayed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -61,12 +61,15 @@ def nats_conf(i: int, ips: dict[int, str], store: Path) -> str:
 
 def _wait(what: str, ok, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             if ok():
                 return
+        except Exception as exc:  # not ready yet: say the last reason if it never is
+            last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
-    raise AssertionError(f"{what} not ready within {timeout:.0f} s")
+    raise AssertionError(f"{what} not ready within {timeout:.0f} s (last: {last})")
 
 
 def _get_json(url: str) -> dict:
@@ -189,11 +192,17 @@ class Cluster:
 
         async def answering() -> bool:
             nc = await connect(self.cfg.nats_url, "cluster-test")
+            silent = []
             try:
                 for subject in [f"shardline.status.share-node.{o}" for o in orgs] + [
                     "shardline.status.combiner.main"
                 ]:
-                    await nc.request(subject, b"", timeout=1)
+                    try:
+                        await nc.request(subject, b"", timeout=1)
+                    except Exception as exc:
+                        silent.append(f"{subject} ({type(exc).__name__})")
+                if silent:
+                    raise AssertionError(f"no answer on {', '.join(silent)}")
                 return True
             finally:
                 await nc.close()
@@ -376,3 +385,68 @@ def test_lookups_across_hosts_survive_a_nats_server_and_an_org_node_cut_off(clus
     report = asyncio.run(audit.run(cfg, grace_s=0))
     print(f"  audit: {len(report.rows)} shares served, {len(report.unmatched)} unmatched")
     assert report.rows and not report.unmatched and not report.unreachable, report.to_dict()
+
+
+# ---- Celery dedup jobs shared by workers on two hosts -----------------------------------
+DEDUP_JOBS = 8
+DEDUP_PEOPLE = 1500
+DEDUP_ORG = "org3"
+
+
+def _succeeded(log: Path) -> list[str]:
+    """Job ids this worker ran to the end, from its log: Celery writes one
+    ``Task shardline.contacts.dedup[<id>] succeeded`` line per task it finished."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return re.findall(r"Task shardline\.contacts\.dedup\[([0-9a-f]+)\] succeeded", text)
+
+
+def test_dedup_jobs_are_shared_by_celery_workers_on_two_hosts(cluster):
+    """An org's dedup jobs through Celery on the gateway host's Redis, taken by a worker on the
+    org's host and one on a second host of the same org: both work, and each job runs once."""
+    from shardline.contacts import jobs, synth
+    from shardline.contacts.importer import import_file
+    from shardline.contacts.store import ContactStore, contact_secret
+
+    cfg, lab = cluster.cfg, cluster.lab
+    o = cfg.org(DEDUP_ORG)
+    store = ContactStore(o.database_url)
+    f = cluster.workdir / "dedup-people.csv"
+    f.write_text(synth.to_csv(synth.people(DEDUP_PEOPLE, seed=23)))
+    secret = contact_secret(ParticipantKeys.load(o.key_file).signing_seed)
+    assert import_file(store, f, secret, synth.MAPPING).imported == DEDUP_PEOPLE
+
+    hosts = {"a": cluster.hosts[DEDUP_ORG], "b": lab.add(f"{DEDUP_ORG}b")}
+    argv = [sys.executable, "-m", "shardline", "worker", "contacts-jobs"]
+    argv += ["--config", str(cfg.path), "--org", DEDUP_ORG]
+    logs = {}
+    for k, host in hosts.items():
+        lab.run(host, f"dedup-{k}", argv)
+        logs[k] = cluster.workdir / "logs" / f"dedup-{k}.log"
+    for k, log in logs.items():
+        _wait(f"celery worker on {hosts[k].name}", lambda log=log: "ready." in log.read_text())
+
+    t0 = time.monotonic()
+    ids = [jobs.submit(cfg, DEDUP_ORG) for _ in range(DEDUP_JOBS)]
+
+    def all_done() -> bool:
+        states = [store.job(j).state for j in ids]
+        assert "failed" not in states, [store.job(j).error for j in ids]
+        return all(s == "done" for s in states)
+
+    _wait("dedup jobs", all_done, 240)
+    took = time.monotonic() - t0
+    ran = {k: _succeeded(log) for k, log in logs.items()}
+    rows = [store.job(j) for j in ids]
+    print(
+        f"\n  dedup: {DEDUP_JOBS} jobs of {DEDUP_PEOPLE} contacts in {took:.1f} s through Celery "
+        f"on {cfg.redis_url.split('/')[2]}: "
+        + ", ".join(f"{hosts[k].name} ({hosts[k].ip}) ran {len(v)}" for k, v in ran.items())
+        + f"; attempts per job {sorted({r.attempts for r in rows})}, "
+        f"groups per job {sorted({r.groups for r in rows})}"
+    )
+    everything = [j for v in ran.values() for j in v]
+    assert sorted(everything) == sorted(ids), ran  # every job finished, and only once
+    assert all(ran.values()), ran  # both hosts took part
+    assert all(r.attempts == 1 for r in rows), [(r.id, r.attempts) for r in rows]
+    # The same contacts give the same groups, whichever host ran the job.
+    assert len({r.groups for r in rows}) == 1 and rows[0].groups > 0, [r.groups for r in rows]
