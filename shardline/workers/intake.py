@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 
 from eth_utils import keccak
@@ -26,11 +27,18 @@ LOOKUP_REQUESTED = (
 GATEKEEPER_UPGRADED = "0x" + keccak(text="GatekeeperUpgraded(address,address)").hex()
 
 
+@functools.lru_cache(maxsize=4096)
+def _checksummed(address: bytes) -> str:
+    """A responder's address as the chain's tools write it (a keccak each: a few responders
+    make most lookups, so it is kept)."""
+    return Web3.to_checksum_address(address)
+
+
 def decode_lookup(lg: RawLog) -> dict:
     return {
         "guid": lg.topics[1][:16].hex(),
         "transport_key": lg.topics[2].hex(),
-        "requester": Web3.to_checksum_address(lg.topics[3][12:]),
+        "requester": _checksummed(lg.topics[3][12:]),
         "ephemeral_pk": lg.data[:32].hex(),
         "transport_version": int.from_bytes(lg.data[32:64], "big"),
         "block_number": lg.block_number,
