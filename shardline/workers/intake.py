@@ -18,12 +18,14 @@ from web3 import Web3
 from shardline.bus import envelope, log, subjects
 from shardline.bus.worker import Worker
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.contracts.watch import LogWatch
 from shardline.core.logpoller import Cursor
 from shardline.workers.store import OrgStore
 
 LOOKUP_REQUESTED = (
     "0x" + keccak(text="LookupRequested(bytes16,bytes32,address,bytes32,uint32)").hex()
 )
+LAZY_READ_S = 0.25
 GATEKEEPER_UPGRADED = "0x" + keccak(text="GatekeeperUpgraded(address,address)").hex()
 
 
@@ -87,10 +89,19 @@ class ChainIntake(Worker):
             save=lambda c: store.save_cursor(c.remembered()),
             heads=self.heads,
         )
+        # With no confirmations to wait for, the node's own push of each LookupRequested log is
+        # served at once, and the reader above (which checks that blocks link up and keeps the
+        # cursor) need not read every block: it reads every LAZY_READ_S while the push is live.
+        self.pushed: LogWatch | None = None
+        if confirmations == 0:
+            self.pushed = LogWatch(ws_url, [LOOKUP_REQUESTED], self._on_pushed, lambda: None)
+        self._pushed_tasks: set[asyncio.Task] = set()
         self._loop: asyncio.Task | None = None
 
     async def setup(self) -> None:
         self.heads.start()
+        if self.pushed is not None:
+            self.pushed.start()
         self._loop = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -99,6 +110,10 @@ class ChainIntake(Worker):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         await self.heads.stop()
+        if self.pushed is not None:
+            await self.pushed.stop()
+        for t in list(self._pushed_tasks):
+            t.cancel()
         await super().stop()
 
     async def _run(self) -> None:
@@ -116,9 +131,36 @@ class ChainIntake(Worker):
                 log.warn("intake.step_failed", org=self.org_id, error=str(exc))
                 await asyncio.sleep(0.5)
             if self.reader.caught_up:
-                await self.reader.next_head()
+                if self.pushed is not None and self.pushed.live:
+                    await asyncio.sleep(LAZY_READ_S)  # the push serves; this confirms and keeps up
+                else:
+                    await self.reader.next_head()
             # at most one read per min_interval_s under load; none of it when idle
             await asyncio.sleep(max(0.0, self.min_interval_s - (loop.time() - started)))
+
+    def _on_pushed(self, lg: RawLog) -> None:
+        if lg.removed or lg.address not in self.gatekeepers or self.serve_here is None:
+            return  # a log a reorg took back, or of a Gatekeeper the reader has not seen yet
+        task = asyncio.get_running_loop().create_task(self._serve_pushed(lg))
+        self._pushed_tasks.add(task)
+        task.add_done_callback(self._pushed_tasks.discard)
+
+    async def _serve_pushed(self, lg: RawLog) -> None:
+        """Serve a pushed lookup now; anything that stops it here is left to the reader, which
+        reads the same log again and falls back to the stream."""
+        assert self.serve_here is not None
+        body = decode_lookup(lg)
+        if self.store.served(body["guid"]) or self.leaves_to_others(body):
+            return
+        log.event(
+            "intake.lookup_requested",
+            org=self.org_id,
+            guid=body["guid"],
+            block=lg.block_number,
+            pushed=True,
+            trace_id=body["guid"],
+        )
+        await self.serve_here(body)
 
     async def on_log(self, lg: RawLog) -> None:
         topic = "0x" + lg.topics[0].hex()

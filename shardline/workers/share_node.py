@@ -69,6 +69,8 @@ class ShareNode(Worker):
         # lookups whose intent named other org nodes (newest last), with their chain event once
         # it came (served if the gateway names this org after all)
         self._not_asked: OrderedDict[str, dict | None] = OrderedDict()
+        # lookups an intent named this org for (newest last)
+        self._asked: OrderedDict[str, None] = OrderedDict()
         # chain-confirmed: the gateway's reply subject for a lookup it asked this org for
         self._reply_to: OrderedDict[str, str] = OrderedDict()
         # lookups being served in this process: the chain event and a late intent may meet
@@ -212,11 +214,16 @@ class ShareNode(Worker):
         guid = b["guid"]
         if "orgs" in b and self.org.id not in b["orgs"]:
             # The gateway asked others first and asks again if they are slow; the chain event
-            # for this lookup, when it comes, is not a reason to serve either.
-            self._not_asked.setdefault(guid, None)
-            while len(self._not_asked) > NOT_ASKED_KEPT:
-                self._not_asked.popitem(last=False)
+            # for this lookup, when it comes, is not a reason to serve either. A later round
+            # that names only others (the slow ones' replacements) leaves this org asked.
+            if guid not in self._asked:
+                self._not_asked.setdefault(guid, None)
+                while len(self._not_asked) > NOT_ASKED_KEPT:
+                    self._not_asked.popitem(last=False)
             return
+        self._asked[guid] = None
+        while len(self._asked) > NOT_ASKED_KEPT:
+            self._asked.popitem(last=False)
         skipped = self._not_asked.pop(guid, None)  # named now, after others were slow
         if time.time() - env.sent_at > 60:
             log.warn("intent.stale", org=self.org.id, guid=guid, trace_id=env.trace_id)

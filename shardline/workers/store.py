@@ -117,10 +117,10 @@ _GET_SHARE = select(
 ).where(_shares.c.transport_key == bindparam("k"))
 _GET_SERVED = select(_served).where(_served.c.guid == bindparam("g"))
 _INSERT_SERVED = insert(_served)
-_MARK_ON_CHAIN = (
+_MARK_ON_CHAIN = (  # the first block it was seen in stays
     update(_served)
-    .where(_served.c.guid == bindparam("g"), _served.c.on_chain_block.is_(None))
-    .values(on_chain_block=bindparam("block"))
+    .where(_served.c.guid == bindparam("g"))
+    .values(on_chain_block=func.coalesce(_served.c.on_chain_block, bindparam("block")))
 )
 
 
@@ -146,9 +146,7 @@ _SQL_INSERT_SERVED = (
     'INSERT OR IGNORE INTO served (guid, transport_key, requester, "trigger", served_at, '
     "on_chain_block) VALUES (?, ?, ?, ?, ?, ?)"
 )
-_SQL_MARK_ON_CHAIN = (
-    "UPDATE served SET on_chain_block = ? WHERE guid = ? AND on_chain_block IS NULL"
-)
+_SQL_MARK_ON_CHAIN = "UPDATE served SET on_chain_block = coalesce(on_chain_block, ?) WHERE guid = ?"
 
 
 class OrgStore:
@@ -229,7 +227,8 @@ class OrgStore:
             return False
 
     def mark_on_chain(self, guid: str, block: int) -> bool:
-        """Note the block of a served lookup's on-chain request; False if none was served."""
+        """Note the block of a served lookup's on-chain request (the first one noted stays);
+        False if this org served no such lookup."""
         if self._db is not None:
             return self._db.execute(_SQL_MARK_ON_CHAIN, (block, guid)).rowcount == 1
         with self.engine.begin() as c:

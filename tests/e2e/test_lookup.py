@@ -290,8 +290,9 @@ def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named
     live_stack, sample_sheets
 ):
     """Chain-confirmed org nodes serve on the chain event, straight back to the reply subject of
-    the intent that named them. One not named keeps the event and serves it only when a later
-    round names it (the first were slow), and none of it goes through the LOOKUPS stream."""
+    the intent that named them; a later round naming only others leaves them asked. One never
+    named keeps the event and serves it only when a round names it (the first were slow), and
+    none of it goes through the LOOKUPS stream."""
     from eth_account import Account
 
     from shardline.contracts import registry
@@ -338,6 +339,7 @@ def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named
             return got
 
         await ask(["org1", "org2"])
+        await ask(["org3"])  # a second round before the block, naming only the newcomer
         view = await chain_view(cfg.chain_rpc, cfg)
         chain: Chain = view.chain
         gatekeeper = await registry.current_gatekeeper(chain, view.deployment)
@@ -351,18 +353,18 @@ def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named
             await chain.wait(tx)
         finally:
             await chain.close()
-        first = await collect(2)
-        await asyncio.sleep(1.0)  # the unasked keep the event to themselves
+        first = await collect(3)
+        await asyncio.sleep(1.0)  # the one never named keeps the event to itself
         early = set()
         while not shares.empty():
             early.add((await shares.get())["org"])
-        await ask(["org3", "org4"])
-        second = await collect(2)
+        await ask(["org4"])
+        last = await collect(1)
         await nc.close()
-        return set(first), early, {**first, **second}, len(streamed)
+        return set(first), early, {**first, **last}, len(streamed)
 
     first, early, got, streamed = run(go())
-    assert first == {"org1", "org2"}
+    assert first == {"org1", "org2", "org3"}
     assert early == set()
     assert set(got) == {"org1", "org2", "org3", "org4"}
     for org, b in got.items():
