@@ -33,6 +33,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -116,7 +117,26 @@ async def wait_checked(cfg, servers: list[str], digests: list[bytes]) -> None:
     raise TimeoutError("the servers did not check every contribution")
 
 
-async def pipeline(n: int, collectors: int, single: int) -> dict:
+def cpu_seconds(run_dir: Path) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process of the stack and by this one."""
+    import psutil
+
+    out = {"bench client (this process)": sum(psutil.Process().cpu_times()[:2])}
+    for name, info in stack.read_pids(run_dir).items():
+        try:
+            proc = psutil.Process(info["pid"])
+            procs = [proc, *proc.children(recursive=True)]
+            out[name] = sum(sum(p.cpu_times()[:2]) for p in procs)
+        except psutil.Error:
+            continue
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0.05}
+
+
+async def pipeline(n: int, collectors: int, single: int, logs: Path | None = None) -> dict:
     from eth_account import Account
 
     from shardline.core import analytics_batch as ab
@@ -153,6 +173,7 @@ async def pipeline(n: int, collectors: int, single: int) -> dict:
         ab.share_batch(schema, rows[:per], 1, xs)
         share_one = time.perf_counter() - t
 
+        cpu0 = cpu_seconds(run_dir)
         t0 = time.perf_counter()
         digests = [
             d
@@ -185,6 +206,7 @@ async def pipeline(n: int, collectors: int, single: int) -> dict:
         out = await client.result(consumer, secret, timeout_s=900)
         cold = time.perf_counter() - t0
         submitted = await checking
+        cpu = cpu_used(cpu0, cpu_seconds(run_dir))
         t1 = time.perf_counter()
         secret2 = await client.open(
             consumer,
@@ -230,8 +252,11 @@ async def pipeline(n: int, collectors: int, single: int) -> dict:
             "mean": float(arr.mean()),
             "single": single,
             "single_s": single_s,
+            "cpu": cpu,
         }
     finally:
+        if logs is not None:  # the workers' logs (their per-input timings), kept for reading
+            shutil.copytree(run_dir / "logs", logs, dirs_exist_ok=True)
         await asyncio.to_thread(stack.down, run_dir, say=lambda _m: None)
 
 
@@ -569,6 +594,7 @@ def main() -> None:
     )
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--logs", type=Path, help="copy the stack's worker logs here")
     args = ap.parse_args()
     head = {"plain": plaintext(args.rows), "load": ", ".join(f"{v:.2f}" for v in os.getloadavg())}
     print(f"load average {head['load']}", flush=True)
@@ -579,7 +605,7 @@ def main() -> None:
         f"MPyC alone, 4 parties: {m['seconds']:.2f} s (wall {m['wall']:.2f} s; mean {m['mean']:.3f}, variance {m['variance']:.3f})",
         flush=True,
     )
-    p = asyncio.run(pipeline(args.rows, args.collectors, args.single))
+    p = asyncio.run(pipeline(args.rows, args.collectors, args.single, args.logs))
     head.update(p)
     print(
         f"pipeline ({args.rows:,} producers, {args.collectors} collectors): submission {p['submission']:.2f} s "
@@ -592,6 +618,13 @@ def main() -> None:
         f"ratios vs MPyC alone: pipeline (submission + job) {p['cold'] / head['mpyc']:.2f}x "
         f"(target {TARGET}x), submission {p['submission'] / head['mpyc']:.2f}x, "
         f"job {p['job'] / head['mpyc']:.2f}x; NumPy {head['plain'] / head['mpyc']:.5f}x",
+        flush=True,
+    )
+    cpu = p["cpu"]
+    print(
+        f"CPU seconds during submission + job ({p['cold']:.2f} s wall, {os.cpu_count()} cores): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+        + f"; total {sum(cpu.values()):.2f}",
         flush=True,
     )
     if p.get("single_s"):

@@ -105,7 +105,7 @@ def extended_elements(schema: an.Schema, matrix: np.ndarray) -> bytes:
     ext = np.concatenate([matrix, sc.aux_bits(schema, matrix).astype(matrix.dtype)], axis=1)
     if ext.dtype == object:
         return fs.pack([int(v) for v in ext.ravel()])
-    return bs.elements_of(ext).tobytes()
+    return bs.packed(bs.elements_of(ext))
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def share_batch(
 
 
 def _one_random() -> bytes:
-    return bs.random_field(1).T.astype(">u4").tobytes()
+    return bs.packed(bs.random_field(1))
 
 
 def split_part(lay: sc.Layout, part: bytes, rows: int) -> tuple[bytes, int, int]:
