@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .field_shares import ELEMENT_BYTES, PRIME
+from .field_shares import ELEMENT_BYTES, PRIME, lagrange_at
 
 P = np.uint64(PRIME)
 MASK32 = np.uint64(0xFFFFFFFF)
@@ -140,6 +140,67 @@ def share_arrays(
                 reduce(acc)
         out[x] = acc
     return out
+
+
+SEED_BYTES = 32
+
+
+def expand_seed(seed: bytes, count: int) -> np.ndarray:
+    """``count`` uniform elements determined by ``seed``: the AES-256-CTR keystream under it,
+    61 bits per word, words equal to p skipped (so every value is equally likely)."""
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"a share seed is {SEED_BYTES} bytes, not {len(seed)}")
+    enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    v = np.frombuffer(enc.update(bytes(8 * count)), dtype=np.uint64) & P
+    if not (v == P).any():
+        return v
+    keep = v[v != P]
+    while keep.shape[0] < count:
+        more = np.frombuffer(enc.update(bytes(8 * (count - keep.shape[0]))), dtype=np.uint64) & P
+        keep = np.concatenate([keep, more[more != P]])
+    return keep
+
+
+def scale(v: np.ndarray, c: int) -> np.ndarray:
+    """v * c mod p (a new array): one multiply when c or -c is below 8, else ``mulmod``."""
+    c %= PRIME
+    if c < SMALL_POINT:
+        return reduce(v * np.uint64(c))
+    if PRIME - c < SMALL_POINT:
+        out = reduce(v * np.uint64(PRIME - c))
+        np.subtract(P, out, out=out, where=out != 0)
+        return out
+    return mulmod(v, np.uint64(c))
+
+
+def share_seeded(
+    secret: np.ndarray, threshold: int, xs: Sequence[int]
+) -> tuple[dict[int, bytes], dict[int, np.ndarray]]:
+    """Shamir shares of ``secret`` where the first ``threshold`` points' shares are the expansion
+    of a fresh seed each (pseudo-random secret sharing): those servers get 32 bytes instead of
+    their shares. With the secret at 0, the t seeded values fix the polynomial of degree t, a
+    uniform one as with ``share_arrays`` (the seeds are uniform; AES-CTR stands for randomness);
+    every other share is its Lagrange combination. Returns (seeds, shares of the rest)."""
+    if threshold < 1 or len(xs) <= threshold:
+        raise ValueError(f"{len(xs)} shares cannot hide values at threshold {threshold}")
+    if len(set(xs)) != len(xs) or any(not 0 < x < MAX_POINT for x in xs):
+        raise ValueError(f"share points {list(xs)} must be distinct, between 1 and {MAX_POINT}")
+    seeded, rest = list(xs[:threshold]), list(xs[threshold:])
+    seeds = {x: secrets.token_bytes(SEED_BYTES) for x in seeded}
+    values = [secret, *(expand_seed(seeds[x], secret.shape[0]) for x in seeded)]
+    nodes = [0, *seeded]
+    out: dict[int, np.ndarray] = {}
+    for x in rest:
+        acc = None
+        for weight, v in zip(lagrange_at(nodes, x), values, strict=True):
+            term = scale(v, weight)
+            if acc is None:
+                acc = term
+            else:
+                acc += term
+                reduce(acc)
+        out[x] = acc  # type: ignore[assignment]
+    return seeds, out
 
 
 def column_sums(blob: bytes, width: int) -> list[int]:

@@ -47,6 +47,7 @@ from shardline.workers.analytics_store import AnalyticsStore
 INPUT_BUCKET = "analytics"  # parts too large for one message, sealed to their server
 PRODUCER = 4  # a producer's kind in a ProducerDirectory (not an OrgRegistry kind)
 POLL_S = 0.05
+WAIT_S = 1.0  # a job waiting for contributions looks again at least this often
 
 
 class ProducerDirectory(Directory):
@@ -171,6 +172,7 @@ class AnalyticsServer(Worker):
         self._aggregates: dict[tuple[str, int], list[int]] = {}
         self._jobs: dict[int, asyncio.Task] = {}
         self._blobs: BlobStore | None = None
+        self._progress = asyncio.Event()  # set when a contribution is recorded or decided
         self.outbox = CheckOutbox(self._publish_checks)
         self.heads = HeadWatcher(ws_url)
         self.reader = EventReader(
@@ -254,7 +256,7 @@ class AnalyticsServer(Worker):
         schema = an.Schema.from_dict(ds.schema)
         lay = sc.layout(schema)
         try:
-            body, w, eta = ab.split_part(lay, part, b["rows"])
+            body, w, eta = ab.split_part(lay, part, b["rows"], bool(b.get("seeded")))
         except ValueError as exc:
             raise BadMessage(f"contribution of {producer} to {ds_id}: {exc}") from None
         block = await self.contribution_block(ds_id, digest)
@@ -279,6 +281,11 @@ class AnalyticsServer(Worker):
             check_s=round(checked - on_chain, 4),
             store_send_s=round(time.monotonic() - checked, 4),
         )
+
+    def _progressed(self) -> None:
+        """Wake the jobs waiting for contributions (``aggregate``)."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def _publish_checks(self, ds_id: str, x: int, points: list[dict]) -> None:
         body = {"dataset": ds_id, "x": x, "points": points}
@@ -320,11 +327,15 @@ class AnalyticsServer(Worker):
     async def contribution_block(self, ds_id: str, digest: bytes) -> bytes:
         """The hash of the block that recorded ``digest``: the producer sends its parts after
         that block, so it comes in a moment; after a while, let the bus redeliver."""
-        for _ in range(250):
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 5.0
+        while loop.time() < until:
+            progress = self._progress  # set when a Contributed event is recorded
             block = self.store.block(ds_id, digest)
             if block is not None:
                 return block
-            await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), 0.2)
         raise Transient(f"contribution {digest.hex()[:12]} to {ds_id} is not on chain here yet")
 
     async def on_check(self, m: Incoming) -> None:
@@ -341,14 +352,18 @@ class AnalyticsServer(Worker):
         held = self.store.add_points(ds.id, x, got)
         full = [d for d, n in held.items() if n >= len(ds.servers)]
         decided = self.store.verdicts(ds.id, full) if full else {}
-        for digest in full:
-            if digest in decided:
-                continue
-            pts = self.store.points(ds.id, digest)
-            reason = sc.verdict(
+        undecided = [d for d in full if d not in decided]
+        if not undecided:
+            return
+        reasons = {
+            digest: sc.verdict(
                 {px: sc.CheckPoint(c, r) for px, (c, r) in pts.items()}, ds.threshold
             )
-            self.store.put_verdict(ds.id, digest, reason)
+            for digest, pts in self.store.points_of(ds.id, undecided).items()
+        }
+        self.store.put_verdicts(ds.id, reasons)
+        self._progressed()
+        for digest, reason in reasons.items():
             if reason:
                 log.warn(
                     "analytics.input_rejected",
@@ -368,6 +383,7 @@ class AnalyticsServer(Worker):
             ds_id = mk.name_of(lg.topics[1])
             self.store.put_block(ds_id, bytes(digest), lg.block_hash)
             self.store.add_contribution(ds_id, int(index), bytes(digest), int(rows))
+            self._progressed()
             return
         job_id, _ds, servers, _xs, _spec, _boxes = mk.decode_job_opened(lg)
         if self.org_id in servers and job_id not in self._jobs:
@@ -503,10 +519,11 @@ class AnalyticsServer(Worker):
         if key in self._aggregates:
             return self._aggregates[key]
         while True:
+            progress = self._progress  # woken when a contribution is recorded or decided
             digests = self.store.contributions(ds_id, inputs)
             complete = len(digests) == inputs
-            held = self.store.inputs(ds_id, digests) if complete else {}
             verdicts = self.store.verdicts(ds_id, digests) if complete else {}
+            held = self.store.inputs(ds_id, digests) if len(verdicts) == inputs else {}
             if complete and len(held) == inputs and len(verdicts) == inputs:
                 break
             if await self.chain_time() > deadline:
@@ -514,7 +531,8 @@ class AnalyticsServer(Worker):
                     f"{len(held)} of the {inputs} contributions to {ds_id} reached this server, "
                     f"{len(verdicts)} were checked by all servers, before the commit deadline"
                 )
-            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), WAIT_S)
         acc = [0] * width
         for d in digests:
             if verdicts[d]:

@@ -65,7 +65,9 @@ def test_the_mersenne_reduction_handles_the_edges():
     b = np.array([fs.PRIME - 1, 2, 2**32 + 1, fs.PRIME - 2], dtype=np.uint64)
     expect = [int(p) * int(q) % fs.PRIME for p, q in zip(a.tolist(), b.tolist(), strict=True)]
     assert bs.mulmod(a, b).tolist() == expect
-    assert bs.mulmod(a, np.uint64(65535)).tolist() == [int(p) * 65535 % fs.PRIME for p in a.tolist()]
+    assert bs.mulmod(a, np.uint64(65535)).tolist() == [
+        int(p) * 65535 % fs.PRIME for p in a.tolist()
+    ]
 
 
 @pytest.mark.parametrize("x", [7, 8, 13, 65535])
@@ -135,7 +137,7 @@ def test_a_shared_batch_sums_to_the_plaintext_sketch():
     lay = sc.layout(SCHEMA)
     sums = {}
     for x in xs:
-        body, _w, _eta = ab.split_part(lay, batch.parts[x], batch.rows)
+        body, _w, _eta = ab.split_part(lay, batch.parts[x], batch.rows, x in batch.seeded)
         sums[x] = bs.column_sums(body, lay.extended)[: lay.width]
     decoded = fs.robust_reconstruct(sums, 1)
     plain = np.array([[fs.centered(v) for v in an.encode_row(SCHEMA, r)] for r in data])
@@ -162,3 +164,34 @@ def test_weighted_products_equal_python_sums():
         bs.weighted_products(la, None, w)
         == sum(x * x * z for x, z in zip(a, ws, strict=True)) % fs.PRIME
     )
+
+
+@pytest.mark.parametrize(("t", "n"), [(1, 4), (2, 7), (3, 10)])
+def test_seeded_shares_are_shamir_shares(t, n):
+    rnd = random.Random(t)
+    vals = [rnd.randrange(fs.PRIME) for _ in range(200)] + [0, fs.PRIME - 1]
+    xs = list(range(1, n + 1))
+    seeds, rest = bs.share_seeded(bs.elements(fs.pack(vals)), t, xs)
+    assert sorted(seeds) == xs[:t] and all(len(s) == bs.SEED_BYTES for s in seeds.values())
+    pts = {x: bs.expand_seed(seeds[x], len(vals)).tolist() for x in seeds}
+    pts |= {x: v.tolist() for x, v in rest.items()}
+    assert fs.is_consistent(pts, t)
+    assert fs.robust_reconstruct(pts, t).values == vals
+    assert fs.interpolate({x: pts[x] for x in xs[-(t + 1) :]}, 0) == vals
+
+
+def test_a_seed_expands_the_same_way_every_time_and_differently_from_another():
+    seed = bytes(range(32))
+    a = bs.expand_seed(seed, 1000)
+    assert a.tolist() == bs.expand_seed(seed, 1000).tolist()
+    assert a[:10].tolist() == bs.expand_seed(seed, 10).tolist()
+    assert a.tolist() != bs.expand_seed(bytes(32), 1000).tolist()
+    assert int(a.max()) < fs.PRIME
+    with pytest.raises(ValueError, match="32 bytes"):
+        bs.expand_seed(b"short", 3)
+
+
+@pytest.mark.parametrize("c", [0, 1, 7, 8, fs.PRIME - 1, fs.PRIME - 7, fs.PRIME - 8, 12345])
+def test_scaling_by_a_constant(c):
+    v = np.array([0, 1, fs.PRIME - 1, 2**60 + 3], dtype=np.uint64)
+    assert bs.scale(v, c).tolist() == [int(e) * c % fs.PRIME for e in v.tolist()]
