@@ -495,12 +495,16 @@ def report(head: dict | None, sc: dict, args) -> str:
             f"{'met' if ratio <= TARGET else 'not met'} in this run ({ratio:.2f}x).",
             "",
             'What "pipeline" covers: every producer\'s row range checked by the client, encoded '
-            "(sketch + aux bits), shared t-of-n, each server's part sealed to it and put in the "
-            "object store, the batch's digest on chain (`contribute`, mined), one message per "
-            "server; each server fetches, unseals, checks the hash against the chain, evaluates "
+            "(sketch + aux bits), shared t-of-n over GF(2^61 - 1) (server 1's shares as a 32-byte "
+            "seed), each other server's part sealed to it and put in the object store, the "
+            "batch's digest on chain (`contribute`, mined), one message per server; each server "
+            "fetches, unseals (or expands its seed), checks the hash against the chain, evaluates "
             "its range-check values and sums the rows, publishes the values; every server decides "
-            "from all of them; then the job. MPyC alone covers input sharing, the sums and the "
-            "opening only: no chain, no bus, no sealing, no range check.",
+            "from all of them; then the job (open with deposit and mask, commit, k check, reveal, "
+            "Berlekamp-Welch, accept), all on one machine: the client, four org nodes, "
+            "nats-server and anvil share its cores. MPyC alone covers input sharing, the sums and "
+            "the opening among 4 local processes only: no chain, no bus, no sealing, no range "
+            "check.",
             "",
             "Where the submission's time goes (same run):",
             "",
@@ -510,6 +514,12 @@ def report(head: dict | None, sc: dict, args) -> str:
             f"{head['sent']:.2f} s after the start; the servers' check and sums take the rest "
             f"({head['submission'] - head['sent']:.2f} s, the four servers sharing the machine's "
             "cores).",
+            "- CPU seconds used during submission + job, by process: "
+            + ", ".join(
+                f"{k} {v:.2f}" for k, v in sorted(head["cpu"].items(), key=lambda kv: -kv[1])
+            )
+            + f"; total {sum(head['cpu'].values()):.2f} in {head['cold']:.2f} s of wall time on "
+            f"{os.cpu_count()} cores shared with other work (load average above).",
         ]
         if head.get("single_s"):
             per = head["single_s"] / head["single"]

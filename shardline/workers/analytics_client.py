@@ -322,9 +322,9 @@ class AnalyticsClient:
     ) -> JobOutcome:
         """Decode the statistic, name any cheater on chain, and settle the job."""
         job = await self.wait_outputs(secret.job, timeout_s)
-        slots = [
-            await mk.slot(self.chain, self.deployment, job.id, i) for i in range(len(job.servers))
-        ]
+        slots = await asyncio.gather(
+            *(mk.slot(self.chain, self.deployment, job.id, i) for i in range(len(job.servers)))
+        )
         silent = [
             s
             for s, sl in zip(job.servers, slots, strict=True)

@@ -501,11 +501,10 @@ class AnalyticsServer(Worker):
             return [], b""
 
     async def decoded_count(self, job: mk.JobInfo, threshold: int) -> int | None:
-        points = {}
-        for i, x in enumerate(job.xs):
-            s = await mk.slot(self.chain, self.deployment, job.id, i)
-            if s.committed:
-                points[x] = [s.count_share]
+        slots = await asyncio.gather(
+            *(mk.slot(self.chain, self.deployment, job.id, i) for i in range(len(job.xs)))
+        )
+        points = {x: [s.count_share] for x, s in zip(job.xs, slots, strict=True) if s.committed}
         try:
             return fs.centered(fs.robust_reconstruct(points, threshold).values[0])
         except fs.DecodeError as exc:
