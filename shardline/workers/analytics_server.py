@@ -381,8 +381,9 @@ class AnalyticsServer(Worker):
 
             index, digest, rows = abi_decode(["uint32", "bytes32", "uint32"], lg.data)
             ds_id = mk.name_of(lg.topics[1])
-            self.store.put_block(ds_id, bytes(digest), lg.block_hash)
-            self.store.add_contribution(ds_id, int(index), bytes(digest), int(rows))
+            self.store.add_contribution(
+                ds_id, int(index), bytes(digest), int(rows), block_hash=lg.block_hash
+            )
             self._progressed()
             return
         job_id, _ds, servers, _xs, _spec, _boxes = mk.decode_job_opened(lg)

@@ -113,9 +113,15 @@ class AnalyticsStore:
         with Session(self.engine) as s:
             return {bytes(d): bytes(sh) for d, sh in s.execute(query) if bytes(d) in wanted}
 
-    def add_contribution(self, dataset: str, index: int, digest: bytes, rows: int) -> None:
+    def add_contribution(
+        self, dataset: str, index: int, digest: bytes, rows: int, block_hash: bytes | None = None
+    ) -> None:
+        """A contribution in the chain's order, and (given) the block that recorded it: one
+        transaction."""
         with Session(self.engine) as s, s.begin():
             s.merge(ContributionRow(dataset=dataset, index=index, digest=digest, rows=rows))
+            if block_hash is not None:
+                s.merge(ContributionBlock(dataset=dataset, digest=digest, block_hash=block_hash))
 
     def contributions(self, dataset: str, upto: int) -> list[bytes]:
         with Session(self.engine) as s:
