@@ -13,7 +13,7 @@ import hashlib
 import json
 
 from nats.js import JetStreamContext
-from nats.js.api import ObjectInfo, ObjectMeta, StorageType
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, StorageType
 from nats.js.errors import BadRequestError, BucketNotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -58,8 +58,10 @@ class BlobStore:
                 store = await js.object_store(bucket)
         return cls(store, js, bucket)
 
-    async def put(self, data: bytes, description: str = "") -> str:
-        """Store ``data`` under its SHA-256 (hex); storing the same bytes twice is a no-op."""
+    async def put(self, data: bytes, description: str = "", chunk_size: int | None = None) -> str:
+        """Store ``data`` under its SHA-256 (hex); storing the same bytes twice is a no-op.
+        ``chunk_size``: bytes per chunk message (default the store's 128 KiB; fewer, larger
+        chunks mean fewer acknowledged round trips for a large object)."""
         name = blob_name(data)
         try:
             info = await self.store.get_info(name)
@@ -67,7 +69,9 @@ class BlobStore:
                 return name
         except ObjectNotFoundError:
             pass
-        await self.store.put(name, data, meta=ObjectMeta(name=name, description=description))
+        options = ObjectMetaOptions(max_chunk_size=chunk_size) if chunk_size else None
+        meta = ObjectMeta(name=name, description=description, options=options)
+        await self.store.put(name, data, meta=meta)
         return name
 
     async def get(self, name: str) -> bytes:

@@ -25,6 +25,10 @@ from .field_shares import PRIME, centered
 
 STATISTICS = ("count", "sum", "mean", "variance", "std", "histogram")
 MAX_VECTOR = 4096
+# The rows a data set's sums are sized for: sums of squares of MAX_ROWS values up to MAX_VALUE
+# (scaled) stay below p / 2 = 2^60, so the opened sums never wrap.
+MAX_ROWS = 10**7
+MAX_VALUE = math.isqrt(PRIME // 2 // MAX_ROWS)
 
 
 class SchemaError(ValueError):
@@ -99,8 +103,12 @@ class Schema:
                 if typ == "int" and any(float(v) != int(v) for v in (lo, hi, fld.bin_width)):
                     raise SchemaError(f"int field {name}: min, max and bin_width must be integers")
                 bound = max(abs(fld.scaled(lo)), abs(fld.scaled(hi)))
-                if bound**2 * 10**9 >= PRIME // 2:
-                    raise SchemaError(f"field {name}: range too wide for sums of squares")
+                if bound**2 * MAX_ROWS >= PRIME // 2:
+                    raise SchemaError(
+                        f"field {name}: values up to {bound / fld.scale:g} are too wide: sums of "
+                        f"squares of {MAX_ROWS:,} rows must stay below the field's 2^60; keep "
+                        f"|value| * 10^decimals at most {MAX_VALUE:,}"
+                    )
                 fields_.append(fld)
             else:
                 raise SchemaError(f"field {name}: type must be int, float or category, not {typ!r}")

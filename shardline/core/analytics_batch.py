@@ -105,14 +105,17 @@ def extended_elements(schema: an.Schema, matrix: np.ndarray) -> bytes:
     ext = np.concatenate([matrix, sc.aux_bits(schema, matrix).astype(matrix.dtype)], axis=1)
     if ext.dtype == object:
         return fs.pack([int(v) for v in ext.ravel()])
-    return bs.elements_of(ext).tobytes()
+    return bs.packed(bs.elements_of(ext))
 
 
 @dataclass(frozen=True)
 class SharedBatch:
     rows: int
-    parts: dict[int, bytes]  # share point -> its extended rows, then w(x), then eta(x)
+    # share point -> its extended rows (or, for a seeded point, the 32-byte seed that expands
+    # to them), then w(x), then eta(x)
+    parts: dict[int, bytes]
     hashes: list[bytes]  # sha256 of each server's part, in share-point order
+    seeded: frozenset[int] = frozenset()  # the points whose part carries a seed
 
 
 def share_batch(
@@ -127,24 +130,34 @@ def share_batch(
         w = fs.share_rows([fs.random_elements(1)], threshold, xs)
         eta = fs.share_rows([fs.random_elements(1)], max(2 * threshold - 1, 0), xs)
     else:
-        shares = bs.share_elements(extended_elements(schema, matrix), threshold, xs)
+        ext = np.concatenate([matrix, sc.aux_bits(schema, matrix).astype(matrix.dtype)], axis=1)
         w = bs.share_elements(_one_random(), threshold, xs)
         eta = bs.share_elements(_one_random(), threshold, xs, degree=max(2 * threshold - 1, 0))
+        if ext.dtype != object and threshold >= 1:  # t servers get a seed, not their shares
+            seeds, rest = bs.share_seeded(bs.elements_of(ext), threshold, xs)
+            parts = {x: seeds[x] + w[x] + eta[x] for x in seeds}
+            parts |= {x: bs.packed(rest[x]) + w[x] + eta[x] for x in rest}
+            hashes = [hashlib.sha256(parts[x]).digest() for x in xs]
+            return SharedBatch(len(rows), parts, hashes, frozenset(seeds))
+        shares = bs.share_elements(extended_elements(schema, matrix), threshold, xs)
     parts = {x: shares[x] + w[x] + eta[x] for x in xs}
     return SharedBatch(len(rows), parts, [hashlib.sha256(parts[x]).digest() for x in xs])
 
 
 def _one_random() -> bytes:
-    return bs.random_field(1).T.astype(">u4").tobytes()
+    return bs.packed(bs.random_field(1))
 
 
-def split_part(lay: sc.Layout, part: bytes, rows: int) -> tuple[bytes, int, int]:
-    """A server's part -> (its extended rows, w(x), eta(x)); raises ValueError on a bad size."""
-    body = rows * lay.extended * fs.ELEMENT_BYTES
+def split_part(
+    lay: sc.Layout, part: bytes, rows: int, seeded: bool = False
+) -> tuple[bytes, int, int]:
+    """A server's part -> (its extended rows, w(x), eta(x)); a seeded part's rows are expanded
+    from its seed. Raises ValueError on a bad size."""
+    count = rows * lay.extended
+    body = bs.SEED_BYTES if seeded else count * fs.ELEMENT_BYTES
     if len(part) != body + 2 * fs.ELEMENT_BYTES:
-        raise ValueError(
-            f"{rows} rows of {lay.extended} elements and two check values do not fill "
-            f"{len(part)} bytes"
-        )
+        what = "a seed" if seeded else f"{rows} rows of {lay.extended} elements"
+        raise ValueError(f"{what} and two check values do not fill {len(part)} bytes")
     tail = fs.unpack(part[body:])
-    return part[:body], tail[0], tail[1]
+    rows_bytes = bs.packed(bs.expand_seed(part[:body], count)) if seeded else part[:body]
+    return rows_bytes, tail[0], tail[1]

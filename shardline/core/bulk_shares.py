@@ -1,12 +1,11 @@
-"""Shamir sharing and adding of many field elements at once, over GF(2^127 - 1), without a Python
-step per element.
+"""Shamir sharing and adding of many field elements at once, over GF(2^61 - 1), in NumPy uint64
+arrays without a Python step per element.
 
-``field_shares.share_rows`` does one Python multiply-add per element and share point: 100,000
-producers' rows take seconds. Here every element of a batch sits in its own 256-bit slot of one
-big integer, so a polynomial step for all elements is one big-integer multiply by the share point
-and one add (a few passes over memory in C), and reduction modulo the Mersenne prime is two
-masked shift-and-adds (2^127 = 1 mod p). NumPy moves the bytes between the slot layout and the
-16-byte big-endian elements the servers store (``field_shares.pack``'s layout).
+An element is one machine word: reduction modulo the Mersenne prime p = 2^61 - 1 is a mask, a
+shift and an add (2^61 = 1 mod p), a product of two elements is four 32-bit partial products
+folded the same way (2^64 = 8 mod p), and a Horner step with a share point below 8 (every point
+of n <= 7 servers) is one multiply-add that stays below 2^64. On the wire and in the servers'
+tables an element is 8 bytes big-endian (``field_shares.pack``'s layout).
 
 The shares are the same polynomials as ``field_shares``: degree ``threshold``, the secret at 0,
 coefficients uniform from ``secrets``; any ``threshold + 1`` shares rebuild, fewer reveal nothing.
@@ -18,203 +17,253 @@ import secrets
 from collections.abc import Sequence
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .field_shares import ELEMENT_BYTES, PRIME
+from .field_shares import ELEMENT_BYTES, PRIME, lagrange_at
 
+P = np.uint64(PRIME)
 MASK32 = np.uint64(0xFFFFFFFF)
-MASK31 = np.uint64(0x7FFFFFFF)
+MASK29 = np.uint64((1 << 29) - 1)
 MAX_POINT = 2**16
-
-
-def _limbs(elements: bytes | np.ndarray) -> np.ndarray:
-    """16-byte big-endian elements -> (4, count) uint64: a row per 32-bit limb, most significant
-    first (limb-major, so that each step runs over contiguous memory)."""
-    raw = elements.tobytes() if isinstance(elements, np.ndarray) else elements
-    return np.ascontiguousarray(np.frombuffer(raw, dtype=">u4").reshape(-1, 4).T, dtype=np.uint64)
-
-
-def _bytes(limbs: np.ndarray) -> bytes:
-    return limbs.T.astype(">u4").tobytes()
-
-
+WIRE = np.dtype(">u8")
+_61 = np.uint64(61)
 _32 = np.uint64(32)
-_31 = np.uint64(31)
-_1 = np.uint64(1)
+_29 = np.uint64(29)
+_3 = np.uint64(3)
+SMALL_POINT = 8  # x * acc + c < 8p < 2^64: one multiply-add per Horner step
 
 
-def _carry(v: np.ndarray, carry: np.ndarray) -> np.ndarray:
-    """Carry each limb's excess into the next, in place; ``carry`` gets what leaves the top
-    (multiples of 2^128). In-place NumPy steps: no array is allocated per step."""
-    np.right_shift(v[3], _32, out=carry)
-    v[3] &= MASK32
-    for k in (2, 1, 0):
-        v[k] += carry
-        np.right_shift(v[k], _32, out=carry)
-        v[k] &= MASK32
-    return carry
-
-
-def _reduce(v: np.ndarray) -> np.ndarray:
-    """Limbs below 2^63 each -> the canonical element modulo p, in place (2^127 = 1 mod p)."""
-    carry = np.empty(v.shape[1], dtype=np.uint64)
-    top = np.empty_like(carry)
-    _carry(v, carry)
-    while True:
-        np.right_shift(v[0], _31, out=top)
-        np.left_shift(carry, _1, out=carry)  # 2^128 = 2 mod p
-        top += carry
-        v[0] &= MASK31
-        v[3] += top
-        _carry(v, carry)  # now below 2^128: nothing leaves the top
-        if not (v[0] > MASK31).any():  # only values within 2^18 of 2^127 go round again
-            break
-    if (v[0] == MASK31).any():
-        v[:, _is_p(v)] = 0
+def reduce(v: np.ndarray) -> np.ndarray:
+    """Any uint64 values -> canonical elements modulo p, in place."""
+    top = v >> _61
+    v &= P
+    v += top  # below 2^61 + 8
+    np.subtract(v, P, out=v, where=v >= P)
     return v
 
 
-def _is_p(v: np.ndarray) -> np.ndarray:
-    return (v[0] == MASK31) & (v[1] == MASK32) & (v[2] == MASK32) & (v[3] == MASK32)
+def mulmod(a: np.ndarray, b: np.ndarray | np.uint64) -> np.ndarray:
+    """a * b mod p for canonical elements (a new canonical array)."""
+    a0, a1 = a & MASK32, a >> _32
+    b0, b1 = b & MASK32, b >> _32
+    mid = a0 * b1
+    mid += a1 * b0  # below 2^62
+    out = a1 * b1  # below 2^58: times 2^64 = 8 mod p
+    out <<= _3
+    out += mid >> _29  # mid * 2^32 = (mid >> 29) * 2^61 + (mid & (2^29 - 1)) * 2^32
+    mid &= MASK29
+    mid <<= _32
+    out += mid
+    lo = a0 * b0
+    out += lo >> _61
+    lo &= P
+    out += lo  # below 2^63
+    return reduce(out)
+
+
+def elements(blob: bytes) -> np.ndarray:
+    """Packed 8-byte big-endian elements -> native uint64; ValueError if one is not below p."""
+    if len(blob) % ELEMENT_BYTES:
+        raise ValueError(f"{len(blob)} bytes is not a whole number of field elements")
+    v = np.frombuffer(blob, dtype=WIRE).astype(np.uint64)
+    if v.size and v.max() >= P:
+        raise ValueError("a share holds a value outside the field")
+    return v
+
+
+def packed(v: np.ndarray) -> bytes:
+    return v.astype(WIRE).tobytes()
 
 
 def elements_of(values: np.ndarray) -> np.ndarray:
-    """Signed integers below 2^63 in size -> (count, 16) big-endian field elements (x mod p)."""
+    """Signed 64-bit integers -> canonical elements (x mod p), uint64."""
     v = np.ascontiguousarray(values, dtype=np.int64).ravel()
-    count = v.shape[0]
-    out = np.zeros((count, 2), dtype=">u8")
     neg = v < 0
-    out[~neg, 1] = v[~neg].astype(np.uint64)
-    # p - |v| = (2^63 - 1) * 2^64 + (2^64 - 1 - |v|): no borrow for |v| < 2^63
-    out[neg, 0] = np.uint64(2**63 - 1)
-    out[neg, 1] = np.uint64(2**64 - 1) - (-v[neg]).astype(np.uint64)
-    return out.view(np.uint8).reshape(count, ELEMENT_BYTES)
+    mag = reduce(np.abs(v).astype(np.uint64))  # |v| < 2^63: no overflow in abs except -2^63
+    out = mag.copy()
+    nz = neg & (mag != 0)
+    out[nz] = P - mag[nz]
+    return out
+
+
+def random_bytes(count: int) -> bytes:
+    """``count`` random bytes: AES-256-CTR under a fresh 32-byte key from ``secrets`` (a
+    vetted keystream generator; megabytes at memory speed where ``os.urandom`` is slower)."""
+    if count <= 4096:
+        return secrets.token_bytes(count)
+    enc = Cipher(algorithms.AES(secrets.token_bytes(32)), modes.CTR(bytes(16))).encryptor()
+    return enc.update(bytes(count)) + enc.finalize()
 
 
 def random_field(count: int) -> np.ndarray:
-    """(4, count) limbs of uniform field elements from ``secrets`` (127 random bits; the one
-    value 2^127 - 1 is 0, a bias of 2^-127)."""
-    v = _limbs(secrets.token_bytes(count * ELEMENT_BYTES))
-    v[0] &= MASK31
-    v[:, _is_p(v)] = 0
-    return v
+    """``count`` uniform elements (61 random bits each, the one value p redrawn)."""
+    v = np.frombuffer(random_bytes(count * 8), dtype=np.uint64) & P
+    while True:
+        bad = np.flatnonzero(v == P)
+        if not bad.size:
+            return v
+        v[bad] = np.frombuffer(secrets.token_bytes(bad.size * 8), dtype=np.uint64) & P
 
 
 def share_elements(
     secret: np.ndarray | bytes, threshold: int, xs: Sequence[int], degree: int | None = None
 ) -> dict[int, bytes]:
-    """Share every element of ``secret`` (packed 16-byte elements) with its own random
+    """Share every element of ``secret`` (packed bytes, or canonical uint64) with its own random
     polynomial of degree ``degree`` (default ``threshold``); each share point gets the packed
     concatenation of its shares (``field_shares.unpack`` reads it)."""
+    return {x: packed(v) for x, v in share_arrays(secret, threshold, xs, degree).items()}
+
+
+def share_arrays(
+    secret: np.ndarray | bytes, threshold: int, xs: Sequence[int], degree: int | None = None
+) -> dict[int, np.ndarray]:
+    """``share_elements`` as uint64 arrays."""
     degree = threshold if degree is None else degree
     if threshold < 0 or len(xs) <= threshold:
         raise ValueError(f"{len(xs)} shares cannot hide values at threshold {threshold}")
     if len(set(xs)) != len(xs) or any(not 0 < x < MAX_POINT for x in xs):
         raise ValueError(f"share points {list(xs)} must be distinct, between 1 and {MAX_POINT}")
-    s0 = _limbs(secret)
-    coeffs = [random_field(s0.shape[1]) for _ in range(degree)]
-    out: dict[int, bytes] = {}
+    s0 = elements(secret) if isinstance(secret, bytes | bytearray) else secret
+    coeffs = [random_field(s0.shape[0]) for _ in range(degree)]
+    out: dict[int, np.ndarray] = {}
     for x in xs:
         px = np.uint64(x)
-        if not coeffs:
-            out[x] = _bytes(s0)
-            continue
-        acc = coeffs[-1] * px  # Horner, highest coefficient first: limbs stay below 2^49
-        terms = [*reversed(coeffs[:-1]), s0]
-        for i, c in enumerate(terms):
-            acc += c
-            _reduce(acc)
-            if i < len(terms) - 1:
-                acc *= px
-        out[x] = _bytes(acc)
+        acc = s0.copy()
+        if coeffs:
+            acc = coeffs[-1].copy()  # Horner, highest coefficient first
+            for c in [*reversed(coeffs[:-1]), s0]:
+                if x < SMALL_POINT:
+                    acc *= px
+                else:
+                    acc = mulmod(acc, px)
+                acc += c
+                reduce(acc)
+        out[x] = acc
     return out
 
 
-def share_matrix(values: np.ndarray, threshold: int, xs: Sequence[int]) -> dict[int, bytes]:
-    """Rows of small signed integers (rows x width) shared t-of-n, row after row."""
-    return share_elements(elements_of(values), threshold, xs)
+SEED_BYTES = 32
+
+
+def expand_seed(seed: bytes, count: int) -> np.ndarray:
+    """``count`` uniform elements determined by ``seed``: the AES-256-CTR keystream under it,
+    61 bits per word, words equal to p skipped (so every value is equally likely)."""
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"a share seed is {SEED_BYTES} bytes, not {len(seed)}")
+    enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    v = np.frombuffer(enc.update(bytes(8 * count)), dtype=np.uint64) & P
+    if not (v == P).any():
+        return v
+    keep = v[v != P]
+    while keep.shape[0] < count:
+        more = np.frombuffer(enc.update(bytes(8 * (count - keep.shape[0]))), dtype=np.uint64) & P
+        keep = np.concatenate([keep, more[more != P]])
+    return keep
+
+
+def scale(v: np.ndarray, c: int) -> np.ndarray:
+    """v * c mod p (a new array): one multiply when c or -c is below 8, else ``mulmod``."""
+    c %= PRIME
+    if c < SMALL_POINT:
+        return reduce(v * np.uint64(c))
+    if PRIME - c < SMALL_POINT:
+        out = reduce(v * np.uint64(PRIME - c))
+        np.subtract(P, out, out=out, where=out != 0)
+        return out
+    return mulmod(v, np.uint64(c))
+
+
+def share_seeded(
+    secret: np.ndarray, threshold: int, xs: Sequence[int]
+) -> tuple[dict[int, bytes], dict[int, np.ndarray]]:
+    """Shamir shares of ``secret`` where the first ``threshold`` points' shares are the expansion
+    of a fresh seed each (pseudo-random secret sharing): those servers get 32 bytes instead of
+    their shares. With the secret at 0, the t seeded values fix the polynomial of degree t, a
+    uniform one as with ``share_arrays`` (the seeds are uniform; AES-CTR stands for randomness);
+    every other share is its Lagrange combination. Returns (seeds, shares of the rest)."""
+    if threshold < 1 or len(xs) <= threshold:
+        raise ValueError(f"{len(xs)} shares cannot hide values at threshold {threshold}")
+    if len(set(xs)) != len(xs) or any(not 0 < x < MAX_POINT for x in xs):
+        raise ValueError(f"share points {list(xs)} must be distinct, between 1 and {MAX_POINT}")
+    seeded, rest = list(xs[:threshold]), list(xs[threshold:])
+    seeds = {x: secrets.token_bytes(SEED_BYTES) for x in seeded}
+    values = [secret, *(expand_seed(seeds[x], secret.shape[0]) for x in seeded)]
+    nodes = [0, *seeded]
+    out: dict[int, np.ndarray] = {}
+    for x in rest:
+        acc = None
+        for weight, v in zip(lagrange_at(nodes, x), values, strict=True):
+            term = scale(v, weight)
+            if acc is None:
+                acc = term
+            else:
+                acc += term
+                reduce(acc)
+        out[x] = acc  # type: ignore[assignment]
+    return seeds, out
 
 
 def column_sums(blob: bytes, width: int) -> list[int]:
-    """The sum modulo p of each column of packed rows of ``width`` elements.
-
-    Each element is split into four 32-bit limbs, summed in 64 bits (exact for fewer than 2^32
-    rows), and the limb sums are put back together.
-    """
+    """The sum modulo p of each column of packed rows of ``width`` elements (exact: the low 32
+    and high 29 bits of each element are summed apart, in 64 bits, for fewer than 2^32 rows)."""
     if len(blob) % (width * ELEMENT_BYTES):
         raise ValueError(f"{len(blob)} bytes is not a whole number of rows of width {width}")
-    limbs = np.frombuffer(blob, dtype=">u4").reshape(-1, width, 4)
-    sums = limbs.sum(axis=0, dtype=np.uint64)
-    return [
-        sum(int(s) << (32 * (3 - k)) for k, s in enumerate(col)) % PRIME for col in sums.tolist()
-    ]
+    return array_column_sums(np.frombuffer(blob, dtype=WIRE).astype(np.uint64), width)
+
+
+def array_column_sums(v: np.ndarray, width: int) -> list[int]:
+    m = v.reshape(-1, width)
+    lo = (m & MASK32).sum(axis=0, dtype=np.uint64).tolist()
+    hi = (m >> _32).sum(axis=0, dtype=np.uint64).tolist()
+    return [((h << 32) + lo_) % PRIME for h, lo_ in zip(hi, lo, strict=True)]
+
+
+def element_sum(v: np.ndarray) -> int:
+    """The exact sum of canonical elements, as a Python integer modulo p."""
+    lo = int((v & MASK32).sum(dtype=np.uint64))
+    hi = int((v >> _32).sum(dtype=np.uint64))
+    return ((hi << 32) + lo) % PRIME
 
 
 def to_ints(blob: bytes) -> list[int]:
-    """Packed elements as Python integers (two 64-bit halves each, joined)."""
-    halves = np.frombuffer(blob, dtype=">u8").reshape(-1, 2)
-    return [
-        (h << 64) | lo for h, lo in zip(halves[:, 0].tolist(), halves[:, 1].tolist(), strict=True)
-    ]
+    return np.frombuffer(blob, dtype=WIRE).tolist()
 
 
-def limbs_of(blob: bytes) -> np.ndarray:
-    """Packed elements -> (4, count) uint64 limbs (32 bits each, most significant first)."""
-    return _limbs(blob)
+def field_weights(weights: np.ndarray) -> np.ndarray:
+    """64-bit weights -> elements (reduced modulo p)."""
+    return reduce(weights.astype(np.uint64, copy=True))
 
 
-CHUNK = 1 << 16  # rows per partial sum: 2^16 products below 2^48 stay below 2^64
+LIMB = 21
+MASK21 = np.uint64((1 << LIMB) - 1)
+DOT_CHUNK = 1 << 22  # 21-bit limb products are below 2^42: 2^22 of them sum below 2^64
 
 
-def weighted_sum(limbs: np.ndarray, weights: np.ndarray) -> int:
-    """sum(weights[i] * element[i]) modulo p, for elements as (4, count) limbs and 64-bit
-    weights: the weights are cut into 16-bit limbs and each limb pair summed in 64 bits."""
-    w = weights.astype(np.uint64)
-    wl = np.stack([(w >> np.uint64(16 * j)) & np.uint64(0xFFFF) for j in range(4)])
-    total = 0
-    for start in range(0, limbs.shape[1], CHUNK):
-        part = limbs[:, start : start + CHUNK] @ wl[:, start : start + CHUNK].T  # (4, 4)
-        for k, row in enumerate(part.tolist()):
-            for j, v in enumerate(row):
-                total += v << (32 * (3 - k) + 16 * j)
-    return total % PRIME
-
-
-PRODUCT_CHUNK = 1 << 12  # rows per partial sum: 4096 terms below 2^51 stay below 2^63
-
-
-def _limbs16(limbs: np.ndarray) -> np.ndarray:
-    """(4, count) 32-bit limbs, most significant first -> (8, count) 16-bit limbs, least first."""
-    out = np.empty((8, limbs.shape[1]), dtype=np.uint64)
-    for k in range(4):
-        src = limbs[3 - k]
-        np.bitwise_and(src, np.uint64(0xFFFF), out=out[2 * k])
-        np.right_shift(src, np.uint64(16), out=out[2 * k + 1])
+def limbs(v: np.ndarray) -> np.ndarray:
+    """Canonical elements -> (3, count) 21-bit limbs, least significant first."""
+    out = np.empty((3, v.shape[0]), dtype=np.uint64)
+    np.bitwise_and(v, MASK21, out=out[0])
+    np.right_shift(v, np.uint64(LIMB), out=out[1])
+    out[1] &= MASK21
+    np.right_shift(v, np.uint64(2 * LIMB), out=out[2])
     return out
 
 
-def weighted_products(a: np.ndarray, b: np.ndarray | None, weights: np.ndarray) -> int:
-    """sum(weights[i] * a[i] * b[i]) modulo p (b None: a squared), for (4, count) limbs and 64-bit
-    weights, without a Python step per element: 16-bit limbs, the product's 15 limb columns
-    summed per row in 64 bits, then a matrix product with the weights' 16-bit limbs per chunk."""
-    la = _limbs16(a)
-    lb = la if b is None else _limbs16(b)
-    count = la.shape[1]
-    cols = np.zeros((15, count), dtype=np.uint64)
-    tmp = np.empty(count, dtype=np.uint64)
-    for k in range(8):
-        for j in range(8):
-            if b is None and j < k:
-                continue
-            np.multiply(la[k], lb[j], out=tmp)
-            if b is None and j > k:
-                tmp <<= np.uint64(1)  # the pair (k, j) and (j, k) at once
-            cols[k + j] += tmp  # at most 8 terms below 2^33 each: below 2^36
-    w = weights.astype(np.uint64)
-    wl = np.stack([(w >> np.uint64(16 * j)) & np.uint64(0xFFFF) for j in range(4)])
+def weighted_sum(v: np.ndarray, weights: np.ndarray) -> int:
+    """sum(weights[i] * v[i]) modulo p, for canonical elements (or their ``limbs``) and weights
+    already reduced (``field_weights``, or their ``limbs``): nine dot products of 21-bit limbs,
+    exact in 64 bits, then the limbs put together."""
+    lv = v if v.ndim == 2 else limbs(v)
+    lw = weights if weights.ndim == 2 else limbs(weights)
     total = 0
-    for start in range(0, count, PRODUCT_CHUNK):
-        part = wl[:, start : start + PRODUCT_CHUNK] @ cols[:, start : start + PRODUCT_CHUNK].T
-        for j, row in enumerate(part.tolist()):
-            for m, v in enumerate(row):
-                total += v << (16 * (j + m))
+    for start in range(0, lv.shape[1], DOT_CHUNK):
+        end = start + DOT_CHUNK
+        for j in range(3):
+            for k in range(3):
+                total += int(np.dot(lv[j, start:end], lw[k, start:end])) << (LIMB * (j + k))
     return total % PRIME
+
+
+def weighted_products(a: np.ndarray, b: np.ndarray | None, weights: np.ndarray) -> int:
+    """sum(weights[i] * a[i] * b[i]) modulo p (b None: a squared), weights reduced (or limbs)."""
+    return weighted_sum(mulmod(a, a if b is None else b), weights)

@@ -1,8 +1,11 @@
-"""Shamir sharing of vectors over GF(2^127 - 1), and robust reconstruction that names bad shares.
+"""Shamir sharing of vectors over GF(2^61 - 1), and robust reconstruction that names bad shares.
 
 Analytics adds shares: a server's output is the sum of the producers' shares it holds, so the
-values must live in a field where sums of many inputs do not wrap (2^127 - 1 leaves room for the
-sum of squares of 10^8 values below 10^9) and that the Market contract can check with ``mulmod``.
+values must live in a field where sums of many inputs do not wrap: 2^61 - 1 leaves room for the
+sum of squares of ``analytics.MAX_ROWS`` (10^7) rows of values up to 339,000 in size (the schema
+refuses wider fields). A Mersenne prime below 2^64 makes an element one machine word (8 bytes on
+the wire, NumPy uint64 arithmetic in ``bulk_shares``), and the Market contract checks it with
+``mulmod``.
 
 With ``n`` shares of a degree-``t`` polynomial, Berlekamp-Welch decoding corrects up to
 ``(n - t - 1) // 2`` wrong shares; with ``n >= 3t + 1`` that is ``t``: any ``t`` lying servers
@@ -16,8 +19,8 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-PRIME = 2**127 - 1
-ELEMENT_BYTES = 16
+PRIME = 2**61 - 1
+ELEMENT_BYTES = 8
 
 
 class DecodeError(ValueError):
@@ -45,10 +48,8 @@ def split_vector(values: Sequence[int], threshold: int, xs: Sequence[int]) -> di
 
 
 def random_elements(count: int) -> list[int]:
-    """``count`` uniform field elements from ``secrets`` (127 random bits each, reduced: the one
-    value 2^127 - 1 folds onto 0, a bias of 2^-127)."""
-    raw = secrets.token_bytes(16 * count)
-    return [(int.from_bytes(raw[i : i + 16], "big") >> 1) % PRIME for i in range(0, 16 * count, 16)]
+    """``count`` uniform field elements from ``secrets``."""
+    return [secrets.randbelow(PRIME) for _ in range(count)]
 
 
 def share_rows(

@@ -23,7 +23,8 @@ at 0 and the second on one of degree t. The weights come from the hash of the bl
 contribution's digest on chain: the producer fixed its shares before it could know them.
 
 Soundness: if any rule fails for any row (or a sharing is not of degree t), the combination is
-not 0 (or not of degree t) except with probability about 2^-64 per contribution; with all n >=
+not 0 (or not of degree t) except with probability about 2^-60 per contribution (64-bit
+weights reduced modulo p = 2^61 - 1: each residue has at most 9 preimages); with all n >=
 3t + 1 points the 2t + 1 honest ones decide. Privacy: for an honest producer every rule is 0, so
 the opened degree-2t polynomial is, beyond what a coalition of t servers computes from its own
 shares, uniform among those vanishing at 0 (x * eta(x) hides it), and the second number is
@@ -177,29 +178,44 @@ def evaluate(
     lay: Layout, entries: bytes, rows: int, x: int, w: int, eta: int, seed_: bytes
 ) -> CheckPoint:
     """One server's point: ``entries`` are its shares of the extended rows, packed, row after
-    row. Weighted sums and weighted products in NumPy limbs: no Python step per element."""
+    row. Weighted sums and products in NumPy uint64: no Python step per element."""
     if rows < SMALL_BATCH:
         return _evaluate_small(lay, entries, rows, x, w, eta, seed_)
+    return evaluate_array(lay, bs.elements(entries), rows, x, w, eta, seed_)
+
+
+def evaluate_array(
+    lay: Layout, v: np.ndarray, rows: int, x: int, w: int, eta: int, seed_: bytes
+) -> CheckPoint:
+    """``evaluate`` on canonical uint64 elements (``bulk_shares.elements``)."""
     e = lay.extended
-    limbs = bs.limbs_of(entries)
-    if limbs.shape[1] != rows * e:
-        raise ValueError(f"{limbs.shape[1]} shares are not {rows} rows of {e}")
-    consistency = (bs.weighted_sum(limbs, weights(seed_, b"C", rows * e)) + w) % PRIME
-    sigma = weights(seed_, b"R", rows * len(lay.rules)).reshape(len(lay.rules), rows)
+    if v.shape[0] != rows * e:
+        raise ValueError(f"{v.shape[0]} shares are not {rows} rows of {e}")
+    tau = bs.field_weights(weights(seed_, b"C", rows * e))
+    consistency = (bs.weighted_sum(v, tau) + w) % PRIME
+    sigma = bs.field_weights(weights(seed_, b"R", rows * len(lay.rules))).reshape(
+        len(lay.rules), rows
+    )
     cols: dict[int, np.ndarray] = {}
+    col_limbs: dict[int, np.ndarray] = {}
 
     def column(a: int) -> np.ndarray:
         if a not in cols:
-            cols[a] = np.ascontiguousarray(limbs[:, a::e])
+            cols[a] = np.ascontiguousarray(v[a::e])
         return cols[a]
+
+    def column_limbs(a: int) -> np.ndarray:
+        if a not in col_limbs:
+            col_limbs[a] = bs.limbs(column(a))
+        return col_limbs[a]
 
     total = 0
     for r, rule in enumerate(lay.rules):
-        sig = sigma[r]
+        sig = bs.limbs(sigma[r])
         for coef, a in rule.lin:
-            total += coef * bs.weighted_sum(column(a), sig)
+            total += coef * bs.weighted_sum(column_limbs(a), sig)
         if rule.const:
-            total += rule.const * int(sig.sum(dtype=object))
+            total += rule.const * bs.element_sum(sigma[r])
         for coef, a, b in rule.quad:
             total += coef * bs.weighted_products(column(a), None if a == b else column(b), sig)
     return CheckPoint(consistency, (total + x * eta) % PRIME)
@@ -213,9 +229,9 @@ def _evaluate_small(
     vals = bs.to_ints(entries)
     if len(vals) != rows * e:
         raise ValueError(f"{len(vals)} shares are not {rows} rows of {e}")
-    tau = weights(seed_, b"C", rows * e).tolist()
+    tau = [t % PRIME for t in weights(seed_, b"C", rows * e).tolist()]
     consistency = (sum(map(operator.mul, tau, vals)) + w) % PRIME
-    sigma = weights(seed_, b"R", rows * len(lay.rules)).tolist()
+    sigma = [s % PRIME for s in weights(seed_, b"R", rows * len(lay.rules)).tolist()]
     total = 0
     for r in range(rows):
         row = vals[r * e : (r + 1) * e]

@@ -47,6 +47,7 @@ from shardline.workers.analytics_store import AnalyticsStore
 INPUT_BUCKET = "analytics"  # parts too large for one message, sealed to their server
 PRODUCER = 4  # a producer's kind in a ProducerDirectory (not an OrgRegistry kind)
 POLL_S = 0.05
+WAIT_S = 1.0  # a job waiting for contributions looks again at least this often
 
 
 class ProducerDirectory(Directory):
@@ -171,6 +172,7 @@ class AnalyticsServer(Worker):
         self._aggregates: dict[tuple[str, int], list[int]] = {}
         self._jobs: dict[int, asyncio.Task] = {}
         self._blobs: BlobStore | None = None
+        self._progress = asyncio.Event()  # set when a contribution is recorded or decided
         self.outbox = CheckOutbox(self._publish_checks)
         self.heads = HeadWatcher(ws_url)
         self.reader = EventReader(
@@ -246,19 +248,26 @@ class AnalyticsServer(Worker):
             raise BadMessage(f"the digest of {producer}'s contribution does not bind its parts")
         if self.store.verdicts(ds_id, [digest]) or self.store.points(ds_id, digest).get(x):
             return  # checked and summed before (a redelivery)
+        started = time.monotonic()
         part = await self.part(b)
+        fetched = time.monotonic()
         if hashlib.sha256(part).digest() != hashes[x - 1]:
             raise BadMessage(f"the shares of {producer} do not match their hash")
         schema = an.Schema.from_dict(ds.schema)
         lay = sc.layout(schema)
         try:
-            body, w, eta = ab.split_part(lay, part, b["rows"])
+            body, w, eta = ab.split_part(lay, part, b["rows"], bool(b.get("seeded")))
         except ValueError as exc:
             raise BadMessage(f"contribution of {producer} to {ds_id}: {exc}") from None
         block = await self.contribution_block(ds_id, digest)
-        point, sums = await asyncio.to_thread(
-            self.check_and_sum, lay, body, b["rows"], x, w, eta, sc.seed(block, digest)
-        )
+        on_chain = time.monotonic()
+        try:
+            point, sums = await asyncio.to_thread(
+                self.check_and_sum, lay, body, b["rows"], x, w, eta, sc.seed(block, digest)
+            )
+        except ValueError as exc:  # a share outside the field
+            raise BadMessage(f"contribution of {producer} to {ds_id}: {exc}") from None
+        checked = time.monotonic()
         self.store.put_input(ds_id, digest, producer, b["rows"], fs.pack(sums))
         await self.outbox.send(ds_id, x, digest, point)
         log.event(
@@ -267,7 +276,16 @@ class AnalyticsServer(Worker):
             dataset=ds_id,
             producer=producer,
             rows=b["rows"],
+            fetch_s=round(fetched - started, 4),
+            block_wait_s=round(on_chain - fetched, 4),
+            check_s=round(checked - on_chain, 4),
+            store_send_s=round(time.monotonic() - checked, 4),
         )
+
+    def _progressed(self) -> None:
+        """Wake the jobs waiting for contributions (``aggregate``)."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def _publish_checks(self, ds_id: str, x: int, points: list[dict]) -> None:
         body = {"dataset": ds_id, "x": x, "points": points}
@@ -282,8 +300,12 @@ class AnalyticsServer(Worker):
     def check_and_sum(
         lay: sc.Layout, body: bytes, rows: int, x: int, w: int, eta: int, seed: bytes
     ) -> tuple[sc.CheckPoint, list[int]]:
-        point = sc.evaluate(lay, body, rows, x, w, eta, seed)
-        return point, bs.column_sums(body, lay.extended)[: lay.width]
+        v = bs.elements(body)  # ValueError when a share is not below p
+        if rows < sc.SMALL_BATCH:
+            point = sc.evaluate(lay, body, rows, x, w, eta, seed)
+        else:
+            point = sc.evaluate_array(lay, v, rows, x, w, eta, seed)
+        return point, bs.array_column_sums(v, lay.extended)[: lay.width]
 
     async def part(self, b: dict) -> bytes:
         """This server's part of a contribution: in the message, or sealed in the object store."""
@@ -305,11 +327,15 @@ class AnalyticsServer(Worker):
     async def contribution_block(self, ds_id: str, digest: bytes) -> bytes:
         """The hash of the block that recorded ``digest``: the producer sends its parts after
         that block, so it comes in a moment; after a while, let the bus redeliver."""
-        for _ in range(250):
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 5.0
+        while loop.time() < until:
+            progress = self._progress  # set when a Contributed event is recorded
             block = self.store.block(ds_id, digest)
             if block is not None:
                 return block
-            await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), 0.2)
         raise Transient(f"contribution {digest.hex()[:12]} to {ds_id} is not on chain here yet")
 
     async def on_check(self, m: Incoming) -> None:
@@ -326,14 +352,18 @@ class AnalyticsServer(Worker):
         held = self.store.add_points(ds.id, x, got)
         full = [d for d, n in held.items() if n >= len(ds.servers)]
         decided = self.store.verdicts(ds.id, full) if full else {}
-        for digest in full:
-            if digest in decided:
-                continue
-            pts = self.store.points(ds.id, digest)
-            reason = sc.verdict(
+        undecided = [d for d in full if d not in decided]
+        if not undecided:
+            return
+        reasons = {
+            digest: sc.verdict(
                 {px: sc.CheckPoint(c, r) for px, (c, r) in pts.items()}, ds.threshold
             )
-            self.store.put_verdict(ds.id, digest, reason)
+            for digest, pts in self.store.points_of(ds.id, undecided).items()
+        }
+        self.store.put_verdicts(ds.id, reasons)
+        self._progressed()
+        for digest, reason in reasons.items():
             if reason:
                 log.warn(
                     "analytics.input_rejected",
@@ -351,8 +381,10 @@ class AnalyticsServer(Worker):
 
             index, digest, rows = abi_decode(["uint32", "bytes32", "uint32"], lg.data)
             ds_id = mk.name_of(lg.topics[1])
-            self.store.put_block(ds_id, bytes(digest), lg.block_hash)
-            self.store.add_contribution(ds_id, int(index), bytes(digest), int(rows))
+            self.store.add_contribution(
+                ds_id, int(index), bytes(digest), int(rows), block_hash=lg.block_hash
+            )
+            self._progressed()
             return
         job_id, _ds, servers, _xs, _spec, _boxes = mk.decode_job_opened(lg)
         if self.org_id in servers and job_id not in self._jobs:
@@ -439,7 +471,8 @@ class AnalyticsServer(Worker):
             await asyncio.sleep(POLL_S)
         ds = ds or await self.dataset(job.dataset)
         count = await self.decoded_count(job, ds.threshold)
-        if refuse or (count is not None and count < ds.k):
+        # beyond MAX_ROWS the sums of squares could wrap: no result rather than a wrong one
+        if refuse or (count is not None and not ds.k <= count <= an.MAX_ROWS):
             await mk.refuse(self.chain, self.account, self.deployment, job_id)
             self.store.save_job(job_id, "refused", count=count)
             log.event("analytics.refused", org=self.org_id, job=job_id, count=count, k=ds.k)
@@ -469,11 +502,10 @@ class AnalyticsServer(Worker):
             return [], b""
 
     async def decoded_count(self, job: mk.JobInfo, threshold: int) -> int | None:
-        points = {}
-        for i, x in enumerate(job.xs):
-            s = await mk.slot(self.chain, self.deployment, job.id, i)
-            if s.committed:
-                points[x] = [s.count_share]
+        slots = await asyncio.gather(
+            *(mk.slot(self.chain, self.deployment, job.id, i) for i in range(len(job.xs)))
+        )
+        points = {x: [s.count_share] for x, s in zip(job.xs, slots, strict=True) if s.committed}
         try:
             return fs.centered(fs.robust_reconstruct(points, threshold).values[0])
         except fs.DecodeError as exc:
@@ -487,10 +519,11 @@ class AnalyticsServer(Worker):
         if key in self._aggregates:
             return self._aggregates[key]
         while True:
+            progress = self._progress  # woken when a contribution is recorded or decided
             digests = self.store.contributions(ds_id, inputs)
             complete = len(digests) == inputs
-            held = self.store.inputs(ds_id, digests) if complete else {}
             verdicts = self.store.verdicts(ds_id, digests) if complete else {}
+            held = self.store.inputs(ds_id, digests) if len(verdicts) == inputs else {}
             if complete and len(held) == inputs and len(verdicts) == inputs:
                 break
             if await self.chain_time() > deadline:
@@ -498,7 +531,8 @@ class AnalyticsServer(Worker):
                     f"{len(held)} of the {inputs} contributions to {ds_id} reached this server, "
                     f"{len(verdicts)} were checked by all servers, before the commit deadline"
                 )
-            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), WAIT_S)
         acc = [0] * width
         for d in digests:
             if verdicts[d]:

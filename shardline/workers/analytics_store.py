@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 
 from sqlalchemy import Integer, LargeBinary, String, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from shardline.core.logpoller import BlockRef
@@ -111,9 +113,15 @@ class AnalyticsStore:
         with Session(self.engine) as s:
             return {bytes(d): bytes(sh) for d, sh in s.execute(query) if bytes(d) in wanted}
 
-    def add_contribution(self, dataset: str, index: int, digest: bytes, rows: int) -> None:
+    def add_contribution(
+        self, dataset: str, index: int, digest: bytes, rows: int, block_hash: bytes | None = None
+    ) -> None:
+        """A contribution in the chain's order, and (given) the block that recorded it: one
+        transaction."""
         with Session(self.engine) as s, s.begin():
             s.merge(ContributionRow(dataset=dataset, index=index, digest=digest, rows=rows))
+            if block_hash is not None:
+                s.merge(ContributionBlock(dataset=dataset, digest=digest, block_hash=block_hash))
 
     def contributions(self, dataset: str, upto: int) -> list[bytes]:
         with Session(self.engine) as s:
@@ -139,27 +147,56 @@ class AnalyticsStore:
         self, dataset: str, x: int, points: list[tuple[bytes, int, int]]
     ) -> dict[bytes, int]:
         """Keep the first point server ``x`` sent for each contribution; how many servers'
-        points each of these contributions has now. One transaction for the lot."""
+        points each of these contributions has now. One transaction, two statements."""
+        table = CheckPointRow.__table__
+        rows = [
+            {"dataset": dataset, "digest": d, "x": x, "consistency": str(c), "rules": str(r)}
+            for d, c, r in points
+        ]
+        dialect = self.engine.dialect.name
         with Session(self.engine) as s, s.begin():
-            for digest, consistency, rules in points:
-                if s.get(CheckPointRow, (dataset, digest, x)) is None:
-                    s.add(
-                        CheckPointRow(
-                            dataset=dataset,
-                            digest=digest,
-                            x=x,
-                            consistency=str(consistency),
-                            rules=str(rules),
-                        )
-                    )
-            s.flush()
+            if dialect in ("sqlite", "postgresql"):
+                ins = sqlite_insert if dialect == "sqlite" else pg_insert
+                s.execute(ins(table).on_conflict_do_nothing(), rows)
+            else:
+                for row in rows:
+                    if s.get(CheckPointRow, (dataset, row["digest"], x)) is None:
+                        s.add(CheckPointRow(**row))
             digests = [d for d, _c, _r in points]
-            rows = s.execute(
+            counts = s.execute(
                 select(CheckPointRow.digest, func.count())
                 .where(CheckPointRow.dataset == dataset, CheckPointRow.digest.in_(digests))
                 .group_by(CheckPointRow.digest)
             )
-            return {bytes(d): n for d, n in rows}
+            return {bytes(d): n for d, n in counts}
+
+    def points_of(
+        self, dataset: str, digests: list[bytes]
+    ) -> dict[bytes, dict[int, tuple[int, int]]]:
+        """Every server's point for each of ``digests``, in one query."""
+        out: dict[bytes, dict[int, tuple[int, int]]] = {d: {} for d in digests}
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(
+                    CheckPointRow.digest,
+                    CheckPointRow.x,
+                    CheckPointRow.consistency,
+                    CheckPointRow.rules,
+                ).where(CheckPointRow.dataset == dataset, CheckPointRow.digest.in_(digests))
+            )
+            for d, x, c, r in rows:
+                out[bytes(d)][x] = (int(c), int(r))
+        return out
+
+    def put_verdicts(self, dataset: str, verdicts: dict[bytes, str | None]) -> None:
+        """Several contributions' verdicts in one transaction."""
+        with Session(self.engine) as s, s.begin():
+            for digest, reason in verdicts.items():
+                s.merge(
+                    VerdictRow(
+                        dataset=dataset, digest=digest, ok=int(reason is None), reason=reason or ""
+                    )
+                )
 
     def points(self, dataset: str, digest: bytes) -> dict[int, tuple[int, int]]:
         with Session(self.engine) as s:

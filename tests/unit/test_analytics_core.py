@@ -118,3 +118,13 @@ def test_schema_and_spec_round_trip():
     assert an.JobSpec.from_dict(spec.to_dict()) == spec
     # 1 + 3 contexts; each: count + (age: x, x^2, 12 buckets) + (bmi: x, x^2)
     assert SCHEMA.width == 4 * (1 + 14 + 2)
+
+
+def test_a_field_too_wide_for_the_field_arithmetic_is_refused():
+    # sums of squares of MAX_ROWS values must not wrap modulo 2^61 - 1
+    ok = {"name": "x", "type": "int", "min": -an.MAX_VALUE, "max": an.MAX_VALUE}
+    assert an.Schema.from_dict({"name": "d", "fields": [ok]}).field("x").max == an.MAX_VALUE
+    wide = {"name": "income", "type": "float", "min": 0, "max": 10_000, "decimals": 2}
+    with pytest.raises(an.SchemaError, match="field income: values up to 10000 are too wide"):
+        an.Schema.from_dict({"name": "d", "fields": [wide]})
+    assert (an.MAX_VALUE + 1) ** 2 * an.MAX_ROWS >= PRIME // 2 > an.MAX_VALUE**2 * an.MAX_ROWS

@@ -39,7 +39,7 @@ def rows(n: int, seed: int = 7) -> list[dict]:
 
 @pytest.mark.parametrize(("t", "n"), [(1, 4), (2, 7), (3, 10)])
 def test_any_t_plus_one_shares_rebuild_the_elements(t, n):
-    values = [0, 1, -1, fs.PRIME - 1, 2**126, 12345678901234567890, -(2**62)]
+    values = [0, 1, -1, fs.PRIME - 1, 2**60, 1234567890123456789, -(2**60)]
     packed = fs.pack(values)
     xs = list(range(1, n + 1))
     shares = bs.share_elements(packed, t, xs)
@@ -52,12 +52,39 @@ def test_any_t_plus_one_shares_rebuild_the_elements(t, n):
 
 
 def test_the_mersenne_reduction_handles_the_edges():
-    # values near p and 2^127 exercise the second fold and the p == 0 case
-    edge = [fs.PRIME - 1, fs.PRIME - 2, 2**127 - 2**17, 1, 0]
+    # values near p exercise the fold and the p == 0 case; points 7 and 8 sit on either side of
+    # the one multiply-add Horner step, 65535 is the largest point
+    edge = [fs.PRIME - 1, fs.PRIME - 2, 2**60, 1, 0]
     packed = fs.pack(edge)
-    for x in (1, 2, 3, 65535):
+    for x in (1, 2, 3, 7, 8, 65535):
         got = fs.unpack(bs.share_elements(packed, 0, [x])[x])  # degree 0: the value itself
         assert got == [v % fs.PRIME for v in edge]
+    top = np.array([fs.PRIME - 1, 2**64 - 1, fs.PRIME, 2**61, 0], dtype=np.uint64)
+    assert bs.reduce(top.copy()).tolist() == [int(v) % fs.PRIME for v in top.tolist()]
+    a = np.array([fs.PRIME - 1, fs.PRIME - 1, 2**32 - 1, 2**60 + 12345], dtype=np.uint64)
+    b = np.array([fs.PRIME - 1, 2, 2**32 + 1, fs.PRIME - 2], dtype=np.uint64)
+    expect = [int(p) * int(q) % fs.PRIME for p, q in zip(a.tolist(), b.tolist(), strict=True)]
+    assert bs.mulmod(a, b).tolist() == expect
+    assert bs.mulmod(a, np.uint64(65535)).tolist() == [
+        int(p) * 65535 % fs.PRIME for p in a.tolist()
+    ]
+
+
+@pytest.mark.parametrize("x", [7, 8, 13, 65535])
+def test_horner_with_large_points_matches_the_reference(x):
+    rnd = random.Random(x)
+    vals = [rnd.randrange(fs.PRIME) for _ in range(50)] + [fs.PRIME - 1]
+    shares = bs.share_elements(fs.pack(vals), 3, [x, x - 1, x - 2, x - 3, x - 4])
+    pts = {p: fs.unpack(v) for p, v in shares.items()}
+    assert fs.interpolate(pts, 0) == vals
+    assert fs.is_consistent(pts, 3)
+
+
+def test_a_value_outside_the_field_is_refused():
+    with pytest.raises(ValueError, match="outside the field"):
+        bs.elements((fs.PRIME).to_bytes(8, "big") + bytes(8))
+    with pytest.raises(ValueError, match="whole number"):
+        bs.elements(bytes(12))
 
 
 def test_column_sums_equal_python_sums():
@@ -69,13 +96,15 @@ def test_column_sums_equal_python_sums():
     assert bs.to_ints(blob) == vals
 
 
-def test_weighted_sum_over_more_rows_than_one_chunk():
+def test_weighted_sum_equals_the_python_sum():
     rnd = random.Random(4)
-    n = bs.CHUNK + 1000
+    n = 70_000
     vals = [rnd.randrange(fs.PRIME) for _ in range(n)]
+    vals[0] = fs.PRIME - 1
     w = np.array([rnd.randrange(2**64) for _ in range(n)], dtype=np.uint64)
+    w[0] = 2**64 - 1
     expect = sum(a * b for a, b in zip(vals, w.tolist(), strict=True)) % fs.PRIME
-    assert bs.weighted_sum(bs.limbs_of(fs.pack(vals)), w) == expect
+    assert bs.weighted_sum(bs.elements(fs.pack(vals)), bs.field_weights(w)) == expect
 
 
 def test_the_batch_encoding_is_the_row_encoding():
@@ -108,24 +137,25 @@ def test_a_shared_batch_sums_to_the_plaintext_sketch():
     lay = sc.layout(SCHEMA)
     sums = {}
     for x in xs:
-        body, _w, _eta = ab.split_part(lay, batch.parts[x], batch.rows)
+        body, _w, _eta = ab.split_part(lay, batch.parts[x], batch.rows, x in batch.seeded)
         sums[x] = bs.column_sums(body, lay.extended)[: lay.width]
     decoded = fs.robust_reconstruct(sums, 1)
     plain = np.array([[fs.centered(v) for v in an.encode_row(SCHEMA, r)] for r in data])
     assert [fs.centered(v) for v in decoded.values] == plain.sum(axis=0).tolist()
 
 
-def test_weighted_products_over_more_rows_than_one_chunk():
+def test_weighted_products_equal_python_sums():
     rnd = random.Random(5)
-    n = bs.PRODUCT_CHUNK * 2 + 17
+    n = 8209
     a = [rnd.randrange(fs.PRIME) for _ in range(n)]
     b = [rnd.randrange(fs.PRIME) for _ in range(n)]
     a[0] = b[0] = fs.PRIME - 1
-    a[1] = 2**127 - 2
+    a[1] = 2**61 - 2
     w = np.array([rnd.randrange(2**64) for _ in range(n)], dtype=np.uint64)
     w[0] = 2**64 - 1
-    la, lb = bs.limbs_of(fs.pack(a)), bs.limbs_of(fs.pack(b))
+    la, lb = bs.elements(fs.pack(a)), bs.elements(fs.pack(b))
     ws = w.tolist()
+    w = bs.field_weights(w)
     assert (
         bs.weighted_products(la, lb, w)
         == sum(x * y * z for x, y, z in zip(a, b, ws, strict=True)) % fs.PRIME
@@ -134,3 +164,34 @@ def test_weighted_products_over_more_rows_than_one_chunk():
         bs.weighted_products(la, None, w)
         == sum(x * x * z for x, z in zip(a, ws, strict=True)) % fs.PRIME
     )
+
+
+@pytest.mark.parametrize(("t", "n"), [(1, 4), (2, 7), (3, 10)])
+def test_seeded_shares_are_shamir_shares(t, n):
+    rnd = random.Random(t)
+    vals = [rnd.randrange(fs.PRIME) for _ in range(200)] + [0, fs.PRIME - 1]
+    xs = list(range(1, n + 1))
+    seeds, rest = bs.share_seeded(bs.elements(fs.pack(vals)), t, xs)
+    assert sorted(seeds) == xs[:t] and all(len(s) == bs.SEED_BYTES for s in seeds.values())
+    pts = {x: bs.expand_seed(seeds[x], len(vals)).tolist() for x in seeds}
+    pts |= {x: v.tolist() for x, v in rest.items()}
+    assert fs.is_consistent(pts, t)
+    assert fs.robust_reconstruct(pts, t).values == vals
+    assert fs.interpolate({x: pts[x] for x in xs[-(t + 1) :]}, 0) == vals
+
+
+def test_a_seed_expands_the_same_way_every_time_and_differently_from_another():
+    seed = bytes(range(32))
+    a = bs.expand_seed(seed, 1000)
+    assert a.tolist() == bs.expand_seed(seed, 1000).tolist()
+    assert a[:10].tolist() == bs.expand_seed(seed, 10).tolist()
+    assert a.tolist() != bs.expand_seed(bytes(32), 1000).tolist()
+    assert int(a.max()) < fs.PRIME
+    with pytest.raises(ValueError, match="32 bytes"):
+        bs.expand_seed(b"short", 3)
+
+
+@pytest.mark.parametrize("c", [0, 1, 7, 8, fs.PRIME - 1, fs.PRIME - 7, fs.PRIME - 8, 12345])
+def test_scaling_by_a_constant(c):
+    v = np.array([0, 1, fs.PRIME - 1, 2**60 + 3], dtype=np.uint64)
+    assert bs.scale(v, c).tolist() == [int(e) * c % fs.PRIME for e in v.tolist()]

@@ -41,10 +41,12 @@ def rows(n: int, seed: int = 5) -> list[dict]:
     ]
 
 
-def points(parts: dict[int, bytes], n_rows: int, seed: bytes = SEED) -> dict[int, sc.CheckPoint]:
+def points(
+    parts: dict[int, bytes], n_rows: int, seed: bytes = SEED, seeded: frozenset[int] = frozenset()
+) -> dict[int, sc.CheckPoint]:
     out = {}
     for x, part in parts.items():
-        body, w, eta = ab.split_part(LAY, part, n_rows)
+        body, w, eta = ab.split_part(LAY, part, n_rows, x in seeded)
         out[x] = sc.evaluate(LAY, body, n_rows, x, w, eta, seed)
     return out
 
@@ -144,6 +146,34 @@ def test_the_small_and_the_bulk_evaluation_agree():
     n = sc.SMALL_BATCH + 3
     batch = ab.share_batch(SCHEMA, rows(n), 1, [1, 2, 3, 4])
     for x in (1, 4):
-        body, w, eta = ab.split_part(LAY, batch.parts[x], n)
+        body, w, eta = ab.split_part(LAY, batch.parts[x], n, x in batch.seeded)
         bulk = sc.evaluate(LAY, body, n, x, w, eta, SEED)
         assert bulk == sc._evaluate_small(LAY, body, n, x, w, eta, SEED)
+
+
+@pytest.mark.parametrize(("t", "n"), [(1, 4), (2, 7)])
+def test_a_seeded_batch_passes_and_its_seeded_parts_are_small(t, n):
+    xs = list(range(1, n + 1))
+    batch = ab.share_batch(SCHEMA, rows(300), t, xs)
+    assert batch.seeded == frozenset(xs[:t])
+    assert all(len(batch.parts[x]) == 32 + 16 for x in batch.seeded)
+    assert sc.verdict(points(batch.parts, 300, seeded=batch.seeded), t) is None
+    # a seeded part read as plain shares, or cut short, is refused by size
+    with pytest.raises(ValueError, match="do not fill"):
+        ab.split_part(LAY, batch.parts[1], 300)
+    with pytest.raises(ValueError, match="a seed and two check values"):
+        ab.split_part(LAY, batch.parts[1][:-1], 300, seeded=True)
+
+
+def test_a_seeded_batch_with_a_bad_row_is_rejected():
+    m = ab.encode_matrix(SCHEMA, rows(300))
+    ix, isq, _ib = SCHEMA.offsets("age")
+    m[5, ix], m[5, isq] = 130, 130 * 130  # out of range, square consistent
+    ext = np.concatenate([m, sc.aux_bits(SCHEMA, m)], axis=1)
+    xs = [1, 2, 3, 4]
+    seeds, rest = bs.share_seeded(bs.elements_of(ext), 1, xs)
+    w = bs.share_elements(fs.pack([7]), 1, xs)
+    eta = bs.share_elements(fs.pack([9]), 1, xs, degree=1)
+    parts = {x: seeds[x] + w[x] + eta[x] for x in seeds}
+    parts |= {x: bs.packed(rest[x]) + w[x] + eta[x] for x in rest}
+    assert sc.verdict(points(parts, 300, seeded=frozenset(seeds)), 1)

@@ -9,11 +9,11 @@ import {OrgRegistry} from "./OrgRegistry.sol";
 ///         with a deposit; the servers chosen by reputation commit to and reveal their output
 ///         shares, one-time padded with the consumer's shared mask; the consumer accepts, or
 ///         names cheaters with evidence this contract checks (Reed-Solomon consistency over
-///         GF(2^127 - 1)); silence past the deadline is a fault. Settlement pays producers and
+///         GF(2^61 - 1)); silence past the deadline is a fault. Settlement pays producers and
 ///         honest servers, or refunds the consumer and slashes the faulty.
 /// @dev Payments are credited to `balanceOf` and taken with `withdraw` (pull payments).
 contract Market {
-    uint256 public constant P = (1 << 127) - 1;
+    uint256 public constant P = (1 << 61) - 1;
     uint16 public constant PRODUCER_BPS = 3000; // producers' part of a job's price
     int64 public constant REPUTATION_START = 100;
     int64 public constant REPUTATION_HONEST = 1;
