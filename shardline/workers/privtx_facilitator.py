@@ -107,7 +107,8 @@ class _Heads(HeadWatcher):
             if receipt:
                 return receipt
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(nxt), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for: see HeadWatcher.wait
+                    await asyncio.shield(nxt)
         return await chain.mined(tx)  # says clearly why not
 
 
@@ -592,7 +593,8 @@ class Facilitator:
             if self.fast is not None and not self.inits.empty():
                 self.drained.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.drained.wait(), VOTE_LINGER_S)
+                    async with asyncio.timeout(VOTE_LINGER_S):  # not wait_for: it can
+                        await self.drained.wait()  # swallow stop()'s cancel (Python 3.11)
             self.vote_ready.clear()
             batch, self.votes = self.votes, []
             # A vote for a transaction this batch already saw settle is not sent.
@@ -692,8 +694,12 @@ class Facilitator:
                 elif at < late:
                     self.shared_at.pop(phash, None)
                     log.warn("privtx.aggregate_late", payload=phash.hex())
-                    with contextlib.suppress(ChainError):
+                    try:
                         await self._vote_many([(group, phash, old, new)])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # the node away: the deadline settles it
+                        log.warn("privtx.vote_failed", stakeholder=self.cfg.name, error=repr(exc))
             now = time.time()
             for row in list(self.rows.values()):
                 g = self.groups.get(bytes.fromhex(row.group_id))

@@ -154,12 +154,14 @@ class PrivateSender:
             receipt = await self.chain.mined(tx)
             if int(receipt["status"], 16) != 1:
                 await self.chain.wait(tx)  # raises ChainRevert with the mediator's reason
-        except ChainError as exc:
-            if len(items) > 1:  # one bad submission must not sink the others: one by one
-                for it in items:
+        except Exception as exc:  # any failure, not only the chain's: send() waits on it
+            if len(items) > 1 and isinstance(exc, ChainError):
+                for it in items:  # one bad submission must not sink the others: one by one
                     await self._submit_group(group, [it])
                 return
-            items[0][2].set_exception(exc)
+            for it in items:
+                if not it[2].done():
+                    it[2].set_exception(exc)
             return
         for it in items:
             if not it[2].done():
@@ -189,7 +191,8 @@ class PrivateSender:
                     # on a dropped subscription: rare, since each read costs the sender a
                     # contract call and many transactions may be waiting at once.
                     live = self.watch is not None and self.watch.live
-                    await asyncio.wait_for(asyncio.shield(fut), 2.0 if live else 0.05)
+                    async with asyncio.timeout(2.0 if live else 0.05):  # not wait_for,
+                        await asyncio.shield(fut)  # which can swallow a cancel (Python 3.11)
                 except TimeoutError:
                     pass
             if payload_hash in self._finis:
