@@ -53,7 +53,7 @@ BLS_FALLBACK_S = 5.0
 MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
 VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
-READ_EVERY_S = 0.05  # the reorg-safe reader's pace (see _LazyReader)
+READ_EVERY_S = 0.25  # the reorg-safe reader's pace (see _LazyReader)
 WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
