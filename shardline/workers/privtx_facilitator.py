@@ -54,6 +54,7 @@ MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
 VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
 READ_EVERY_S = 0.25  # the reorg-safe reader's pace (see _LazyReader)
+OPEN = ("executed", "refused")  # a row's states while its transaction is undecided
 WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
@@ -140,6 +141,9 @@ class Facilitator:
         self.groups: dict[bytes, _Group] = {}
         self.rows: dict[str, TxRow] = {r.payload_hash: r for r in self.store.txs()}
         self.step = max((r.step for r in self.rows.values()), default=0)
+        # the rows still waiting for their PrivateTxFini: what the expiry watch looks at each
+        # second (all rows would grow with every transaction ever handled)
+        self.open = {n for n, r in self.rows.items() if r.state in OPEN}
         self.pushed: dict[str, bytes] = {}
         self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.vote_ready = asyncio.Event()
@@ -701,7 +705,7 @@ class Facilitator:
                     except Exception as exc:  # the node away: the deadline settles it
                         log.warn("privtx.vote_failed", stakeholder=self.cfg.name, error=repr(exc))
             now = time.time()
-            for row in list(self.rows.values()):
+            for row in [self.rows[n] for n in list(self.open)]:
                 g = self.groups.get(bytes.fromhex(row.group_id))
                 # Members take turns a second apart, so that usually one transaction ends it.
                 grace = 1 + (g.member if g else 0)
@@ -733,6 +737,10 @@ class Facilitator:
 
     def _keep(self, row: TxRow) -> None:
         self.rows[row.payload_hash] = row
+        if row.state in OPEN:
+            self.open.add(row.payload_hash)
+        else:
+            self.open.discard(row.payload_hash)
         self.store.put_tx(row)
 
     def status(self) -> dict:
