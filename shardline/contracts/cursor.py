@@ -126,8 +126,11 @@ class HeadWatcher(Subscription):
         self._heads: dict[int, BlockRef] = {}
 
     async def wait(self) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives in the same turn as the head, and a reader being stopped then reads on for ever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), self.fallback_s)
+            async with asyncio.timeout(self.fallback_s):
+                await self.event.wait()
         self.event.clear()
 
     def get(self, number: int) -> BlockRef | None:

@@ -14,6 +14,7 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from ..core.privtx import Status
 from .artifacts import event_topic
@@ -139,6 +140,12 @@ async def create_group(
         [list(p) for p in pops or []],
     )
     gas = CREATE_GAS_BASE + CREATE_GAS_EACH * len(members)
+    # Hashing each proof of possession to G1 takes a varying number of tries, so the fixed
+    # figure can fall short (out of gas now and then): ask the node, with headroom.
+    try:
+        gas = max(gas, int(await fn.estimate_gas({"from": account.address}) * 1.25))
+    except (ContractLogicError, Web3RPCError, ValueError):
+        pass  # it would revert: sent anyway, so that the mediator's reason is reported
     return await chain.transact(account, fn, gas=gas)
 
 

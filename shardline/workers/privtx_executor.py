@@ -98,7 +98,11 @@ class Executor:
 
     async def root(self, contract: str) -> bytes:
         """The contract's storage root; raises ExecutorLost when the contract is not there."""
-        proof = await self.rpc.call("eth_getProof", [contract, [], "latest"])
+        return self._root_of(
+            contract, await self.rpc.call("eth_getProof", [contract, [], "latest"])
+        )
+
+    def _root_of(self, contract: str, proof: dict) -> bytes:
         if str(proof.get("codeHash", "")).lower() in (EMPTY_CODE, "0x" + "00" * 32):
             raise ExecutorLost(
                 f"the private EVM at {self.url} has no contract at {contract}: it was restarted "
@@ -128,10 +132,12 @@ class Executor:
                     "gas": hex(CALL_GAS),
                 }
             )
-            # the next call's snapshot is taken while this one's root is read: same state
-            new, ready = await asyncio.gather(
-                self.root(contract), self.rpc.call("evm_snapshot", [])
+            # the next call's snapshot is taken in the request that reads this one's root
+            # (one JSON-RPC batch: both see the state this call left)
+            proof, ready = await self.rpc.batch(
+                [("eth_getProof", [contract, [], "latest"]), ("evm_snapshot", [])]
             )
+            new = self._root_of(contract, proof)
             self._ready = str(ready)
         except BaseException:
             # Whatever happened half-way is undone, so that trying again starts clean.

@@ -53,7 +53,8 @@ BLS_FALLBACK_S = 5.0
 MAX_VOTES = 64  # votes per voteMany: well inside a block's gas limit
 PUSH_CACHE = 4096
 VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
-READ_EVERY_S = 0.05  # the reorg-safe reader's pace (see _LazyReader)
+READ_EVERY_S = 0.25  # the reorg-safe reader's pace (see _LazyReader)
+OPEN = ("executed", "refused")  # a row's states while its transaction is undecided
 WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
@@ -107,7 +108,8 @@ class _Heads(HeadWatcher):
             if receipt:
                 return receipt
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(nxt), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for: see HeadWatcher.wait
+                    await asyncio.shield(nxt)
         return await chain.mined(tx)  # says clearly why not
 
 
@@ -139,6 +141,9 @@ class Facilitator:
         self.groups: dict[bytes, _Group] = {}
         self.rows: dict[str, TxRow] = {r.payload_hash: r for r in self.store.txs()}
         self.step = max((r.step for r in self.rows.values()), default=0)
+        # the rows still waiting for their PrivateTxFini: what the expiry watch looks at each
+        # second (all rows would grow with every transaction ever handled)
+        self.open = {n for n, r in self.rows.items() if r.state in OPEN}
         self.pushed: dict[str, bytes] = {}
         self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.vote_ready = asyncio.Event()
@@ -592,7 +597,8 @@ class Facilitator:
             if self.fast is not None and not self.inits.empty():
                 self.drained.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.drained.wait(), VOTE_LINGER_S)
+                    async with asyncio.timeout(VOTE_LINGER_S):  # not wait_for: it can
+                        await self.drained.wait()  # swallow stop()'s cancel (Python 3.11)
             self.vote_ready.clear()
             batch, self.votes = self.votes, []
             # A vote for a transaction this batch already saw settle is not sent.
@@ -692,10 +698,14 @@ class Facilitator:
                 elif at < late:
                     self.shared_at.pop(phash, None)
                     log.warn("privtx.aggregate_late", payload=phash.hex())
-                    with contextlib.suppress(ChainError):
+                    try:
                         await self._vote_many([(group, phash, old, new)])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # the node away: the deadline settles it
+                        log.warn("privtx.vote_failed", stakeholder=self.cfg.name, error=repr(exc))
             now = time.time()
-            for row in list(self.rows.values()):
+            for row in [self.rows[n] for n in list(self.open)]:
                 g = self.groups.get(bytes.fromhex(row.group_id))
                 # Members take turns a second apart, so that usually one transaction ends it.
                 grace = 1 + (g.member if g else 0)
@@ -727,6 +737,10 @@ class Facilitator:
 
     def _keep(self, row: TxRow) -> None:
         self.rows[row.payload_hash] = row
+        if row.state in OPEN:
+            self.open.add(row.payload_hash)
+        else:
+            self.open.discard(row.payload_hash)
         self.store.put_tx(row)
 
     def status(self) -> dict:

@@ -29,6 +29,7 @@ from shardline.workers import privtx_messages as pm
 from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
+CHECK_EVERY_S = 10.0  # txOf read for a waiting transaction even while its outcome is pushed
 
 
 class SettleTimeout(TimeoutError):
@@ -55,6 +56,10 @@ class PrivateSender:
         self._queue: list[tuple[bytes, pt.SealedPayload, asyncio.Future]] = []
         self._submitter: asyncio.Task | None = None
         self._mine: set[bytes] = set()
+        # Bumped at each drop and each (re)subscription of the PrivateTxFini feed: a transaction
+        # sent in the same epoch as now cannot have had its PrivateTxFini missed.
+        self._epoch = 0
+        self._sent_epoch: dict[bytes, int] = {}
         self.watch: LogWatch | None = None
 
     @classmethod
@@ -71,7 +76,7 @@ class PrivateSender:
         self.nc = await connect(nats_url, "privtx-sender")
         self.payloads = await PayloadStore.open(self.nc.jetstream())
         if chain_ws:
-            self.watch = LogWatch(chain_ws, [med.TX_FINI], self._on_log, lambda: None)
+            self.watch = LogWatch(chain_ws, [med.TX_FINI], self._on_log, self._on_reset)
             self.watch.start()
             await self.watch.started()
         return self
@@ -111,6 +116,7 @@ class PrivateSender:
         )
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._mine.add(sealed.payload_hash)  # only its own outcomes are kept from the logs
+        self._sent_epoch[sealed.payload_hash] = self._epoch
         self._queue.append((group, sealed, fut))
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
@@ -154,16 +160,26 @@ class PrivateSender:
             receipt = await self.chain.mined(tx)
             if int(receipt["status"], 16) != 1:
                 await self.chain.wait(tx)  # raises ChainRevert with the mediator's reason
-        except ChainError as exc:
-            if len(items) > 1:  # one bad submission must not sink the others: one by one
-                for it in items:
+        except Exception as exc:  # any failure, not only the chain's: send() waits on it
+            if len(items) > 1 and isinstance(exc, ChainError):
+                for it in items:  # one bad submission must not sink the others: one by one
                     await self._submit_group(group, [it])
                 return
-            items[0][2].set_exception(exc)
+            for it in items:
+                if not it[2].done():
+                    it[2].set_exception(exc)
             return
         for it in items:
             if not it[2].done():
                 it[2].set_result(tx)
+
+    def _on_reset(self) -> None:
+        self._epoch += 1
+
+    def _heard_throughout(self, payload_hash: bytes) -> bool:
+        """Has the PrivateTxFini feed been live without a break since this was sent?"""
+        live = self.watch is not None and self.watch.live
+        return live and self._sent_epoch.get(payload_hash) == self._epoch
 
     def _on_log(self, lg: RawLog) -> None:
         ev = med.decode_event(lg)
@@ -179,33 +195,49 @@ class PrivateSender:
     ) -> med.TxInfo:
         """Wait until the transaction settles; its status and agreed roots."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            if payload_hash not in self._finis:
-                fut = self._waiters.setdefault(
-                    payload_hash, asyncio.get_running_loop().create_future()
-                )
+        checked_at = time.monotonic()
+        try:
+            while True:
+                if payload_hash not in self._finis:
+                    fut = self._waiters.setdefault(
+                        payload_hash, asyncio.get_running_loop().create_future()
+                    )
+                    try:
+                        live = self.watch is not None and self.watch.live
+                        async with asyncio.timeout(2.0 if live else 0.05):  # not wait_for,
+                            await asyncio.shield(fut)  # which can swallow a cancel (3.11)
+                    except TimeoutError:
+                        pass
+                if payload_hash in self._finis:
+                    ev = self._finis.pop(payload_hash)
+                    await self._check_stored(payload_hash)
+                    return med.TxInfo(ev.status, 0, 0, 0, ev.old_root, ev.new_root)
+                # While the node has pushed PrivateTxFini logs without a break since this was
+                # sent, its outcome will come that way: reading txOf (a contract call, for
+                # each of up to --window waiting transactions) is only a rare check. After a
+                # break it is read once the feed is back, so that nothing settled in the gap
+                # is missed.
+                now = time.monotonic()
+                if self._heard_throughout(payload_hash) and now - checked_at < CHECK_EVERY_S:
+                    if now > deadline:
+                        break
+                    continue
+                checked_at = now
+                if self.watch is not None and self.watch.live:
+                    self._sent_epoch[payload_hash] = self._epoch  # checked from here on
                 try:
-                    # With the node pushing PrivateTxFini logs, reading txOf is only a check
-                    # on a dropped subscription: rare, since each read costs the sender a
-                    # contract call and many transactions may be waiting at once.
-                    live = self.watch is not None and self.watch.live
-                    await asyncio.wait_for(asyncio.shield(fut), 2.0 if live else 0.05)
-                except TimeoutError:
-                    pass
-            if payload_hash in self._finis:
-                ev = self._finis.pop(payload_hash)
-                await self._check_stored(payload_hash)
-                return med.TxInfo(ev.status, 0, 0, 0, ev.old_root, ev.new_root)
-            try:
-                info = await med.tx_of(self.chain, self.mediator, group, payload_hash)
-            except ChainError:
-                info = None
-            if info is not None and info.status != pt.Status.PENDING:
-                self._waiters.pop(payload_hash, None)
-                await self._check_stored(payload_hash)
-                return info
-            if time.monotonic() > deadline:
-                raise SettleTimeout(
-                    f"private transaction {payload_hash.hex()} of group {group.hex()} did not "
-                    f"settle within {timeout_s:.0f} s; see `shardline privtx status`"
-                )
+                    info = await med.tx_of(self.chain, self.mediator, group, payload_hash)
+                except ChainError:
+                    info = None
+                if info is not None and info.status != pt.Status.PENDING:
+                    self._waiters.pop(payload_hash, None)
+                    await self._check_stored(payload_hash)
+                    return info
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            self._sent_epoch.pop(payload_hash, None)
+        raise SettleTimeout(
+            f"private transaction {payload_hash.hex()} of group {group.hex()} did not "
+            f"settle within {timeout_s:.0f} s; see `shardline privtx status`"
+        )

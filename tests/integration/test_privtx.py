@@ -515,3 +515,29 @@ async def test_an_executor_that_lost_its_state_is_rebuilt_at_the_agreed_root(env
     assert last.status == pt.Status.YES and last.old_root == out.new_root
     await settled_everywhere(env, sent.payload_hash)
     assert [await env.root(i, group) for i in range(3)] == [last.new_root] * 3
+
+
+async def test_an_outcome_settled_while_the_senders_feed_was_down_is_read_once_it_is_back(
+    env, sender
+):
+    """The sender reads txOf only when its PrivateTxFini feed broke since the transaction was
+    sent: here the outcome is decided while the feed is down, and must be found as soon as the
+    feed is back, well before the 10 s check (timeout 5 s)."""
+    group = await env.group()
+    await sender.watch.stop()  # the feed drops
+    sent = await sender.send(group, receive_goods(13))
+    for _ in range(400):  # decided on chain meanwhile, unheard by the sender
+        info = await med.tx_of(env.chain, env.mediator, group, sent.payload_hash)
+        if info is not None and info.status != pt.Status.PENDING:
+            break
+        await asyncio.sleep(0.025)
+    assert info is not None and info.status == pt.Status.YES
+    assert sent.payload_hash not in sender._finis
+    sender.watch.start()  # the feed is back (a new subscription)
+    for _ in range(200):
+        if sender.watch.live:
+            break
+        await asyncio.sleep(0.025)
+    assert sender.watch.live
+    out = await sender.outcome(group, sent.payload_hash, timeout_s=5)
+    assert out.status == pt.Status.YES and out.new_root == info.new_root
