@@ -66,8 +66,9 @@ async def service_stats(nc: Client, wait_s: float = SERVICE_WAIT_S, want: int = 
     sub = await nc.subscribe(inbox, cb=cb)
     try:
         await nc.publish("$SRV.STATS", b"", reply=inbox)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(enough.wait(), wait_s)
+        with contextlib.suppress(TimeoutError):  # timeout, not wait_for: a cancel gets through
+            async with asyncio.timeout(wait_s):
+                await enough.wait()
     finally:
         await sub.unsubscribe()
     return replies

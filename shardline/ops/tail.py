@@ -10,6 +10,7 @@ left running does not copy payloads into a terminal's scrollback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -82,10 +83,9 @@ async def tail(
         if seconds is None:
             await done.wait()
         else:
-            try:
-                await asyncio.wait_for(done.wait(), seconds)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):  # timeout, not wait_for: a cancel gets through
+                async with asyncio.timeout(seconds):
+                    await done.wait()
     finally:
         await sub.unsubscribe()
     return seen

@@ -791,8 +791,11 @@ def create_app(cfg: StackConfig) -> FastAPI:
                     return
                 async with state.changed:
                     if sent == len(state.events):
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                        # cancellation of a stream whose client went away
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(state.changed.wait(), 1.0)
+                            async with asyncio.timeout(1.0):
+                                await state.changed.wait()
 
         return EventSourceResponse(stream())
 
