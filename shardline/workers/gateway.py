@@ -2,12 +2,14 @@
 
 ``POST /lookups`` checks the responder's API key, asks the chain (a dry run first, so that an
 unauthorised requester gets the contract's reason as a 403 and no share leaves any node), makes a
-guid and an ephemeral key, leaves the terms for the combiner in Redis, publishes the signed intent
-and sends the Gatekeeper transaction. The shares that come back (replies to the intent, and the
-stream's copies of shares served on the chain event) are opened and combined here at once; the
-combiner worker does the same from its durable consumer, for a gateway that missed them (a
-restart, a reconnect), and whichever result comes first is the one served. ``GET /lookups/{guid}`` waits for the sheet up to the
-deadline; ``GET /lookups/{guid}/events`` streams progress as Server-Sent Events.
+guid and an ephemeral key, publishes the signed intent naming the org nodes asked first, and sends
+the Gatekeeper transaction. The shares that come back (replies to the intent, and the stream's
+copies of shares served on a chain event with no intent seen) are opened and combined here at
+once. A lookup still open after ``hedge_s`` gets the other org nodes asked and its terms left for
+the combiner in Redis; the combiner finishes it from its durable consumer if this gateway missed
+the shares (a reconnect), and whichever result comes first is the one served.
+``GET /lookups/{guid}`` waits for the sheet up to the deadline; ``GET /lookups/{guid}/events``
+streams progress as Server-Sent Events.
 """
 
 from __future__ import annotations
@@ -337,31 +339,9 @@ class Gateway:
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
         # The chain request next: a chain-confirmed lookup waits for it.
         self._spawn(self._send(state, acct, guid, key, epk))
-        # The combiner's copy of the terms and key, for shares served on the chain event (they
-        # come a transaction later): written after the intent, off the audit-after path.
-        # Redis away (a restart) costs only that fallback: this gateway combines on its own.
-        lk = lookup_key(g)
-        try:
-            async with self.redis.pipeline(transaction=False) as p:
-                p.hset(
-                    lk,
-                    mapping={
-                        "esk": bytes(esk).hex(),
-                        "transport_key": key.hex(),
-                        "transport_id": transport_id,
-                        "threshold": terms.threshold,
-                        "org_ids": json.dumps(list(terms.org_ids)),
-                        "commitment": terms.commitment.hex(),
-                    },
-                )
-                p.expire(lk, LOOKUP_TTL_S)
-                await p.execute()
-        except (RedisError, OSError) as exc:
-            log.warn("lookup.combiner_state_not_written", guid=g, error=str(exc), trace_id=g)
         # Timers, not a task per lookup: most lookups are done long before either fires.
         loop = asyncio.get_running_loop()
-        if len(first) < len(terms.org_ids):
-            loop.call_later(self.cfg.gateway.hedge_s, self._hedge, state, key, epk, first)
+        loop.call_later(self.cfg.gateway.hedge_s, self._hedge, state, key, epk, first)
         loop.call_later(self.cfg.gateway.deadline_s, self._expire, state)
         log.event(
             "lookup.accepted", guid=g, transport=transport_id, responder=responder.name, trace_id=g
@@ -395,11 +375,46 @@ class Gateway:
         self.in_flight -= 1
 
     def _hedge(self, state: LookupState, key: bytes, epk: bytes, first: list[str]) -> None:
-        """The first org nodes are slow: ask the others too, and ask those last next time."""
-        if not state.done.is_set():
+        """The first org nodes are slow: ask the others too, and ask those last next time; and
+        leave the combiner what it needs to finish the lookup from the stream."""
+        if state.done.is_set():
+            return
+        self._spawn(self._keep_for_combiner(state, key))
+        rest = [o for o in state.org_ids if o not in first]
+        if rest:
             self._slow.update(o for o in first if o not in state.answered)
-            self._spawn(
-                self._ask_again(state, key, epk, [o for o in state.org_ids if o not in first])
+            self._spawn(self._ask_again(state, key, epk, rest))
+
+    async def _keep_for_combiner(self, state: LookupState, key: bytes) -> None:
+        """The combiner's copy of the terms and key, for shares that only the LOOKUPS stream
+        has (served on a chain event while this gateway was cut off from the bus). Written only
+        for a lookup still open after ``hedge_s``: the rest are done from the replies, and a
+        Redis write per lookup cost every lookup. Redis away (a restart) costs only that
+        fallback."""
+        if state.esk is None or state.terms is None:
+            return
+        lk = lookup_key(state.guid)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.hset(
+                    lk,
+                    mapping={
+                        "esk": bytes(state.esk).hex(),
+                        "transport_key": key.hex(),
+                        "transport_id": state.transport_id,
+                        "threshold": state.threshold,
+                        "org_ids": json.dumps(list(state.org_ids)),
+                        "commitment": state.terms.commitment.hex(),
+                    },
+                )
+                p.expire(lk, LOOKUP_TTL_S)
+                await p.execute()
+        except (RedisError, OSError) as exc:
+            log.warn(
+                "lookup.combiner_state_not_written",
+                guid=state.guid,
+                error=str(exc),
+                trace_id=state.guid,
             )
 
     async def _ask_again(self, state: LookupState, key: bytes, epk: bytes, rest: list[str]) -> None:
