@@ -54,6 +54,7 @@ ALT = "checked"
 
 SIZES = {"1 KiB": 1024, "1 MiB": 1024 * 1024}
 TARGET = 3.0
+AUDIT_SETTLE_S = 0.3
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -151,6 +152,52 @@ async def timed_get(client, reader, record_id, plaintext) -> float:
     return took
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_pids(cfg) -> dict[str, int]:
+    """The processes a read wakes: nats-server, the org nodes (proxies), anvil."""
+    pids = {}
+    for f in sorted((Path(cfg.run_dir) / "pids").glob("*.json")):
+        if f.stem == "nats" or f.stem == "anvil" or f.stem.startswith("node-"):
+            pids[f.stem] = json.loads(f.read_text())["pid"]
+    return pids
+
+
+async def cpu_per_read(cfg, client, reader, record_id, plaintext, bare, reads: int) -> dict:
+    """CPU a read costs, summed over every process it wakes (its reader, nats-server, the
+    proxies' org nodes, anvil), against the CPU of the bare steps in this process: unlike
+    latency, this hardly moves with the machine's load. What the processes use while idle, over
+    the same time, is taken off."""
+    pids = stack_pids(cfg)
+
+    def sample() -> dict[str, float]:
+        return {k: cpu_s(p) for k, p in pids.items()} | {"reader": time.process_time()}
+
+    t, a = time.perf_counter(), sample()
+    await asyncio.sleep(1.0)
+    idle_s, b = time.perf_counter() - t, sample()
+    idle = {k: (b[k] - a[k]) / idle_s for k in a}
+    t = time.perf_counter()
+    for _ in range(reads):
+        await timed_get(client, reader, record_id, plaintext)
+    await asyncio.sleep(AUDIT_SETTLE_S)  # the proxies write their audit rows in batches
+    wall, c = time.perf_counter() - t, sample()
+    per = {k: max(0.0, (c[k] - b[k] - idle[k] * wall) / reads) for k in a}
+    p0 = time.process_time()
+    for _ in range(reads):
+        bare.plain()
+    bare_cpu = (time.process_time() - p0) / reads
+    return {
+        "per_process_ms": {k: v * 1e3 for k, v in per.items()},
+        "pipeline_ms": sum(per.values()) * 1e3,
+        "bare_ms": bare_cpu * 1e3,
+    }
+
+
 async def pipeline(cfg, samples: int, concurrency: int, rounds: int, spare: int | None) -> dict:
     """Bare, pipeline and pipeline-without-kept-ciphertext samples taken in turn, so that
     the machine's load weighs on each alike."""
@@ -198,6 +245,9 @@ async def pipeline(cfg, samples: int, concurrency: int, rounds: int, spare: int 
                 for kind in order[i % len(order) :] + order[: i % len(order)]:
                     took = kinds[kind]()
                     r[kind].append(await took if inspect.isawaitable(took) else took)
+            r["cpu"] = await cpu_per_read(
+                cfg, kept, reader, info.record_id, plaintext, bare, samples
+            )
             reads = max(rounds, concurrency * 4)
             t = time.perf_counter()
             await read_many(kept, reader, info.record_id, plaintext, reads, concurrency)
@@ -302,6 +352,15 @@ def main() -> int:
         f"{ALT} p95: "
         + ", ".join(f"{label} {report[label]['alt_p95_ms']:.2f} ms" for label in SIZES)
     )
+    print("\nCPU per read, summed over the processes it wakes (idle use taken off), in ms:")
+    for label in SIZES:
+        c = measured[label]["cpu"]
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in c["per_process_ms"].items())
+        print(
+            f"{label}: pipeline {c['pipeline_ms']:.2f} (= {parts}); bare {c['bare_ms']:.2f}; "
+            f"ratio {c['pipeline_ms'] / c['bare_ms']:.1f}x"
+        )
+        report[label]["cpu_per_read"] = c
     print(f"grants from the proxies' books / read from the chain: {measured['grant_reads']}")
     report["grant_reads"] = measured["grant_reads"]
     print(

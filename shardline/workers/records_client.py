@@ -419,6 +419,13 @@ class RecordsClient:
         rc.check_record_id(record_id)
         cached = self._grants.get((record_id, reader.id))
         if cached and not fresh and time.monotonic() - cached[1] < GRANT_TTL_S:
+            # all of it remembered (the usual read): no task, no turn of the loop
+            record = self._records.get(record_id)
+            parties = self._parties
+            if record and reader.id in parties and record.owner in parties:
+                g = cached[0]
+                ctx = rc.ReadContext(record, parties[record.owner], parties[reader.id], g.threshold)
+                return ctx, g
             record, reader_party = await asyncio.gather(
                 self.record(record_id), self.party(reader.id, record_id=record_id)
             )
