@@ -355,7 +355,11 @@ class RecordsProxy(Worker):
         rid, reader = b["record_id"], b["reader"]
         if env.sender != reader:
             return self.refusal(env, "bad request", f"signed by {env.sender}, not by {reader}")
-        grant_call = asyncio.ensure_future(self.live_grant(rid, reader))
+        # The usual case (pushed heads, live): the grant comes from the book, after the
+        # re-encryption, with no task of its own; else its read is started now, to run while
+        # this request's parties and record are read and its capsule re-encrypted.
+        pushed = self.freshness == PUSHED and self.heads.live and not self._heads_stalled
+        grant_call = None if pushed else asyncio.ensure_future(self.live_grant(rid, reader))
         try:
             try:
                 await envelope.verify(env, self.parties)
@@ -369,9 +373,13 @@ class RecordsProxy(Worker):
             held = self.kfrag(rid, reader)
             # Re-encrypt while the grant read is in flight; nothing leaves unless it is live.
             cfrag = rc.reencrypt(record.capsule, held[1]) if held else None
-            grant, chain_time = await grant_call
+            if grant_call is None:
+                grant, chain_time = await self.live_grant(rid, reader)
+            else:
+                grant, chain_time = await grant_call
         finally:
-            grant_call.cancel()
+            if grant_call is not None:
+                grant_call.cancel()
         refused = grant.refusal(max(self.clock(), chain_time))
         if refused is not None:
             if refused.reason in (rc.REVOKED, rc.EXPIRED) and self.forget(rid, reader):
