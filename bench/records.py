@@ -5,13 +5,14 @@ directory, stores a 1 KiB and a 1 MiB record, grants a reader 2-of-3, and measur
 
 - bare: in this process, m re-encryptions (``umbral_pre.reencrypt``) and one
   ``decrypt_reencrypted`` of the same record: the cryptographic floor of a read; also the same plus
-  the m capsule-fragment verifications a careful reader adds;
+  the m capsule-fragment verifications a reader that checks each cfrag as it comes adds;
 - pipeline: ``RecordsClient.get`` one read after another (one signed request to m proxies
   over NATS, each proxy's grant from the book its chain event reader keeps and its
-  re-encryption, verification of m cfrags, decryption) by a long-lived reader that has the
+  re-encryption, the m cfrags opened from their frames, decryption, the cfrags verified only
+  if they do not open the record) by a long-lived reader that has the
   ciphertext from an earlier read; ``fetch``: the same by a reader that fetches the ciphertext
-  from the JetStream object store on every read; ``+spare``: the first, asking a spare proxy at
-  once beside the m; all taken in turn with the bare samples, in an order rotated every round (a sample
+  from the JetStream object store on every read; ``checked``: the first, verifying each cfrag
+  as it comes (``verify_cfrags="always"``); all taken in turn with the bare samples, in an order rotated every round (a sample
   taken just after a read pays for that read's leftovers at the other processes), so that the
   machine's load weighs on each alike; and then ``--concurrency`` reads at a time for
   throughput.
@@ -42,16 +43,18 @@ import uvloop
 
 from shardline import stack
 from shardline.core import records as rc
-from shardline.workers import records_client
 from shardline.workers.records_client import RecordsClient
 
 BLOB_CACHE_BYTES = 64 * 1024 * 1024
-# the reader's other choice of spare proxies, measured beside its default
-ALT_SPARE = 0 if getattr(records_client, "SPARE_PROXIES", 1) else 1
-ALT = "m-only" if ALT_SPARE == 0 else "+spare"
+# the reader's other choice of capsule-fragment verification, measured beside its default:
+# each cfrag verified as it comes ("always"), where the default verifies them only when the m
+# do not open the record (code from before that choice always verifies)
+ALT_VERIFY = "always"
+ALT = "checked"
 
 SIZES = {"1 KiB": 1024, "1 MiB": 1024 * 1024}
 TARGET = 3.0
+AUDIT_SETTLE_S = 0.3
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -125,13 +128,17 @@ async def read_many(client, reader, record_id, plaintext, reads: int, concurrenc
     await asyncio.gather(*(one() for _ in range(reads)))
 
 
-async def connect(cfg, name: str, keep_blobs: bool, spare: int | None = None) -> RecordsClient:
+async def connect(
+    cfg, name: str, keep_blobs: bool, spare: int | None = None, verify: str | None = None
+) -> RecordsClient:
     kwargs = {}
     params = inspect.signature(RecordsClient.connect).parameters
     if "blob_cache_bytes" in params:
         kwargs["blob_cache_bytes"] = BLOB_CACHE_BYTES if keep_blobs else 0
     if spare is not None and "spare_proxies" in params:
         kwargs["spare_proxies"] = spare
+    if verify is not None and "verify_cfrags" in params:
+        kwargs["verify_cfrags"] = verify
     return await RecordsClient.connect(
         cfg.nats_url, cfg.chain_rpc, cfg.deployment, name=name, timeout_s=5.0, **kwargs
     )
@@ -145,13 +152,61 @@ async def timed_get(client, reader, record_id, plaintext) -> float:
     return took
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_pids(cfg) -> dict[str, int]:
+    """The processes a read wakes: nats-server, the org nodes (proxies), anvil."""
+    pids = {}
+    for f in sorted((Path(cfg.run_dir) / "pids").glob("*.json")):
+        if f.stem == "nats" or f.stem == "anvil" or f.stem.startswith("node-"):
+            pids[f.stem] = json.loads(f.read_text())["pid"]
+    return pids
+
+
+async def cpu_per_read(cfg, client, reader, record_id, plaintext, bare, reads: int) -> dict:
+    """CPU a read costs, summed over every process it wakes (its reader, nats-server, the
+    proxies' org nodes, anvil), against the CPU of the bare steps in this process: unlike
+    latency, this hardly moves with the machine's load. What the processes use while idle, over
+    the same time, is taken off."""
+    pids = stack_pids(cfg)
+
+    def sample() -> dict[str, float]:
+        return {k: cpu_s(p) for k, p in pids.items()} | {"reader": time.process_time()}
+
+    t, a = time.perf_counter(), sample()
+    await asyncio.sleep(1.0)
+    idle_s, b = time.perf_counter() - t, sample()
+    idle = {k: (b[k] - a[k]) / idle_s for k in a}
+    t = time.perf_counter()
+    for _ in range(reads):
+        await timed_get(client, reader, record_id, plaintext)
+    await asyncio.sleep(AUDIT_SETTLE_S)  # the proxies write their audit rows in batches
+    wall, c = time.perf_counter() - t, sample()
+    per = {k: max(0.0, (c[k] - b[k] - idle[k] * wall) / reads) for k in a}
+    p0 = time.process_time()
+    for _ in range(reads):
+        bare.plain()
+    bare_cpu = (time.process_time() - p0) / reads
+    return {
+        "per_process_ms": {k: v * 1e3 for k, v in per.items()},
+        "pipeline_ms": sum(per.values()) * 1e3,
+        "bare_ms": bare_cpu * 1e3,
+    }
+
+
 async def pipeline(cfg, samples: int, concurrency: int, rounds: int, spare: int | None) -> dict:
     """Bare, pipeline and pipeline-without-kept-ciphertext samples taken in turn, so that
     the machine's load weighs on each alike."""
     kept = await connect(cfg, "bench-records", keep_blobs=True, spare=spare)
     fetching = await connect(cfg, "bench-records-fetching", keep_blobs=False, spare=spare)
-    # the same reader with the other choice of spare: none if the reader asks one, else one
-    m_only = await connect(cfg, "bench-records-alt", keep_blobs=True, spare=ALT_SPARE)
+    # the same reader verifying each capsule fragment as it comes
+    checked = await connect(
+        cfg, "bench-records-alt", keep_blobs=True, spare=spare, verify=ALT_VERIFY
+    )
     try:
         owner, reader = rc.PartyKeys.generate("bench-owner"), rc.PartyKeys.generate("bench-reader")
         await kept.register(owner)
@@ -174,15 +229,15 @@ async def pipeline(cfg, samples: int, concurrency: int, rounds: int, spare: int 
             for _ in range(5):  # warm the caches a long-lived reader has
                 await timed_get(kept, reader, info.record_id, plaintext)
                 await timed_get(fetching, reader, info.record_id, plaintext)
-                await timed_get(m_only, reader, info.record_id, plaintext)
+                await timed_get(checked, reader, info.record_id, plaintext)
                 bare.plain(), bare.verified()
-            r = {"bare": [], "verified": [], "pipeline": [], "fetching": [], "m_only": []}
+            r = {"bare": [], "verified": [], "pipeline": [], "fetching": [], "checked": []}
             kinds = {
                 "bare": bare.plain,
                 "pipeline": partial(timed_get, kept, reader, info.record_id, plaintext),
                 "verified": bare.verified,
                 "fetching": partial(timed_get, fetching, reader, info.record_id, plaintext),
-                "m_only": partial(timed_get, m_only, reader, info.record_id, plaintext),
+                "checked": partial(timed_get, checked, reader, info.record_id, plaintext),
             }
             order = list(kinds)
             for i in range(samples):
@@ -190,6 +245,9 @@ async def pipeline(cfg, samples: int, concurrency: int, rounds: int, spare: int 
                 for kind in order[i % len(order) :] + order[: i % len(order)]:
                     took = kinds[kind]()
                     r[kind].append(await took if inspect.isawaitable(took) else took)
+            r["cpu"] = await cpu_per_read(
+                cfg, kept, reader, info.record_id, plaintext, bare, samples
+            )
             reads = max(rounds, concurrency * 4)
             t = time.perf_counter()
             await read_many(kept, reader, info.record_id, plaintext, reads, concurrency)
@@ -205,7 +263,7 @@ async def pipeline(cfg, samples: int, concurrency: int, rounds: int, spare: int 
     finally:
         await kept.close()
         await fetching.close()
-        await m_only.close()
+        await checked.close()
 
 
 def main() -> int:
@@ -253,7 +311,7 @@ def main() -> int:
         v50 = statistics.median(m["verified"]) * 1e3
         p50, p95 = pct(m["pipeline"], 50) * 1e3, pct(m["pipeline"], 95) * 1e3
         f50, f95 = pct(m["fetching"], 50) * 1e3, pct(m["fetching"], 95) * 1e3
-        o50, o95 = pct(m["m_only"], 50) * 1e3, pct(m["m_only"], 95) * 1e3
+        o50, o95 = pct(m["checked"], 50) * 1e3, pct(m["checked"], 95) * 1e3
         ratio, fratio = p50 / b50, f50 / b50
         bare_rate = 1000 / b50
         ok = ratio <= TARGET and fratio <= TARGET
@@ -273,7 +331,7 @@ def main() -> int:
             "fetching_p50_ms": f50,
             "fetching_p95_ms": f95,
             "fetching_ratio_p50": fratio,
-            "alt_spare": ALT_SPARE,
+            "alt_verify_cfrags": ALT_VERIFY,
             "alt_p50_ms": o50,
             "alt_p95_ms": o95,
             "reads_per_s": m["reads_per_s"],
@@ -287,13 +345,22 @@ def main() -> int:
         "\nvs +verify = pipe p50 / +verify p50."
         "\npipe = a long-lived reader, which keeps ciphertexts it has read (by content hash);"
         "\nfetch = a reader that fetches the ciphertext from the object store on every read;"
-        f"\n{ALT} = the pipe reader asking {ALT_SPARE} spare proxies at once; the five kinds"
+        f"\n{ALT} = the pipe reader verifying each cfrag as it comes; the five kinds"
         "\nof sample are taken in turn, in an order rotated every round."
     )
     print(
         f"{ALT} p95: "
         + ", ".join(f"{label} {report[label]['alt_p95_ms']:.2f} ms" for label in SIZES)
     )
+    print("\nCPU per read, summed over the processes it wakes (idle use taken off), in ms:")
+    for label in SIZES:
+        c = measured[label]["cpu"]
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in c["per_process_ms"].items())
+        print(
+            f"{label}: pipeline {c['pipeline_ms']:.2f} (= {parts}); bare {c['bare_ms']:.2f}; "
+            f"ratio {c['pipeline_ms'] / c['bare_ms']:.1f}x"
+        )
+        report[label]["cpu_per_read"] = c
     print(f"grants from the proxies' books / read from the chain: {measured['grant_reads']}")
     report["grant_reads"] = measured["grant_reads"]
     print(

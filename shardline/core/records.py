@@ -329,19 +329,47 @@ class ReadContext:
 
 @dataclass
 class CfragCollector:
-    """Gathers capsule fragments from proxies: a bad one is named and never used."""
+    """Gathers capsule fragments from proxies: a bad one is named and never used.
+
+    ``add`` verifies a fragment as it comes (``CapsuleFrag.verify``, about as costly as a
+    re-encryption). ``take`` only parses it, and ``open`` verifies the fragments it took only
+    when the m of them do not open the record: a read whose fragments are good pays for no
+    verification, and one with a bad fragment names it and goes on with the others. That is
+    safe because opening checks the combination itself: umbral-pre's ``decrypt_reencrypted``
+    refuses fragments whose combination does not match the capsule's own check ("internal
+    validation failed"), and the key they give must pass the DEM's MAC over the whole
+    ciphertext, which no proxy can aim at (the key is a hash of a Diffie-Hellman value only the
+    reader can compute). So m fragments that open the record were correct re-encryptions and
+    the plaintext is the owner's; only a fragment whose re-encryption is right but whose proof
+    is not goes unnamed, and it changed nothing.
+    """
 
     ctx: ReadContext
     good: dict[str, umbral.VerifiedCapsuleFrag] = field(default_factory=dict)
     bad: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    # proxy -> the fragment as it came, for those taken without verification
+    unchecked: dict[str, bytes] = field(default_factory=dict)
+    _seen: dict[bytes, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
         return len(self.good) >= self.ctx.threshold
 
-    def add(self, proxy: str, raw: bytes) -> bool:
+    def _fresh(self, proxy: str, raw: bytes) -> bool:
+        """Not yet heard from this proxy, and not a copy of another proxy's fragment."""
         if proxy in self.good or proxy in self.bad:
+            return False
+        copied = self._seen.get(raw)
+        if copied is not None:
+            self.bad[proxy] = f"capsule fragment does not verify: it is a copy of {copied}'s"
+            return False
+        self._seen[raw] = proxy
+        return True
+
+    def add(self, proxy: str, raw: bytes) -> bool:
+        raw = bytes(raw)
+        if not self._fresh(proxy, raw):
             return False
         try:
             self.good[proxy] = self.ctx.verify_cfrag(raw)
@@ -349,6 +377,43 @@ class CfragCollector:
             self.bad[proxy] = str(exc)
             return False
         return True
+
+    def take(self, proxy: str, raw: bytes) -> bool:
+        """Keep a fragment parsed but not verified; ``open`` verifies it if it must."""
+        raw = bytes(raw)
+        if not self._fresh(proxy, raw):
+            return False
+        try:
+            self.good[proxy] = umbral.CapsuleFrag.from_bytes(raw).skip_verification()
+        except (ValueError, TypeError) as exc:
+            self.bad[proxy] = f"capsule fragment does not verify: not a capsule fragment ({exc})"
+            return False
+        self.unchecked[proxy] = raw
+        return True
+
+    def check(self) -> list[str]:
+        """Verify the fragments taken unverified; the bad ones move to ``bad`` (returned)."""
+        dropped = []
+        for proxy, raw in list(self.unchecked.items()):
+            del self.unchecked[proxy]
+            try:
+                self.good[proxy] = self.ctx.verify_cfrag(raw)
+            except BadFragment as exc:
+                del self.good[proxy]
+                self.bad[proxy] = str(exc)
+                dropped.append(proxy)
+        return dropped
+
+    def open(self, reader: PartyKeys, ciphertext: bytes, *, hash_checked: bool = False):
+        """The plaintext, or None when a fragment taken unverified proved bad (it is named in
+        ``bad`` and the collector wants more); ``TamperedCiphertext`` when the fragments are
+        good and the ciphertext does not open."""
+        try:
+            return self.decrypt(reader, ciphertext, hash_checked=hash_checked)
+        except TamperedCiphertext:
+            if self.unchecked and self.check():
+                return None
+            raise
 
     def refuse(self, proxy: str, reason: str) -> None:
         self.refused[proxy] = reason

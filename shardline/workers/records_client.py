@@ -33,6 +33,7 @@ from shardline.contracts.client import Chain, ChainRevert
 from shardline.contracts.cursor import Rpc
 from shardline.contracts.deploy import Deployment
 from shardline.core import records as rc
+from shardline.core import records_wire
 from shardline.core.directory import Directory, UnknownParticipant
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -48,6 +49,11 @@ HEDGE_S = 0.1
 LOCAL_CHAIN_ID = 31337
 # An owner's revoke waits at most this long for the grant's proxies to read the revoking block.
 REVOKE_WAIT_S = 3.0
+# When the reader verifies capsule fragments (rc.CfragCollector): ON_FAILURE takes them parsed
+# and verifies them only when the m do not open the record (the bad one is then named and the
+# others asked); ALWAYS verifies each as it comes. Both give the owner's plaintext or nothing.
+ON_FAILURE, ALWAYS = "on_failure", "always"
+VERIFY_CFRAGS = ON_FAILURE
 # Ciphertexts a reader keeps, by content hash, up to this many bytes (0: none): a record's
 # ciphertext never changes, and without m capsule fragments from live proxies it opens nothing.
 BLOB_CACHE_BYTES = 64 * 1024 * 1024
@@ -120,7 +126,13 @@ class RecordsClient:
         timeout_s: float,
         blob_cache_bytes: int = BLOB_CACHE_BYTES,
         spare_proxies: int = SPARE_PROXIES,
+        verify_cfrags: str = VERIFY_CFRAGS,
     ) -> None:
+        if verify_cfrags not in (ON_FAILURE, ALWAYS):
+            raise ValueError(
+                f"verify_cfrags {verify_cfrags!r} is not one of {ON_FAILURE}, {ALWAYS}"
+            )
+        self.verify_cfrags = verify_cfrags
         self.nc = nc
         self.spare_proxies = spare_proxies
         self.blob_cache = BlobCache(blob_cache_bytes)
@@ -145,12 +157,15 @@ class RecordsClient:
         timeout_s: float = 2.0,
         blob_cache_bytes: int = BLOB_CACHE_BYTES,
         spare_proxies: int = SPARE_PROXIES,
+        verify_cfrags: str = VERIFY_CFRAGS,
     ) -> RecordsClient:
         dep = Deployment.from_dict(deployment)
         chain = await Chain.connect(chain_rpc, expected_chain_id=dep.chain_id)
         nc = await connect(nats_url, name)
         blobs = await BlobStore.open(nc.jetstream(timeout=10))
-        client = cls(nc, chain, dep, blobs, timeout_s, blob_cache_bytes, spare_proxies)
+        client = cls(
+            nc, chain, dep, blobs, timeout_s, blob_cache_bytes, spare_proxies, verify_cfrags
+        )
         await client.orgs.refresh()
         return client
 
@@ -404,6 +419,13 @@ class RecordsClient:
         rc.check_record_id(record_id)
         cached = self._grants.get((record_id, reader.id))
         if cached and not fresh and time.monotonic() - cached[1] < GRANT_TTL_S:
+            # all of it remembered (the usual read): no task, no turn of the loop
+            record = self._records.get(record_id)
+            parties = self._parties
+            if record and reader.id in parties and record.owner in parties:
+                g = cached[0]
+                ctx = rc.ReadContext(record, parties[record.owner], parties[reader.id], g.threshold)
+                return ctx, g
             record, reader_party = await asyncio.gather(
                 self.record(record_id), self.party(reader.id, record_id=record_id)
             )
@@ -460,6 +482,21 @@ class RecordsClient:
         self, reader: rc.PartyKeys, record_id: str, org: str, body: dict, msg: Msg
     ) -> Answer:
         """A reply checked (the proxy's signature, sealed to this reader, for this request)."""
+        if records_wire.is_frame(msg.data):  # a cfrag: the proxies' usual answer
+            try:
+                sender = await self.orgs.resolve(org)
+                _version, cfrag = records_wire.open_frame(
+                    msg.data,
+                    request_id=body["request_id"],
+                    record_id=record_id,
+                    reader=reader.id,
+                    org=org,
+                    org_signing_pk=sender.signing_pk,
+                    reader_sealing_key=reader.participant.sealing_key,
+                )
+            except (records_wire.BadFrame, UnknownParticipant) as exc:
+                return Answer(org, "bad", f"unreadable answer: {exc}")
+            return Answer(org, "cfrag", cfrag=cfrag)
         try:
             env = envelope.parse(msg.data)
             if env.sender != org or env.type not in ("records.cfrag", "records.refusal"):
@@ -476,6 +513,11 @@ class RecordsClient:
             return Answer(org, "cfrag", cfrag=unb64(b["cfrag"]))
         except ValueError:
             return Answer(org, "bad", "the capsule fragment is not base64")
+
+    def _ask_more(self, asked: dict, orgs: list[str], raw: bytes) -> set[asyncio.Future]:
+        more = {asyncio.ensure_future(self._send(o, raw)): o for o in orgs}
+        asked |= more
+        return set(more)
 
     async def ask_all(
         self, reader: rc.PartyKeys, record_id: str, proxies: tuple[str, ...]
@@ -502,53 +544,57 @@ class RecordsClient:
         asked = {asyncio.ensure_future(self._send(o, raw)): o for o in order[:first]}
         pending = set(asked)
         collector = rc.CfragCollector(ctx)
+        keep = collector.add if self.verify_cfrags == ALWAYS else collector.take
         silent: list[str] = []
+        plaintext: bytes | None = None
         try:
-            while pending and not collector.ready:
-                done, pending = await asyncio.wait(
-                    pending,
-                    timeout=HEDGE_S if waiting else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                failed = 0
-                for task in done:
-                    if collector.ready:  # m good ones: a spare's answer is not looked at
-                        break
-                    a = task.result()
-                    if not isinstance(a, Answer):
-                        a = await self._read(reader, record_id, asked[task], body, a)
-                    if a.outcome == "cfrag":
-                        failed += not collector.add(a.org, a.cfrag)
-                    else:
-                        failed += 1
-                        if a.outcome == "refusal":
-                            collector.refuse(a.org, f"{a.reason}: {a.detail}")
-                        elif a.outcome == "bad":
-                            collector.bad[a.org] = a.detail
+            while plaintext is None:
+                while pending and not collector.ready:
+                    done, pending = await asyncio.wait(
+                        pending,
+                        timeout=HEDGE_S if waiting else None,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    failed = 0
+                    for task in done:
+                        if collector.ready:  # m good ones: a spare's answer is not looked at
+                            break
+                        a = task.result()
+                        if not isinstance(a, Answer):
+                            a = await self._read(reader, record_id, asked[task], body, a)
+                        if a.outcome == "cfrag":
+                            failed += not keep(a.org, a.cfrag)
                         else:
-                            silent.append(a.org)
-                if waiting and (failed or not done):  # ask the others too
-                    more = {asyncio.ensure_future(self._send(o, raw)): o for o in waiting}
-                    asked |= more
-                    pending |= set(more)
+                            failed += 1
+                            if a.outcome == "refusal":
+                                collector.refuse(a.org, f"{a.reason}: {a.detail}")
+                            elif a.outcome == "bad":
+                                collector.bad[a.org] = a.detail
+                            else:
+                                silent.append(a.org)
+                    if waiting and (failed or not done):  # ask the others too
+                        pending |= self._ask_more(asked, waiting, raw)
+                        waiting = []
+                if not collector.ready:
+                    blob.cancel()
+                    if collector.refused:  # the grant may have changed since it was remembered
+                        await self.context(reader, record_id, fresh=True)
+                    raise collector.shortfall(g.proxies)
+                try:
+                    ciphertext = await blob
+                except (BlobNotFound, BlobCorrupt) as exc:
+                    raise rc.TamperedCiphertext(
+                        f"the ciphertext of record {record_id} cannot be used ({exc}); nothing "
+                        f"was decrypted for reader {reader.id}",
+                        record_id=record_id,
+                        reader_id=reader.id,
+                    ) from None
+                # The blob store has checked the ciphertext against the chain's content hash,
+                # and the cache keeps only what it gave.
+                plaintext = await _open(collector, reader, ciphertext)
+                if plaintext is None and waiting:  # a fragment was bad: ask the others
+                    pending |= self._ask_more(asked, waiting, raw)
                     waiting = []
-            if not collector.ready:
-                blob.cancel()
-                if collector.refused:  # the grant may have changed since it was remembered
-                    await self.context(reader, record_id, fresh=True)
-                raise collector.shortfall(g.proxies)
-            try:
-                ciphertext = await blob
-            except (BlobNotFound, BlobCorrupt) as exc:
-                raise rc.TamperedCiphertext(
-                    f"the ciphertext of record {record_id} cannot be used ({exc}); nothing was "
-                    f"decrypted for reader {reader.id}",
-                    record_id=record_id,
-                    reader_id=reader.id,
-                ) from None
-            # The blob store has checked the ciphertext against the chain's content hash, and
-            # the cache keeps only what it gave.
-            plaintext = await _decrypt(collector, reader, ciphertext)
             self.blob_cache.put(content_hash, ciphertext)
         finally:
             for task in pending:
@@ -571,10 +617,12 @@ async def _ready(value: bytes) -> bytes:
     return value
 
 
-async def _decrypt(collector: rc.CfragCollector, reader: rc.PartyKeys, ciphertext: bytes) -> bytes:
+async def _open(
+    collector: rc.CfragCollector, reader: rc.PartyKeys, ciphertext: bytes
+) -> bytes | None:
     if len(ciphertext) > 64 * 1024:  # keep the loop free for other requests on big records
-        return await asyncio.to_thread(collector.decrypt, reader, ciphertext, hash_checked=True)
-    return collector.decrypt(reader, ciphertext, hash_checked=True)
+        return await asyncio.to_thread(collector.open, reader, ciphertext, hash_checked=True)
+    return collector.open(reader, ciphertext, hash_checked=True)
 
 
 def _grant_dict(view: GrantView) -> dict:

@@ -21,19 +21,22 @@ import json
 import time
 from collections.abc import Callable
 
+import orjson
 import umbral_pre as umbral
+import websockets
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig
 
 from shardline.bus import envelope, log, subjects
 from shardline.bus.consumers import org_consumer
-from shardline.bus.envelope import BadMessage, b64, unb64
+from shardline.bus.envelope import BadMessage, unb64
 from shardline.bus.worker import Incoming, Transient, Worker
 from shardline.contracts import records as chain_records
 from shardline.contracts.client import Chain, ChainError
 from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
 from shardline.contracts.deploy import Deployment
 from shardline.core import records as rc
+from shardline.core import records_wire
 from shardline.core.directory import Directory, Participant, UnknownParticipant
 from shardline.core.logpoller import Cursor
 from shardline.core.records_grants import GrantBook
@@ -54,14 +57,59 @@ AUDIT_EVERY_S = 0.05
 
 
 class TimedHeads(HeadWatcher):
-    """A HeadWatcher that also keeps the latest pushed head's timestamp (the chain's time)."""
+    """A HeadWatcher that also keeps the latest pushed head's timestamp (the chain's time), and
+    that is live from the moment its subscription is confirmed.
+
+    Right after subscribing it asks the node, on the same websocket, for its latest block: the
+    heads pushed from then on are newer, so ``latest`` is the chain's head without waiting for
+    the next block. (A plain HeadWatcher is live only from the first pushed head: on a quiet
+    chain a restarted proxy read every request's grant from the chain until a block was mined.)
+    """
 
     latest_time = 0
+    SUBSCRIBE, LATEST = 1, 2
 
     def _take(self, head: dict) -> None:
         super()._take(head)
         with contextlib.suppress(KeyError, TypeError, ValueError):
             self.latest_time = max(self.latest_time, int(head["timestamp"], 16))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with websockets.connect(self.ws_url, max_size=2**22) as ws:
+                    await ws.send(_rpc_frame(self.SUBSCRIBE, "eth_subscribe", ["newHeads"]))
+                    async for frame in ws:
+                        msg = orjson.loads(frame)
+                        if msg.get("id") == self.SUBSCRIBE:
+                            if "result" not in msg:
+                                raise ChainError(f"newHeads subscription refused: {msg}")
+                            await ws.send(
+                                _rpc_frame(self.LATEST, "eth_getBlockByNumber", ["latest", False])
+                            )
+                            continue
+                        if msg.get("id") == self.LATEST:
+                            head = msg.get("result")
+                            # a head pushed meanwhile is newer: keep it
+                            if not isinstance(head, dict) or int(head["number"], 16) < self.latest:
+                                continue
+                        else:
+                            head = (msg.get("params") or {}).get("result")
+                        if isinstance(head, dict) and "hash" in head:
+                            self._take(head)
+                            self.live = True
+                        self.event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the node restarted or has no websocket: poll meanwhile
+                self.live = False
+                self._heads.clear()
+                log.warn("chain.head_subscription_lost", url=self.ws_url, error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+def _rpc_frame(request_id: int, method: str, params: list) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
 
 
 class HeadBarrier:
@@ -293,15 +341,25 @@ class RecordsProxy(Worker):
         except Exception as exc:
             log.error("records.access_failed", org=self.org_id, error=repr(exc))
             reply = self.refusal(env, "unavailable", f"{self.org_id} failed: {exc!r}")
-        await req.respond(reply.to_bytes())
-        self.counts["ok" if reply.type == "records.cfrag" else "error"] += 1
+        if isinstance(reply, envelope.Envelope):
+            await req.respond(reply.to_bytes())
+            self.counts["ok" if reply.type == "records.cfrag" else "error"] += 1
+        else:
+            await req.respond(reply)
+            self.counts["ok"] += 1
 
-    async def answer(self, env: envelope.Envelope) -> envelope.Envelope:
+    async def answer(self, env: envelope.Envelope) -> envelope.Envelope | bytes:
+        """A refusal (a signed envelope), or the cfrag as a frame (``records_wire``) signed by
+        this org and sealed to the reader."""
         b = env.body
         rid, reader = b["record_id"], b["reader"]
         if env.sender != reader:
             return self.refusal(env, "bad request", f"signed by {env.sender}, not by {reader}")
-        grant_call = asyncio.ensure_future(self.live_grant(rid, reader))
+        # The usual case (pushed heads, live): the grant comes from the book, after the
+        # re-encryption, with no task of its own; else its read is started now, to run while
+        # this request's parties and record are read and its capsule re-encrypted.
+        pushed = self.freshness == PUSHED and self.heads.live and not self._heads_stalled
+        grant_call = None if pushed else asyncio.ensure_future(self.live_grant(rid, reader))
         try:
             try:
                 await envelope.verify(env, self.parties)
@@ -315,9 +373,13 @@ class RecordsProxy(Worker):
             held = self.kfrag(rid, reader)
             # Re-encrypt while the grant read is in flight; nothing leaves unless it is live.
             cfrag = rc.reencrypt(record.capsule, held[1]) if held else None
-            grant, chain_time = await grant_call
+            if grant_call is None:
+                grant, chain_time = await self.live_grant(rid, reader)
+            else:
+                grant, chain_time = await grant_call
         finally:
-            grant_call.cancel()
+            if grant_call is not None:
+                grant_call.cancel()
         refused = grant.refusal(max(self.clock(), chain_time))
         if refused is not None:
             if refused.reason in (rc.REVOKED, rc.EXPIRED) and self.forget(rid, reader):
@@ -343,19 +405,15 @@ class RecordsProxy(Worker):
                 f"of record {rid} to {reader} (yet)",
             )
         self._audit(b["request_id"], rid, reader, grant.version, env.trace_id)
-        return envelope.make(
-            "records.cfrag",
-            {
-                "request_id": b["request_id"],
-                "record_id": rid,
-                "reader": reader,
-                "org": self.org_id,
-                "version": grant.version,
-                "cfrag": b64(cfrag),
-            },
-            self.keys,
-            seal_to=(reader, reader_party.sealing_pk),
-            trace_id=env.trace_id,
+        return records_wire.make(
+            request_id=b["request_id"],
+            record_id=rid,
+            reader=reader,
+            org=self.org_id,
+            version=grant.version,
+            cfrag=cfrag,
+            signing_key=self.keys.signing_key,
+            reader_sealing_pk=reader_party.sealing_pk,
         )
 
     # ---- the grant as the chain has it now -----------------------------------------------
@@ -416,15 +474,15 @@ class RecordsProxy(Worker):
         self._audit_due.set()
 
     def _log_served(self) -> None:
+        """One log line for the re-encryptions of a batch (a line each cost as much CPU as
+        half a re-encryption): [record, reader, version, trace id] for each."""
         served, self._served = self._served, []
-        for rid, reader, version, trace in served:
+        if served:
             log.event(
                 "records.reencrypted",
                 org=self.org_id,
-                record=rid,
-                reader=reader,
-                version=version,
-                trace_id=trace,
+                count=len(served),
+                served=[list(s) for s in served],
             )
 
     async def _write_audits(self) -> None:

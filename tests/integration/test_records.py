@@ -147,6 +147,29 @@ async def test_one_proxy_down_is_enough_two_down_is_a_clear_error(client, record
         await restart(records_stack, "node-org3")
 
 
+async def test_a_restarted_proxy_answers_from_its_book_before_the_next_block(client, records_stack):
+    """A proxy restarted on a quiet chain (no block mined after it starts) takes the chain's
+    head when its subscription is confirmed: one grant read from the chain fills its book, and
+    the requests after it are answered from the book, not each from the chain."""
+    text = b"x-ray, left wrist"
+    _owner, reader, info, _g = await granted_record(client, text)
+    stack.stop(records_stack.run_dir, "node-org2")
+    await restart(records_stack, "node-org2")
+    block = await client.chain.w3.eth.block_number
+    for _ in range(100):  # until its event reader has caught up (refusals meanwhile are fine)
+        answers = await client.ask_all(reader, info.record_id, ("org2",))
+        if answers["org2"].outcome == "cfrag":
+            break
+        await asyncio.sleep(0.05)
+    before = (await client.held_by("org2"))["grant_reads"]
+    for _ in range(5):
+        answers = await client.ask_all(reader, info.record_id, ("org2",))
+        assert answers["org2"].outcome == "cfrag", answers["org2"]
+    after = (await client.held_by("org2"))["grant_reads"]
+    assert await client.chain.w3.eth.block_number == block, "a block was mined meanwhile"
+    assert after["book"] - before["book"] == 5 and after["chain"] == before["chain"]
+
+
 async def test_revoke_every_proxy_refuses_from_the_revoking_block(client):
     owner, reader, info, g = await granted_record(client, b"HIV status: negative")
     assert (await client.get(reader, info.record_id)).plaintext == b"HIV status: negative"

@@ -149,3 +149,52 @@ def test_party_keys_round_trip_and_stay_private(tmp_path):
     path.write_text('{"participant_id": "alice"}')
     with pytest.raises(KeyFileError):
         rc.PartyKeys.load(path)
+
+
+def test_fragments_taken_unverified_open_the_record_without_a_verification(world):
+    _owner, reader, _o, plaintext, ciphertext, ctx, _k = world
+    c = rc.CfragCollector(ctx)
+    assert c.take("org1", cfrag(world, 0)) and c.take("org3", cfrag(world, 2))
+    assert c.ready and set(c.unchecked) == {"org1", "org3"}
+    assert c.open(reader, ciphertext) == plaintext
+    assert c.bad == {}
+
+
+def test_a_bad_fragment_taken_unverified_is_named_when_the_record_does_not_open(world):
+    _owner, reader, _o, plaintext, ciphertext, ctx, _k = world
+    good = cfrag(world, 1)
+    # a point of the re-encryption changed: it parses, and the combination fails umbral's check
+    bent = bytearray(good)
+    bent[38] ^= 1
+    c = rc.CfragCollector(ctx)
+    assert c.take("org1", cfrag(world, 0))
+    assert c.take("org2", bytes(bent))
+    assert c.ready
+    assert c.open(reader, ciphertext) is None  # nothing decrypted; org2 named, org1 verified
+    assert "does not verify" in c.bad["org2"] and not c.ready
+    assert list(c.good) == ["org1"] and not c.unchecked
+    assert not c.take("org2", good)  # a proxy that lied once is not asked again
+    assert c.take("org3", cfrag(world, 2))
+    assert c.open(reader, ciphertext) == plaintext
+
+
+def test_garbage_and_copies_are_named_as_they_come(world):
+    ctx = world[5]
+    c = rc.CfragCollector(ctx)
+    assert not c.take("org9", os.urandom(381))
+    assert "does not verify" in c.bad["org9"]
+    first = cfrag(world, 0)
+    assert c.take("org1", first)
+    assert not c.take("org2", first)  # another proxy's fragment sent again
+    assert "copy of org1" in c.bad["org2"] and not c.ready
+
+
+def test_good_fragments_and_a_tampered_ciphertext_give_no_plaintext(world):
+    _owner, reader, _o, _p, ciphertext, ctx, _k = world
+    c = rc.CfragCollector(ctx)
+    c.take("org1", cfrag(world, 0))
+    c.take("org2", cfrag(world, 1))
+    tampered = ciphertext[:100] + bytes([ciphertext[100] ^ 1]) + ciphertext[101:]
+    with pytest.raises(rc.TamperedCiphertext, match=ctx.record.record_id):
+        c.open(reader, tampered)
+    assert c.bad == {} and not c.unchecked  # both were verified before blaming the ciphertext
