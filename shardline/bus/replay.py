@@ -52,16 +52,14 @@ class ReplayGuard:
         self.durable = durable
         self.scope = scope
 
-    async def admit(
-        self, env: Envelope, stored_at: float | None, position: object, durable: bool = True
-    ) -> None:
+    async def admit(self, env: Envelope, stored_at: float | None, position: object) -> None:
         """``check``, and with a durable store, the same check against what it remembers.
 
         An id this process has not seen is recorded in the store; if the store already had it
         at another position (seen before a restart, or by another instance), it is a replay."""
         known = env.id in self._seen
         self.check(env, stored_at, position)
-        if known or not durable or self.durable is None or position is None:
+        if known or self.durable is None or position is None:
             return
         try:
             first = await self.durable.claim(self.scope, env.id, position, env.sent_at)

@@ -106,7 +106,7 @@ class Worker:
         self.name = f"{self.kind}.{instance}"
         self._subs: list[tuple[streams.ConsumerSpec, Handler]] = []
         # plain subjects (no stream): (subject, message type, handler, queue group)
-        self._plain: list[tuple[str, str, Handler, str, bool]] = []
+        self._plain: list[tuple[str, str, Handler, str]] = []
         self._plain_subs: list[Any] = []
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
@@ -120,22 +120,12 @@ class Worker:
     def consume(self, spec: streams.ConsumerSpec, handler: Handler) -> None:
         self._subs.append((spec, handler))
 
-    def listen(
-        self,
-        subject: str,
-        message_type: str,
-        handler: Handler,
-        *,
-        queue: str = "",
-        remember_ids: bool = True,
-    ) -> None:
+    def listen(self, subject: str, message_type: str, handler: Handler, *, queue: str = "") -> None:
         """A plain NATS subject, in no stream (a request answered on its reply subject). Each
         message is checked as a consumer's is (schema, signature, replay, sealed body) and a bad
         one goes to the dead letters; nothing redelivers it, so a handler that fails is logged
-        and counted, and the sender asks again if it must. ``remember_ids=False``: the replay
-        guard checks ids in memory only, for a handler whose own store makes a replay after a
-        restart a no-op (it saves a database write a message)."""
-        self._plain.append((subject, message_type, handler, queue, remember_ids))
+        and counted, and the sender asks again if it must."""
+        self._plain.append((subject, message_type, handler, queue))
 
     async def setup(self) -> None:
         """Declare consumers, plain subjects and endpoints here."""
@@ -168,12 +158,10 @@ class Worker:
             inbox = self.nc.new_inbox()
             sub = await self.nc.subscribe(inbox, pending_msgs_limit=-1, pending_bytes_limit=-1)
             self._tasks.append(asyncio.create_task(self._pull(sub, inbox, spec, handler)))
-        for subject, message_type, handler, queue, remember in self._plain:
+        for subject, message_type, handler, queue in self._plain:
 
-            async def take(
-                msg: Msg, message_type=message_type, handler=handler, remember=remember
-            ) -> None:
-                await self._handle_plain(msg, message_type, handler, remember)
+            async def take(msg: Msg, message_type=message_type, handler=handler) -> None:
+                await self._handle_plain(msg, message_type, handler)
 
             self._plain_subs.append(
                 await self.nc.subscribe(
@@ -337,9 +325,7 @@ class Worker:
             PROCESSED.labels(self.kind, status).inc()
             DURATION.labels(self.kind).observe(elapsed)
 
-    async def _handle_plain(
-        self, msg: Msg, message_type: str, handler: Handler, remember: bool = True
-    ) -> None:
+    async def _handle_plain(self, msg: Msg, message_type: str, handler: Handler) -> None:
         started = time.perf_counter()
         trace = ""
         try:
@@ -351,7 +337,7 @@ class Worker:
             # No stream copy: every arrival of an id after the first is a replay, so each
             # arrival gets a position of its own, named by its kind ("intent:<random>").
             kind = message_type.rsplit(".", 1)[-1]
-            await self.replay.admit(env, None, (kind, secrets.token_hex(8)), durable=remember)
+            await self.replay.admit(env, None, (kind, secrets.token_hex(8)))
             body = envelope.open_body(env, self.keys)
             await handler(Incoming(msg, env, body))
             status = "ok"

@@ -94,9 +94,6 @@ class ShareNode(Worker):
             "lookup.intent",
             self.on_intent,
             queue=f"share-node.{org}",
-            # a replayed intent finds its lookup in the served log, or was not for this org:
-            # the memory check is enough, and the database write per intent is saved
-            remember_ids=False,
         )
 
     def leaves_to_others(self, event: dict) -> bool:
