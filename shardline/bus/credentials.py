@@ -203,6 +203,7 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
     ]
     subscribe = [
         f"{inbox_prefix(user)}.>",
+        f"lookup.reply.{user}.>",  # the org nodes' replies to its intents
         "lookup.share.*",
         "lookup.progress.*",
         "lookup.result.*",

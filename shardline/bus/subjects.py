@@ -9,8 +9,12 @@ LOOKUP_REQUESTED = "lookup.requested.{org}"
 # The gateway's signed request beside the chain transaction (audit-after orgs serve on it). A plain
 # NATS request with the gateway's reply subject, not in a stream: a stream would answer it.
 LOOKUP_INTENT = "lookup.intent.{guid}"
-# One org's share for a lookup, sealed to the request's ephemeral key.
+# One org's share for a lookup, sealed to the request's ephemeral key: on this subject (and in
+# the LOOKUPS stream) when served on a chain event with no intent seen, else as the reply to the
+# intent, on the asking gateway's reply subject (under lookup.reply, so that a tail of lookup.>
+# shows a lookup's whole path; in no stream).
 LOOKUP_SHARE = "lookup.share.{guid}"
+LOOKUP_REPLY = "lookup.reply.{user}.{inbox}.{guid}"  # user: the gateway's bus user
 # Progress of a lookup (which org answered, which share was bad): no secrets; not kept.
 LOOKUP_PROGRESS = "lookup.progress.{guid}"
 # The combiner's result, sealed to the gateway.
@@ -77,6 +81,7 @@ def catalogue() -> dict[str, str]:
         LOOKUP_REQUESTED: "lookup.requested",
         LOOKUP_INTENT: "lookup.intent",
         LOOKUP_SHARE: "lookup.share",
+        LOOKUP_REPLY: "lookup.share",
         LOOKUP_PROGRESS: "lookup.progress",
         LOOKUP_RESULT: "lookup.result",
         RECORDS_KFRAG: "records.kfrag",

@@ -182,7 +182,10 @@ class Gateway:
         await self.nc.subscribe("lookup.result.*", cb=self._on_result)
         # Shares: replies to this gateway's intents, and every share the org nodes publish on
         # a chain event (the stream keeps those for the combiner; the gateway sees them live).
-        self._replies = self.nc.new_inbox()
+        # this process's reply subject (under its bus user's, which only it may read)
+        self._replies = subjects.LOOKUP_REPLY.format(
+            user=self.cfg.gateway.id, inbox=secrets.token_hex(8), guid=""
+        ).rstrip(".")
         for subject in (f"{self._replies}.*", subjects.LOOKUP_SHARE.format(guid="*")):
             await self.nc.subscribe(
                 subject, cb=self._on_share, pending_msgs_limit=-1, pending_bytes_limit=-1
