@@ -20,6 +20,7 @@ from shardline.chain_cli import chain_app
 from shardline.cli_common import ConfigOpt, console, err, load_config
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.gateways_cli import gateway_app
 from shardline.keys_cli import keys_app
 from shardline.ops_cli import install as install_ops_commands
 from shardline.orgs_cli import org_app
@@ -43,6 +44,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
 app.add_typer(privtx_app, name="privtx")
 app.add_typer(analytics_app, name="analytics")
+app.add_typer(gateway_app, name="gateway")
 
 RunDir = Annotated[
     Path, typer.Option("--run-dir", help="Where the local stack keeps data, logs and pids.")
@@ -75,6 +77,13 @@ def up(
     anvil_port: int = 18545,
     gateway_port: int = 18080,
     metrics_base_port: int = 19100,
+    gateways: Annotated[
+        int,
+        typer.Option(
+            help="Gateway processes: the first on --gateway-port, the others on the ports "
+            "after it; a responder's client fails over between them (docs/reliability.md)."
+        ),
+    ] = 1,
     run_dir: RunDir = Path(".shardline"),
 ) -> None:
     """Start nats-server, redis-server and anvil, deploy the contracts, start org nodes and the gateway."""
@@ -101,6 +110,7 @@ def up(
             say=console.print,
             block_time=block_time,
             records_freshness=records_freshness,
+            gateway_count=gateways,
         )
     except (stack.StackError, OSError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")
