@@ -160,6 +160,10 @@ def status(
             f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
             f"threshold {cfg.threshold}"
         )
+        if cfg.gateway_replicas:
+            from shardline.gateways import urls
+
+            console.print(f"gateways (a client fails over in this order): {' '.join(urls(cfg))}")
     except ConfigError:
         pass
 
@@ -312,16 +316,25 @@ def lookup_cmd(
 async def _lookup(cfg: StackConfig, transport_id: str, responder: str, quiet: bool = False):
     import httpx
 
+    from shardline.gateways import urls
     from shardline.lookup_client import api_key, base_url, lookup
     from shardline.render import print_event
 
-    async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
-        return await lookup(
-            client,
-            transport_id,
-            api_key(cfg, responder),
-            on_event=None if quiet else (lambda ev: print_event(console, ev)),
-        )
+    bases = urls(cfg) if cfg.gateway_replicas else [base_url(cfg)]
+    for i, base in enumerate(bases):  # a gateway that is down: the next one, a new lookup
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            try:
+                return await lookup(
+                    client,
+                    transport_id,
+                    api_key(cfg, responder),
+                    on_event=None if quiet else (lambda ev: print_event(console, ev)),
+                )
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if i == len(bases) - 1:
+                    raise
+                err.print(f"[yellow]{base} is down ({type(exc).__name__}): {bases[i + 1]}[/yellow]")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @responder_app.command("token")

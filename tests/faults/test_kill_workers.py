@@ -155,3 +155,18 @@ def test_a_killed_gateway_loses_no_lookup_when_the_client_knows_another(fault_st
     twice = asyncio.run(loadgen.served_twice(fault_stack, {s.guid for s in shots}, load.replies))
     assert twice.results == {}, f"results published more than once: {twice.results}"
     assert twice.shares == {}, f"shares served more than once: {twice.shares}"
+
+
+def test_the_cli_lookup_asks_the_next_gateway_when_the_first_is_down(fault_stack, sample_sheets):
+    """`shardline lookup` with a stack whose first gateway does not answer (nothing listens on
+    its port): the lookup goes to the next gateway of the list and comes back with the sheet."""
+    from shardline import servers
+    from shardline.cli import _lookup
+
+    cfg = fault_stack.model_copy(deep=True)
+    cfg.gateway_replicas = [cfg.gateway.port]
+    cfg.gateway.port = servers.free_port()  # a gateway that is down
+    sheet = sample_sheets[0]
+    outcome = asyncio.run(_lookup(cfg, sheet.transport_id, "responder", quiet=True))
+    assert outcome.status == 200, outcome.body
+    assert outcome.body["sheet"] == json.loads(sheet.canonical_bytes())
