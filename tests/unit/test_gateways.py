@@ -55,3 +55,19 @@ def test_a_replica_runs_from_a_private_copy_that_differs_in_its_port_alone(cfg):
 def test_a_stack_needs_a_gateway(tmp_path):
     with pytest.raises(stack.StackError, match="at least one gateway"):
         stack.up(tmp_path, gateway_count=0, say=lambda _m: None)
+
+
+def test_the_cli_lists_the_gateways_in_order(cfg):
+    import json
+
+    from typer.testing import CliRunner
+
+    from shardline.cli import app
+
+    cfg.save()
+    out = CliRunner().invoke(app, ["gateway", "urls", "--json", "--config", str(cfg.path)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == gateways.urls(cfg)
+    bad = CliRunner().invoke(app, ["gateway", "add", "--count", "0", "--config", str(cfg.path)])
+    assert bad.exit_code == 1
+    assert "add at least one gateway, not 0" in bad.output
