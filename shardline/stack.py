@@ -459,6 +459,8 @@ def up(
             f"started {len(cfg.orgs)} org nodes (policy {policy}), the combiner and the gateway "
             f"on http://{cfg.gateway.host}:{cfg.gateway.port} ({time.monotonic() - t:.2f} s)"
         )
+        if cfg.gateway_replicas:
+            say(f"gateways, in the order a client fails over: {' '.join(gateways.urls(cfg))}")
         return cfg
     except BaseException:
         down(run_dir, say=lambda _m: None)
