@@ -8,7 +8,9 @@ fault (and the restart a supervisor would do), ``--after`` seconds of load; then
 - served twice: lookups whose result the combiner published more than once, or for which one org
   published more than one share (read from the LOOKUPS stream);
 - recovery: seconds from the fault until lookups ran as fast as before it (the last finish of a
-  lookup, in flight or started after the fault, that took longer than ``--slow`` seconds).
+  lookup, in flight or started after the fault, that took longer than ``--slow`` seconds);
+- failovers: lookups the client asked again of the next gateway because the one it asked was
+  down (the stack runs ``--gateways`` gateways, 2 by default; the client knows every one).
 
 Targets (issue 9): zero lost, zero served twice, recovery under 5 s. Figures are printed, never
 asserted; tests/faults/ holds the assertions.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -46,6 +49,8 @@ class Row:
     recovery_s: float
     p50_ms: float
     p99_ms: float
+    failovers: int = 0
+    load_avg: float = 0.0  # the machine's 1-minute load average at the end of the row
     recovered: bool = True  # the last lookups of the run came back
     note: str = ""
 
@@ -91,20 +96,25 @@ def run_fault(
         round(loadgen.recovery_s(shots, fault_at, args.slow), 2),
         round(loadgen.percentile(lat, 0.5), 1),
         round(loadgen.percentile(lat, 0.99), 1),
+        failovers=sum(s.failovers for s in shots),
+        load_avg=round(os.getloadavg()[0], 1),
         recovered=all(s.ok for s in sorted(shots, key=lambda s: s.started)[-3:]),
         note=note,
     )
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'fault':<28} {'lookups':>7} {'lost':>5} {'twice':>5} {'recovery s':>10} {'p50 ms':>8} {'p99 ms':>8}  note"
+    head = (
+        f"{'fault':<28} {'lookups':>7} {'lost':>5} {'twice':>5} {'recovery s':>10} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'failover':>8} {'load':>5}  note"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
             f"{r.fault:<28} {r.lookups:>7} {r.lost:>5} {r.served_twice:>5} "
             f"{('' if r.recovered else '>') + format(r.recovery_s, '.2f'):>10} "
-            f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f}  {r.note}"
+            f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.failovers:>8} {r.load_avg:>5.1f}  {r.note}"
         )
 
 
@@ -117,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         "--slow", type=float, default=1.0, help="a lookup slower than this is not recovered"
     )
     p.add_argument("--deadline", type=float, default=20.0, help="the gateway's deadline, s")
+    p.add_argument(
+        "--gateways", type=int, default=2, help="gateway processes the client fails over between"
+    )
     p.add_argument("--only", action="append", help="run only faults whose name has this")
     p.add_argument("--json", type=Path, help="write the rows here")
     p.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -131,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             sheets,
             deadline_s=args.deadline,
             say=lambda m: print(f"  {m}", flush=True),
+            gateway_count=args.gateways,
         )
         snap: dict[str, str] = {}
 
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run directory kept: {run_dir}")
     print()
     print(
-        f"fault table: {args.rate:g} lookups/s, {args.before:g} s before and {args.after:g} s after each fault"
+        f"fault table: {args.rate:g} lookups/s, {args.before:g} s before and {args.after:g} s "
+        f"after each fault, {args.gateways} gateway(s); load average {os.getloadavg()}"
     )
     print_table(rows)
     if args.json:

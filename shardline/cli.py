@@ -20,6 +20,7 @@ from shardline.chain_cli import chain_app
 from shardline.cli_common import ConfigOpt, console, err, load_config
 from shardline.config import AUDIT_AFTER, CHAIN_CONFIRMED, ConfigError, StackConfig
 from shardline.contacts_cli import contacts_app
+from shardline.gateways_cli import gateway_app
 from shardline.keys_cli import keys_app
 from shardline.ops_cli import install as install_ops_commands
 from shardline.orgs_cli import org_app
@@ -43,6 +44,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
 app.add_typer(privtx_app, name="privtx")
 app.add_typer(analytics_app, name="analytics")
+app.add_typer(gateway_app, name="gateway")
 
 RunDir = Annotated[
     Path, typer.Option("--run-dir", help="Where the local stack keeps data, logs and pids.")
@@ -75,6 +77,13 @@ def up(
     anvil_port: int = 18545,
     gateway_port: int = 18080,
     metrics_base_port: int = 19100,
+    gateways: Annotated[
+        int,
+        typer.Option(
+            help="Gateway processes: the first on --gateway-port, the others on the ports "
+            "after it; a responder's client fails over between them (docs/reliability.md)."
+        ),
+    ] = 1,
     run_dir: RunDir = Path(".shardline"),
 ) -> None:
     """Start nats-server, redis-server and anvil, deploy the contracts, start org nodes and the gateway."""
@@ -101,6 +110,7 @@ def up(
             say=console.print,
             block_time=block_time,
             records_freshness=records_freshness,
+            gateway_count=gateways,
         )
     except (stack.StackError, OSError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")
@@ -150,6 +160,10 @@ def status(
             f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
             f"threshold {cfg.threshold}"
         )
+        if cfg.gateway_replicas:
+            from shardline.gateways import urls
+
+            console.print(f"gateways (a client fails over in this order): {' '.join(urls(cfg))}")
     except ConfigError:
         pass
 
@@ -302,16 +316,25 @@ def lookup_cmd(
 async def _lookup(cfg: StackConfig, transport_id: str, responder: str, quiet: bool = False):
     import httpx
 
+    from shardline.gateways import urls
     from shardline.lookup_client import api_key, base_url, lookup
     from shardline.render import print_event
 
-    async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
-        return await lookup(
-            client,
-            transport_id,
-            api_key(cfg, responder),
-            on_event=None if quiet else (lambda ev: print_event(console, ev)),
-        )
+    bases = urls(cfg) if cfg.gateway_replicas else [base_url(cfg)]
+    for i, base in enumerate(bases):  # a gateway that is down: the next one, a new lookup
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            try:
+                return await lookup(
+                    client,
+                    transport_id,
+                    api_key(cfg, responder),
+                    on_event=None if quiet else (lambda ev: print_event(console, ev)),
+                )
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if i == len(bases) - 1:
+                    raise
+                err.print(f"[yellow]{base} is down ({type(exc).__name__}): {bases[i + 1]}[/yellow]")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @responder_app.command("token")

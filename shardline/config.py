@@ -158,6 +158,10 @@ class StackConfig(BaseModel):
     gas: GasPolicy = Field(default_factory=GasPolicy)
     # JetStream replicas of every stream: 1 on one server, 3 on a three-node cluster.
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Ports of further gateway processes (gateway-2, gateway-3, ...): the same gateway (key,
+    # responders, Redis, bus, chain) on a port each; a responder's client asks the next one
+    # when one is down (shardline/gateways.py, docs/reliability.md).
+    gateway_replicas: list[int] = Field(default_factory=list)
 
     @property
     def path(self) -> Path:

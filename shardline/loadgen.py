@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from shardline import gateways
 from shardline.config import CHAIN_CONFIRMED, StackConfig
 from shardline.core.cargo import CargoSheet
-from shardline.lookup_client import api_key, base_url, lookup_light
+from shardline.lookup_client import Gateways, api_key, lookup_light
 
 
 def start_sample_stack(
@@ -33,9 +34,11 @@ def start_sample_stack(
     deadline_s: float,
     policy: str = CHAIN_CONFIRMED,
     say=lambda _m: None,
+    gateway_count: int = 1,
 ) -> StackConfig:
-    """A local stack of 4 org nodes at threshold 2 on free ports, ``sheets`` registered and
-    every share stored; the stack is taken down again if that fails."""
+    """A local stack of 4 org nodes at threshold 2 (and ``gateway_count`` gateways) on free
+    ports, ``sheets`` registered and every share stored; the stack is taken down again if that
+    fails."""
     from shardline import stack, transports
 
     cfg = stack.up(
@@ -46,6 +49,7 @@ def start_sample_stack(
         ports=stack.Ports.free(),
         deadline_s=deadline_s,
         say=say,
+        gateway_count=gateway_count,
     )
     try:
         asyncio.run(transports.register(cfg, list(sheets)))
@@ -64,7 +68,10 @@ class Shot:
     started: float  # time.time()
     finished: float = 0.0
     status: int = 0
-    retries: int = 0  # 503s at the gateway's limit, asked again after Retry-After
+    # asked again: 503s at the gateway's limit (after Retry-After), and gateways found down
+    retries: int = 0
+    failovers: int = 0  # of the retries: gateways found down, the lookup asked of the next
+    gateway: str = ""  # the base URL that answered
     guid: str = ""
     ok: bool = False
     error: str = ""
@@ -84,6 +91,8 @@ class Load:
     rate: float = 5.0
     duration_s: float | None = None
     wait_s: float = 30.0
+    # the gateways' base URLs, tried in turn when one is down (None: every gateway of the stack)
+    gateway_urls: Sequence[str] | None = None
     shots: list[Shot] = field(default_factory=list)
     # (guid, org) -> shares sent back to the gateway's intents, as the tap saw them
     replies: Counter = field(default_factory=Counter)
@@ -111,9 +120,12 @@ class Load:
         await nc.flush()
         return nc
 
-    async def _one(self, session: aiohttp.ClientSession, base: str, key: str, tid: str) -> None:
+    async def _one(
+        self, session: aiohttp.ClientSession, base: Gateways, key: str, tid: str
+    ) -> None:
         """One responder's lookup: ``POST`` with ``Prefer: wait`` (as ``lookup_client.lookup``),
-        and, as a phone would, again after ``Retry-After`` when the gateway is at its limit."""
+        and, as a phone would, again after ``Retry-After`` when the gateway is at its limit, and
+        at once of the next gateway when the one asked is down."""
         shot = Shot(tid, time.time())
         self.shots.append(shot)
         try:
@@ -121,6 +133,7 @@ class Load:
                 session, base, tid, key, wait_s=self.wait_s, retry_busy_s=self.wait_s
             )
             status, body = out.status, out.body
+            shot.failovers, shot.gateway = out.failovers, out.gateway
             shot.status = status
             shot.guid = body.get("guid", "")
             shot.ok = status == 200 and body.get("sheet") == self.expected.get(tid)
@@ -139,7 +152,9 @@ class Load:
             await tap.close()
 
     async def _run(self) -> None:
-        key, base = api_key(self.cfg), base_url(self.cfg)
+        key = api_key(self.cfg)
+        # one preference for the whole load: the gateway that last answered is asked first
+        base = Gateways(self.gateway_urls or gateways.urls(self.cfg))
         # aiohttp: the generator shares the machine with the stack, and costs it a fraction of
         # what httpx would per request
         async with aiohttp.ClientSession(

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 
-from shardline import bus_access, servers
+from shardline import bus_access, gateways, servers
 from shardline.config import (
     AUDIT_AFTER,
     CHAIN_CONFIRMED,
@@ -143,6 +143,7 @@ def worker_names(cfg: StackConfig) -> list[str]:
     return [f"node-{o.id}" for o in cfg.orgs] + [
         "combiner",
         "gateway",
+        *gateways.names(cfg),
         "contacts-jobs",
         "contacts-api",
     ]
@@ -153,6 +154,8 @@ def worker_spec(cfg: StackConfig, name: str) -> list[str]:
         return worker_argv(cfg, "org-node", name.removeprefix("node-"))
     if name in ("combiner", "gateway", "contacts-jobs", "contacts-api"):
         return worker_argv(cfg, name)
+    if gateways.is_replica(name) and name in gateways.names(cfg):
+        return gateways.argv(cfg, name)
     raise StackError(f"no worker called {name!r}; workers: {', '.join(worker_names(cfg))}")
 
 
@@ -186,9 +189,10 @@ def wait_ready(
         nc = await nats.connect(cfg.nats_url, connect_timeout=2)
         try:
             for name in names:
-                if name == "gateway":
+                if name == "gateway" or gateways.is_replica(name):
                     if await asyncio.to_thread(
-                        _http_ok, f"http://{cfg.gateway.host}:{cfg.gateway.port}/healthz"
+                        _http_ok,
+                        f"http://{cfg.gateway.host}:{gateways.port(cfg, name)}/healthz",
                     ):
                         ready.add(name)
                     continue
@@ -328,6 +332,7 @@ def up(
     say=print,
     block_time: float | None = None,
     records_freshness: str = "pushed",
+    gateway_count: int = 1,
 ) -> StackConfig:
     live = running(run_dir)
     if live:
@@ -337,7 +342,11 @@ def up(
         )
     if not 1 <= threshold <= orgs:
         raise StackError(f"threshold {threshold} must be between 1 and the number of orgs ({orgs})")
+    if gateway_count < 1:
+        raise StackError(f"--gateways {gateway_count}: a stack needs at least one gateway")
     ports = ports or Ports()
+    if not ports.any_free and gateway_count > 9:  # gateway + 10 is the contacts API's port
+        raise StackError(f"--gateways {gateway_count}: at most 9 on the default ports")
     run_dir = run_dir.resolve()
     for sub in ("data", "logs", "pids", "keys"):
         shutil.rmtree(run_dir / sub, ignore_errors=True)
@@ -431,6 +440,11 @@ def up(
                 nats_seed_file=bus.gateway_seed,
             ),
             contacts_api_port=servers.free_port() if ports.any_free else ports.gateway + 10,
+            # further gateways (failover): free ports, or the ones after the first gateway's
+            gateway_replicas=[
+                servers.free_port() if ports.any_free else ports.gateway + i
+                for i in range(1, gateway_count)
+            ],
         )
         t = time.monotonic()
         cfg.deployment = asyncio.run(_provision(cfg, org_keys, gw_keys, responders))
@@ -445,6 +459,8 @@ def up(
             f"started {len(cfg.orgs)} org nodes (policy {policy}), the combiner and the gateway "
             f"on http://{cfg.gateway.host}:{cfg.gateway.port} ({time.monotonic() - t:.2f} s)"
         )
+        if cfg.gateway_replicas:
+            say(f"gateways, in the order a client fails over: {' '.join(gateways.urls(cfg))}")
         return cfg
     except BaseException:
         down(run_dir, say=lambda _m: None)

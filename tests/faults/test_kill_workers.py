@@ -17,7 +17,7 @@ import nats
 import pytest
 from sqlalchemy import create_engine, text
 
-from shardline import faults, loadgen, stack
+from shardline import faults, gateways, loadgen, stack
 from shardline.bus import envelope
 from shardline.config import StackConfig
 from shardline.core.keys import ParticipantKeys
@@ -121,3 +121,52 @@ def test_an_envelope_replayed_across_a_restart_is_refused(fault_stack):
     assert len(reasons) == 1, reasons
     assert reasons[0].startswith(f"replayed envelope {intent.id} from gateway")
     assert first in reasons[0]
+
+
+def test_a_killed_gateway_loses_no_lookup_when_the_client_knows_another(fault_stack, sample_sheets):
+    """kill -9 the gateway the client asks under load: the lookups it held and those asked while
+    it restarts go to a second gateway at once (new lookups there); none lost, none served twice
+    by any org, and the client counted the failovers."""
+    if not fault_stack.gateway_replicas:
+        assert gateways.add(fault_stack, 1) == ["gateway-2"]
+    urls = gateways.urls(fault_stack)
+    assert len(urls) == 2
+    sheets = sample_sheets[:TRANSPORTS]
+    load = loadgen.Load(
+        fault_stack,
+        [s.transport_id for s in sheets],
+        {s.transport_id: json.loads(s.canonical_bytes()) for s in sheets},
+        rate=8.0,
+        gateway_urls=urls,
+    ).start()
+    try:
+        time.sleep(1.5)
+        faults.kill_worker(fault_stack, "gateway")  # and its restart, as a supervisor would
+        time.sleep(2.0)
+    finally:
+        shots = load.stop()
+    assert len(shots) >= 20
+    lost = loadgen.lost(shots)
+    assert not lost, f"{len(lost)} of {len(shots)} lost, e.g. {lost[0]}"
+    moved = [s for s in shots if s.failovers]
+    assert moved, "no lookup found the killed gateway down: the kill missed the load"
+    assert all(s.gateway == urls[1] for s in moved), {s.gateway for s in moved}
+    assert {s.gateway for s in shots} == set(urls)  # the first gateway served until the kill
+    twice = asyncio.run(loadgen.served_twice(fault_stack, {s.guid for s in shots}, load.replies))
+    assert twice.results == {}, f"results published more than once: {twice.results}"
+    assert twice.shares == {}, f"shares served more than once: {twice.shares}"
+
+
+def test_the_cli_lookup_asks_the_next_gateway_when_the_first_is_down(fault_stack, sample_sheets):
+    """`shardline lookup` with a stack whose first gateway does not answer (nothing listens on
+    its port): the lookup goes to the next gateway of the list and comes back with the sheet."""
+    from shardline import servers
+    from shardline.cli import _lookup
+
+    cfg = fault_stack.model_copy(deep=True)
+    cfg.gateway_replicas = [cfg.gateway.port]
+    cfg.gateway.port = servers.free_port()  # a gateway that is down
+    sheet = sample_sheets[0]
+    outcome = asyncio.run(_lookup(cfg, sheet.transport_id, "responder", quiet=True))
+    assert outcome.status == 200, outcome.body
+    assert outcome.body["sheet"] == json.loads(sheet.canonical_bytes())
