@@ -102,10 +102,10 @@ class Load:
     async def _tap(self):
         import nats
 
-        from shardline.bus.credentials import inbox_prefix
+        from shardline.bus import subjects
 
-        gw = self.cfg.gateway
-        prefix = inbox_prefix(gw.id) if gw.nats_seed_file else "_INBOX"
+        # every gateway's reply subject: lookup.reply.<user>.<inbox>.<guid>
+        prefix = subjects.LOOKUP_REPLY.split(".{")[0] + "." + self.cfg.gateway.id
 
         async def seen(msg) -> None:
             if msg.reply:  # a stream's delivery to a consumer (it asks for an ack), not a reply
