@@ -151,6 +151,8 @@ class Gateway:
         self._authorised: set[str] = set()
         # Org nodes that let a lookup down are asked last until they answer again.
         self._slow: set[str] = set()
+        # org node -> when a good share of it last came (any lookup): alive, if maybe busy
+        self._heard: dict[str, float] = {}
         self._batchers: dict[tuple[str, float], LookupTxBatcher] = {}
         self._audit_after = {o.id: o.policy == AUDIT_AFTER for o in cfg.orgs}
         self._rechecks: dict[str, asyncio.Future] = {}
@@ -377,10 +379,34 @@ class Gateway:
     def _landed(self) -> None:
         self.in_flight -= 1
 
-    def _hedge(self, state: LookupState, key: bytes, epk: bytes, first: list[str]) -> None:
+    def _hedge(
+        self,
+        state: LookupState,
+        key: bytes,
+        epk: bytes,
+        first: list[str],
+        waited_s: float | None = None,
+    ) -> None:
         """The first org nodes are slow: ask the others too, and ask those last next time; and
-        leave the combiner what it needs to finish the lookup from the stream."""
+        leave the combiner what it needs to finish the lookup from the stream.
+
+        Not yet when every org node still silent on this lookup answered another one within the
+        last ``hedge_s``: it is busy, not gone, and asking more org nodes of a loaded stack only
+        loads it more (a soak at 200/s collapsed that way). Then it waits twice as long again,
+        while at least half of the lookup's deadline would be left for the others."""
         if state.done.is_set():
+            return
+        waited_s = waited_s or self.cfg.gateway.hedge_s
+        now = time.monotonic()
+        silent = [o for o in first if o not in state.answered and o not in state.bad]
+        if (
+            silent
+            and all(now - self._heard.get(o, -1e9) < self.cfg.gateway.hedge_s for o in silent)
+            and now + 2 * waited_s <= state.started + (state.deadline - state.started) / 2
+        ):
+            asyncio.get_running_loop().call_later(
+                2 * waited_s, self._hedge, state, key, epk, first, 2 * waited_s
+            )
             return
         self._spawn(self._keep_for_combiner(state, key))
         rest = [o for o in state.org_ids if o not in first]
@@ -578,6 +604,7 @@ class Gateway:
             await state.add("bad_share", org=org, detail=reason)
             return
         state.good[org] = share
+        self._heard[org] = time.monotonic()
         if org not in state.answered:
             state.answered.append(org)
             self._slow.discard(org)
