@@ -111,12 +111,15 @@ class Subscription(ABC):
 class HeadWatcher(Subscription):
     """Wakes the reader on each new head (websocket ``newHeads``), else every ``fallback_s``.
 
-    It also keeps the recent heads it was sent (number, hash, parent), so that the reader need
+    It is live from the moment its subscription is confirmed: it then asks for the node's latest
+    block, so a reader that starts on a quiet chain need not wait for a block to be mined. It also
+    keeps the recent heads it was sent (number, hash, parent), so that the reader need
     not ask the node for headers it was just given. They are hints: the reader checks that they
     link up and asks the node when they do not.
     """
 
     KEEP = 256
+    SUBSCRIBE, LATEST = 1, 2  # ids of the two requests on the websocket
 
     def __init__(self, ws_url: str, fallback_s: float = 1.0) -> None:
         self.ws_url = ws_url
@@ -152,19 +155,25 @@ class HeadWatcher(Subscription):
         while True:
             try:
                 async with websockets.connect(self.ws_url, max_size=2**22) as ws:
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "jsonrpc": "2.0",
-                                "id": 1,
-                                "method": "eth_subscribe",
-                                "params": ["newHeads"],
-                            }
-                        )
-                    )
+                    await ws.send(_rpc_frame(self.SUBSCRIBE, "eth_subscribe", ["newHeads"]))
                     async for frame in ws:
                         msg = orjson.loads(frame)
-                        head = (msg.get("params") or {}).get("result")
+                        if msg.get("id") == self.SUBSCRIBE:
+                            if "result" not in msg:
+                                raise RuntimeError(f"newHeads subscription refused: {msg}")
+                            # the node's latest block, on the same websocket: the heads pushed
+                            # from now on are newer, so ``latest`` is the chain's head at once
+                            await ws.send(
+                                _rpc_frame(self.LATEST, "eth_getBlockByNumber", ["latest", False])
+                            )
+                            continue
+                        if msg.get("id") == self.LATEST:
+                            head = msg.get("result")
+                            # a head pushed meanwhile is newer: keep it
+                            if not isinstance(head, dict) or int(head["number"], 16) < self.latest:
+                                continue
+                        else:
+                            head = (msg.get("params") or {}).get("result")
                         if isinstance(head, dict) and "hash" in head:
                             self._take(head)
                             self.live = True
@@ -176,6 +185,10 @@ class HeadWatcher(Subscription):
                 self._heads.clear()
                 log.warn("chain.head_subscription_lost", url=self.ws_url, error=str(exc))
                 await asyncio.sleep(1.0)
+
+
+def _rpc_frame(request_id: int, method: str, params: list) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
 
 
 # After a failed step (the node away), the pause before the next.

@@ -152,15 +152,18 @@ class ChainIntake(Worker):
         body = decode_lookup(lg)
         if self.store.served(body["guid"]) or self.leaves_to_others(body):
             return
+        self._requested(body, pushed=True)
+        await self.serve_here(body)
+
+    def _requested(self, body: dict, **fields: object) -> None:
         log.event(
             "intake.lookup_requested",
             org=self.org_id,
             guid=body["guid"],
-            block=lg.block_number,
-            pushed=True,
+            block=body["block_number"],
             trace_id=body["guid"],
+            **fields,
         )
-        await self.serve_here(body)
 
     async def on_log(self, lg: RawLog) -> None:
         topic = "0x" + lg.topics[0].hex()
@@ -184,13 +187,7 @@ class ChainIntake(Worker):
             return
         if self.leaves_to_others(body):
             return
-        log.event(
-            "intake.lookup_requested",
-            org=self.org_id,
-            guid=body["guid"],
-            block=lg.block_number,
-            trace_id=body["guid"],
-        )
+        self._requested(body)
         if self.serve_here is not None and await self.serve_here(body):
             return
         env = envelope.make("lookup.requested", body, self.keys, trace_id=body["guid"])

@@ -21,9 +21,7 @@ import json
 import time
 from collections.abc import Callable
 
-import orjson
 import umbral_pre as umbral
-import websockets
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig
 
@@ -57,59 +55,14 @@ AUDIT_EVERY_S = 0.05
 
 
 class TimedHeads(HeadWatcher):
-    """A HeadWatcher that also keeps the latest pushed head's timestamp (the chain's time), and
-    that is live from the moment its subscription is confirmed.
-
-    Right after subscribing it asks the node, on the same websocket, for its latest block: the
-    heads pushed from then on are newer, so ``latest`` is the chain's head without waiting for
-    the next block. (A plain HeadWatcher is live only from the first pushed head: on a quiet
-    chain a restarted proxy read every request's grant from the chain until a block was mined.)
-    """
+    """A HeadWatcher that also keeps the latest pushed head's timestamp (the chain's time)."""
 
     latest_time = 0
-    SUBSCRIBE, LATEST = 1, 2
 
     def _take(self, head: dict) -> None:
         super()._take(head)
         with contextlib.suppress(KeyError, TypeError, ValueError):
             self.latest_time = max(self.latest_time, int(head["timestamp"], 16))
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with websockets.connect(self.ws_url, max_size=2**22) as ws:
-                    await ws.send(_rpc_frame(self.SUBSCRIBE, "eth_subscribe", ["newHeads"]))
-                    async for frame in ws:
-                        msg = orjson.loads(frame)
-                        if msg.get("id") == self.SUBSCRIBE:
-                            if "result" not in msg:
-                                raise ChainError(f"newHeads subscription refused: {msg}")
-                            await ws.send(
-                                _rpc_frame(self.LATEST, "eth_getBlockByNumber", ["latest", False])
-                            )
-                            continue
-                        if msg.get("id") == self.LATEST:
-                            head = msg.get("result")
-                            # a head pushed meanwhile is newer: keep it
-                            if not isinstance(head, dict) or int(head["number"], 16) < self.latest:
-                                continue
-                        else:
-                            head = (msg.get("params") or {}).get("result")
-                        if isinstance(head, dict) and "hash" in head:
-                            self._take(head)
-                            self.live = True
-                        self.event.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the node restarted or has no websocket: poll meanwhile
-                self.live = False
-                self._heads.clear()
-                log.warn("chain.head_subscription_lost", url=self.ws_url, error=str(exc))
-                await asyncio.sleep(1.0)
-
-
-def _rpc_frame(request_id: int, method: str, params: list) -> str:
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
 
 
 class HeadBarrier:

@@ -276,77 +276,58 @@ class ShareNode(Worker):
             return  # being served already, on the chain event or a late intent
         self._serving.add(guid)
         try:
-            await self._serve(
-                guid,
-                transport_key,
-                ephemeral_pk,
-                requester,
-                trigger,
-                trace_id,
-                block,
-                version,
-                reply,
+            row = self.store.get_share(transport_key)
+            if row is None or (version is not None and row.version < version):
+                found = await self.terms(bytes.fromhex(transport_key))
+                if found is not None and self.org.id in found[0].org_ids:
+                    raise Transient(
+                        f"share for transport key {transport_key[:12]} has not arrived yet"
+                    )
+                log.warn(
+                    "share.none",
+                    org=self.org.id,
+                    guid=guid,
+                    transport_key=transport_key,
+                    trace_id=trace_id,
+                )
+                return
+            x, inner = self._opened_share(transport_key, row.version, row.sealed)
+            body = {
+                "guid": guid,
+                "org": self.org.id,
+                "x": x,
+                "transport_key": transport_key,
+                "trigger": trigger,
+                "sealed": b64(sealing.seal(inner, bytes.fromhex(ephemeral_pk))),
+            }
+            env = envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
+            if reply is not None:
+                # Logged before it goes: nothing redelivers an intent, so a crash in between
+                # leaves a served row for a share never sent (the audit over-reports), never the
+                # reverse.
+                if not self.store.record_served(guid, transport_key, requester, trigger, block):
+                    return
+                await self.nc.publish(reply, env.to_bytes())
+            else:
+                # Published before it is logged: a crash in between is redelivered, and the
+                # stream drops the second copy by its natural key, so the share goes out once.
+                await self.publish(
+                    subjects.LOOKUP_SHARE.format(guid=guid),
+                    env,
+                    msg_id=f"share:{guid}:{self.org.id}",
+                )
+                self.store.record_served(guid, transport_key, requester, trigger, block)
+            log.event(
+                "share.served",
+                org=self.org.id,
+                guid=guid,
+                transport=row.transport_id,
+                trigger=trigger,
+                requester=requester,
+                trace_id=trace_id,
             )
         finally:
             self._serving.discard(guid)
-
-    async def _serve(
-        self,
-        guid: str,
-        transport_key: str,
-        ephemeral_pk: str,
-        requester: str,
-        trigger: str,
-        trace_id: str,
-        block: int | None,
-        version: int | None,
-        reply: str | None,
-    ) -> None:
-        row = self.store.get_share(transport_key)
-        if row is None or (version is not None and row.version < version):
-            found = await self.terms(bytes.fromhex(transport_key))
-            if found is not None and self.org.id in found[0].org_ids:
-                raise Transient(f"share for transport key {transport_key[:12]} has not arrived yet")
-            log.warn(
-                "share.none",
-                org=self.org.id,
-                guid=guid,
-                transport_key=transport_key,
-                trace_id=trace_id,
-            )
-            return
-        x, inner = self._opened_share(transport_key, row.version, row.sealed)
-        body = {
-            "guid": guid,
-            "org": self.org.id,
-            "x": x,
-            "transport_key": transport_key,
-            "trigger": trigger,
-            "sealed": b64(sealing.seal(inner, bytes.fromhex(ephemeral_pk))),
-        }
-        env = envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
-        if reply is not None:
-            # Logged before it goes: nothing redelivers an intent, so a crash in between leaves a
-            # served row for a share never sent (the audit over-reports), never the reverse.
-            if not self.store.record_served(guid, transport_key, requester, trigger, block):
-                return
-            await self.nc.publish(reply, env.to_bytes())
-        else:
-            # Published before it is logged: a crash in between is redelivered, and the stream
-            # drops the second copy by its natural key, so the share goes out once.
-            await self.publish(
-                subjects.LOOKUP_SHARE.format(guid=guid), env, msg_id=f"share:{guid}:{self.org.id}"
-            )
-            self.store.record_served(guid, transport_key, requester, trigger, block)
-        log.event(
-            "share.served",
-            org=self.org.id,
-            guid=guid,
-            transport=row.transport_id,
-            trigger=trigger,
-            requester=requester,
-            trace_id=trace_id,
-        )
 
     def _opened_share(self, transport_key: str, version: int, sealed: bytes) -> tuple[int, bytes]:
         """The share and opening as served, from the stored envelope sealed to this org: opened
