@@ -14,6 +14,7 @@ memory and no error. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -32,20 +33,42 @@ from shardline.core.cargo import read_transports, sample_transports_path
 TRANSPORTS = 24
 
 
-def sample_memory(run_dir: Path, every_s: float, stop: threading.Event, out: list) -> None:
+def sample_memory(
+    run_dir: Path, every_s: float, stop: threading.Event, out: list, cpu: list
+) -> None:
+    """Resident memory (MiB) and CPU seconds used so far (user + system) of every process of
+    the stack, its children included, every ``every_s``; this process's own CPU as "bench"."""
+    me = psutil.Process()
     while not stop.is_set():
         row: dict[str, float] = {"t": time.time()}
+        used: dict[str, float] = {"t": row["t"]}
         for name, info in stack.running(run_dir).items():
             try:
                 proc = psutil.Process(info["pid"])
-                rss = proc.memory_info().rss + sum(
-                    c.memory_info().rss for c in proc.children(recursive=True)
-                )
-                row[name] = rss / 2**20
+                family = [proc, *proc.children(recursive=True)]
+                row[name] = sum(p.memory_info().rss for p in family) / 2**20
+                used[name] = sum(sum(p.cpu_times()[:2]) for p in family)
             except psutil.Error:
                 continue
+        used["bench"] = sum(me.cpu_times()[:2])
         out.append(row)
+        cpu.append(used)
         stop.wait(every_s)
+
+
+def cpu_table(cpu: list[dict], every_s: float) -> dict[str, list[float]]:
+    """Per process, the share of one core it used in each ``every_s`` (percent)."""
+    names = sorted({k for row in cpu for k in row if k != "t"})
+    out: dict[str, list[float]] = {n: [] for n in names}
+    marks = [cpu[0]]
+    for row in cpu[1:]:
+        if row["t"] - marks[-1]["t"] >= every_s:
+            marks.append(row)
+    for a, b in itertools.pairwise(marks):
+        for n in names:
+            if n in a and n in b:
+                out[n].append(100 * (b[n] - a[n]) / (b["t"] - a["t"]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     sheets = read_transports(sample_transports_path())[:TRANSPORTS]
     run_dir = Path(tempfile.mkdtemp(prefix="shardline-soak-"))
     memory: list[dict] = []
+    cpu: list[dict] = []
     try:
         cfg = loadgen.start_sample_stack(
             run_dir,
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         stop = threading.Event()
         sampler = threading.Thread(
-            target=sample_memory, args=(run_dir, args.sample, stop, memory), daemon=True
+            target=sample_memory, args=(run_dir, args.sample, stop, memory, cpu), daemon=True
         )
         sampler.start()
         print(
@@ -107,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     # ---- the table -------------------------------------------------------------------------
     print()
     print(
-        f"{'window s':>10} {'started/s':>9} {'ok/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f"{'window s':>10} {'started/s':>9} {'ok/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'gw p50':>8} {'gw p95':>8}"
     )
     windows = []
     w = 0.0
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         span = min(args.window, args.duration - w)
         ok = [s for s in inside if s.ok]
         lat = [s.latency * 1000 for s in ok]
+        gw = [s.gateway_ms for s in ok if s.gateway_ms is not None]
         row = {
             "from_s": w,
             "started_per_s": len(inside) / span,
@@ -124,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
             "p95_ms": loadgen.percentile(lat, 0.95),
             "p99_ms": loadgen.percentile(lat, 0.99),
             "errors": len(inside) - len(ok),
+            # accepted -> sheet at the gateway: the rest of a lookup's latency is the HTTP
+            # queue (this client's 200 connections) before the gateway took it
+            "gateway_p50_ms": loadgen.percentile(gw, 0.5),
+            "gateway_p95_ms": loadgen.percentile(gw, 0.95),
         }
         windows.append(row)
         print(
             f"{w:>4.0f}-{w + span:<5.0f} {row['started_per_s']:>9.1f} {row['ok_per_s']:>7.1f} "
-            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>6}"
+            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>6} "
+            f"{row['gateway_p50_ms']:>8.1f} {row['gateway_p95_ms']:>8.1f}"
         )
         w += args.window
     ok = [s for s in shots if s.ok]
@@ -163,6 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         first, mid, last = series[0], series[len(series) // 2], series[-1]
         mem_rows[name] = {"first": first, "middle": mid, "last": last, "series": series}
         print(f"{name:<16} {first:>8.1f} {mid:>8.1f} {last:>8.1f} {last - first:>+8.1f}")
+    print()
+    every = 60.0 if args.duration >= 120 else args.window
+    per_min = cpu_table(cpu, every) if cpu else {}
+    print(f"CPU, % of one core, per {every:g} s (bench: the load generator and this sampler)")
+    print(
+        f"{'process':<16} "
+        + " ".join(f"{i + 1:>5}" for i in range(len(next(iter(per_min.values()), []))))
+    )
+    for name, series in per_min.items():
+        print(f"{name:<16} " + " ".join(f"{v:>5.0f}" for v in series))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -171,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     "windows": windows,
                     "errors": dict(errors),
                     "memory_mib": mem_rows,
+                    "cpu_percent_per_interval": {"interval_s": every, **per_min},
                 },
                 indent=2,
             )

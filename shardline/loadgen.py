@@ -75,6 +75,7 @@ class Shot:
     guid: str = ""
     ok: bool = False
     error: str = ""
+    gateway_ms: float | None = None  # accepted -> sheet, as the gateway timed it
 
     @property
     def latency(self) -> float:
@@ -137,6 +138,7 @@ class Load:
             shot.status = status
             shot.guid = body.get("guid", "")
             shot.ok = status == 200 and body.get("sheet") == self.expected.get(tid)
+            shot.gateway_ms = body.get("elapsed_ms")
             if not shot.ok:
                 shot.error = json.dumps(body)[:300]
         except Exception as exc:  # a lookup that failed is counted, never hidden
