@@ -175,7 +175,7 @@ class ChainIntake(Worker):
         if topic != LOOKUP_REQUESTED or lg.address not in self.gatekeepers:
             return
         body = decode_lookup(lg)
-        if self.store.mark_on_chain(body["guid"], lg.block_number):
+        if self.store.mark_on_chain(body["guid"], lg.block_number, body["requester"]):
             # already served on the gateway's intent (audit-after): the chain has caught up
             log.event(
                 "intake.lookup_confirmed",

@@ -175,7 +175,7 @@ class ShareNode(Worker):
         """A LookupRequested event read by this org's own intake: serve it, unless it was served
         already (on the intent) or the gateway asked other org nodes for it."""
         if self.store.served(b["guid"]):
-            self.store.mark_on_chain(b["guid"], b["block_number"])
+            self.store.mark_on_chain(b["guid"], b["block_number"], b["requester"])
             return
         if self.leaves_to_others(b):
             return  # the gateway chose other org nodes for this lookup
