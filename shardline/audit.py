@@ -59,11 +59,13 @@ class AuditReport:
         }
 
 
-async def chain_lookups(chain: Chain, dep: Deployment) -> dict[str, dict]:
+async def chain_lookups(chain: Chain, dep: Deployment) -> dict[str, list[dict]]:
+    """Every LookupRequested of the deployment's Gatekeepers, by guid, oldest first (the chain
+    keeps no set of used guids: a guid may be requested again, by anyone allowed to)."""
     rpc = Rpc(chain.rpc)
     latest = await rpc.block_number()
     gatekeepers = {(await registry.current_gatekeeper(chain, dep)).lower()}
-    found: dict[str, dict] = {}
+    found: dict[str, list[dict]] = {}
     start = dep.block
     while start <= latest:
         end = min(latest, start + 9999)
@@ -75,7 +77,7 @@ async def chain_lookups(chain: Chain, dep: Deployment) -> dict[str, dict]:
                 gatekeepers.add("0x" + lg.topics[2][12:].hex())
             elif lg.address in gatekeepers:
                 ev = decode_lookup(lg)
-                found[ev["guid"]] = ev
+                found.setdefault(ev["guid"], []).append(ev)
         start = end + 1
     return found
 
@@ -132,7 +134,16 @@ async def run(
                 continue
             for s in reply["served"]:
                 served_guids.add(s["guid"])
-                ev = on_chain.get(s["guid"])
+                events = on_chain.get(s["guid"], [])
+                ev = next(
+                    (
+                        e
+                        for e in events
+                        if e["requester"].lower() == s["requester"].lower()
+                        and e["transport_key"] == s["transport_key"]
+                    ),
+                    None,
+                )
                 row = AuditRow(
                     s["guid"],
                     org_id,
@@ -142,14 +153,11 @@ async def run(
                     s["served_at"],
                     "matched",
                 )
-                if ev is None:
+                if not events:
                     row.status = "pending" if now - s["served_at"] < grace_s else "not_on_chain"
                     row.detail = "no LookupRequested on chain for this guid"
-                elif (
-                    ev["requester"].lower() != s["requester"].lower()
-                    or ev["transport_key"] != s["transport_key"]
-                ):
-                    row.status, row.block = "mismatch", ev["block_number"]
+                elif ev is None:
+                    row.status, row.block = "mismatch", events[0]["block_number"]
                     row.detail = "the chain names another requester or transport"
                 else:
                     row.block = ev["block_number"]

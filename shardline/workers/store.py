@@ -120,6 +120,7 @@ _INSERT_SERVED = insert(_served)
 _MARK_ON_CHAIN = (  # the first block it was seen in stays
     update(_served)
     .where(_served.c.guid == bindparam("g"))
+    .where(func.lower(_served.c.requester) == func.lower(bindparam("requester")))
     .values(on_chain_block=func.coalesce(_served.c.on_chain_block, bindparam("block")))
 )
 
@@ -146,7 +147,10 @@ _SQL_INSERT_SERVED = (
     'INSERT OR IGNORE INTO served (guid, transport_key, requester, "trigger", served_at, '
     "on_chain_block) VALUES (?, ?, ?, ?, ?, ?)"
 )
-_SQL_MARK_ON_CHAIN = "UPDATE served SET on_chain_block = coalesce(on_chain_block, ?) WHERE guid = ?"
+_SQL_MARK_ON_CHAIN = (
+    "UPDATE served SET on_chain_block = coalesce(on_chain_block, ?) "
+    "WHERE guid = ? AND lower(requester) = lower(?)"
+)
 
 
 class OrgStore:
@@ -226,13 +230,15 @@ class OrgStore:
         except IntegrityError:
             return False
 
-    def mark_on_chain(self, guid: str, block: int) -> bool:
+    def mark_on_chain(self, guid: str, block: int, requester: str) -> bool:
         """Note the block of a served lookup's on-chain request (the first one noted stays);
-        False if this org served no such lookup."""
+        False if this org served no such lookup to that requester (the chain keeps no set of
+        used guids: a guid someone else requests again confirms nothing and is served nothing).
+        """
         if self._db is not None:
-            return self._db.execute(_SQL_MARK_ON_CHAIN, (block, guid)).rowcount == 1
+            return self._db.execute(_SQL_MARK_ON_CHAIN, (block, guid, requester)).rowcount == 1
         with self.engine.begin() as c:
-            done = c.execute(_MARK_ON_CHAIN, {"g": guid, "block": block})
+            done = c.execute(_MARK_ON_CHAIN, {"g": guid, "block": block, "requester": requester})
             return bool(done.rowcount)
 
     def served_since(self, since: float = 0.0, until: float | None = None) -> list[ServedRecord]:

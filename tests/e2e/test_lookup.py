@@ -373,3 +373,58 @@ def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named
     assert streamed == 0  # every share went to the inbox, none to the stream
     served = [OrgStore(o.database_url).served(g) for o in cfg.orgs]
     assert all(r is not None and r.trigger == "chain" for r in served)
+
+
+def test_a_guid_requested_again_is_served_nothing(live_stack, sample_sheets):
+    """The chain keeps no set of used guids (a lookup is its event, and a slot per guid made the
+    node's work grow with every lookup ever made); org nodes serve a guid once. The same guid
+    requested again, with another ephemeral key, gets no share from any org node, and their
+    served logs keep the first request's block."""
+    from eth_account import Account
+
+    from shardline.contracts import registry
+    from shardline.core import ids, sealing
+    from shardline.runtime import chain_view
+
+    cfg = live_stack
+    out = run(do_lookup(cfg, sample_sheets[5].transport_id))
+    assert out.status == 200, out.body
+    g = out.body["guid"]
+    key = ids.transport_key(sample_sheets[5].transport_id)
+    stores = [OrgStore(o.database_url) for o in cfg.orgs]
+    before = {o.id: s.served(g) for o, s in zip(cfg.orgs, stores, strict=True)}
+    assert sum(r is not None for r in before.values()) >= 2
+    acct = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
+
+    async def go() -> list[str]:
+        nc = await nats.connect(cfg.nats_url)
+        seen: list[str] = []
+
+        async def take(msg) -> None:
+            env = json.loads(msg.data)
+            if env.get("type") == "lookup.share" and env["body"]["guid"] == g:
+                seen.append(env["sender"])
+
+        await nc.subscribe(f"lookup.share.{g}", cb=take)
+        await nc.subscribe("lookup.reply.>", cb=take)
+        view = await chain_view(cfg.chain_rpc, cfg)
+        try:
+            gatekeeper = await registry.current_gatekeeper(view.chain, view.deployment)
+            _esk, epk = sealing.ephemeral_keypair()
+            tx = await view.chain.send_call(
+                acct,
+                gatekeeper,
+                registry.request_lookup_calldata(bytes.fromhex(g), key, epk),
+                gas=registry.LOOKUP_GAS,
+            )
+            result = await view.chain.wait(tx)
+            assert result.receipt["status"] == 1  # the chain takes it: no state per guid
+        finally:
+            await view.chain.close()
+        await asyncio.sleep(2.0)  # an org node serving it again would have done so by now
+        await nc.close()
+        return seen
+
+    assert run(go()) == []
+    after = {o.id: s.served(g) for o, s in zip(cfg.orgs, stores, strict=True)}
+    assert after == before

@@ -73,5 +73,5 @@ def test_artifacts_record_the_current_source_hash() -> None:
 def test_load_artifact_reads_abi_and_bytecode() -> None:
     artifact = load_artifact("Gatekeeper")
     names = {e.get("name") for e in artifact.abi}
-    assert {"requestLookup", "LookupRequested", "grantRole", "lookupUsed"} <= names
+    assert {"requestLookup", "requestLookups", "LookupRequested", "grantRole"} <= names
     assert artifact.bytecode.startswith("0x")

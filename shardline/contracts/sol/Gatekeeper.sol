@@ -25,8 +25,12 @@ contract Gatekeeper {
     /// @notice Where transports are registered.
     TransportRegistry public immutable registry;
 
+    /// @dev No state per lookup: a lookup is its event. A set of used guids grew the contract's
+    ///      storage by a slot per lookup forever (20k gas each, and a node's work per block grew
+    ///      with it: at 200 lookups/s a dev node fell behind within minutes). A guid is 16 random
+    ///      bytes from the gateway; org nodes serve a guid once and note the requester with it,
+    ///      so a guid used again by someone else is served nothing and flagged by the audit.
     mapping(bytes32 => mapping(address => bool)) private _roles;
-    mapping(bytes16 => bool) private _used;
 
     event RoleGranted(bytes32 indexed role, address indexed account);
     event RoleRevoked(bytes32 indexed role, address indexed account);
@@ -75,7 +79,7 @@ contract Gatekeeper {
     }
 
     /// @notice Ask for a transport's cargo sheet; shares are to be sealed to `ephemeralPk`.
-    /// @param guid A fresh 16-byte id for this lookup, never reused.
+    /// @param guid A fresh random 16-byte id for this lookup (org nodes serve a guid once).
     /// @param transportKey The transport key (hash of the transport id).
     /// @param ephemeralPk The requester's one-time X25519 public key.
     function requestLookup(bytes16 guid, bytes32 transportKey, bytes32 ephemeralPk) external {
@@ -117,13 +121,6 @@ contract Gatekeeper {
         (uint32 version, bool active) = registry.status(transportKey);
         require(version != 0, "transport not registered");
         require(active, "transport is retired");
-        require(!_used[guid], "lookup guid already used");
-        _used[guid] = true;
         emit LookupRequested(guid, transportKey, msg.sender, ephemeralPk, version);
-    }
-
-    /// @notice True when `guid` has already been used for a lookup.
-    function lookupUsed(bytes16 guid) external view returns (bool) {
-        return _used[guid];
     }
 }
