@@ -123,7 +123,6 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         leaves_to_others=node.leaves_to_others,
         serve_here=node.serve_chain_event,
     )
-    node.look_at_tx = intake.look_at_tx
     from shardline.contacts.store import ContactStore
     from shardline.workers.psi_node import PsiNode
 

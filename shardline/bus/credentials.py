@@ -149,8 +149,8 @@ def org_permissions(org: str) -> dict[str, Any]:
     requester); PSI rounds to a peer; dead letters; and the JetStream calls above. Replies to
     requests it received (lookup intents, records access, PSI start, audit, ``$SRV``) go through
     ``allow_responses``.
-    subscribe: its own inbox, the gateways' lookup intents and transaction hints, its own
-    request subjects, the service API.
+    subscribe: its own inbox, the gateways' lookup intents, its own request subjects, the service
+    API.
     """
     publish = [
         f"lookup.requested.{org}",
@@ -173,7 +173,6 @@ def org_permissions(org: str) -> dict[str, Any]:
     subscribe = [
         f"{inbox_prefix(org)}.>",
         "lookup.intent.*",
-        "lookup.tx.*",
         f"records.access.{org}",
         f"records.state.{org}",
         f"audit.served.{org}",
@@ -195,7 +194,6 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
     results."""
     publish = [
         "lookup.intent.*",
-        "lookup.tx.*",
         "lookup.progress.*",
         "lookup.result.*",
         "dlq.>",

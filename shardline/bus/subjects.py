@@ -9,10 +9,6 @@ LOOKUP_REQUESTED = "lookup.requested.{org}"
 # The gateway's signed request beside the chain transaction (audit-after orgs serve on it). A plain
 # NATS request with the gateway's reply subject, not in a stream: a stream would answer it.
 LOOKUP_INTENT = "lookup.intent.{guid}"
-# The gateway names the transaction that carries lookups it asked chain-confirmed org nodes for,
-# as soon as its node took it: they read its receipt from their own node at once instead of
-# waiting for the node's push of the log. Only their own node's receipt counts; not kept.
-LOOKUP_TX = "lookup.tx.{tx}"
 # One org's share for a lookup, sealed to the request's ephemeral key: on this subject (and in
 # the LOOKUPS stream) when served on a chain event with no intent seen, else as the reply to the
 # intent, on the asking gateway's reply subject (under lookup.reply, so that a tail of lookup.>
@@ -84,7 +80,6 @@ def catalogue() -> dict[str, str]:
         TRANSPORT_SHARE: "transport.share",
         LOOKUP_REQUESTED: "lookup.requested",
         LOOKUP_INTENT: "lookup.intent",
-        LOOKUP_TX: "lookup.tx",
         LOOKUP_SHARE: "lookup.share",
         LOOKUP_REPLY: "lookup.share",
         LOOKUP_PROGRESS: "lookup.progress",

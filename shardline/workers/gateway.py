@@ -466,40 +466,10 @@ class Gateway:
         found = self._batchers.get((acct.address, linger_s))
         if found is None:
             found = LookupTxBatcher(
-                self.view.chain,
-                acct,
-                lambda: self.gatekeeper,
-                linger_s=linger_s,
-                on_sent=self._name_tx,
+                self.view.chain, acct, lambda: self.gatekeeper, linger_s=linger_s
             )
             self._batchers[(acct.address, linger_s)] = found
         return found
-
-    def _name_tx(self, tx_hash: str, guids: list[bytes]) -> None:
-        """Tell the chain-confirmed org nodes which transaction carries their lookups, the moment
-        the node took it: each reads the receipt from its own node and serves, instead of waiting
-        for the node's push of the log (anvil pushes a few ms after the receipt is there). A hint
-        only: no org node serves on this message's word."""
-        waiting = []
-        for guid in guids:
-            state = self.lookups.get(guid.hex())
-            if (
-                state is not None
-                and not state.done.is_set()
-                and not all(self._audit_after.get(o, False) for o in state.org_ids)
-            ):
-                waiting.append(state.guid)
-        if waiting:
-            self._spawn(self._publish_tx(tx_hash, waiting))
-
-    async def _publish_tx(self, tx_hash: str, guids: list[str]) -> None:
-        hint = envelope.make(
-            "lookup.tx", {"tx_hash": tx_hash.lower(), "guids": guids}, self.keys, trace_id=guids[0]
-        )
-        try:
-            await self.nc.publish(subjects.LOOKUP_TX.format(tx=tx_hash.lower()), hint.to_bytes())
-        except Exception as exc:  # the bus is away: the node's push still comes
-            log.warn("lookup.tx_hint_failed", tx=tx_hash, error=str(exc))
 
     def linger_for(self, org_ids: tuple[str, ...]) -> float:
         """How long a lookup's request waits for others to share its transaction: longer when

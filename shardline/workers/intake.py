@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from eth_utils import keccak
@@ -18,7 +17,7 @@ from web3 import Web3
 
 from shardline.bus import envelope, log, subjects
 from shardline.bus.worker import Worker
-from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc, raw_log
+from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
 from shardline.contracts.watch import LogWatch
 from shardline.core.logpoller import Cursor
 from shardline.workers.store import OrgStore
@@ -27,7 +26,6 @@ LOOKUP_REQUESTED = (
     "0x" + keccak(text="LookupRequested(bytes16,bytes32,address,bytes32,uint32)").hex()
 )
 LAZY_READ_S = 0.25
-TXS_READ_KEPT = 4096
 GATEKEEPER_UPGRADED = "0x" + keccak(text="GatekeeperUpgraded(address,address)").hex()
 
 
@@ -99,8 +97,6 @@ class ChainIntake(Worker):
             self.pushed = LogWatch(ws_url, [LOOKUP_REQUESTED], self._on_pushed, lambda: None)
         self._pushed_tasks: set[asyncio.Task] = set()
         self._loop: asyncio.Task | None = None
-        self.rpc = rpc
-        self._txs_read: OrderedDict[str, None] = OrderedDict()  # receipts read on a hint
 
     async def setup(self) -> None:
         self.heads.start()
@@ -158,28 +154,6 @@ class ChainIntake(Worker):
             return
         self._requested(body, pushed=True)
         await self.serve_here(body)
-
-    async def look_at_tx(self, tx_hash: str) -> None:
-        """Read a transaction's receipt from this org's own node and serve its lookups as if the
-        node had pushed them: the gateway named it the moment its node took it, which is sooner
-        than the push. Only the receipt counts. With confirmations to wait for, the reader
-        decides; a receipt not there yet is left to the push and the reader."""
-        if self.pushed is None or tx_hash in self._txs_read:
-            return
-        self._txs_read[tx_hash] = None
-        while len(self._txs_read) > TXS_READ_KEPT:
-            self._txs_read.popitem(last=False)
-        try:
-            receipt = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
-        except Exception as exc:  # the node is away: the reader reads the block when it is back
-            log.warn("intake.receipt_failed", org=self.org_id, tx=tx_hash, error=str(exc))
-            return
-        if not isinstance(receipt, dict) or receipt.get("status") != "0x1":
-            return
-        for r in receipt.get("logs", []):
-            lg = raw_log(r)
-            if lg.topics and "0x" + lg.topics[0].hex() == LOOKUP_REQUESTED:
-                self._on_pushed(lg)
 
     def _requested(self, body: dict, **fields: object) -> None:
         log.event(

@@ -46,14 +46,11 @@ class LookupTxBatcher:
         gatekeeper: Callable[[], str],
         *,
         linger_s: float = 0.0,
-        on_sent: Callable[[str, list[bytes]], None] | None = None,
     ) -> None:
         self.chain = chain
         self.account = account
         self.gatekeeper = gatekeeper
         self.linger_s = linger_s
-        # told each transaction's hash and the guids it carries, as soon as the node took it
-        self.on_sent = on_sent
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -73,8 +70,6 @@ class LookupTxBatcher:
         tx = await self.chain.send_call(
             self.account, self.gatekeeper(), data, gas=registry.LOOKUP_GAS
         )
-        if self.on_sent is not None:
-            self.on_sent(tx, [guid])
         return Sent(tx, 1)
 
     async def stop(self) -> None:
@@ -107,8 +102,6 @@ class LookupTxBatcher:
                     if not p.sent.done():
                         p.sent.set_exception(exc)
                 continue
-            if self.on_sent is not None:
-                self.on_sent(tx, [guid for guid, _key, _epk in items])
             for p in batch:
                 if not p.sent.done():
                     p.sent.set_result(Sent(tx, len(batch)))

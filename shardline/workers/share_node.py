@@ -65,9 +65,6 @@ class ShareNode(Worker):
         self.store = store
         self.terms = terms
         self.authorised = authorised
-        # this process's chain intake: reads a named transaction's receipt from the org's own
-        # node and serves its lookups (set by the runtime; None leaves them to the push)
-        self.look_at_tx: Callable[[str], Awaitable[None]] | None = None
         self._auth_cache: dict[str, tuple[bool, float]] = {}
         # lookups whose intent named other org nodes (newest last), with their chain event once
         # it came (served if the gateway names this org after all)
@@ -98,13 +95,6 @@ class ShareNode(Worker):
             self.on_intent,
             queue=f"share-node.{org}",
         )
-        if self.org.policy != AUDIT_AFTER:
-            self.listen(
-                subjects.LOOKUP_TX.format(tx="*"),
-                "lookup.tx",
-                self.on_tx,
-                queue=f"share-node.{org}",
-            )
 
     def leaves_to_others(self, event: dict) -> bool:
         """Was this lookup's intent addressed to other org nodes? Then its chain event is kept,
@@ -268,16 +258,6 @@ class ShareNode(Worker):
             env.trace_id,
             reply=reply,
         )
-
-    async def on_tx(self, m: Incoming) -> None:
-        """The gateway named the transaction that carries lookups: if it asked this org for any
-        of them, read the receipt from this org's own node now (its intake serves what is there).
-        """
-        sender = await self.directory.resolve(m.env.sender)
-        if sender.kind != GATEWAY:
-            raise BadMessage(f"{m.env.sender} is not a registered gateway")
-        if self.look_at_tx is not None and any(g in self._reply_to for g in m.body["guids"]):
-            await self.look_at_tx(m.body["tx_hash"])
 
     async def serve(
         self,

@@ -7,7 +7,6 @@ import secrets
 
 import pytest
 from eth_account import Account
-from nats.aio.client import Client as NatsClient
 
 from shardline import servers
 from shardline.contracts import registry
@@ -16,17 +15,8 @@ from shardline.contracts.cursor import EventReader, HeadWatcher, Rpc
 from shardline.contracts.deploy import deploy_all
 from shardline.core import ids
 from shardline.core.directory import ORG
-from shardline.core.keys import ParticipantKeys
 from shardline.core.logpoller import Cursor
-from shardline.runtime import ws_url
-from shardline.workers.intake import (
-    GATEKEEPER_UPGRADED,
-    LOOKUP_REQUESTED,
-    ChainIntake,
-    decode_lookup,
-)
-from shardline.workers.lookup_tx import LookupTxBatcher
-from shardline.workers.store import OrgStore
+from shardline.workers.intake import GATEKEEPER_UPGRADED, LOOKUP_REQUESTED, decode_lookup
 
 pytestmark = pytest.mark.integration
 ADMIN = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -149,69 +139,3 @@ async def test_reader_waits_for_confirmations(anvil_url):
     await reader.step(handle)
     assert handled == [guid]
     await chain.close()
-
-
-def _intake(chain, dep, gatekeeper: str, store_dir, served: list[str], **kwargs) -> ChainIntake:
-    """An org's intake that is not started: no push and no reader, only what it is asked."""
-
-    async def serve_here(body: dict) -> bool:
-        served.append(body["guid"])
-        return True
-
-    return ChainIntake(
-        NatsClient(),
-        ParticipantKeys.generate("org1"),
-        None,
-        instance="org1",
-        org_id="org1",
-        rpc=Rpc(chain.rpc),
-        ws_url=ws_url(chain.rpc.url),
-        store=OrgStore(f"sqlite:///{store_dir}/org1.db"),
-        deployment={"governor": dep.governor, "block": dep.block},
-        gatekeepers=[gatekeeper],
-        serve_here=serve_here,
-        **kwargs,
-    )
-
-
-async def test_intake_serves_a_named_transaction_from_its_own_receipt(anvil_url, tmp_path):
-    """The gateway's batcher names each transaction and the lookups it carries as soon as the node
-    took it; the intake reads the receipt from its own node and serves every lookup in it, with no
-    push and no reader running. A hash with no receipt serves nothing; a hash read once is not read
-    again; with confirmations to wait for, the hint is no reason to serve."""
-    chain, dep, responder, key = await _setup(anvil_url)
-    gatekeeper = await registry.current_gatekeeper(chain, dep)
-    named: list[tuple[str, list[bytes]]] = []
-    batcher = LookupTxBatcher(
-        chain,
-        responder,
-        lambda: gatekeeper,
-        linger_s=0.02,
-        on_sent=lambda tx, guids: named.append((tx, guids)),
-    )
-    guids = [ids.new_guid(), ids.new_guid()]
-    sent = await asyncio.gather(*(batcher.submit(g, key, secrets.token_bytes(32)) for g in guids))
-    await batcher.stop()
-    assert [s.batch_size for s in sent] == [2, 2]
-    assert named == [(sent[0].tx_hash, guids)]
-    tx = sent[0].tx_hash.lower()
-
-    served: list[str] = []
-    intake = _intake(chain, dep, gatekeeper, tmp_path, served)
-    await intake.look_at_tx("0x" + "ab" * 32)  # no such transaction
-    await intake.look_at_tx(tx)
-    for _ in range(200):
-        if len(served) == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert sorted(served) == sorted(g.hex() for g in guids)
-    await intake.look_at_tx(tx)
-    await asyncio.sleep(0.05)
-    assert len(served) == 2
-
-    waiting: list[str] = []
-    (tmp_path / "careful").mkdir()
-    careful = _intake(chain, dep, gatekeeper, tmp_path / "careful", waiting, confirmations=2)
-    await careful.look_at_tx(tx)
-    await asyncio.sleep(0.05)
-    assert waiting == []
