@@ -40,8 +40,6 @@ from shardline.workers.analytics_server import INPUT_BUCKET, part_digest
 # A part up to this size travels in its message (sealed, base64 twice: under the envelope's
 # 256 KiB); a larger one is sealed once into the object store.
 INLINE_PART_BYTES = 96_000
-PART_CHUNK_MIN = 128 * 1024  # the object store's default chunk
-PART_CHUNK_MAX = 8 * 1024 * 1024
 
 
 class JobFailed(RuntimeError):
@@ -218,21 +216,13 @@ class AnalyticsClient:
             if self._blobs is None:
                 self._blobs = await BlobStore.open(self.js, INPUT_BUCKET)  # type: ignore[arg-type]
             sealed = await asyncio.to_thread(sealing.seal, part, pk)
-            body["object"] = await self._blobs.put(
-                sealed, f"analytics part {x} of {digest.hex()}", chunk_size=self._chunk_size()
-            )
+            body["object"] = await self._blobs.put(sealed, f"analytics part {x} of {digest.hex()}")
         env = envelope.make("analytics.input", body, keys, seal_to=(org, pk))
         await self.js.publish(  # type: ignore[union-attr]
             subjects.ANALYTICS_INPUT.format(org=org),
             env.to_bytes(),
             headers={"Nats-Msg-Id": f"{digest.hex()}.{org}"},
         )
-
-    def _chunk_size(self) -> int:
-        """Object store chunks as large as the server takes (less the headers' room): a part
-        of a few MB goes in a few acknowledged publishes instead of one per 128 KiB."""
-        limit = int(getattr(self.nc, "max_payload", 0) or 0)
-        return max(PART_CHUNK_MIN, min(PART_CHUNK_MAX, limit - 64 * 1024))
 
     # ---- consumers ----------------------------------------------------------------------
     async def open(
