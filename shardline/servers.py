@@ -198,7 +198,7 @@ def redis_spec(data_dir: Path, port: int) -> ServerSpec:
     return ServerSpec("redis", argv, healthy, {"client": port})
 
 
-ANVIL_STATES_KEPT = 256
+ANVIL_STATES_KEPT = 32
 
 
 def anvil_spec(
@@ -214,7 +214,7 @@ def anvil_spec(
         "--chain-id",
         str(chain_id),
         "--silent",
-        # Keep the newest states in memory and none on disk. By default anvil writes older
+        # Keep the newest 32 states in memory and none on disk. By default anvil writes older
         # states under ~/.foundry/anvil/tmp and never removes them: about 2.4 GB in 7 minutes at
         # 200 lookups/s, 66 GB over a few days of test runs, until the disk was full. Nothing
         # here reads state older than a few blocks (a reorg, a revert reason, a private EVM's
