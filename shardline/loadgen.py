@@ -116,7 +116,11 @@ class Load:
                 if env.get("type") == "lookup.share":
                     self.replies[(env["body"]["guid"], env["sender"])] += 1
 
-        nc = await nats.connect(self.cfg.nats_url)
+        async def reconnecting(_exc: Exception) -> None:
+            """A bus restart is one of the faults under test: the tap reconnects by itself,
+            and its errors meanwhile are not the stack's (nats-py would print each one)."""
+
+        nc = await nats.connect(self.cfg.nats_url, error_cb=reconnecting)
         await nc.subscribe(f"{prefix}.>", cb=seen)
         await nc.flush()
         return nc
