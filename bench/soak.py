@@ -33,7 +33,7 @@ from shardline.core.cargo import read_transports, sample_transports_path
 TRANSPORTS = 24
 
 
-def sample_memory(
+def sample_stack(
     run_dir: Path, every_s: float, stop: threading.Event, out: list, cpu: list
 ) -> None:
     """Resident memory (MiB) and CPU seconds used so far (user + system) of every process of
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         stop = threading.Event()
         sampler = threading.Thread(
-            target=sample_memory, args=(run_dir, args.sample, stop, memory, cpu), daemon=True
+            target=sample_stack, args=(run_dir, args.sample, stop, memory, cpu), daemon=True
         )
         sampler.start()
         print(
@@ -196,13 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<16} {first:>8.1f} {mid:>8.1f} {last:>8.1f} {last - first:>+8.1f}")
     print()
     every = 60.0 if args.duration >= 120 else args.window
-    per_min = cpu_table(cpu, every) if cpu else {}
+    cpu_by_process = cpu_table(cpu, every) if cpu else {}
+    intervals = max((len(v) for v in cpu_by_process.values()), default=0)
     print(f"CPU, % of one core, per {every:g} s (bench: the load generator and this sampler)")
-    print(
-        f"{'process':<16} "
-        + " ".join(f"{i + 1:>5}" for i in range(len(next(iter(per_min.values()), []))))
-    )
-    for name, series in per_min.items():
+    print(f"{'process':<16} " + " ".join(f"{i + 1:>5}" for i in range(intervals)))
+    for name, series in cpu_by_process.items():
         print(f"{name:<16} " + " ".join(f"{v:>5.0f}" for v in series))
     if args.json:
         args.json.write_text(
@@ -212,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                     "windows": windows,
                     "errors": dict(errors),
                     "memory_mib": mem_rows,
-                    "cpu_percent_per_interval": {"interval_s": every, **per_min},
+                    "cpu_percent_per_interval": {"interval_s": every, **cpu_by_process},
                 },
                 indent=2,
             )

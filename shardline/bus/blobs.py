@@ -2,8 +2,8 @@
 
 An object's name is the hex SHA-256 of its bytes, so the chain's content hash says where a
 record lives and whether what came back is what was stored. The object store cuts large
-objects into chunks (as large as the server takes) and checks its own digest on the way out. Only ciphertext is ever
-put here.
+objects into chunks (as large as the server takes) and checks its own digest on the way out.
+Only ciphertext is ever put here.
 """
 
 from __future__ import annotations
