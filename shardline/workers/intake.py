@@ -65,7 +65,7 @@ class ChainIntake(Worker):
         confirmations: int = 0,
         min_interval_s: float = 0.02,
         leaves_to_others: Callable[[dict], bool] = lambda _event: False,
-        serve_here: Callable[[dict], Awaitable[bool]] | None = None,
+        serve_here: Callable[..., Awaitable[bool]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -153,7 +153,7 @@ class ChainIntake(Worker):
         if self.store.served(body["guid"]) or self.leaves_to_others(body):
             return
         self._requested(body, pushed=True)
-        await self.serve_here(body)
+        await self.serve_here(body, pushed=True)
 
     def _requested(self, body: dict, **fields: object) -> None:
         log.event(

@@ -171,10 +171,15 @@ class ShareNode(Worker):
             )
         await self.serve_event(m.body, m.env.trace_id)
 
-    async def serve_event(self, b: dict, trace_id: str) -> None:
+    async def serve_event(self, b: dict, trace_id: str, *, pushed: bool = False) -> None:
         """A LookupRequested event read by this org's own intake: serve it, unless it was served
-        already (on the intent) or the gateway asked other org nodes for it."""
-        if self.store.served(b["guid"]):
+        already (on the intent) or the gateway asked other org nodes for it.
+
+        ``pushed``: the node's push of an unconfirmed log, which the intake found not served
+        with no await since, so it is not read twice. Nor is a served row ever confirmed from a
+        push (a reorg may take the log back): the reorg-safe reader confirms it from the same log.
+        """
+        if not pushed and self.store.served(b["guid"]):
             self.store.mark_on_chain(b["guid"], b["block_number"], b["requester"])
             return
         if self.leaves_to_others(b):
@@ -191,13 +196,13 @@ class ShareNode(Worker):
             reply=self._reply_to.pop(b["guid"], None),
         )
 
-    async def serve_chain_event(self, b: dict) -> bool:
+    async def serve_chain_event(self, b: dict, *, pushed: bool = False) -> bool:
         """``serve_event`` for this process's own chain intake, without the hop through the
         stream. False leaves it to the stream (``lookup.requested.<org>``), whose consumer
         retries: the share has not arrived yet, or serving failed."""
         started = time.perf_counter()
         try:
-            await self.serve_event(b, b["guid"])
+            await self.serve_event(b, b["guid"], pushed=pushed)
         except Exception as exc:
             log.event("lookup.served_later", org=self.org.id, guid=b["guid"], reason=str(exc))
             self.record("retry", time.perf_counter() - started)

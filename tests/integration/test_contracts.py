@@ -118,6 +118,23 @@ async def registered_transport(
     return key
 
 
+async def storage_written(chain: Chain, tx_hash: str) -> dict[str, set[str]]:
+    """Storage slots each contract's storage had changed by a mined transaction (the node's
+    prestate tracer in diff mode), by checksummed address; contracts with none are left out."""
+    diff = await chain.rpc.call(
+        "debug_traceTransaction",
+        [tx_hash, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
+    )
+    written: dict[str, set[str]] = {}
+    for side in ("pre", "post"):
+        for address, account in diff[side].items():
+            if account.get("storage"):
+                written.setdefault(Web3.to_checksum_address(address), set()).update(
+                    account["storage"]
+                )
+    return written
+
+
 # -- deployment and participants -------------------------------------------------------------
 
 
@@ -299,15 +316,27 @@ async def test_authorised_lookup_emits_lookup_requested(
     assert event["args"]["ephemeralPk"] == ephemeral
     assert event["args"]["transportVersion"] == 1
 
-    # No state per lookup: the Gatekeeper's storage does not grow with lookups (a slot per guid
-    # made a node's work per block grow with every lookup ever made). The same guid again is
-    # just another event; org nodes serve a guid once, to its first requester
-    # (tests/e2e/test_lookup.py).
-    slots_before = await chain.w3.eth.get_storage_at(deployment.gatekeeper, 0)
+    # No state per lookup: a request writes no storage anywhere (a slot per guid made a node's
+    # work per block grow with every lookup ever made). The same guid again is just another
+    # event; org nodes serve a guid once, to its first requester (tests/e2e/test_lookup.py).
+    assert await storage_written(chain, result.tx_hash) == {}
     again = await request_lookup(chain, responder, deployment, guid, key, ephemeral, wait=True)
     assert len(gk.events.LookupRequested().process_receipt(again.receipt)) == 1
-    assert await chain.w3.eth.get_storage_at(deployment.gatekeeper, 0) == slots_before
+    assert await storage_written(chain, again.tx_hash) == {}
     assert "lookupUsed" not in {f["name"] for f in gk.abi if f["type"] == "function"}
+
+
+async def test_storage_written_sees_a_registration_write(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    """The check above would pass on a tracer that reports nothing: here it must report the
+    TransportRegistry's slots that a registration fills."""
+    result = await register_transport(
+        chain, orgs["org1"], deployment, fresh_key(), os.urandom(32), 2, ORG_IDS, wait=True
+    )
+    written = await storage_written(chain, result.tx_hash)
+    assert Web3.to_checksum_address(deployment.transport_registry) in written
+    assert written[Web3.to_checksum_address(deployment.transport_registry)]
 
 
 async def test_a_batch_of_lookups_emits_one_event_each_or_reverts_whole(
