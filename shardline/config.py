@@ -162,6 +162,11 @@ class StackConfig(BaseModel):
     # responders, Redis, bus, chain) on a port each; a responder's client asks the next one
     # when one is down (shardline/gateways.py, docs/reliability.md).
     gateway_replicas: list[int] = Field(default_factory=list)
+    # Every gateway's base URL as responders reach it, first gateway first: the failover list a
+    # phone is given at sign-in, and the page origins whose requests the gateways accept (CORS).
+    # Empty: http://<gateway.host>:<port> of the gateway and each replica. Set it when the
+    # gateways are reached through other names (a proxy, public hosts).
+    gateway_urls: list[str] = Field(default_factory=list)
 
     @property
     def path(self) -> Path:

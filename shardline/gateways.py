@@ -48,7 +48,10 @@ def port(cfg: StackConfig, name: str) -> int:
 
 
 def urls(cfg: StackConfig) -> list[str]:
-    """Every gateway's base URL, the first gateway first: what a responder's client is given."""
+    """Every gateway's base URL, the first gateway first: what a responder's client is given
+    (``gateway_urls`` when set, else the local ports)."""
+    if cfg.gateway_urls:
+        return list(cfg.gateway_urls)
     host = cfg.gateway.host
     return [f"http://{host}:{cfg.gateway.port}"] + [
         f"http://{host}:{p}" for p in cfg.gateway_replicas
@@ -60,9 +63,11 @@ def config_path(cfg: StackConfig, name: str) -> Path:
 
 
 def write_config(cfg: StackConfig, name: str) -> Path:
-    """The replica's configuration: the stack's, with the replica's port (0600: it names key
-    files and holds the responders' API key hashes, as stack.json does)."""
+    """The replica's configuration: the stack's, with the replica's port and the list of every
+    gateway's URL written out, which its own port no longer tells (0600: it names key files and
+    holds the responders' API key hashes, as stack.json does)."""
     copy = cfg.model_copy(deep=True)
+    copy.gateway_urls = urls(cfg)
     copy.gateway.port = port(cfg, name)
     path = config_path(cfg, name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -89,6 +94,8 @@ def add(cfg: StackConfig, count: int = 1, ports: list[int] | None = None) -> lis
     new_ports = ports or [servers.free_port() for _ in range(count)]
     before = set(names(cfg))
     cfg.gateway_replicas.extend(new_ports)
+    if cfg.gateway_urls:  # written out: the new ones go on the list too
+        cfg.gateway_urls.extend(f"http://{cfg.gateway.host}:{p}" for p in new_ports)
     cfg.save()
     added = [n for n in names(cfg) if n not in before]
     stack.start_workers(cfg, added)

@@ -27,6 +27,7 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from nacl.public import PrivateKey
 from nats.aio.msg import Msg
@@ -37,7 +38,7 @@ from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 from web3 import Web3
 
-from shardline import redis_client
+from shardline import gateways, redis_client
 from shardline.bus import envelope, log, subjects, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
@@ -714,6 +715,18 @@ def create_app(cfg: StackConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.mount("/metrics", make_asgi_app())
+    peers = gateways.urls(cfg)
+    if len(peers) > 1:
+        # A phone whose page came from another gateway of this deployment asks this one when
+        # its own is down: requests from those pages are let through (keys travel in headers,
+        # never cookies, so no credentials are allowed).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=peers,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Prefer"],
+            max_age=600,
+        )
 
     @app.exception_handler(NatsError)
     async def bus_unavailable(_request: Request, exc: NatsError) -> JSONResponse:

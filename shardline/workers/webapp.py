@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from shardline import gateways
 from shardline.config import StackConfig
 
 STATIC = Path(str(resources.files("shardline") / "webapp" / "static"))
@@ -57,7 +58,8 @@ def router(cfg: StackConfig) -> APIRouter:
                 "missing or unknown API key: send `Authorization: Bearer <key>`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return {"responder": found.name}
+        # The app asks these, its own first, when the gateway it came from does not answer.
+        return {"responder": found.name, "gateways": gateways.urls(cfg)}
 
     return r
 

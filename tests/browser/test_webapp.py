@@ -12,12 +12,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from shardline import stack
+from shardline import gateways, stack
 from shardline.core.cargo import CargoSheet
 from shardline.lookup_client import api_key, base_url
 from tests.browser.conftest import launch, off_loop
@@ -372,5 +374,53 @@ def test_the_served_shell_is_the_committed_build(live_stack):
         assert r.headers["content-type"].startswith("application/json")
         assert json.loads(r.content)["UN1203"]["erg_guide"]
         who = c.get("/session", headers={"Authorization": f"Bearer {api_key(live_stack)}"})
-        assert who.json() == {"responder": "responder"}
+        assert who.json() == {"responder": "responder", "gateways": [base_url(live_stack)]}
         assert c.get("/session").status_code == 401
+
+
+@pytest.fixture(scope="module")
+def two_gateways(tmp_path_factory, sample_sheets):
+    """A stack of its own with two gateways, so that one can be stopped without the others'."""
+    from shardline import loadgen
+
+    run_dir = tmp_path_factory.mktemp("two-gateways")
+    cfg = off_loop(
+        lambda: loadgen.start_sample_stack(
+            run_dir, sample_sheets[:2], deadline_s=2.0, gateway_count=2
+        )
+    )
+    yield cfg
+    off_loop(lambda: stack.down(run_dir, say=lambda _m: None))
+
+
+def test_the_app_asks_the_next_gateway_when_its_own_is_down(chromium, two_gateways, sample_sheets):
+    cfg, target = two_gateways, sample_sheets[0]
+    first, second = gateways.urls(cfg)
+    ctx = new_context(chromium)
+    page = ctx.new_page()
+    sign_in(page, cfg)  # the page comes from the first gateway
+    stored = page.evaluate("sessionStorage.getItem('shardline.gateways')")
+    assert json.loads(stored) == [first, second]
+
+    off_loop(stack.stop, cfg.run_dir, "gateway")
+    look_up_typed(page, target.transport_id)
+    expect(page.locator("#sheet-un")).to_have_text(target.un_number)
+    expect(page.locator("#sheet .facts")).to_contain_text(target.transport_id)
+    expect(page.locator('#events li[data-event="failover"]')).to_have_text(
+        f"No answer from {urlsplit(first).netloc}; asking {urlsplit(second).netloc}"
+    )
+    assert not page.locator("#problem").is_visible()
+
+    # Only the deployment's own pages may ask across origins; a stranger's page may not.
+    for origin, allowed in ((first, True), ("http://stranger.example", False)):
+        with httpx.Client() as client:
+            pre = client.options(
+                f"{second}/lookups",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type",
+                },
+            )
+        assert (pre.headers.get("access-control-allow-origin") == origin) is allowed, pre.headers
+    ctx.close()

@@ -39,15 +39,25 @@ def test_every_gateway_has_a_name_a_port_and_a_url_in_the_order_a_client_tries_t
         gateways.port(cfg, "combiner")
 
 
-def test_a_replica_runs_from_a_private_copy_that_differs_in_its_port_alone(cfg):
+def test_a_replica_runs_from_a_private_copy_that_differs_in_its_port_and_names_every_gateway(
+    cfg,
+):
     argv = stack.worker_spec(cfg, "gateway-2")
     path = gateways.config_path(cfg, "gateway-2")
     assert argv[-4:] == ["worker", "gateway", "--config", str(path.resolve())]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     copy = StackConfig.model_validate_json(path.read_text())
     assert copy.gateway.port == 18081
+    # its own port no longer tells where the first gateway is: the list is written out
+    assert gateways.urls(copy) == gateways.urls(cfg)
     copy.gateway.port = cfg.gateway.port
+    copy.gateway_urls = []
     assert copy == cfg
+
+
+def test_gateway_urls_when_set_are_what_responders_are_given(cfg):
+    cfg.gateway_urls = ["https://gw-a.example.org", "https://gw-b.example.org"]
+    assert gateways.urls(cfg) == ["https://gw-a.example.org", "https://gw-b.example.org"]
     with pytest.raises(stack.StackError, match="no worker called 'gateway-9'"):
         stack.worker_spec(cfg, "gateway-9")
 

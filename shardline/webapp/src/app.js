@@ -8,6 +8,7 @@ import * as vault from "./vault.js";
 
 const KEY = "shardline.key";
 const WHO = "shardline.responder";
+const GATEWAYS = "shardline.gateways";
 let guides = null;
 let stopScan = null;
 let stream = null;
@@ -15,6 +16,19 @@ let current = 0; // the lookup on screen; an older one still streaming must not 
 
 const auth = () => ({ Authorization: `Bearer ${sessionStorage.getItem(KEY)}` });
 const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
+const hostOf = (base) => (base ? new URL(base).host : location.host);
+
+// The gateways to ask, this page's own first; the others (given at sign-in) when it does not
+// answer. Each one asked is a new lookup there, authorised and audited on its own.
+function gatewayBases() {
+  let others = [];
+  try {
+    others = JSON.parse(sessionStorage.getItem(GATEWAYS) ?? "[]");
+  } catch {
+    others = [];
+  }
+  return ["", ...others.filter((url) => url !== location.origin)];
+}
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
 async function loadGuides() {
@@ -90,11 +104,12 @@ async function signIn(event) {
     $("signin-error").textContent = `The gateway could not sign you in (status ${res.status}). Try again.`;
     return;
   }
-  const { responder } = await res.json();
+  const { responder, gateways = [] } = await res.json();
   await vault.wipe();
   await vault.createKey();
   sessionStorage.setItem(KEY, key);
   sessionStorage.setItem(WHO, responder);
+  sessionStorage.setItem(GATEWAYS, JSON.stringify(gateways));
   $("apikey").value = "";
   $("signin-error").textContent = "";
   await showSignedIn();
@@ -107,6 +122,7 @@ async function signOut(message = "") {
   stopCamera();
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(WHO);
+  sessionStorage.removeItem(GATEWAYS);
   await vault.wipe();
   clearResult();
   $("recent-list").replaceChildren();
@@ -164,6 +180,8 @@ function eventText(e) {
       return `Sheet rebuilt from ${e.used_orgs.join(", ")} in ${Math.round(e.elapsed_ms)} ms`;
     case "error":
       return `Stopped (${e.status})`;
+    case "failover":
+      return `No answer from ${e.from}; asking ${e.to}`;
     default:
       return e.event;
   }
@@ -223,6 +241,45 @@ async function go(text) {
   await lookup(target.transportId, guide, current);
 }
 
+// One gateway's answer: { outcome } (the sheet or the lookup's own error), { refused } (the
+// request itself was refused: 401, 403, 404, 422), or {} when the gateway is down: no answer,
+// an error from what stands in front of it (502, 503, 504), or the lookup gone (404) because
+// the gateway restarted while it was followed.
+async function askGateway(base, id, stale) {
+  let res;
+  try {
+    res = await fetch(`${base}/lookups`, {
+      method: "POST",
+      headers: { ...auth(), "Content-Type": "application/json" },
+      body: JSON.stringify({ transport_id: id }),
+    });
+  } catch {
+    return {};
+  }
+  if (stale() || [502, 503, 504].includes(res.status)) return {};
+  if (res.status !== 202) return { refused: { status: res.status, body: await res.json().catch(() => ({})) } };
+  const accepted = await res.json();
+  try {
+    const events = await fetch(base + accepted.events, { headers: auth() });
+    if (events.ok) {
+      for await (const e of readEvents(events)) {
+        if (stale()) return {};
+        addEvent(e);
+        if (e.event === "result" || e.event === "error") return { outcome: e };
+      }
+    }
+  } catch {
+    // the stream broke: the outcome is asked for below
+  }
+  try {
+    const r = await fetch(base + accepted.result, { headers: auth() });
+    if (r.status === 404 || [502, 503].includes(r.status)) return {};
+    return { outcome: { status: r.status, ...(await r.json()) } };
+  } catch {
+    return {};
+  }
+}
+
 async function lookup(id, guide, mine) {
   const stale = () => mine !== current;
   const sheet = $("sheet");
@@ -234,49 +291,23 @@ async function lookup(id, guide, mine) {
   const offline = () =>
     problem(
       "No signal",
-      `The gateway could not be reached for ${id}.` + (guide ? ` The public guide for ${guide.un_number} is shown below.` : " Try again when you have a signal."),
+      `No gateway could be reached for ${id}.` + (guide ? ` The public guide for ${guide.un_number} is shown below.` : " Try again when you have a signal."),
     );
-  let res;
-  try {
-    res = await fetch("/lookups", {
-      method: "POST",
-      headers: { ...auth(), "Content-Type": "application/json" },
-      body: JSON.stringify({ transport_id: id }),
-    });
-  } catch {
-    if (!stale()) offline();
-    return;
-  }
-  if (stale()) return;
-  if (res.status !== 202) {
-    failed(res.status, await res.json().catch(() => ({})), id);
-    return;
-  }
-  const accepted = await res.json();
+  const bases = gatewayBases();
   let outcome = null;
-  try {
-    const events = await fetch(accepted.events, { headers: auth() });
-    if (events.ok) {
-      for await (const e of readEvents(events)) {
-        if (stale()) return;
-        addEvent(e);
-        if (e.event === "result" || e.event === "error") {
-          outcome = e;
-          break;
-        }
-      }
-    }
-  } catch {
-    outcome = null;
-  }
-  if (!outcome) {
-    try {
-      const r = await fetch(accepted.result, { headers: auth() });
-      outcome = { status: r.status, ...(await r.json()) };
-    } catch {
-      if (!stale()) offline();
+  for (let i = 0; i < bases.length && !outcome; i += 1) {
+    if (i > 0) addEvent({ event: "failover", from: hostOf(bases[i - 1]), to: hostOf(bases[i]) });
+    const asked = await askGateway(bases[i], id, stale);
+    if (stale()) return;
+    if (asked.refused) {
+      failed(asked.refused.status, asked.refused.body, id);
       return;
     }
+    outcome = asked.outcome ?? null;
+  }
+  if (!outcome) {
+    offline();
+    return;
   }
   if (stale()) return;
   if (outcome.status !== 200) {
