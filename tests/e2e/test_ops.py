@@ -193,7 +193,16 @@ def test_each_kind_of_lookup_shows_exactly_in_metrics_monitor_logs_and_dlq(
     # the org nodes asked first serve on their own chain event, straight back to the gateway
     asked = asked_orgs(good)
     served = {p for p, e in events if e == "share.served"}
-    assert served == {f"node-{o}" for o in asked}
+    served_before = {
+        line["process"]
+        for line in path
+        if line["event"] == "share.served" and line["ts"] < restarted_at
+    }
+    assert served_before == {f"node-{o}" for o in asked}
+    # org4, stopped right after, may read this lookup's event again when it is back (its
+    # reader's cursor may not have passed the block yet) and, with no memory of the intent that
+    # named the others, serve it through the stream: by design, and only then
+    assert served - served_before <= {"node-org4"}
     assert {p for p, e in events if e == "intake.lookup_requested"} == served
     assert ("gateway", "lookup.combined") in events
     assert all(line["trace_id"] == good.body["guid"] for line in path)
