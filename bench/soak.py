@@ -56,6 +56,20 @@ def sample_stack(
         stop.wait(every_s)
 
 
+def cpu_samples(cpu: list[dict], t0: float) -> list[dict[str, float]]:
+    """Per sampling interval: its start in seconds from the load's start, and each process's
+    share of one core in it (percent). Fine enough to match a latency spell to a burst."""
+    out = []
+    for a, b in itertools.pairwise(cpu):
+        span = b["t"] - a["t"]
+        if span <= 0:
+            continue
+        row = {"from_s": round(a["t"] - t0, 2)}
+        row.update({n: round(100 * (b[n] - a[n]) / span, 1) for n in b if n != "t" and n in a})
+        out.append(row)
+    return out
+
+
 def cpu_table(cpu: list[dict], every_s: float) -> dict[str, list[float]]:
     """Per process, the share of one core it used in each ``every_s`` (percent)."""
     names = sorted({k for row in cpu for k in row if k != "t"})
@@ -211,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     "errors": dict(errors),
                     "memory_mib": mem_rows,
                     "cpu_percent_per_interval": {"interval_s": every, **cpu_by_process},
+                    "cpu_percent_per_sample": cpu_samples(cpu, t0),
                 },
                 indent=2,
             )
