@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from shardline.bus import telemetry
 
 _logger = logging.getLogger("shardline")
+
+GC_PAUSE_LOGGED_S = 0.05  # a garbage collection that stops a worker longer than this is logged
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,6 +40,30 @@ def setup(level: str = "INFO", stream=None) -> None:
     root.setLevel(level)
     for noisy in ("nats", "web3", "urllib3", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel("WARNING")
+    if _gc_pause not in gc.callbacks:
+        gc.callbacks.append(_gc_pause)
+
+
+_gc_started = 0.0
+
+
+def _gc_pause(phase: str, info: dict) -> None:
+    """Log a long garbage collection: the whole process stops for it, every lookup with it (a
+    gateway that kept finished lookups as dicts paused 0.5 s every few seconds at 200/s)."""
+    global _gc_started
+    if sys.is_finalizing() or not logging.getLogger().handlers:
+        return  # a process on its way out, or one whose logging was taken down
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    took = time.perf_counter() - _gc_started
+    if took >= GC_PAUSE_LOGGED_S:
+        warn(
+            "gc.pause",
+            generation=info["generation"],
+            ms=round(1000 * took, 1),
+            collected=info["collected"],
+        )
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from nacl.public import PrivateKey
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -56,7 +58,7 @@ from shardline.core.keys import ParticipantKeys
 from shardline.core.protocol import BadShare, RebuildError, Terms
 from shardline.workers import webapp
 from shardline.workers.combiner import LOOKUP_TTL_S, lookup_key, open_share
-from shardline.workers.lookup_tx import LookupTxBatcher
+from shardline.workers.lookup_tx import LookupTxBatcher, Sent
 from shardline.workers.ops_api import ops_router
 from shardline.workers.records_api import records_router
 from shardline.workers.responder_auth import ResponderAuth
@@ -74,6 +76,7 @@ LOOKUP_REQUESTED = event_topic("Gatekeeper", "LookupRequested")
 GATEKEEPER_UPGRADED = event_topic("Governor", "GatekeeperUpgraded")
 # After this long without its LookupRequested log, a lookup's receipt is fetched to say why.
 CHAIN_CHECK_S = 5.0
+SWEEP_S = 1.0  # finished lookups are forgotten within this of ``keep_finished_s``
 MAX_CHAIN_ATTEMPTS = 3
 
 LOOKUPS = Counter("shardline_lookups_total", "Lookups by outcome", ["outcome"])
@@ -96,6 +99,29 @@ class LookupAccepted(BaseModel):
     deadline_s: float
 
 
+def _kept_json(value: Any) -> bytes:
+    """JSON to keep for a while, in a buffer of its own size: orjson's result keeps the 4 KiB
+    it was written into (measured: 4,097 bytes held for a 42-byte result)."""
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
+_NONE: Any = ()  # what a finished lookup holds instead of a list of its own
+_FINISHED = asyncio.Event()  # what a finished lookup holds instead of an event of its own
+_FINISHED.set()
+
+
+@dataclass
+class _Request:
+    """A lookup's chain request, as it is sent again if the chain drops it."""
+
+    state: LookupState
+    acct: LocalAccount
+    guid: bytes
+    key: bytes
+    epk: bytes
+    attempt: int = 1
+
+
 @dataclass
 class LookupState:
     guid: str
@@ -111,30 +137,65 @@ class LookupState:
     events: list[dict[str, Any]] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
-    outcome: dict[str, Any] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     chain_seen: asyncio.Event = field(default_factory=asyncio.Event)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    changed: asyncio.Condition | None = None  # made when an event stream follows it
     done_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    # Once finished: the outcome and the events as JSON, and the status.
+    status: int = 0
+    outcome_json: bytes = b""
+    events_json: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != 0
+
+    def event_count(self) -> int:
+        return len(self.events_json) if self.finished else len(self.events)
+
+    def event(self, i: int) -> tuple[str, bytes]:
+        """The i-th event: its kind and its JSON."""
+        if self.finished:
+            return self.events_json[i]
+        ev = self.events[i]
+        return ev["event"], orjson.dumps(ev)
+
+    def body(self, **head: Any) -> bytes:
+        """``{**head, **outcome}`` as JSON, from the outcome serialized once."""
+        return orjson.dumps(head)[:-1] + b"," + self.outcome_json[1:]
 
     async def add(self, kind: str, **data: Any) -> None:
-        self.events.append(
-            {"event": kind, "at_ms": round(1000 * (time.monotonic() - self.started), 1), **data}
-        )
-        async with self.changed:
-            self.changed.notify_all()
+        ev = {"event": kind, "at_ms": round(1000 * (time.monotonic() - self.started), 1), **data}
+        if self.finished:  # on chain after the sheet (audit-after): kept for a later reader
+            self.events_json.append((kind, _kept_json(ev)))
+        else:
+            self.events.append(ev)
+        if self.changed is not None:
+            async with self.changed:
+                self.changed.notify_all()
 
     async def finish(self, status: int, **data: Any) -> None:
-        if self.outcome is not None:
+        if self.finished:
             return
-        self.outcome = {"status": status, **data}
+        outcome = {"status": status, **data}
         for callback in self.done_callbacks:
             callback()
         # what only the combining needed: the ephemeral secret goes with it
         self.esk = None
         self.good.clear()
         await self.add("result" if status == 200 else "error", status=status, **data)
+        # A finished lookup is kept ``keep_finished_s`` for a client that asks again, as bytes:
+        # as dicts (the sheet, the events) it kept dozens of small objects that every full
+        # garbage collection walks, and at 200 lookups/s each such collection stopped the
+        # gateway for up to 0.5 s (docs/reliability.md, the soak).
+        self.outcome_json = _kept_json(outcome)
+        self.events_json = [(ev["event"], _kept_json(ev)) for ev in self.events]
+        self.events = _NONE
+        self.terms = None
+        self.done_callbacks = _NONE
+        self.status = status
         self.done.set()
+        self.done = _FINISHED  # one set event for all that finished: one object less to walk
         LOOKUPS.labels("ok" if status == 200 else f"http_{status}").inc()
         if status == 200:
             LOOKUP_SECONDS.observe(time.monotonic() - self.started)
@@ -156,8 +217,13 @@ class Gateway:
         self._heard: dict[str, float] = {}
         self._batchers: dict[tuple[str, float], LookupTxBatcher] = {}
         self._audit_after = {o.id: o.policy == AUDIT_AFTER for o in cfg.orgs}
-        self._rechecks: dict[str, asyncio.Future] = {}
+        # a mined request's transaction -> its recheck, and the lookups it carries
+        self._rechecks: dict[str, tuple[asyncio.Future, list[_Request]]] = {}
         self.in_flight = 0  # lookups taken on and not finished
+        # (when, guid): lookups to forget, oldest first; one timer sweeps them (a timer per
+        # lookup kept thousands of timer objects that every full garbage collection walks)
+        self._forget: deque[tuple[float, str]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         from shardline.runtime import account, chain_view, ws_url
@@ -197,8 +263,10 @@ class Gateway:
     async def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()
-        for f in list(self._rechecks.values()):
-            f.cancel()
+        for task, _waiting in list(self._rechecks.values()):
+            task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for b in self._batchers.values():
             await b.stop()
         with contextlib.suppress(Exception):
@@ -459,8 +527,17 @@ class Gateway:
         lookup is forgotten ``keep_finished_s`` after its deadline."""
         if not state.done.is_set():
             self._spawn(self._time_out(state))
-        asyncio.get_running_loop().call_later(
-            self.cfg.gateway.keep_finished_s, self.lookups.pop, state.guid, None
+        self._forget.append((time.monotonic() + self.cfg.gateway.keep_finished_s, state.guid))
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        """Forget the lookups whose time is up; again in ``SWEEP_S`` while any are left."""
+        now = time.monotonic()
+        while self._forget and self._forget[0][0] <= now:
+            self.lookups.pop(self._forget.popleft()[1], None)
+        self._sweeper = (
+            asyncio.get_running_loop().call_later(SWEEP_S, self._sweep) if self._forget else None
         )
 
     def batcher(self, acct: LocalAccount, linger_s: float) -> LookupTxBatcher:
@@ -488,71 +565,105 @@ class Gateway:
         transaction that a reorg or a node restart dropped is sent again, alone, with the
         account's nonce counted afresh (a dropped nonce would hold up every later request).
         """
-        chain, batcher = self.view.chain, self.batcher(acct, self.linger_for(state.org_ids))
+        batcher = self.batcher(acct, self.linger_for(state.org_ids))
         try:
             sent = await batcher.submit(guid, key, epk)
-            log.event(
-                "lookup.tx_sent",
-                guid=state.guid,
-                tx=sent.tx_hash,
-                batch=sent.batch_size,
-                at_ms=round(1000 * (time.monotonic() - state.started), 1),
-                trace_id=state.guid,
-            )
-            for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
+        except (ChainRevert, ChainError) as exc:
+            await self._chain_failed(state, exc)
+            return
+        log.event(
+            "lookup.tx_sent",
+            guid=state.guid,
+            tx=sent.tx_hash,
+            batch=sent.batch_size,
+            at_ms=round(1000 * (time.monotonic() - state.started), 1),
+            trace_id=state.guid,
+        )
+        await self._confirm(_Request(state, acct, guid, key, epk), sent.tx_hash, sent.batch_size)
+
+    async def _confirm(self, req: _Request, tx_hash: str, batch_size: int) -> None:
+        """Until the request is seen on chain; from then on its batch's recheck watches it.
+        No task per lookup waits for that recheck: at 200 lookups/s the thousands of them
+        waiting its ~30 s were most of what every full garbage collection walked."""
+        state, chain = req.state, self.view.chain
+        batcher = self.batcher(req.acct, self.linger_for(state.org_ids))
+        try:
+            while True:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(CHAIN_CHECK_S):  # no task per wait, as wait_for
                         await state.chain_seen.wait()
                 try:
                     if not state.chain_seen.is_set():  # no log (yet): the receipt says why
-                        result = await chain.wait(sent.tx_hash)
+                        result = await chain.wait(tx_hash)
                         if not state.chain_seen.is_set():
                             state.chain_seen.set()
-                            await state.add("on_chain", tx=sent.tx_hash, block=result.block_number)
-                    if await self._stays_on_chain(sent.tx_hash):
-                        return
+                            await state.add("on_chain", tx=tx_hash, block=result.block_number)
+                    self._recheck_later(tx_hash, req)
+                    return
                 except ChainRevert:
-                    if sent.batch_size == 1 or attempt == MAX_CHAIN_ATTEMPTS:
+                    if batch_size == 1 or req.attempt == MAX_CHAIN_ATTEMPTS:
                         raise
-                    sent = await batcher.send_one(guid, key, epk)  # alone, it may pass
-                    continue
+                    sent = await batcher.send_one(req.guid, req.key, req.epk)  # alone, it may pass
                 except TxDropped:
-                    pass
-                if attempt == MAX_CHAIN_ATTEMPTS:
-                    raise ChainError(
-                        f"the request for lookup {state.guid} was dropped from the chain "
-                        f"{attempt} times; check the node at {self.cfg.chain_rpc}"
-                    )
-                state.chain_seen.clear()
-                chain.resync_nonce(acct.address)
-                dropped, sent = sent.tx_hash, await batcher.send_one(guid, key, epk)
-                log.warn(
-                    "lookup.tx_resent",
-                    guid=state.guid,
-                    dropped=dropped,
-                    tx=sent.tx_hash,
-                    trace_id=state.guid,
-                )
-                await state.add("chain_resent", dropped=dropped, tx=sent.tx_hash)
+                    sent = await self._resend(req, tx_hash)
+                tx_hash, batch_size = sent.tx_hash, sent.batch_size
+                req.attempt += 1
         except (ChainRevert, ChainError) as exc:
-            log.warn("lookup.chain_failed", guid=state.guid, error=str(exc), trace_id=state.guid)
-            await state.add("chain_failed", detail=str(exc))
+            await self._chain_failed(state, exc)
 
-    async def _stays_on_chain(self, tx_hash: str) -> bool:
+    async def _resend(self, req: _Request, dropped: str) -> Sent:
+        """A request the chain dropped, sent again alone with the nonce counted afresh."""
+        if req.attempt == MAX_CHAIN_ATTEMPTS:
+            raise ChainError(
+                f"the request for lookup {req.state.guid} was dropped from the chain "
+                f"{req.attempt} times; check the node at {self.cfg.chain_rpc}"
+            )
+        req.state.chain_seen.clear()
+        self.view.chain.resync_nonce(req.acct.address)
+        batcher = self.batcher(req.acct, self.linger_for(req.state.org_ids))
+        sent = await batcher.send_one(req.guid, req.key, req.epk)
+        log.warn(
+            "lookup.tx_resent",
+            guid=req.state.guid,
+            dropped=dropped,
+            tx=sent.tx_hash,
+            trace_id=req.state.guid,
+        )
+        await req.state.add("chain_resent", dropped=dropped, tx=sent.tx_hash)
+        return sent
+
+    async def _chain_failed(self, state: LookupState, exc: Exception) -> None:
+        log.warn("lookup.chain_failed", guid=state.guid, error=str(exc), trace_id=state.guid)
+        await state.add("chain_failed", detail=str(exc))
+
+    def _recheck_later(self, tx_hash: str, req: _Request) -> None:
         """Checked again after each of ``chain_recheck_s``: a reorg may drop a mined request.
         The lookups of one batch share one check."""
-        check = self._rechecks.get(tx_hash)
-        if check is None:
-            check = self._rechecks[tx_hash] = asyncio.ensure_future(self._recheck(tx_hash))
-            check.add_done_callback(lambda _t: self._rechecks.pop(tx_hash, None))
-        return await asyncio.shield(check)
+        found = self._rechecks.get(tx_hash)
+        if found is None:
+            found = self._rechecks[tx_hash] = (asyncio.ensure_future(self._recheck(tx_hash)), [])
+            found[0].add_done_callback(lambda _t: self._rechecks.pop(tx_hash, None))
+        found[1].append(req)
 
-    async def _recheck(self, tx_hash: str) -> bool:
-        for delay in self.cfg.gateway.chain_recheck_s:
-            await asyncio.sleep(delay)
-            if not await self.view.chain.still_mined(tx_hash):
-                return False
-        return True
+    async def _recheck(self, tx_hash: str) -> None:
+        try:
+            for delay in self.cfg.gateway.chain_recheck_s:
+                await asyncio.sleep(delay)
+                if not await self.view.chain.still_mined(tx_hash):
+                    for req in self._rechecks[tx_hash][1]:
+                        self._spawn(self._dropped(req, tx_hash))
+                    return
+        except Exception as exc:  # the node away: the request is taken as it was seen, mined
+            log.warn("lookup.chain_recheck_failed", tx=tx_hash, error=str(exc))
+
+    async def _dropped(self, req: _Request, tx_hash: str) -> None:
+        try:
+            sent = await self._resend(req, tx_hash)
+        except (ChainRevert, ChainError) as exc:
+            await self._chain_failed(req.state, exc)
+            return
+        req.attempt += 1
+        await self._confirm(req, sent.tx_hash, sent.batch_size)
 
     async def _time_out(self, state: LookupState) -> None:
         if not state.done.is_set():
@@ -586,7 +697,7 @@ class Gateway:
             return
         b = env.body
         state = self.lookups.get(b["guid"])
-        if state is None or state.outcome is not None or state.terms is None:
+        if state is None or state.finished or state.terms is None:
             return
         org = b["org"]
         if org in state.good or org in state.bad:
@@ -704,6 +815,10 @@ def create_app(cfg: StackConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await gw.start()
+        # What was made to start (modules, schemas, the app) lives as long as the process: out
+        # of the collector's way, so that a full collection walks only what lookups made.
+        gc.collect()
+        gc.freeze()
         app.state.gateway = gw
         yield
         await gw.stop()
@@ -793,15 +908,11 @@ def create_app(cfg: StackConfig) -> FastAPI:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await state.done.wait()
-            if state.outcome is not None:
-                return JSONResponse(
-                    {
-                        "guid": state.guid,
-                        "transport_id": state.transport_id,
-                        **links,
-                        **state.outcome,
-                    },
-                    status_code=state.outcome["status"],
+            if state.finished:
+                return Response(
+                    state.body(guid=state.guid, transport_id=state.transport_id, **links),
+                    status_code=state.status,
+                    media_type="application/json",
                     headers={"Preference-Applied": f"wait={wait_s:g}"},
                 )
         return LookupAccepted(
@@ -825,13 +936,13 @@ def create_app(cfg: StackConfig) -> FastAPI:
         "/lookups/{guid}",
         responses={200: {}, 502: {}, 504: {"description": "fewer than t org nodes answered"}},
     )
-    async def get_lookup(guid: str, _who: Responder = Depends(responder)) -> JSONResponse:
+    async def get_lookup(guid: str, _who: Responder = Depends(responder)) -> Response:
         state = _state(guid)
         await state.done.wait()
-        assert state.outcome is not None
-        return JSONResponse(
-            {"guid": guid, "transport_id": state.transport_id, **state.outcome},
-            status_code=state.outcome["status"],
+        return Response(
+            state.body(guid=guid, transport_id=state.transport_id),
+            status_code=state.status,
+            media_type="application/json",
         )
 
     @app.get("/lookups/{guid}/events")
@@ -841,14 +952,16 @@ def create_app(cfg: StackConfig) -> FastAPI:
         async def stream():
             sent = 0
             while True:
-                while sent < len(state.events):
-                    ev = state.events[sent]
+                while sent < state.event_count():
+                    kind, data = state.event(sent)
                     sent += 1
-                    yield {"event": ev["event"], "data": json.dumps(ev)}
+                    yield {"event": kind, "data": data.decode()}
                 if state.done.is_set() or await request.is_disconnected():
                     return
+                if state.changed is None:
+                    state.changed = asyncio.Condition()
                 async with state.changed:
-                    if sent == len(state.events):
+                    if sent == state.event_count():
                         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
                         # cancellation of a stream whose client went away
                         with contextlib.suppress(TimeoutError):
