@@ -52,10 +52,11 @@ def urls(cfg: StackConfig) -> list[str]:
     (``gateway_urls`` when set, else the local ports)."""
     if cfg.gateway_urls:
         return list(cfg.gateway_urls)
-    host = cfg.gateway.host
-    return [f"http://{host}:{cfg.gateway.port}"] + [
-        f"http://{host}:{p}" for p in cfg.gateway_replicas
-    ]
+    return [_local_url(cfg, p) for p in (cfg.gateway.port, *cfg.gateway_replicas)]
+
+
+def _local_url(cfg: StackConfig, port: int) -> str:
+    return f"http://{cfg.gateway.host}:{port}"
 
 
 def config_path(cfg: StackConfig, name: str) -> Path:
@@ -95,7 +96,7 @@ def add(cfg: StackConfig, count: int = 1, ports: list[int] | None = None) -> lis
     before = set(names(cfg))
     cfg.gateway_replicas.extend(new_ports)
     if cfg.gateway_urls:  # written out: the new ones go on the list too
-        cfg.gateway_urls.extend(f"http://{cfg.gateway.host}:{p}" for p in new_ports)
+        cfg.gateway_urls.extend(_local_url(cfg, p) for p in new_ports)
     cfg.save()
     added = [n for n in names(cfg) if n not in before]
     stack.start_workers(cfg, added)

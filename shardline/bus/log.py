@@ -51,13 +51,12 @@ def _gc_pause(phase: str, info: dict) -> None:
     """Log a long garbage collection: the whole process stops for it, every lookup with it (a
     gateway that kept finished lookups as dicts paused 0.5 s every few seconds at 200/s)."""
     global _gc_started
-    if sys.is_finalizing() or not logging.getLogger().handlers:
-        return  # a process on its way out, or one whose logging was taken down
     if phase == "start":
         _gc_started = time.perf_counter()
         return
     took = time.perf_counter() - _gc_started
-    if took >= GC_PAUSE_LOGGED_S:
+    # not for a process on its way out, or one whose logging was taken down
+    if took >= GC_PAUSE_LOGGED_S and not sys.is_finalizing() and logging.getLogger().handlers:
         warn(
             "gc.pause",
             generation=info["generation"],

@@ -115,7 +115,7 @@ class _Request:
     """A lookup's chain request, as it is sent again if the chain drops it."""
 
     state: LookupState
-    acct: LocalAccount
+    batcher: LookupTxBatcher  # its responder account's
     guid: bytes
     key: bytes
     epk: bytes
@@ -579,22 +579,28 @@ class Gateway:
             at_ms=round(1000 * (time.monotonic() - state.started), 1),
             trace_id=state.guid,
         )
-        await self._confirm(_Request(state, acct, guid, key, epk), sent.tx_hash, sent.batch_size)
+        await self._confirm(_Request(state, batcher, guid, key, epk), sent.tx_hash, sent.batch_size)
 
-    async def _confirm(self, req: _Request, tx_hash: str, batch_size: int) -> None:
-        """Until the request is seen on chain; from then on its batch's recheck watches it.
-        No task per lookup waits for that recheck: at 200 lookups/s the thousands of them
-        waiting its ~30 s were most of what every full garbage collection walked."""
-        state, chain = req.state, self.view.chain
-        batcher = self.batcher(req.acct, self.linger_for(state.org_ids))
+    async def _confirm(
+        self, req: _Request, tx_hash: str, batch_size: int, *, dropped: bool = False
+    ) -> None:
+        """Until the request is seen on chain (sent again first if ``dropped``); from then on
+        its batch's recheck watches it. No task per lookup waits for that recheck: at 200
+        lookups/s the thousands of them waiting its ~30 s were most of what every full garbage
+        collection walked."""
+        state = req.state
         try:
             while True:
+                if dropped:
+                    sent = await self._resend(req, tx_hash)
+                    tx_hash, batch_size, dropped = sent.tx_hash, sent.batch_size, False
+                    req.attempt += 1
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(CHAIN_CHECK_S):  # no task per wait, as wait_for
                         await state.chain_seen.wait()
                 try:
                     if not state.chain_seen.is_set():  # no log (yet): the receipt says why
-                        result = await chain.wait(tx_hash)
+                        result = await self.view.chain.wait(tx_hash)
                         if not state.chain_seen.is_set():
                             state.chain_seen.set()
                             await state.add("on_chain", tx=tx_hash, block=result.block_number)
@@ -603,11 +609,13 @@ class Gateway:
                 except ChainRevert:
                     if batch_size == 1 or req.attempt == MAX_CHAIN_ATTEMPTS:
                         raise
-                    sent = await batcher.send_one(req.guid, req.key, req.epk)  # alone, it may pass
+                    sent = await req.batcher.send_one(
+                        req.guid, req.key, req.epk
+                    )  # alone, it may pass
+                    tx_hash, batch_size = sent.tx_hash, sent.batch_size
+                    req.attempt += 1
                 except TxDropped:
-                    sent = await self._resend(req, tx_hash)
-                tx_hash, batch_size = sent.tx_hash, sent.batch_size
-                req.attempt += 1
+                    dropped = True
         except (ChainRevert, ChainError) as exc:
             await self._chain_failed(state, exc)
 
@@ -619,9 +627,8 @@ class Gateway:
                 f"{req.attempt} times; check the node at {self.cfg.chain_rpc}"
             )
         req.state.chain_seen.clear()
-        self.view.chain.resync_nonce(req.acct.address)
-        batcher = self.batcher(req.acct, self.linger_for(req.state.org_ids))
-        sent = await batcher.send_one(req.guid, req.key, req.epk)
+        self.view.chain.resync_nonce(req.batcher.account.address)
+        sent = await req.batcher.send_one(req.guid, req.key, req.epk)
         log.warn(
             "lookup.tx_resent",
             guid=req.state.guid,
@@ -641,29 +648,22 @@ class Gateway:
         The lookups of one batch share one check."""
         found = self._rechecks.get(tx_hash)
         if found is None:
-            found = self._rechecks[tx_hash] = (asyncio.ensure_future(self._recheck(tx_hash)), [])
-            found[0].add_done_callback(lambda _t: self._rechecks.pop(tx_hash, None))
+            waiting: list[_Request] = []
+            task = asyncio.ensure_future(self._recheck(tx_hash, waiting))
+            task.add_done_callback(lambda _t: self._rechecks.pop(tx_hash, None))
+            found = self._rechecks[tx_hash] = (task, waiting)
         found[1].append(req)
 
-    async def _recheck(self, tx_hash: str) -> None:
+    async def _recheck(self, tx_hash: str, waiting: list[_Request]) -> None:
         try:
             for delay in self.cfg.gateway.chain_recheck_s:
                 await asyncio.sleep(delay)
                 if not await self.view.chain.still_mined(tx_hash):
-                    for req in self._rechecks[tx_hash][1]:
-                        self._spawn(self._dropped(req, tx_hash))
+                    for req in waiting:
+                        self._spawn(self._confirm(req, tx_hash, 1, dropped=True))
                     return
         except Exception as exc:  # the node away: the request is taken as it was seen, mined
             log.warn("lookup.chain_recheck_failed", tx=tx_hash, error=str(exc))
-
-    async def _dropped(self, req: _Request, tx_hash: str) -> None:
-        try:
-            sent = await self._resend(req, tx_hash)
-        except (ChainRevert, ChainError) as exc:
-            await self._chain_failed(req.state, exc)
-            return
-        req.attempt += 1
-        await self._confirm(req, sent.tx_hash, sent.batch_size)
 
     async def _time_out(self, state: LookupState) -> None:
         if not state.done.is_set():

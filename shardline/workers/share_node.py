@@ -175,15 +175,17 @@ class ShareNode(Worker):
         """A LookupRequested event read by this org's own intake: serve it, unless it was served
         already (on the intent) or the gateway asked other org nodes for it.
 
-        ``pushed``: the node's push of an unconfirmed log, which the intake found not served
-        with no await since, so it is not read twice. Nor is a served row ever confirmed from a
-        push (a reorg may take the log back): the reorg-safe reader confirms it from the same log.
+        ``pushed``: the node's push of an unconfirmed log, which the intake found not served and
+        not left to others with no await since, so neither is asked twice. Nor is a served row
+        ever confirmed from a push (a reorg may take the log back): the reorg-safe reader
+        confirms it from the same log.
         """
-        if not pushed and self.store.served(b["guid"]):
-            self.store.mark_on_chain(b["guid"], b["block_number"], b["requester"])
-            return
-        if self.leaves_to_others(b):
-            return  # the gateway chose other org nodes for this lookup
+        if not pushed:
+            if self.store.served(b["guid"]):
+                self.store.mark_on_chain(b["guid"], b["block_number"], b["requester"])
+                return
+            if self.leaves_to_others(b):
+                return  # the gateway chose other org nodes for this lookup
         await self.serve(
             b["guid"],
             b["transport_key"],

@@ -53,13 +53,13 @@ def test_a_replica_runs_from_a_private_copy_that_differs_in_its_port_and_names_e
     copy.gateway.port = cfg.gateway.port
     copy.gateway_urls = []
     assert copy == cfg
+    with pytest.raises(stack.StackError, match="no worker called 'gateway-9'"):
+        stack.worker_spec(cfg, "gateway-9")
 
 
 def test_gateway_urls_when_set_are_what_responders_are_given(cfg):
     cfg.gateway_urls = ["https://gw-a.example.org", "https://gw-b.example.org"]
     assert gateways.urls(cfg) == ["https://gw-a.example.org", "https://gw-b.example.org"]
-    with pytest.raises(stack.StackError, match="no worker called 'gateway-9'"):
-        stack.worker_spec(cfg, "gateway-9")
 
 
 def test_a_stack_needs_a_gateway(tmp_path):

@@ -309,7 +309,6 @@ async function lookup(id, guide, mine) {
     offline();
     return;
   }
-  if (stale()) return;
   if (outcome.status !== 200) {
     failed(outcome.status, outcome, id);
     return;

@@ -1,6 +1,6 @@
 // The service worker: keeps the app shell so that the app opens with no signal.
 // Lookups (/lookups, /session) always go to the network: a sheet is never cached here.
-const VERSION = "f105eb3eaf0914b5";
+const VERSION = "3a781e79514646b3";
 const SHELL = ["/","/manifest.webmanifest","/static/app.js","/static/app.css","/static/guides.json","/static/icons/icon.svg","/static/icons/icon-192.png","/static/icons/icon-512.png"];
 const CACHE = `shardline-shell-${VERSION}`;
 
