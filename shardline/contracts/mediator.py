@@ -28,6 +28,10 @@ TX_FINI = event_topic("Mediator", "PrivateTxFini")
 
 SUBMIT = keccak(text="submit(bytes32,bytes32,bytes32,bytes[])")[:4]
 SUBMIT_MANY = keccak(text="submitMany(bytes32,bytes32[],bytes32[],bytes[][])")[:4]
+_PRE_VOTE = "(uint8,bytes32,bytes32,bytes32,bytes32,uint8)"
+SUBMIT_VOTED = keccak(text=f"submitVoted(bytes32,bytes32[],bytes32[],bytes[][],{_PRE_VOTE}[][])")[
+    :4
+]
 VOTE_MANY = keccak(text="voteMany(bytes32,bytes32[],bytes32[],bytes32[])")[:4]
 VOTE_AGGREGATE = keccak(text="voteAggregate(bytes32,bytes32,bytes32,bytes32,uint256,uint256[2])")[
     :4
@@ -47,6 +51,12 @@ CREATE_GAS_EACH = 200_000  # with a BLS key: one pairing check for its proof of 
 def submit_gas(payloads: int, members: int) -> int:
     """Gas for submitting ``payloads`` at once (measured ~65k for one with three members)."""
     return 40_000 + payloads * (40_000 + 15_000 * members)
+
+
+def submit_voted_gas(payloads: int, members: int, votes: int) -> int:
+    """Gas for ``submitVoted``: the submissions, and per vote carried its signature check
+    (ecrecover, 3,000) and the vote's own bookkeeping (as in ``voteMany``)."""
+    return submit_gas(payloads, members) + votes * VOTE_GAS_EACH
 
 
 class UnknownGroup(LookupError):
@@ -201,6 +211,32 @@ def submit_many_data(group: bytes, sealed) -> bytes:
             [s.payload_hash for s in sealed],
             [s.ephemeral_pk for s in sealed],
             [list(s.wraps) for s in sealed],
+        ],
+    )
+
+
+def submit_voted_data(group: bytes, items) -> bytes:
+    """``submitVoted`` of ``(SealedPayload, [PreVote, ...])`` pairs to one group, in order."""
+    return SUBMIT_VOTED + abi_encode(
+        [
+            "bytes32",
+            "bytes32[]",
+            "bytes32[]",
+            "bytes[][]",
+            f"{_PRE_VOTE}[][]",
+        ],
+        [
+            group,
+            [s.payload_hash for s, _ in items],
+            [s.ephemeral_pk for s, _ in items],
+            [list(s.wraps) for s, _ in items],
+            [
+                [
+                    (v.member, v.old_root, v.new_root, v.sig[:32], v.sig[32:64], 27 + v.sig[64])
+                    for v in votes
+                ]
+                for _, votes in items
+            ],
         ],
     )
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from eth_abi import encode as abi_encode
+from eth_keys import keys
+from eth_keys.exceptions import BadSignature, ValidationError
 from eth_utils import keccak
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
@@ -158,6 +160,73 @@ def vote_digest(
             ["shardline.privtx.vote", chain_id, mediator, group, phash, old_root, new_root],
         )
     )
+
+
+_PREVOTE_TAG = b"shardline.privtx.prevote"
+# abi.encode(string, uint256, address, bytes32, bytes32, uint64, bytes32, bytes32): eight head
+# words (the string's is its offset, 8 * 32), then the string's length and its padded bytes
+_PREVOTE_TAIL = len(_PREVOTE_TAG).to_bytes(32, "big") + _PREVOTE_TAG.ljust(
+    -(-len(_PREVOTE_TAG) // 32) * 32, b"\0"
+)
+
+
+def pre_vote_digest(
+    chain_id: int,
+    mediator: str,
+    group: bytes,
+    phash: bytes,
+    seq: int,
+    old_root: bytes,
+    new_root: bytes,
+) -> bytes:
+    """What a member signs for a vote cast ahead of the submission; equal to
+    ``Mediator.preVoteDigest``. It names the transaction's position in the group's sequence,
+    so the vote counts only where the member executed it. (ABI-encoded by hand: it is on the
+    hot path of every private transaction; a test checks it against eth_abi.)"""
+    if not all(len(x) == 32 for x in (group, phash, old_root, new_root)):
+        raise ValueError("group, payload hash and roots are 32 bytes each")
+    return keccak(
+        b"".join(
+            (
+                (8 * 32).to_bytes(32, "big"),
+                chain_id.to_bytes(32, "big"),
+                bytes(12) + bytes.fromhex(mediator.removeprefix("0x")),
+                group,
+                phash,
+                seq.to_bytes(32, "big"),
+                old_root,
+                new_root,
+                _PREVOTE_TAIL,
+            )
+        )
+    )
+
+
+@dataclass(frozen=True)
+class PreVote:
+    """A member's vote on a pushed payload, signed (secp256k1) by its chain account."""
+
+    member: int
+    old_root: bytes
+    new_root: bytes
+    sig: bytes  # r (32) || s (32) || v (1: 0 or 1)
+
+    def vrs(self) -> tuple[int, bytes, bytes]:
+        return 27 + self.sig[64], self.sig[:32], self.sig[32:64]
+
+
+def sign_pre_vote(account_key: bytes | keys.PrivateKey, digest: bytes) -> bytes:
+    """A signature on ``digest`` (no message prefix) as r || s || v, s in the lower half."""
+    key = account_key if isinstance(account_key, keys.PrivateKey) else keys.PrivateKey(account_key)
+    return key.sign_msg_hash(digest).to_bytes()
+
+
+def pre_vote_signer(digest: bytes, sig: bytes) -> str | None:
+    """The checksummed address that signed ``digest``, or None for a signature that is not one."""
+    try:
+        return keys.Signature(sig).recover_public_key_from_msg_hash(digest).to_checksum_address()
+    except (BadSignature, ValidationError, ValueError):
+        return None
 
 
 # -- the policy ---------------------------------------------------------------------------

@@ -12,6 +12,12 @@ It reads the mediator's events from its own chain endpoint with the reorg-safe c
   what ran after it, so later executions of other groups are run again; later ones of the same
   group were built on the dropped state and are discarded (they settle NO at the mediator, whose
   YES needs the group's agreed root as the old root).
+A push that asks for a vote ahead (``seq``, ``ephemeral``, ``wraps``: what the submission will
+carry) is executed at once when it is the group's next transaction here, and answered with a vote
+signed by the stakeholder's account for that position (``privtx.prevote``); the sender carries it
+in ``submitVoted``. Such an execution waits in state ``pre`` for its PrivateTxInit: at the position
+it was executed for, it counts as executed; another transaction at that position (or a revert
+beneath it) abandons it, back to its snapshot, and it is run afresh if its PrivateTxInit comes.
 Votes are sent in batches: everything decided while the previous vote transaction was being sent
 goes into one ``voteMany``; or, in BLS mode, signed and shared on ``privtx.vote.<group>`` and
 submitted as one aggregate by the lowest-indexed signer.
@@ -25,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from eth_account import Account
+from eth_keys import keys
 from nacl import bindings as sodium
 from nats.aio.msg import Msg
 
@@ -55,7 +62,8 @@ PUSH_CACHE = 4096
 VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
 READ_EVERY_S = 0.25  # the reorg-safe reader's pace (see _LazyReader)
 OPEN = ("executed", "refused")  # a row's states while its transaction is undecided
-WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
+WATCH_EXECUTOR_S = 2.0
+UNCONFIRMED_S = 1.0  # an execution ahead, submitted: voted on chain if unsettled after this  # how often an idle facilitator checks its executor still has its state
 
 
 @dataclass
@@ -84,6 +92,11 @@ class _Group:
     out_of_sync: str = ""
     head: bytes | None = None  # the executor's root after its last execution, while known
     last_seq: int = 0  # the sequence number of the last PrivateTxInit handled
+    ahead: dict[str, TxRow] = field(default_factory=dict)  # executed ahead, no PrivateTxInit yet
+
+    def next_position(self) -> int:
+        """The position in the group's sequence this executor's next execution would take."""
+        return max([self.last_seq, *(r.seq for r in self.ahead.values())]) + 1
 
 
 class _Heads(HeadWatcher):
@@ -134,6 +147,7 @@ class Facilitator:
     def __init__(self, cfg: FacilitatorConfig) -> None:
         self.cfg = cfg
         self.account = Account.from_key(cfg.account_key)
+        self.vote_key = keys.PrivateKey(bytes(self.account.key))  # signs votes cast ahead
         self.sealing_pk = sodium.crypto_scalarmult_base(cfg.sealing_sk)
         self.bls = BlsKey.from_bytes(cfg.bls_sk) if cfg.bls_sk else None
         self.store = FacilitatorStore(cfg.database_url)
@@ -145,6 +159,9 @@ class Facilitator:
         # second (all rows would grow with every transaction ever handled)
         self.open = {n for n, r in self.rows.items() if r.state in OPEN}
         self.pushed: dict[str, bytes] = {}
+        # executed ahead and now submitted: payload hash -> (group, old, new, when), voted on
+        # chain only if the reader has not seen it settle (by the votes it carried) by then
+        self.unconfirmed: dict[bytes, tuple[bytes, bytes, bytes, float]] = {}
         self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.vote_ready = asyncio.Event()
         self.bls_votes: dict[bytes, _Pending] = {}
@@ -180,7 +197,11 @@ class Facilitator:
             self.groups[info.group] = _Group(info, member, contract, info.root)
         for row in self.rows.values():
             g = self.groups.get(bytes.fromhex(row.group_id))
-            if g is not None and row.seq:
+            if g is None or not row.seq or row.state == "abandoned":
+                continue
+            if row.state == "pre":
+                g.ahead[row.payload_hash] = row
+            else:
                 g.last_seq = max(g.last_seq, row.seq)
         # An executor restarted while this facilitator was away comes back empty: rebuild it
         # before reading on (if it cannot be reached now, the watch below tries again).
@@ -239,6 +260,64 @@ class Facilitator:
         self.pushed[push.name] = push.ciphertext
         if len(self.pushed) > PUSH_CACHE:
             self.pushed.pop(next(iter(self.pushed)))
+        if push.ahead is not None and msg.reply:
+            try:
+                await self._execute_ahead(push, msg.reply)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no vote ahead: it is executed when its Init comes
+                log.warn("privtx.ahead_failed", stakeholder=self.cfg.name, error=repr(exc))
+
+    async def _execute_ahead(self, push: pm.Push, reply: str) -> None:
+        """Execute a pushed payload before its submission, if it is the group's next one here,
+        and answer with the vote for that position, signed by this stakeholder's account."""
+        assert push.ahead is not None
+        g = self.groups.get(push.group)
+        seq = push.ahead.seq
+        if g is None or g.out_of_sync or push.name in self.rows:
+            return
+        async with self.lock:
+            if push.name in self.rows:
+                return
+            if seq != g.next_position():
+                log.event(
+                    "privtx.not_in_step",
+                    stakeholder=self.cfg.name,
+                    group=g.info.group.hex(),
+                    payload=push.name,
+                    seq=seq,
+                    next=g.next_position(),
+                )
+                return
+            self._busy_at = time.monotonic()
+            phash = bytes.fromhex(push.name)
+            row = TxRow(push.name, push.group.hex(), seq, self._next_step(), "pre", "", b"", b"", 0)
+            init = med.TxInit(push.group, phash, seq, push.ahead.ephemeral_pk, push.ahead.wraps, 0)
+            try:
+                call = await self._open(init, g, push.ciphertext)
+            except pt.PrivTxError as exc:
+                row.note = str(exc)[:400]
+                row.old_root = g.head or await self.executor.root(g.contract)
+                row.new_root = pt.ZERO_ROOT  # a refusal, as on chain
+            else:
+                ex = await self.executor.execute(g.contract, g.info.sender, call, old_root=g.head)
+                g.head = ex.new_root
+                row.snapshot, row.old_root, row.new_root = ex.snapshot, ex.old_root, ex.new_root
+                row.note = "" if ex.ok else "the private call reverted: state unchanged"
+            self._keep(row)
+        digest = pt.pre_vote_digest(
+            self.chain.chain_id,
+            self.cfg.mediator,
+            push.group,
+            phash,
+            seq,
+            row.old_root,
+            row.new_root,
+        )
+        vote = pt.PreVote(
+            g.member, row.old_root, row.new_root, pt.sign_pre_vote(self.vote_key, digest)
+        )
+        await self.nc.publish(reply, pm.prevote_body(phash, seq, vote))
 
     async def _ciphertext(self, phash: bytes) -> bytes:
         name = phash.hex()
@@ -295,16 +374,21 @@ class Facilitator:
                 if not isinstance(ev, med.TxInit):
                     continue
                 g = self.groups.get(ev.group)
-                if g is None or ev.seq != g.last_seq + 1 or ev.payload_hash.hex() in self.rows:
+                if g is None or ev.seq != g.last_seq + 1 or not self._fresh(ev):
                     continue
                 async with self.lock:
-                    if ev.seq == g.last_seq + 1 and ev.payload_hash.hex() not in self.rows:
+                    if ev.seq == g.last_seq + 1 and self._fresh(ev):
                         self._busy_at = time.monotonic()
                         await self._on_init(ev)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reader will handle it in its turn
                 log.warn("privtx.fast_init_failed", stakeholder=self.cfg.name, error=repr(exc))
+
+    def _fresh(self, ev: med.TxInit) -> bool:
+        """Not handled yet: no row, or one executed ahead (or abandoned) awaiting this Init."""
+        row = self.rows.get(ev.payload_hash.hex())
+        return row is None or row.state in ("pre", "abandoned")
 
     async def _on_group(self, info: med.GroupInfo) -> None:
         member = info.index_of(self.account.address)
@@ -329,9 +413,40 @@ class Facilitator:
 
     async def _on_init(self, ev: med.TxInit) -> None:
         name = ev.payload_hash.hex()
-        if name in self.rows:
-            return  # read again after a restart: done already
         g = self.groups[ev.group]
+        # What was executed ahead for this position (or an earlier one) under another payload
+        # can never settle where it was executed: back to the snapshot before it.
+        stale = [
+            r
+            for r in g.ahead.values()
+            if r.seq < ev.seq or (r.seq == ev.seq and r.payload_hash != name)
+        ]
+        if stale:
+            await self._abandon(
+                min(stale, key=lambda r: r.step), f"position {ev.seq} went to {name}"
+            )
+        row = self.rows.get(name)
+        if row is not None and row.state == "pre":
+            if row.seq == ev.seq:  # executed ahead, for this very position
+                g.last_seq = max(g.last_seq, ev.seq)
+                row.state = "refused" if row.new_root == pt.ZERO_ROOT else "executed"
+                row.deadline = ev.deadline
+                self._keep(row)
+                # Counted already if the sender carried it, and then most likely settled in the
+                # same transaction: voted on chain only if not seen settled after a while (the
+                # mediator skips a vote counted already).
+                self.unconfirmed[ev.payload_hash] = (
+                    ev.group,
+                    row.old_root,
+                    row.new_root,
+                    time.monotonic() + UNCONFIRMED_S,
+                )
+                return
+            await self._abandon(
+                row, f"executed ahead for position {row.seq}, submitted at {ev.seq}"
+            )
+        if name in self.rows and self.rows[name].state != "abandoned":
+            return  # read again after a restart: done already
         g.last_seq = max(g.last_seq, ev.seq)
         row = TxRow(name, ev.group.hex(), ev.seq, self._next_step(), "", "", b"", b"", ev.deadline)
         try:
@@ -352,7 +467,26 @@ class Facilitator:
         self._keep(row)
         self._queue_vote(ev.group, ev.payload_hash, ex.old_root, ex.new_root)
 
-    async def _open(self, ev: med.TxInit, g: _Group) -> bytes:
+    async def _abandon(self, row: TxRow, why: str) -> None:
+        """Undo an execution made ahead whose position went to another transaction (and what
+        ran after it); it runs afresh if its PrivateTxInit comes."""
+        if row.snapshot:
+            await self._revert(row)
+        else:  # a refusal ahead changed nothing; what its group ran after it goes back
+            g = self.groups[bytes.fromhex(row.group_id)]
+            later = sorted(
+                (r for r in g.ahead.values() if r.step > row.step and r.snapshot),
+                key=lambda r: r.step,
+            )
+            if later:
+                await self._revert(later[0])
+                later[0].state, later[0].note = "abandoned", f"built on {row.payload_hash}"
+                self._keep(later[0])
+        row.state, row.note = "abandoned", why[:400]
+        self._keep(row)
+        log.event("privtx.abandoned", stakeholder=self.cfg.name, payload=row.payload_hash, why=why)
+
+    async def _open(self, ev: med.TxInit, g: _Group, ciphertext: bytes | None = None) -> bytes:
         if len(ev.wraps) <= g.member:
             raise pt.WrapError(f"payload {ev.payload_hash.hex()} has no wrap for member {g.member}")
         key = pt.unwrap_key(
@@ -363,7 +497,8 @@ class Facilitator:
             ev.payload_hash,
             g.member,
         )
-        ciphertext = await self._ciphertext(ev.payload_hash)
+        if ciphertext is None:
+            ciphertext = await self._ciphertext(ev.payload_hash)
         return pt.open_payload(ciphertext, key, ev.group, ev.payload_hash)
 
     async def _on_fini(self, ev: med.TxFini) -> None:
@@ -463,7 +598,7 @@ class Facilitator:
             (
                 r
                 for r in self.rows.values()
-                if r.step > row.step and r.state in ("executed", "final")
+                if r.step > row.step and r.state in ("executed", "final", "pre")
             ),
             key=lambda r: r.step,
         )
@@ -473,6 +608,10 @@ class Facilitator:
         row.state = "reverted"
         self._keep(row)
         for r in later:
+            if r.state == "pre":  # no PrivateTxInit to run it from: run when it comes
+                r.state, r.note = "abandoned", f"reverted beneath it ({row.payload_hash})"
+                self._keep(r)
+                continue
             if r.group_id == row.group_id:
                 r.state = "discarded"  # built on the state just dropped
                 self._keep(r)
@@ -529,9 +668,15 @@ class Facilitator:
         state: it is run again if it settles YES (catch-up), like one missed while away."""
         self.rebuilds += 1
         self.executor.forget()
-        for row in self.rows.values():
+        for row in list(self.rows.values()):
             if row.state == "executed":
                 row.state, row.note = "lost", "executed on an executor that lost its state"
+                self._keep(row)
+            elif row.state == "pre":
+                row.state, row.note = (
+                    "abandoned",
+                    "executed ahead on an executor that lost its state",
+                )
                 self._keep(row)
         for gid in self.store.groups():
             g = self.groups.get(bytes.fromhex(gid))
@@ -608,6 +753,8 @@ class Facilitator:
                 if self.rows.get(v[1].hex(), None) is None
                 or self.rows[v[1].hex()].state in ("executed", "refused")
             ]
+            if not batch:
+                continue
             try:
                 if self.bls is not None:
                     await self._publish_bls(batch)
@@ -690,6 +837,14 @@ class Facilitator:
         """
         while True:
             await asyncio.sleep(1.0)
+            now_m = time.monotonic()
+            for phash, (group, old, new, due) in list(self.unconfirmed.items()):
+                row = self.rows.get(phash.hex())
+                if row is None or row.state not in ("executed", "refused"):
+                    del self.unconfirmed[phash]  # settled (or reverted) meanwhile
+                elif due < now_m:
+                    del self.unconfirmed[phash]
+                    self._queue_vote(group, phash, old, new)
             late = time.monotonic() - BLS_FALLBACK_S
             for phash, (at, group, old, new) in list(self.shared_at.items()):
                 row = self.rows.get(phash.hex())
@@ -737,6 +892,12 @@ class Facilitator:
 
     def _keep(self, row: TxRow) -> None:
         self.rows[row.payload_hash] = row
+        g = self.groups.get(bytes.fromhex(row.group_id))
+        if g is not None:
+            if row.state == "pre":
+                g.ahead[row.payload_hash] = row
+            else:
+                g.ahead.pop(row.payload_hash, None)
         if row.state in OPEN:
             self.open.add(row.payload_hash)
         else:

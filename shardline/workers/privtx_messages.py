@@ -3,6 +3,10 @@
 - ``privtx.payload.<group>`` (schema ``privtx.payload``): the sender pushes the sealed payload
   to the group's stakeholders ahead of the chain transaction, ``{"hash", "ciphertext"}``; the
   ciphertext must hash (SHA3-256) to ``hash``, which is the payload hash the mediator will hold.
+  With ``seq``, ``ephemeral`` and ``wraps`` (what the submission will carry) it asks for a vote
+  ahead: a stakeholder in step with the group executes it at once and answers the push's reply
+  subject with a ``privtx.prevote`` ``{"hash", "member", "seq", "old", "new", "sig"}`` signed by
+  its chain account, which the sender carries in ``submitVoted``.
 - ``privtx.vote.<group>`` (schema ``privtx.vote``): in BLS mode, one stakeholder's vote share
   ``{"hash", "member", "old", "new", "sig"}``; the aggregate is checked by the mediator.
 
@@ -27,11 +31,13 @@ from nats.js import JetStreamContext
 from shardline import schemas
 from shardline.bus import log, subjects
 from shardline.bus.envelope import BadMessage
+from shardline.core.privtx import PreVote
 
 PAYLOAD_SUBJECT = subjects.PRIVTX_PAYLOAD
 VOTE_SUBJECT = subjects.PRIVTX_VOTE
 PAYLOAD_TYPE = "privtx.payload"
 VOTE_TYPE = "privtx.vote"
+PREVOTE_TYPE = "privtx.prevote"
 
 
 def _group_of(subject: str) -> bytes:
@@ -58,14 +64,25 @@ def _json(subject: str, msg_type: str, data: bytes) -> dict:
 
 
 # -- the pushed payload -------------------------------------------------------------------------
-def push_body(ciphertext: bytes) -> bytes:
-    return json.dumps(
-        {
-            "hash": hashlib.sha3_256(ciphertext).hexdigest(),
-            "ciphertext": base64.b64encode(ciphertext).decode(),
-        },
-        separators=(",", ":"),
-    ).encode()
+@dataclass(frozen=True)
+class Ahead:
+    """What a push that asks for a vote ahead carries besides the ciphertext."""
+
+    seq: int  # the position in the group's sequence the sender expects it to take
+    ephemeral_pk: bytes
+    wraps: tuple[bytes, ...]
+
+
+def push_body(ciphertext: bytes, ahead: Ahead | None = None) -> bytes:
+    body: dict = {
+        "hash": hashlib.sha3_256(ciphertext).hexdigest(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+    if ahead is not None:
+        body["seq"] = ahead.seq
+        body["ephemeral"] = ahead.ephemeral_pk.hex()
+        body["wraps"] = [w.hex() for w in ahead.wraps]
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,7 @@ class Push:
     group: bytes
     name: str  # hex SHA3-256 of the ciphertext
     ciphertext: bytes
+    ahead: Ahead | None = None
 
 
 def parse_push(subject: str, data: bytes) -> Push:
@@ -88,7 +106,52 @@ def parse_push(subject: str, data: bytes) -> Push:
             f"{subject}: the ciphertext hashes to {got}, not to the payload hash "
             f"{body['hash']} it is pushed under"
         )
-    return Push(group, got, ciphertext)
+    ahead = None
+    if "seq" in body:
+        if any(len(w) % 2 for w in body["wraps"]):
+            raise BadMessage(f"{subject}: a wrap is not whole bytes of hex")
+        ahead = Ahead(
+            int(body["seq"]),
+            bytes.fromhex(body["ephemeral"]),
+            tuple(bytes.fromhex(w) for w in body["wraps"]),
+        )
+    return Push(group, got, ciphertext, ahead)
+
+
+# -- a vote cast ahead (answer to a push) ---------------------------------------------------------
+def prevote_body(phash: bytes, seq: int, vote: PreVote) -> bytes:
+    return json.dumps(
+        {
+            "hash": phash.hex(),
+            "member": vote.member,
+            "seq": seq,
+            "old": vote.old_root.hex(),
+            "new": vote.new_root.hex(),
+            "sig": vote.sig.hex(),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass(frozen=True)
+class PreVoteMsg:
+    payload_hash: bytes
+    seq: int
+    vote: PreVote
+
+
+def parse_prevote(subject: str, data: bytes) -> PreVoteMsg:
+    body = _json(subject, PREVOTE_TYPE, data)
+    return PreVoteMsg(
+        bytes.fromhex(body["hash"]),
+        int(body["seq"]),
+        PreVote(
+            int(body["member"]),
+            bytes.fromhex(body["old"]),
+            bytes.fromhex(body["new"]),
+            bytes.fromhex(body["sig"]),
+        ),
+    )
 
 
 # -- a BLS vote share ---------------------------------------------------------------------------

@@ -6,6 +6,14 @@ the stakeholders on ``privtx.payload.<group>`` (so they hold it before the chain
 and stored in the object store under its SHA3-256; then ``submit`` goes to the mediator. Nothing
 but ciphertext and hashes leaves the sender. Outcomes are read from ``PrivateTxFini`` logs pushed
 by the node (``eth_subscribe``), falling back to ``txOf`` reads.
+
+Votes ahead: the push also carries the wraps, the ephemeral key and the position in the group's
+sequence the submission will take. Stakeholders in step execute it at once and answer with votes
+signed for that position; the sender waits for them (until they decide the policy, all members
+have answered, or ``PREVOTE_WAIT_S``) and submits payload and votes in one ``submitVoted``. When
+they meet the policy, the transaction settles in that one public transaction, and its outcome is
+read from the receipt. A member whose vote did not come (or did not verify) votes on chain as
+before; a group none of whose members answer is not waited for until one does again.
 """
 
 from __future__ import annotations
@@ -13,27 +21,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from shardline.bus import log
 from shardline.bus.connect import connect
+from shardline.bus.envelope import BadMessage
 from shardline.bus.payloads import PayloadStore
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
-from shardline.contracts.cursor import RawLog
+from shardline.contracts.cursor import RawLog, raw_log
 from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
 from shardline.workers import privtx_messages as pm
 from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
+RECENT = 4096
+PREVOTE_WAIT_S = 0.25  # how long the next submission waits for the votes ahead
 CHECK_EVERY_S = 10.0  # txOf read for a waiting transaction even while its outcome is pushed
 
 
 class SettleTimeout(TimeoutError):
     pass
+
+
+@dataclass
+class _Ballot:
+    """A sealed payload on its way: the votes ahead that came for it, in submission order."""
+
+    group: bytes
+    sealed: pt.SealedPayload
+    seq: int
+    info: med.GroupInfo
+    fut: asyncio.Future
+    votes: dict[int, pt.PreVote] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, vote: pt.PreVote) -> None:
+        self.votes[vote.member] = vote
+        size = len(self.info.members)
+        pairs = {m: (v.old_root, v.new_root) for m, v in self.votes.items()}
+        # decided (either way) whatever the group's root is, or everyone has answered
+        decided = pt.decide(pairs, size, self.info.threshold, b"\x01" * 32).status
+        if decided != pt.Status.PENDING or len(self.votes) == size:
+            self.ready.set()
 
 
 @dataclass(frozen=True)
@@ -53,7 +87,13 @@ class PrivateSender:
         self._finis: dict[bytes, med.TxFini] = {}
         self._stored: dict[bytes, asyncio.Task] = {}
         self._waiters: dict[bytes, asyncio.Future] = {}
-        self._queue: list[tuple[bytes, pt.SealedPayload, asyncio.Future]] = []
+        self._queue: list[_Ballot] = []
+        self.votes_ahead = True  # False: the stakeholders always execute on PrivateTxInit
+        self._ballots: dict[bytes, _Ballot] = {}  # by payload hash, until submitted
+        self._next_seq: dict[bytes, int] = {}  # per group: the position the next push takes
+        self._quiet: set[bytes] = set()  # groups none of whose members answered the last push
+        self._recent: dict[bytes, bytes] = {}  # payload hash -> group, of the latest pushes
+        self._unsettled: dict[bytes, set[bytes]] = {}  # per group: sent, outcome not yet seen
         self._submitter: asyncio.Task | None = None
         self._mine: set[bytes] = set()
         # Bumped at each drop and each (re)subscription of the PrivateTxFini feed: a transaction
@@ -75,6 +115,8 @@ class PrivateSender:
         self = cls(chain, Account.from_key(account_key), mediator)
         self.nc = await connect(nats_url, "privtx-sender")
         self.payloads = await PayloadStore.open(self.nc.jetstream())
+        self._inbox = self.nc.new_inbox()
+        await self.nc.subscribe(self._inbox, cb=self._on_prevote)
         if chain_ws:
             self.watch = LogWatch(chain_ws, [med.TX_FINI], self._on_log, self._on_reset)
             self.watch.start()
@@ -104,34 +146,105 @@ class PrivateSender:
         """Seal ``call`` for the group, push it, store it and submit it; returns once mined.
 
         Submissions made while the previous one is on its way go to the chain together, in one
-        ``submitMany`` per group (each payload keeps its own PrivateTxInit).
+        ``submitVoted`` (or ``submitMany``) per group (each payload keeps its own
+        PrivateTxInit), in the order they were sent.
         """
         info = await self.group(group)
         sealed = pt.seal_payload(call, group, list(info.seal_keys))
         started = time.perf_counter()
-        # Pushed first: the online stakeholders hold it before the chain event. Stored while
-        # the submission is mined: a stakeholder that missed the push fetches it later.
-        await self.nc.publish(
-            PAYLOAD_SUBJECT.format(group=group.hex()), pm.push_body(sealed.ciphertext)
-        )
+        seq = await self._position(group)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        ballot = _Ballot(group, sealed, seq, info, fut)
+        # Votes ahead are asked for a transaction sent alone: then the stakeholders' executions
+        # are the next step and the one public transaction settles it. While others of the group
+        # are on their way, submissions and votes go in batches instead (fewer transactions,
+        # more throughput), and the stakeholders execute on the chain's PrivateTxInit.
+        unsettled = self._unsettled.setdefault(group, set())
+        ahead = self.votes_ahead and not unsettled
+        if not ahead:
+            ballot.ready.set()
+        unsettled.add(sealed.payload_hash)
+        self._ballots[sealed.payload_hash] = ballot
+        self._recent[sealed.payload_hash] = group
+        if len(self._recent) > RECENT:
+            self._recent.pop(next(iter(self._recent)))
+        # Pushed first: the online stakeholders hold it (and execute and vote) before the chain
+        # event. Stored while the votes come and the submission is mined: a stakeholder that
+        # missed the push fetches it later.
+        await self.nc.publish(
+            PAYLOAD_SUBJECT.format(group=group.hex()),
+            pm.push_body(
+                sealed.ciphertext,
+                pm.Ahead(seq, sealed.ephemeral_pk, tuple(sealed.wraps)) if ahead else None,
+            ),
+            reply=self._inbox,
+        )
         self._mine.add(sealed.payload_hash)  # only its own outcomes are kept from the logs
         self._sent_epoch[sealed.payload_hash] = self._epoch
-        self._queue.append((group, sealed, fut))
+        self._queue.append(ballot)
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
-        # The store is written beside the submission and the stakeholders' votes: the online
-        # ones hold the push already. ``outcome`` reports a failed write.
+        # ``outcome`` reports a failed write.
         self._stored[sealed.payload_hash] = asyncio.create_task(
             self.payloads.put(sealed.ciphertext)
         )
         try:
             tx = await fut
         except BaseException:
+            self._ballots.pop(sealed.payload_hash, None)
+            unsettled.discard(sealed.payload_hash)
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._stored.pop(sealed.payload_hash)
             raise
         return Sent(group, sealed.payload_hash, tx, started)
+
+    async def _position(self, group: bytes) -> int:
+        """The position in the group's sequence the next submission will take: read from the
+        mediator once, then counted (every submission of the group comes from this sender)."""
+        if group not in self._next_seq:
+            info = await med.group_of(self.chain, self.mediator, group)
+            self._next_seq.setdefault(group, info.submitted + 1)
+        seq = self._next_seq[group]
+        self._next_seq[group] = seq + 1
+        return seq
+
+    async def _on_prevote(self, msg) -> None:
+        if msg.headers and msg.headers.get("Status"):
+            return  # the server's "no responders": no stakeholder listens to the group now
+        try:
+            m = pm.parse_prevote(msg.subject, bytes(msg.data))
+        except BadMessage as exc:
+            await pm.dead_letter(self.nc.jetstream(), msg, str(exc), "privtx-sender")
+            return
+        ballot = self._ballots.get(m.payload_hash)
+        v = m.vote
+        if ballot is None:
+            # submitted already without it: its member votes on chain. But the group's members
+            # do execute ahead: wait for their votes again.
+            self._quiet.discard(self._recent.get(m.payload_hash, b""))
+            return
+        if m.seq != ballot.seq or v.member in ballot.votes:
+            return  # for another position (the member votes on chain), or said already
+        members = ballot.info.members
+        digest = pt.pre_vote_digest(
+            self.chain.chain_id,
+            self.mediator,
+            ballot.group,
+            m.payload_hash,
+            m.seq,
+            v.old_root,
+            v.new_root,
+        )
+        if v.member >= len(members) or pt.pre_vote_signer(digest, v.sig) != members[v.member]:
+            log.warn(
+                "privtx.prevote_refused",
+                payload=m.payload_hash.hex(),
+                member=v.member,
+                why="its signature is not the member's account's",
+            )
+            return
+        self._quiet.discard(ballot.group)
+        ballot.add(v)
 
     async def _check_stored(self, payload_hash: bytes) -> None:
         task = self._stored.pop(payload_hash, None)
@@ -140,38 +253,67 @@ class PrivateSender:
 
     async def _submit_batches(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            by_group: dict[bytes, list] = {}
-            for item in batch:
-                by_group.setdefault(item[0], []).append(item)
+            head = self._queue[0]
+            if not head.ready.is_set() and head.group not in self._quiet:
+                try:
+                    async with asyncio.timeout(PREVOTE_WAIT_S):  # not wait_for (3.11 cancel)
+                        await head.ready.wait()
+                except TimeoutError:
+                    if not head.votes:  # nobody executes ahead: do not wait for the next ones
+                        self._quiet.add(head.group)
+            # The head, and those behind it whose votes are in: one submission per group.
+            n = 1
+            while n < min(len(self._queue), MAX_BATCH) and (
+                self._queue[n].ready.is_set() or self._queue[n].group in self._quiet
+            ):
+                n += 1
+            batch, self._queue = self._queue[:n], self._queue[n:]
+            for b in batch:
+                self._ballots.pop(b.sealed.payload_hash, None)
+            by_group: dict[bytes, list[_Ballot]] = {}
+            for b in batch:
+                by_group.setdefault(b.group, []).append(b)
             await asyncio.gather(*(self._submit_group(g, items) for g, items in by_group.items()))
 
-    async def _submit_group(self, group: bytes, items: list) -> None:
+    async def _submit_group(self, group: bytes, items: list[_Ballot]) -> None:
         info = await self.group(group)
-        sealed = [it[1] for it in items]
-        if len(sealed) == 1:
+        sealed = [b.sealed for b in items]
+        votes = sum(len(b.votes) for b in items)
+        if votes:
+            data = med.submit_voted_data(
+                group, [(b.sealed, sorted(b.votes.values(), key=lambda v: v.member)) for b in items]
+            )
+            gas = med.submit_voted_gas(len(sealed), len(info.members), votes)
+        elif len(sealed) == 1:
             s = sealed[0]
             data = med.submit_data(group, s.payload_hash, s.ephemeral_pk, s.wraps)
+            gas = med.submit_gas(1, len(info.members))
         else:
             data = med.submit_many_data(group, sealed)
-        gas = med.submit_gas(len(sealed), len(info.members))
+            gas = med.submit_gas(len(sealed), len(info.members))
         try:
             tx = await self.chain.send_call(self.account, self.mediator, data, gas=gas)
             receipt = await self.chain.mined(tx)
             if int(receipt["status"], 16) != 1:
                 await self.chain.wait(tx)  # raises ChainRevert with the mediator's reason
         except Exception as exc:  # any failure, not only the chain's: send() waits on it
+            # The group's count did not move as expected: read it again for the next pushes.
+            self._next_seq.pop(group, None)
             if len(items) > 1 and isinstance(exc, ChainError):
                 for it in items:  # one bad submission must not sink the others: one by one
                     await self._submit_group(group, [it])
                 return
             for it in items:
-                if not it[2].done():
-                    it[2].set_exception(exc)
+                if not it.fut.done():
+                    it.fut.set_exception(exc)
             return
+        # Settled by the votes it carried: the outcome is in the receipt already.
+        for lg in receipt.get("logs") or []:
+            if lg["topics"] and lg["topics"][0] == med.TX_FINI:
+                self._on_log(raw_log({**lg, "removed": False}))
         for it in items:
-            if not it[2].done():
-                it[2].set_result(tx)
+            if not it.fut.done():
+                it.fut.set_result(tx)
 
     def _on_reset(self) -> None:
         self._epoch += 1
@@ -185,6 +327,7 @@ class PrivateSender:
         ev = med.decode_event(lg)
         if isinstance(ev, med.TxFini) and ev.payload_hash in self._mine:
             self._mine.discard(ev.payload_hash)
+            self._unsettled.get(ev.group, set()).discard(ev.payload_hash)
             self._finis[ev.payload_hash] = ev
             fut = self._waiters.pop(ev.payload_hash, None)
             if fut is not None and not fut.done():
@@ -230,6 +373,7 @@ class PrivateSender:
                 except ChainError:
                     info = None
                 if info is not None and info.status != pt.Status.PENDING:
+                    self._unsettled.get(group, set()).discard(payload_hash)
                     self._waiters.pop(payload_hash, None)
                     await self._check_stored(payload_hash)
                     return info

@@ -38,7 +38,9 @@ _txs = Table(
     Column("seq", Integer),
     Column("step", Integer),  # order of execution on this executor, across groups
     # executed | refused | discarded | final | reverted | diverged | lost (its execution went
-    # with an executor that lost its state before it settled)
+    # with an executor that lost its state before it settled) | pre (executed ahead of its
+    # PrivateTxInit, at position seq, and voted for it) | abandoned (executed ahead, then
+    # undone: its position went to another transaction; run afresh if its Init comes)
     Column("state", String(16)),
     Column("snapshot", String(80)),
     Column("old_root", LargeBinary),

@@ -522,10 +522,15 @@ async def test_an_outcome_settled_while_the_senders_feed_was_down_is_read_once_i
 ):
     """The sender reads txOf only when its PrivateTxFini feed broke since the transaction was
     sent: here the outcome is decided while the feed is down, and must be found as soon as the
-    feed is back, well before the 10 s check (timeout 5 s)."""
+    feed is back, well before the 10 s check (timeout 5 s). (No votes ahead: with them the
+    outcome would come in the submission's own receipt.)"""
     group = await env.group()
     await sender.watch.stop()  # the feed drops
-    sent = await sender.send(group, receive_goods(13))
+    sender.votes_ahead = False
+    try:
+        sent = await sender.send(group, receive_goods(13))
+    finally:
+        sender.votes_ahead = True
     for _ in range(400):  # decided on chain meanwhile, unheard by the sender
         info = await med.tx_of(env.chain, env.mediator, group, sent.payload_hash)
         if info is not None and info.status != pt.Status.PENDING:
@@ -541,3 +546,152 @@ async def test_an_outcome_settled_while_the_senders_feed_was_down_is_read_once_i
     assert sender.watch.live
     out = await sender.outcome(group, sent.payload_hash, timeout_s=5)
     assert out.status == pt.Status.YES and out.new_root == info.new_root
+
+
+async def mediator_txs(env: Env, first: int, last: int) -> list[tuple[bytes, dict]]:
+    """(selector, receipt) of every Mediator transaction in blocks first..last."""
+    out = []
+    for n in range(first, last + 1):
+        block = await env.chain.rpc.call("eth_getBlockByNumber", [hex(n), True])
+        for t in block["transactions"]:
+            if (t.get("to") or "").lower() == env.mediator.lower():
+                receipt = await env.chain.rpc.call("eth_getTransactionReceipt", [t["hash"]])
+                out.append((bytes.fromhex(t["input"][2:10]), receipt))
+    return out
+
+
+async def push_ahead(env: Env, group: bytes, x: pt.SealedPayload, seq: int) -> list:
+    """Push X as the sender would, asking for votes ahead at ``seq``; the three answers."""
+    votes: list[pm.PreVoteMsg] = []
+    nc = await nats.connect(env.nats_url)
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(
+            pm.PAYLOAD_SUBJECT.format(group=group.hex()),
+            pm.push_body(x.ciphertext, pm.Ahead(seq, x.ephemeral_pk, tuple(x.wraps))),
+            reply=inbox,
+        )
+        for _ in range(3):
+            msg = await sub.next_msg(timeout=10)
+            votes.append(pm.parse_prevote(msg.subject, msg.data))
+    finally:
+        await nc.close()
+    return votes
+
+
+def events_of(receipt: dict) -> list:
+    from shardline.contracts.cursor import raw_log
+
+    return [med.decode_event(raw_log(lg)) for lg in receipt["logs"]]
+
+
+async def test_a_transaction_sent_alone_settles_in_one_public_transaction_with_votes_cast_ahead(
+    env, sender
+):
+    """Each stakeholder executes the pushed payload, signs its vote for the position the
+    sender expects, and the sender carries the three votes in ``submitVoted``: Init, three
+    votes and Fini YES in that one transaction, and no vote transaction after it."""
+    group = await env.group()
+    before = int(await env.chain.rpc.call("eth_blockNumber", []), 16)
+    sent = await sender.send(group, receive_goods(21))
+    info = await sender.outcome(group, sent.payload_hash)
+    assert info.status == pt.Status.YES
+    await settled_everywhere(env, sent.payload_hash)
+    await asyncio.sleep(0.5)  # a vote transaction, were one sent, would be mined by now
+    after = int(await env.chain.rpc.call("eth_blockNumber", []), 16)
+    txs = await mediator_txs(env, before + 1, after)
+    assert [sel for sel, _ in txs] == [med.SUBMIT_VOTED]
+    evs = events_of(txs[0][1])
+    assert [type(e).__name__ for e in evs] == ["TxInit", "TxVote", "TxVote", "TxVote", "TxFini"]
+    assert sorted(e.member for e in evs if isinstance(e, med.TxVote)) == [0, 1, 2]
+    assert evs[-1].status == pt.Status.YES and evs[-1].new_root == info.new_root
+    assert [await env.root(i, group) for i in range(3)] == [info.new_root] * 3
+    assert all(f.rows[sent.payload_hash.hex()].state == "final" for f in env.running.values())
+
+
+async def test_an_execution_ahead_whose_position_goes_to_another_transaction_is_undone(env, sender):
+    """A push asks the stakeholders to execute X ahead as the group's next transaction, but X
+    is not submitted; Y is, and takes that position. Every stakeholder goes back to the state
+    before X and runs Y; X's votes, cast for the position Y took, never count; when X is
+    submitted after all, it is executed afresh where it lands and settles like any other."""
+    group = await env.group()
+    info = await med.group_of(env.chain, env.mediator, group)
+    seq = info.submitted + 1
+    x = pt.seal_payload(receive_goods(500), group, list(info.seal_keys))
+    votes = await push_ahead(env, group, x, seq)
+    assert sorted(v.vote.member for v in votes) == [0, 1, 2] and {v.seq for v in votes} == {seq}
+    for f in env.running.values():
+        assert f.rows[x.payload_hash.hex()].state == "pre"
+    # Y is sent: the stakeholders are one ahead of it (X holds its position), so none votes
+    # ahead; it is submitted without votes and executed on its PrivateTxInit.
+    sent = await sender.send(group, receive_goods(7))
+    out = await sender.outcome(group, sent.payload_hash)
+    assert out.status == pt.Status.YES
+    assert out.old_root == pt.EMPTY_ROOT  # built on the group's state, not on X's
+    await settled_everywhere(env, sent.payload_hash)
+    for f in env.running.values():
+        assert f.rows[x.payload_hash.hex()].state == "abandoned"
+    assert [await env.root(i, group) for i in range(3)] == [out.new_root] * 3
+    # X submitted now, with the votes cast for the position Y took: they do not count.
+    account = Account.from_key(env.sender_key)
+    data = med.submit_voted_data(group, [(x, [v.vote for v in votes])])
+    tx = await env.chain.send_call(account, env.mediator, data, gas=med.submit_voted_gas(1, 3, 3))
+    receipt = await env.chain.mined(tx)
+    assert int(receipt["status"], 16) == 1
+    assert [type(e).__name__ for e in events_of(receipt)] == ["TxInit"]
+    # ...and X, executed afresh where it landed, settles YES on top of Y everywhere.
+    for _ in range(400):
+        xi = await med.tx_of(env.chain, env.mediator, group, x.payload_hash)
+        if xi.status != pt.Status.PENDING:
+            break
+        await asyncio.sleep(0.025)
+    assert xi.status == pt.Status.YES and xi.old_root == out.new_root
+    await settled_everywhere(env, x.payload_hash)
+    assert [await env.root(i, group) for i in range(3)] == [xi.new_root] * 3
+
+
+async def test_a_vote_ahead_that_does_not_verify_is_left_out_and_its_member_votes_on_chain(
+    env, sender
+):
+    """The mediator counts a vote carried by ``submitVoted`` only if the member's account
+    signed it for that position: a vote signed by another key is left out (no revert), and
+    that member's own vote on chain completes the unanimous YES."""
+    group = await env.group()
+    info = await med.group_of(env.chain, env.mediator, group)
+    seq = info.submitted + 1
+    x = pt.seal_payload(receive_goods(9), group, list(info.seal_keys))
+    # the roots every stakeholder will reach (the fresh contract's, then after the call)
+    old = info.root
+    votes = sorted((m.vote for m in await push_ahead(env, group, x, seq)), key=lambda v: v.member)
+    assert all(v.old_root == old for v in votes)
+    digest = pt.pre_vote_digest(
+        env.chain.chain_id,
+        env.mediator,
+        group,
+        x.payload_hash,
+        seq,
+        votes[2].old_root,
+        votes[2].new_root,
+    )
+    forged = pt.PreVote(
+        2, votes[2].old_root, votes[2].new_root, pt.sign_pre_vote(secrets.token_bytes(32), digest)
+    )
+    account = Account.from_key(env.sender_key)
+    data = med.submit_voted_data(group, [(x, [votes[0], votes[1], forged])])
+    tx = await env.chain.send_call(account, env.mediator, data, gas=med.submit_voted_gas(1, 3, 3))
+    receipt = await env.chain.mined(tx)
+    assert int(receipt["status"], 16) == 1
+    evs = events_of(receipt)
+    assert [type(e).__name__ for e in evs] == ["TxInit", "TxVote", "TxVote"]
+    assert [e.member for e in evs[1:]] == [0, 1]
+    # member 2 (whose facilitator executed ahead and was not counted) votes on chain; members 0
+    # and 1 may send theirs too, which the mediator skips (voted already) without reverting
+    for _ in range(400):
+        xi = await med.tx_of(env.chain, env.mediator, group, x.payload_hash)
+        if xi.status != pt.Status.PENDING:
+            break
+        await asyncio.sleep(0.025)
+    assert xi.status == pt.Status.YES and xi.votes == 3
+    await settled_everywhere(env, x.payload_hash)
+    assert [await env.root(i, group) for i in range(3)] == [xi.new_root] * 3

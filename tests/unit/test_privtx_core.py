@@ -141,3 +141,68 @@ def test_refusals_never_agree_on_an_outcome() -> None:
     assert d.status == pt.Status.NO and d.odd == (0, 1, 2)
     d = pt.decide({0: refused, 1: (R0, R1), 2: (R0, R1)}, 3, 2, R0)
     assert d.status == pt.Status.YES and d.odd == (0,)
+
+
+def test_pre_vote_digest_is_the_mediators_abi_encoding_and_binds_every_field() -> None:
+    from eth_abi import encode as abi_encode
+    from eth_utils import keccak
+
+    mediator = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    g, h, old, new = (secrets.token_bytes(32) for _ in range(4))
+    args = (31337, mediator, g, h, 7, old, new)
+    types = ["string", "uint256", "address", "bytes32", "bytes32", "uint64", "bytes32", "bytes32"]
+    assert pt.pre_vote_digest(*args) == keccak(
+        abi_encode(types, ["shardline.privtx.prevote", *args])
+    )
+    base = pt.pre_vote_digest(*args)
+    for i, other in enumerate((1, "0x" + "11" * 20, bytes(32), bytes(32), 8, bytes(32), bytes(32))):
+        changed = list(args)
+        changed[i] = other
+        assert pt.pre_vote_digest(*changed) != base
+    with pytest.raises(ValueError, match="32 bytes"):
+        pt.pre_vote_digest(31337, mediator, g[:31], h, 7, old, new)
+
+
+def test_a_pre_vote_signature_names_its_signer_and_nothing_else() -> None:
+    from eth_account import Account
+
+    key = secrets.token_bytes(32)
+    digest = secrets.token_bytes(32)
+    sig = pt.sign_pre_vote(key, digest)
+    assert len(sig) == 65 and sig[64] in (0, 1)
+    # low s (EIP-2), as the mediator requires
+    assert (
+        int.from_bytes(sig[32:64], "big")
+        <= 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+    )
+    assert pt.pre_vote_signer(digest, sig) == Account.from_key(key).address
+    assert pt.pre_vote_signer(secrets.token_bytes(32), sig) != Account.from_key(key).address
+    assert pt.pre_vote_signer(digest, bytes(65)) is None
+    assert pt.pre_vote_signer(digest, sig[:64] + b"\x05") is None
+    vote = pt.PreVote(1, bytes(32), bytes(32), sig)
+    assert vote.vrs() == (27 + sig[64], sig[:32], sig[32:64])
+
+
+def test_a_push_that_asks_for_votes_ahead_carries_all_of_it_or_is_refused() -> None:
+    import json
+
+    from shardline.bus.envelope import BadMessage
+    from shardline.workers import privtx_messages as pm
+
+    subject = "privtx.payload." + "ab" * 32
+    ahead = pm.Ahead(4, b"e" * 32, (b"w" * 48,) * 3)
+    push = pm.parse_push(subject, pm.push_body(b"c" * 60, ahead))
+    assert push.ahead == ahead
+    assert pm.parse_push(subject, pm.push_body(b"c" * 60)).ahead is None
+    body = json.loads(pm.push_body(b"c" * 60, ahead))
+    for missing in ("seq", "ephemeral", "wraps"):
+        partial = {k: v for k, v in body.items() if k != missing}
+        with pytest.raises(BadMessage, match=r"privtx\.payload: .*missing dependency"):
+            pm.parse_push(subject, json.dumps(partial).encode())
+    with pytest.raises(BadMessage, match="whole bytes"):
+        pm.parse_push(subject, json.dumps({**body, "wraps": ["abc"]}).encode())
+    vote = pt.PreVote(2, b"o" * 32, b"n" * 32, pt.sign_pre_vote(secrets.token_bytes(32), b"d" * 32))
+    msg = pm.parse_prevote("_INBOX.x", pm.prevote_body(b"h" * 32, 4, vote))
+    assert (msg.payload_hash, msg.seq, msg.vote) == (b"h" * 32, 4, vote)
+    with pytest.raises(BadMessage, match=r"privtx\.prevote: "):
+        pm.parse_prevote("_INBOX.x", json.dumps({"hash": "00" * 32}).encode())

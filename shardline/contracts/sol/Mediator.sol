@@ -11,7 +11,8 @@ pragma solidity ^0.8.24;
 ///      so two different outcomes can never both reach it). A YES also needs the agreed old root
 ///      to be the group's current root: the private states form one agreed chain of roots, and a
 ///      transaction executed on a state that was never agreed settles NO.
-///      Votes come one transaction per member (msg.sender), or as one BLS aggregate signature
+///      Votes come one transaction per member (msg.sender), signed by the members ahead of the
+///      submission and carried by it (submitVoted), or as one BLS aggregate signature
 ///      (BN254, signatures in G1, keys in G2, checked with the pairing precompile) that anyone
 ///      may submit on behalf of the signers.
 contract Mediator {
@@ -36,6 +37,17 @@ contract Mediator {
         uint8 threshold; // members that must agree: all of them for unanimous
         uint32 timeout; // seconds from submit until a transaction may be expired as FAILED
         bytes32 initialRoot; // storage root of the freshly deployed private contract
+    }
+
+    /// A member's vote cast ahead of the submission: it executed the pushed payload as the
+    /// group's `seq`-th transaction and signed preVoteDigest(...) with its account key.
+    struct PreVote {
+        uint8 member;
+        bytes32 oldRoot;
+        bytes32 newRoot;
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
     }
 
     struct PrivateTx {
@@ -180,9 +192,7 @@ contract Mediator {
         bytes32 ephemeralPk,
         bytes[] calldata wraps
     ) external {
-        Group storage g = _groups[group];
-        require(g.size > 0, "unknown group");
-        require(msg.sender == g.sender, "not the group's sender");
+        Group storage g = _sendersGroup(group);
         _submit(g, group, payloadHash, ephemeralPk, wraps);
     }
 
@@ -193,9 +203,7 @@ contract Mediator {
         bytes32[] calldata ephemeralPks,
         bytes[][] calldata wraps
     ) external {
-        Group storage g = _groups[group];
-        require(g.size > 0, "unknown group");
-        require(msg.sender == g.sender, "not the group's sender");
+        Group storage g = _sendersGroup(group);
         require(
             payloadHashes.length == ephemeralPks.length && ephemeralPks.length == wraps.length,
             "lengths differ"
@@ -205,18 +213,67 @@ contract Mediator {
         }
     }
 
+    /// @notice Submissions (in this order) together with the votes their members cast ahead:
+    ///         each member executed the payload pushed to it as the group's next transaction
+    ///         and signed preVoteDigest(group, payloadHash, seq, oldRoot, newRoot). When the
+    ///         votes meet the policy, PrivateTxFini comes in this same transaction. A vote that
+    ///         does not verify, names no member, or was cast for another position in the
+    ///         group's sequence is left out: its member votes on chain as usual.
+    function submitVoted(
+        bytes32 group,
+        bytes32[] calldata payloadHashes,
+        bytes32[] calldata ephemeralPks,
+        bytes[][] calldata wraps,
+        PreVote[][] calldata votes
+    ) external {
+        Group storage g = _sendersGroup(group);
+        require(
+            payloadHashes.length == ephemeralPks.length &&
+                ephemeralPks.length == wraps.length &&
+                wraps.length == votes.length,
+            "lengths differ"
+        );
+        for (uint256 i = 0; i < payloadHashes.length; i++) {
+            uint64 seq = _submit(g, group, payloadHashes[i], ephemeralPks[i], wraps[i]);
+            _preVotes(group, payloadHashes[i], seq, g.size, votes[i]);
+        }
+    }
+
+    function _preVotes(
+        bytes32 group,
+        bytes32 payloadHash,
+        uint64 seq,
+        uint8 size,
+        PreVote[] calldata votes
+    ) internal {
+        address[] storage members = _members[group];
+        for (uint256 j = 0; j < votes.length; j++) {
+            if (_txs[group][payloadHash].status != PENDING) break;
+            PreVote calldata pv = votes[j];
+            if (pv.member >= size) continue;
+            if (_votes[group][payloadHash][uint256(pv.member) + 1] != bytes32(0)) continue;
+            // s in the lower half: one valid signature per vote (EIP-2)
+            if (uint256(pv.s) > 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0)
+                continue;
+            bytes32 digest = preVoteDigest(group, payloadHash, seq, pv.oldRoot, pv.newRoot);
+            address signer = ecrecover(digest, pv.v, pv.r, pv.s);
+            if (signer == address(0) || signer != members[pv.member]) continue;
+            _vote(group, payloadHash, pv.member, pv.oldRoot, pv.newRoot);
+        }
+    }
+
     function _submit(
         Group storage g,
         bytes32 group,
         bytes32 payloadHash,
         bytes32 ephemeralPk,
         bytes[] calldata wraps
-    ) internal {
+    ) internal returns (uint64 seq) {
         require(wraps.length == g.size, "one wrap per member");
         PrivateTx storage t = _txs[group][payloadHash];
         require(t.deadline == 0, "replayed submit");
         uint64 deadline = uint64(block.timestamp) + g.timeout;
-        uint64 seq = ++g.submitted;
+        seq = ++g.submitted;
         t.deadline = deadline;
         t.seq = seq;
         emit PrivateTxInit(group, payloadHash, seq, ephemeralPk, wraps, deadline);
@@ -240,6 +297,7 @@ contract Mediator {
         uint256 index = _memberIndex(group, msg.sender);
         for (uint256 i = 0; i < payloadHashes.length; i++) {
             if (_txs[group][payloadHashes[i]].status != PENDING) continue; // settled meanwhile
+            if (_votes[group][payloadHashes[i]][index + 1] != bytes32(0)) continue; // voted ahead
             _vote(group, payloadHashes[i], index, oldRoots[i], newRoots[i]);
         }
     }
@@ -331,7 +389,38 @@ contract Mediator {
             );
     }
 
+    /// @notice What a member signs for a vote cast ahead of the submission (`submitVoted`):
+    ///         bound to the transaction's position in the group's sequence, so that it counts
+    ///         only where the member executed it.
+    function preVoteDigest(
+        bytes32 group,
+        bytes32 payloadHash,
+        uint64 seq,
+        bytes32 oldRoot,
+        bytes32 newRoot
+    ) public view returns (bytes32) {
+        return
+            keccak256(
+                abi.encode(
+                    "shardline.privtx.prevote",
+                    block.chainid,
+                    address(this),
+                    group,
+                    payloadHash,
+                    seq,
+                    oldRoot,
+                    newRoot
+                )
+            );
+    }
+
     // -- internals ---------------------------------------------------------------------------
+
+    function _sendersGroup(bytes32 group) internal view returns (Group storage g) {
+        g = _groups[group];
+        require(g.size > 0, "unknown group");
+        require(msg.sender == g.sender, "not the group's sender");
+    }
 
     function _memberIndex(bytes32 group, address account) internal view returns (uint256) {
         address[] storage members = _members[group];
