@@ -163,11 +163,19 @@ def vote_digest(
 
 
 _PREVOTE_TAG = b"shardline.privtx.prevote"
-# abi.encode(string, uint256, address, bytes32, bytes32, uint64, bytes32, bytes32): eight head
-# words (the string's is its offset, 8 * 32), then the string's length and its padded bytes
+# abi.encode(string, uint256, address, bytes32, bytes32, uint64, bytes32, bytes32, bytes32): nine
+# head words (the string's is its offset, 9 * 32), then the string's length and its padded bytes
 _PREVOTE_TAIL = len(_PREVOTE_TAG).to_bytes(32, "big") + _PREVOTE_TAG.ljust(
     -(-len(_PREVOTE_TAG) // 32) * 32, b"\0"
 )
+
+
+def seal_hash(ephemeral_pk: bytes, wraps) -> bytes:
+    """``Mediator.sealHash``: h = ephemeral key; h = keccak(h || wrap) for each wrap in order."""
+    h = bytes(ephemeral_pk)
+    for w in wraps:
+        h = keccak(h + bytes(w))
+    return h
 
 
 def pre_vote_digest(
@@ -176,24 +184,27 @@ def pre_vote_digest(
     group: bytes,
     phash: bytes,
     seq: int,
+    seal: bytes,
     old_root: bytes,
     new_root: bytes,
 ) -> bytes:
     """What a member signs for a vote cast ahead of the submission; equal to
     ``Mediator.preVoteDigest``. It names the transaction's position in the group's sequence,
-    so the vote counts only where the member executed it. (ABI-encoded by hand: it is on the
-    hot path of every private transaction; a test checks it against eth_abi.)"""
-    if not all(len(x) == 32 for x in (group, phash, old_root, new_root)):
-        raise ValueError("group, payload hash and roots are 32 bytes each")
+    so the vote counts only where the member executed it, and the key wraps it opened
+    (``seal_hash``), so it counts only if the chain carries those. (ABI-encoded by hand: it is
+    on the hot path of every private transaction; a test checks it against eth_abi.)"""
+    if not all(len(x) == 32 for x in (group, phash, seal, old_root, new_root)):
+        raise ValueError("group, payload hash, seal hash and roots are 32 bytes each")
     return keccak(
         b"".join(
             (
-                (8 * 32).to_bytes(32, "big"),
+                (9 * 32).to_bytes(32, "big"),
                 chain_id.to_bytes(32, "big"),
                 bytes(12) + bytes.fromhex(mediator.removeprefix("0x")),
                 group,
                 phash,
                 seq.to_bytes(32, "big"),
+                seal,
                 old_root,
                 new_root,
                 _PREVOTE_TAIL,

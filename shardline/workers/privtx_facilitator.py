@@ -43,7 +43,7 @@ from shardline.bus.envelope import BadMessage
 from shardline.bus.payloads import PayloadStore
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
-from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc
+from shardline.contracts.cursor import EventReader, HeadWatcher, RawLog, Rpc, raw_log
 from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
 from shardline.core.bls import BlsKey, aggregate
@@ -62,8 +62,7 @@ PUSH_CACHE = 4096
 VOTE_LINGER_S = 0.15  # at most, and only while pushed PrivateTxInits wait to be executed
 READ_EVERY_S = 0.25  # the reorg-safe reader's pace (see _LazyReader)
 OPEN = ("executed", "refused")  # a row's states while its transaction is undecided
-WATCH_EXECUTOR_S = 2.0
-UNCONFIRMED_S = 1.0  # an execution ahead, submitted: voted on chain if unsettled after this  # how often an idle facilitator checks its executor still has its state
+WATCH_EXECUTOR_S = 2.0  # how often an idle facilitator checks its executor still has its state
 
 
 @dataclass
@@ -159,9 +158,7 @@ class Facilitator:
         # second (all rows would grow with every transaction ever handled)
         self.open = {n for n, r in self.rows.items() if r.state in OPEN}
         self.pushed: dict[str, bytes] = {}
-        # executed ahead and now submitted: payload hash -> (group, old, new, when), voted on
-        # chain only if the reader has not seen it settle (by the votes it carried) by then
-        self.unconfirmed: dict[bytes, tuple[bytes, bytes, bytes, float]] = {}
+        self.checks: set[asyncio.Task] = set()  # was our vote ahead carried? (see _on_init)
         self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.vote_ready = asyncio.Event()
         self.bls_votes: dict[bytes, _Pending] = {}
@@ -210,6 +207,12 @@ class Facilitator:
                 await self._check_executor()
         except Exception as exc:
             log.warn("privtx.executor_unreachable", stakeholder=cfg.name, error=repr(exc))
+        # Undecided executions may have lost their vote with the last run (a vote batch not yet
+        # sent, or one ahead not carried): vote again; the mediator skips a vote it counted.
+        for row in self.rows.values():
+            gid = bytes.fromhex(row.group_id)
+            if row.state in OPEN and gid in self.groups and row.new_root:
+                self._queue_vote(gid, bytes.fromhex(row.payload_hash), row.old_root, row.new_root)
         await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
         if self.bls is not None:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
@@ -234,9 +237,9 @@ class Facilitator:
         log.event("privtx.facilitator_started", stakeholder=cfg.name, account=self.account.address)
 
     async def stop(self) -> None:
-        for t in self.tasks:
+        for t in [*self.tasks, *self.checks]:
             t.cancel()
-        for t in self.tasks:
+        for t in [*self.tasks, *self.checks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.heads is not None:
@@ -279,7 +282,13 @@ class Facilitator:
         async with self.lock:
             if push.name in self.rows:
                 return
-            if seq != g.next_position():
+            head = None
+            if seq == g.next_position():
+                head = g.head = g.head or await self.executor.root(g.contract)
+            if head != push.ahead.root:
+                # Another position, or its state is not the one the sender expects (a payload
+                # it refused or missed that the others agreed on, a NO not yet reverted here):
+                # it executes on the chain's PrivateTxInit instead, in order.
                 log.event(
                     "privtx.not_in_step",
                     stakeholder=self.cfg.name,
@@ -287,12 +296,14 @@ class Facilitator:
                     payload=push.name,
                     seq=seq,
                     next=g.next_position(),
+                    root_matches=head == push.ahead.root,
                 )
                 return
             self._busy_at = time.monotonic()
             phash = bytes.fromhex(push.name)
             row = TxRow(push.name, push.group.hex(), seq, self._next_step(), "pre", "", b"", b"", 0)
             init = med.TxInit(push.group, phash, seq, push.ahead.ephemeral_pk, push.ahead.wraps, 0)
+            self.pushed.pop(push.name, None)  # opened from the push itself
             try:
                 call = await self._open(init, g, push.ciphertext)
             except pt.PrivTxError as exc:
@@ -305,12 +316,14 @@ class Facilitator:
                 row.snapshot, row.old_root, row.new_root = ex.snapshot, ex.old_root, ex.new_root
                 row.note = "" if ex.ok else "the private call reverted: state unchanged"
             self._keep(row)
+        seal = pt.seal_hash(push.ahead.ephemeral_pk, push.ahead.wraps)
         digest = pt.pre_vote_digest(
             self.chain.chain_id,
             self.cfg.mediator,
             push.group,
             phash,
             seq,
+            seal,
             row.old_root,
             row.new_root,
         )
@@ -350,7 +363,7 @@ class Facilitator:
         if isinstance(ev, med.GroupInfo):
             await self._on_group(ev)
         elif isinstance(ev, med.TxInit) and ev.group in self.groups:
-            await self._on_init(ev)
+            await self._on_init(ev, lg.tx_hash)
         elif isinstance(ev, med.TxFini) and ev.group in self.groups:
             await self._on_fini(ev)
             self.settled.set()
@@ -379,7 +392,7 @@ class Facilitator:
                 async with self.lock:
                     if ev.seq == g.last_seq + 1 and self._fresh(ev):
                         self._busy_at = time.monotonic()
-                        await self._on_init(ev)
+                        await self._on_init(ev, lg.tx_hash)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reader will handle it in its turn
@@ -411,7 +424,7 @@ class Facilitator:
         self.groups[info.group] = g
         log.event("privtx.group_joined", group=info.group.hex(), member=member, contract=contract)
 
-    async def _on_init(self, ev: med.TxInit) -> None:
+    async def _on_init(self, ev: med.TxInit, tx_hash: bytes | None = None) -> None:
         name = ev.payload_hash.hex()
         g = self.groups[ev.group]
         # What was executed ahead for this position (or an earlier one) under another payload
@@ -432,15 +445,11 @@ class Facilitator:
                 row.state = "refused" if row.new_root == pt.ZERO_ROOT else "executed"
                 row.deadline = ev.deadline
                 self._keep(row)
-                # Counted already if the sender carried it, and then most likely settled in the
-                # same transaction: voted on chain only if not seen settled after a while (the
-                # mediator skips a vote counted already).
-                self.unconfirmed[ev.payload_hash] = (
-                    ev.group,
-                    row.old_root,
-                    row.new_root,
-                    time.monotonic() + UNCONFIRMED_S,
-                )
+                # Counted already if the sender carried it (and then most likely settled in the
+                # same transaction): the submission's receipt says; voted on chain if not.
+                task = asyncio.create_task(self._vote_unless_carried(ev, row, tx_hash))
+                self.checks.add(task)
+                task.add_done_callback(self.checks.discard)
                 return
             await self._abandon(
                 row, f"executed ahead for position {row.seq}, submitted at {ev.seq}"
@@ -466,6 +475,33 @@ class Facilitator:
         row.note = "" if ex.ok else "the private call reverted: state unchanged"
         self._keep(row)
         self._queue_vote(ev.group, ev.payload_hash, ex.old_root, ex.new_root)
+
+    async def _vote_unless_carried(self, ev: med.TxInit, row: TxRow, tx_hash: bytes | None) -> None:
+        """Vote on chain for an execution ahead unless the submission carried our vote or
+        settled the transaction (both show in its receipt)."""
+        member = self.groups[ev.group].member
+        try:
+            receipt = None
+            if tx_hash is not None:
+                receipt = await self.chain.rpc.call(
+                    "eth_getTransactionReceipt", ["0x" + tx_hash.hex()]
+                )
+            for lg in (receipt or {}).get("logs") or []:
+                if lg["address"].lower() != self.cfg.mediator.lower():
+                    continue
+                done = med.decode_event(raw_log({**lg, "removed": False}))
+                if getattr(done, "payload_hash", None) != ev.payload_hash:
+                    continue
+                if isinstance(done, med.TxFini):
+                    return
+                if isinstance(done, med.TxVote) and done.member == member:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # cannot tell: vote (the mediator skips a counted vote)
+            log.warn("privtx.receipt_unread", payload=row.payload_hash, error=repr(exc))
+        if row.state in OPEN:
+            self._queue_vote(ev.group, ev.payload_hash, row.old_root, row.new_root)
 
     async def _abandon(self, row: TxRow, why: str) -> None:
         """Undo an execution made ahead whose position went to another transaction (and what
@@ -540,6 +576,25 @@ class Facilitator:
         g.head = None
         ex = None
         if init is not None:
+            # What ran here after its position (the group's later transactions, executed on a
+            # state without it) goes back first; each runs again if it settles YES.
+            later = sorted(
+                (
+                    r
+                    for r in [*(self.rows[n] for n in self.open), *g.ahead.values()]
+                    if r.group_id == ev.group.hex()
+                    and r.snapshot
+                    and r.state in ("executed", "pre")
+                    and r.seq > init.seq
+                ),
+                key=lambda r: r.step,
+            )
+            if later:
+                first, was = later[0], later[0].state
+                await self._revert(first)
+                first.state = "abandoned" if was == "pre" else "discarded"
+                first.note = f"ran before {ev.payload_hash.hex()}, which the group agreed on first"
+                self._keep(first)
             with contextlib.suppress(pt.PrivTxError, BlobNotFound, BlobCorrupt):
                 call = await self._open(init, g)
                 ex = await self.executor.execute(g.contract, g.info.sender, call)
@@ -584,7 +639,6 @@ class Facilitator:
                 }
             ],
         )
-        from shardline.contracts.cursor import raw_log
 
         for r in logs or []:
             init = med.decode_event(raw_log(r))
@@ -837,14 +891,6 @@ class Facilitator:
         """
         while True:
             await asyncio.sleep(1.0)
-            now_m = time.monotonic()
-            for phash, (group, old, new, due) in list(self.unconfirmed.items()):
-                row = self.rows.get(phash.hex())
-                if row is None or row.state not in ("executed", "refused"):
-                    del self.unconfirmed[phash]  # settled (or reverted) meanwhile
-                elif due < now_m:
-                    del self.unconfirmed[phash]
-                    self._queue_vote(group, phash, old, new)
             late = time.monotonic() - BLS_FALLBACK_S
             for phash, (at, group, old, new) in list(self.shared_at.items()):
                 row = self.rows.get(phash.hex())

@@ -3,10 +3,11 @@
 - ``privtx.payload.<group>`` (schema ``privtx.payload``): the sender pushes the sealed payload
   to the group's stakeholders ahead of the chain transaction, ``{"hash", "ciphertext"}``; the
   ciphertext must hash (SHA3-256) to ``hash``, which is the payload hash the mediator will hold.
-  With ``seq``, ``ephemeral`` and ``wraps`` (what the submission will carry) it asks for a vote
-  ahead: a stakeholder in step with the group executes it at once and answers the push's reply
-  subject with a ``privtx.prevote`` ``{"hash", "member", "seq", "old", "new", "sig"}`` signed by
-  its chain account, which the sender carries in ``submitVoted``.
+  With ``seq``, ``root``, ``ephemeral`` and ``wraps`` (the position and agreed root the sender
+  expects, and what the submission will carry) it asks for a vote ahead: a stakeholder in step
+  with the group (that position next, that root its state) executes it at once and answers the
+  push's reply subject with a ``privtx.prevote`` ``{"hash", "member", "seq", "old", "new",
+  "sig"}`` signed by its chain account, which the sender carries in ``submitVoted``.
 - ``privtx.vote.<group>`` (schema ``privtx.vote``): in BLS mode, one stakeholder's vote share
   ``{"hash", "member", "old", "new", "sig"}``; the aggregate is checked by the mediator.
 
@@ -69,6 +70,7 @@ class Ahead:
     """What a push that asks for a vote ahead carries besides the ciphertext."""
 
     seq: int  # the position in the group's sequence the sender expects it to take
+    root: bytes  # the group's agreed root the sender expects it to build on
     ephemeral_pk: bytes
     wraps: tuple[bytes, ...]
 
@@ -80,6 +82,7 @@ def push_body(ciphertext: bytes, ahead: Ahead | None = None) -> bytes:
     }
     if ahead is not None:
         body["seq"] = ahead.seq
+        body["root"] = ahead.root.hex()
         body["ephemeral"] = ahead.ephemeral_pk.hex()
         body["wraps"] = [w.hex() for w in ahead.wraps]
     return json.dumps(body, separators=(",", ":")).encode()
@@ -112,6 +115,7 @@ def parse_push(subject: str, data: bytes) -> Push:
             raise BadMessage(f"{subject}: a wrap is not whole bytes of hex")
         ahead = Ahead(
             int(body["seq"]),
+            bytes.fromhex(body["root"]),
             bytes.fromhex(body["ephemeral"]),
             tuple(bytes.fromhex(w) for w in body["wraps"]),
         )

@@ -40,6 +40,7 @@ from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
 RECENT = 4096
+STALE_S = 5.0  # a transaction unheard of for this long is looked up before asking ahead
 PREVOTE_WAIT_S = 0.25  # how long the next submission waits for the votes ahead
 CHECK_EVERY_S = 10.0  # txOf read for a waiting transaction even while its outcome is pushed
 
@@ -54,9 +55,11 @@ class _Ballot:
 
     group: bytes
     sealed: pt.SealedPayload
-    seq: int
     info: med.GroupInfo
     fut: asyncio.Future
+    seq: int = 0  # asking for votes ahead: the position expected, and the root it builds on
+    root: bytes = b""
+    seal: bytes = b""  # pt.seal_hash of its ephemeral key and wraps
     votes: dict[int, pt.PreVote] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -90,10 +93,15 @@ class PrivateSender:
         self._queue: list[_Ballot] = []
         self.votes_ahead = True  # False: the stakeholders always execute on PrivateTxInit
         self._ballots: dict[bytes, _Ballot] = {}  # by payload hash, until submitted
-        self._next_seq: dict[bytes, int] = {}  # per group: the position the next push takes
+        # what the sender learnt of its own transactions: the position each took (from the
+        # submission's receipt), each outcome (status, new root), the group's latest one
+        self._seq_of: dict[bytes, int] = {}
+        self._outcomes: dict[bytes, tuple[pt.Status, bytes]] = {}
+        self._last: dict[bytes, bytes] = {}
         self._quiet: set[bytes] = set()  # groups none of whose members answered the last push
         self._recent: dict[bytes, bytes] = {}  # payload hash -> group, of the latest pushes
-        self._unsettled: dict[bytes, set[bytes]] = {}  # per group: sent, outcome not yet seen
+        # per group: sent, outcome not yet seen (payload hash -> when sent)
+        self._unsettled: dict[bytes, dict[bytes, float]] = {}
         self._submitter: asyncio.Task | None = None
         self._mine: set[bytes] = set()
         # Bumped at each drop and each (re)subscription of the PrivateTxFini feed: a transaction
@@ -151,62 +159,86 @@ class PrivateSender:
         """
         info = await self.group(group)
         sealed = pt.seal_payload(call, group, list(info.seal_keys))
+        phash = sealed.payload_hash
         started = time.perf_counter()
-        seq = await self._position(group)
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        ballot = _Ballot(group, sealed, seq, info, fut)
+        ballot = _Ballot(group, sealed, info, fut)
         # Votes ahead are asked for a transaction sent alone: then the stakeholders' executions
         # are the next step and the one public transaction settles it. While others of the group
         # are on their way, submissions and votes go in batches instead (fewer transactions,
         # more throughput), and the stakeholders execute on the chain's PrivateTxInit.
-        unsettled = self._unsettled.setdefault(group, set())
+        unsettled = self._unsettled.setdefault(group, {})
+        if self.votes_ahead and unsettled:
+            await self._forget_settled(group, unsettled)
         ahead = self.votes_ahead and not unsettled
-        if not ahead:
+        if ahead:
+            ballot.seq, ballot.root = await self._expected(group)
+            ballot.seal = pt.seal_hash(sealed.ephemeral_pk, sealed.wraps)
+            self._ballots[phash] = ballot
+            self._recent[phash] = group
+            if len(self._recent) > RECENT:
+                self._recent.pop(next(iter(self._recent)))
+        else:
             ballot.ready.set()
-        unsettled.add(sealed.payload_hash)
-        self._ballots[sealed.payload_hash] = ballot
-        self._recent[sealed.payload_hash] = group
-        if len(self._recent) > RECENT:
-            self._recent.pop(next(iter(self._recent)))
         # Pushed first: the online stakeholders hold it (and execute and vote) before the chain
         # event. Stored while the votes come and the submission is mined: a stakeholder that
         # missed the push fetches it later.
-        await self.nc.publish(
-            PAYLOAD_SUBJECT.format(group=group.hex()),
-            pm.push_body(
-                sealed.ciphertext,
-                pm.Ahead(seq, sealed.ephemeral_pk, tuple(sealed.wraps)) if ahead else None,
-            ),
-            reply=self._inbox,
-        )
-        self._mine.add(sealed.payload_hash)  # only its own outcomes are kept from the logs
-        self._sent_epoch[sealed.payload_hash] = self._epoch
+        ask = pm.Ahead(ballot.seq, ballot.root, sealed.ephemeral_pk, tuple(sealed.wraps))
+        try:
+            await self.nc.publish(
+                PAYLOAD_SUBJECT.format(group=group.hex()),
+                pm.push_body(sealed.ciphertext, ask if ahead else None),
+                reply=self._inbox,
+            )
+        except BaseException:
+            self._ballots.pop(phash, None)
+            raise
+        unsettled[phash] = time.monotonic()
+        self._last[group] = phash
+        self._mine.add(phash)  # only its own outcomes are kept from the logs
+        self._sent_epoch[phash] = self._epoch
         self._queue.append(ballot)
         if self._submitter is None or self._submitter.done():
             self._submitter = asyncio.create_task(self._submit_batches())
         # ``outcome`` reports a failed write.
-        self._stored[sealed.payload_hash] = asyncio.create_task(
-            self.payloads.put(sealed.ciphertext)
-        )
+        self._stored[phash] = asyncio.create_task(self.payloads.put(sealed.ciphertext))
         try:
             tx = await fut
         except BaseException:
-            self._ballots.pop(sealed.payload_hash, None)
-            unsettled.discard(sealed.payload_hash)
+            self._ballots.pop(phash, None)
+            unsettled.pop(phash, None)
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._stored.pop(sealed.payload_hash)
+                await self._stored.pop(phash)
             raise
-        return Sent(group, sealed.payload_hash, tx, started)
+        return Sent(group, phash, tx, started)
 
-    async def _position(self, group: bytes) -> int:
-        """The position in the group's sequence the next submission will take: read from the
-        mediator once, then counted (every submission of the group comes from this sender)."""
-        if group not in self._next_seq:
-            info = await med.group_of(self.chain, self.mediator, group)
-            self._next_seq.setdefault(group, info.submitted + 1)
-        seq = self._next_seq[group]
-        self._next_seq[group] = seq + 1
-        return seq
+    async def _expected(self, group: bytes) -> tuple[int, bytes]:
+        """The position the next submission will take and the agreed root it builds on, when
+        nothing of the group is on its way: after the group's latest transaction of this sender,
+        as its receipt and outcome said when it settled YES; else read from the mediator."""
+        last = self._last.get(group)
+        out = self._outcomes.get(last) if last else None
+        seq = self._seq_of.get(last) if last else None
+        if out is not None and seq is not None and out[0] == pt.Status.YES:
+            return seq + 1, out[1]
+        info = await med.group_of(self.chain, self.mediator, group)
+        return info.submitted + 1, info.root
+
+    def _learn(self, group: bytes, phash: bytes, status: pt.Status, new_root: bytes) -> None:
+        self._outcomes[phash] = (status, new_root)
+        if len(self._outcomes) > RECENT:
+            self._outcomes.pop(next(iter(self._outcomes)))
+        self._unsettled.get(group, {}).pop(phash, None)
+
+    async def _forget_settled(self, group: bytes, unsettled: dict[bytes, float]) -> None:
+        """Transactions sent a while ago whose outcome this sender has not heard (no feed, and
+        nobody asked for it): read them, so that they do not keep the group from votes ahead."""
+        stale = [h for h, at in unsettled.items() if time.monotonic() - at > STALE_S]
+        for phash in stale:
+            with contextlib.suppress(ChainError):
+                info = await med.tx_of(self.chain, self.mediator, group, phash)
+                if info is not None and info.status != pt.Status.PENDING:
+                    self._learn(group, phash, info.status, info.new_root)
 
     async def _on_prevote(self, msg) -> None:
         if msg.headers and msg.headers.get("Status"):
@@ -232,6 +264,7 @@ class PrivateSender:
             ballot.group,
             m.payload_hash,
             m.seq,
+            ballot.seal,
             v.old_root,
             v.new_root,
         )
@@ -297,8 +330,6 @@ class PrivateSender:
             if int(receipt["status"], 16) != 1:
                 await self.chain.wait(tx)  # raises ChainRevert with the mediator's reason
         except Exception as exc:  # any failure, not only the chain's: send() waits on it
-            # The group's count did not move as expected: read it again for the next pushes.
-            self._next_seq.pop(group, None)
             if len(items) > 1 and isinstance(exc, ChainError):
                 for it in items:  # one bad submission must not sink the others: one by one
                     await self._submit_group(group, [it])
@@ -307,9 +338,17 @@ class PrivateSender:
                 if not it.fut.done():
                     it.fut.set_exception(exc)
             return
-        # Settled by the votes it carried: the outcome is in the receipt already.
+        # The positions the submissions took; the outcome too when the votes it carried settled
+        # it.
         for lg in receipt.get("logs") or []:
-            if lg["topics"] and lg["topics"][0] == med.TX_FINI:
+            if lg["address"].lower() != self.mediator.lower() or not lg["topics"]:
+                continue
+            if lg["topics"][0] == med.TX_INIT:
+                ev = med.decode_event(raw_log({**lg, "removed": False}))
+                self._seq_of[ev.payload_hash] = ev.seq
+                if len(self._seq_of) > RECENT:
+                    self._seq_of.pop(next(iter(self._seq_of)))
+            elif lg["topics"][0] == med.TX_FINI:
                 self._on_log(raw_log({**lg, "removed": False}))
         for it in items:
             if not it.fut.done():
@@ -327,7 +366,7 @@ class PrivateSender:
         ev = med.decode_event(lg)
         if isinstance(ev, med.TxFini) and ev.payload_hash in self._mine:
             self._mine.discard(ev.payload_hash)
-            self._unsettled.get(ev.group, set()).discard(ev.payload_hash)
+            self._learn(ev.group, ev.payload_hash, ev.status, ev.new_root)
             self._finis[ev.payload_hash] = ev
             fut = self._waiters.pop(ev.payload_hash, None)
             if fut is not None and not fut.done():
@@ -373,7 +412,7 @@ class PrivateSender:
                 except ChainError:
                     info = None
                 if info is not None and info.status != pt.Status.PENDING:
-                    self._unsettled.get(group, set()).discard(payload_hash)
+                    self._learn(group, payload_hash, info.status, info.new_root)
                     self._waiters.pop(payload_hash, None)
                     await self._check_stored(payload_hash)
                     return info

@@ -29,7 +29,9 @@ from eth_utils import keccak
 
 from shardline import bus_access, servers
 from shardline import privtx_local as pl
+from shardline.bus.blobs import BlobNotFound
 from shardline.bus.credentials import ClientAuth
+from shardline.bus.payloads import PayloadStore
 from shardline.bus.streams import ensure_streams
 from shardline.contracts import mediator as med
 from shardline.contracts.artifacts import load_artifact
@@ -560,16 +562,19 @@ async def mediator_txs(env: Env, first: int, last: int) -> list[tuple[bytes, dic
     return out
 
 
-async def push_ahead(env: Env, group: bytes, x: pt.SealedPayload, seq: int) -> list:
-    """Push X as the sender would, asking for votes ahead at ``seq``; the three answers."""
+async def push_ahead(env: Env, group: bytes, x: pt.SealedPayload, seq: int, root: bytes) -> list:
+    """Push X as the sender would, asking for votes ahead at ``seq`` on ``root``; the three
+    answers."""
     votes: list[pm.PreVoteMsg] = []
     nc = await nats.connect(env.nats_url)
     try:
+        # stored too, as the sender does: what is executed afresh later is fetched from there
+        await (await PayloadStore.open(nc.jetstream())).put(x.ciphertext)
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
         await nc.publish(
             pm.PAYLOAD_SUBJECT.format(group=group.hex()),
-            pm.push_body(x.ciphertext, pm.Ahead(seq, x.ephemeral_pk, tuple(x.wraps))),
+            pm.push_body(x.ciphertext, pm.Ahead(seq, root, x.ephemeral_pk, tuple(x.wraps))),
             reply=inbox,
         )
         for _ in range(3):
@@ -619,7 +624,7 @@ async def test_an_execution_ahead_whose_position_goes_to_another_transaction_is_
     info = await med.group_of(env.chain, env.mediator, group)
     seq = info.submitted + 1
     x = pt.seal_payload(receive_goods(500), group, list(info.seal_keys))
-    votes = await push_ahead(env, group, x, seq)
+    votes = await push_ahead(env, group, x, seq, info.root)
     assert sorted(v.vote.member for v in votes) == [0, 1, 2] and {v.seq for v in votes} == {seq}
     for f in env.running.values():
         assert f.rows[x.payload_hash.hex()].state == "pre"
@@ -663,7 +668,9 @@ async def test_a_vote_ahead_that_does_not_verify_is_left_out_and_its_member_vote
     x = pt.seal_payload(receive_goods(9), group, list(info.seal_keys))
     # the roots every stakeholder will reach (the fresh contract's, then after the call)
     old = info.root
-    votes = sorted((m.vote for m in await push_ahead(env, group, x, seq)), key=lambda v: v.member)
+    votes = sorted(
+        (m.vote for m in await push_ahead(env, group, x, seq, info.root)), key=lambda v: v.member
+    )
     assert all(v.old_root == old for v in votes)
     digest = pt.pre_vote_digest(
         env.chain.chain_id,
@@ -671,6 +678,7 @@ async def test_a_vote_ahead_that_does_not_verify_is_left_out_and_its_member_vote
         group,
         x.payload_hash,
         seq,
+        pt.seal_hash(x.ephemeral_pk, x.wraps),
         votes[2].old_root,
         votes[2].new_root,
     )
@@ -695,3 +703,44 @@ async def test_a_vote_ahead_that_does_not_verify_is_left_out_and_its_member_vote
     assert xi.status == pt.Status.YES and xi.votes == 3
     await settled_everywhere(env, x.payload_hash)
     assert [await env.root(i, group) for i in range(3)] == [xi.new_root] * 3
+
+
+async def test_a_member_that_missed_an_agreed_transaction_does_not_vote_ahead_and_catches_up(
+    env, sender, monkeypatch
+):
+    """2-of-3: crane cannot fetch transaction N's payload (its store is unreachable for a
+    moment) and refuses it; acme and bolt settle it YES. N+1 is then sent alone: crane's state
+    is not the agreed root the push names, so it does not execute ahead; it runs N+1 on the
+    chain's PrivateTxInit, on its stale state, and when it reads N's YES it takes N+1 back, runs
+    N, and then N+1 again: all three end at the same agreed root, crane's rows caught up."""
+    group = await env.group(threshold=2)
+    crane = env.running[2]
+
+    async def unreachable(phash: bytes) -> bytes:
+        raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
+
+    async def not_now(push, reply) -> None:
+        return None
+
+    with monkeypatch.context() as m:
+        m.setattr(crane, "_ciphertext", unreachable)
+        m.setattr(crane, "_execute_ahead", not_now)
+        n = await sender.send(group, receive_goods(31))
+        out_n = await sender.outcome(group, n.payload_hash)
+        assert out_n.status == pt.Status.YES
+        for _ in range(400):
+            if crane.rows.get(n.payload_hash.hex()) is not None:
+                break
+            await asyncio.sleep(0.025)
+        assert crane.rows[n.payload_hash.hex()].state in ("refused", "final")
+    n1 = await sender.send(group, receive_goods(32))
+    out_n1 = await sender.outcome(group, n1.payload_hash)
+    assert out_n1.status == pt.Status.YES and out_n1.old_root == out_n.new_root
+    for _ in range(400):
+        rows = [crane.rows.get(s.payload_hash.hex()) for s in (n, n1)]
+        if all(r is not None and r.state == "final" for r in rows):
+            break
+        await asyncio.sleep(0.025)
+    assert [r.state for r in rows] == ["final", "final"], [(r.state, r.note) for r in rows]
+    assert not crane.groups[group].out_of_sync
+    assert [await env.root(i, group) for i in range(3)] == [out_n1.new_root] * 3

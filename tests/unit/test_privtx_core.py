@@ -148,19 +148,23 @@ def test_pre_vote_digest_is_the_mediators_abi_encoding_and_binds_every_field() -
     from eth_utils import keccak
 
     mediator = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-    g, h, old, new = (secrets.token_bytes(32) for _ in range(4))
-    args = (31337, mediator, g, h, 7, old, new)
-    types = ["string", "uint256", "address", "bytes32", "bytes32", "uint64", "bytes32", "bytes32"]
+    g, h, seal, old, new = (secrets.token_bytes(32) for _ in range(5))
+    args = (31337, mediator, g, h, 7, seal, old, new)
+    types = ["string", "uint256", "address", "bytes32", "bytes32", "uint64"] + ["bytes32"] * 3
     assert pt.pre_vote_digest(*args) == keccak(
         abi_encode(types, ["shardline.privtx.prevote", *args])
     )
     base = pt.pre_vote_digest(*args)
-    for i, other in enumerate((1, "0x" + "11" * 20, bytes(32), bytes(32), 8, bytes(32), bytes(32))):
+    for i, other in enumerate((1, "0x" + "11" * 20, *[bytes(32)] * 2, 8, *[bytes(32)] * 3)):
         changed = list(args)
         changed[i] = other
         assert pt.pre_vote_digest(*changed) != base
     with pytest.raises(ValueError, match="32 bytes"):
-        pt.pre_vote_digest(31337, mediator, g[:31], h, 7, old, new)
+        pt.pre_vote_digest(31337, mediator, g[:31], h, 7, seal, old, new)
+    # the seal hash chains the ephemeral key and each wrap, in order
+    w = [b"a" * 48, b"b" * 48]
+    assert pt.seal_hash(b"e" * 32, w) == keccak(keccak(b"e" * 32 + w[0]) + w[1])
+    assert pt.seal_hash(b"e" * 32, w) != pt.seal_hash(b"e" * 32, w[::-1])
 
 
 def test_a_pre_vote_signature_names_its_signer_and_nothing_else() -> None:
@@ -190,12 +194,12 @@ def test_a_push_that_asks_for_votes_ahead_carries_all_of_it_or_is_refused() -> N
     from shardline.workers import privtx_messages as pm
 
     subject = "privtx.payload." + "ab" * 32
-    ahead = pm.Ahead(4, b"e" * 32, (b"w" * 48,) * 3)
+    ahead = pm.Ahead(4, b"r" * 32, b"e" * 32, (b"w" * 48,) * 3)
     push = pm.parse_push(subject, pm.push_body(b"c" * 60, ahead))
     assert push.ahead == ahead
     assert pm.parse_push(subject, pm.push_body(b"c" * 60)).ahead is None
     body = json.loads(pm.push_body(b"c" * 60, ahead))
-    for missing in ("seq", "ephemeral", "wraps"):
+    for missing in ("seq", "root", "ephemeral", "wraps"):
         partial = {k: v for k, v in body.items() if k != missing}
         with pytest.raises(BadMessage, match=r"privtx\.payload: .*missing dependency"):
             pm.parse_push(subject, json.dumps(partial).encode())

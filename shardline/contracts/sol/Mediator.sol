@@ -235,7 +235,8 @@ contract Mediator {
         );
         for (uint256 i = 0; i < payloadHashes.length; i++) {
             uint64 seq = _submit(g, group, payloadHashes[i], ephemeralPks[i], wraps[i]);
-            _preVotes(group, payloadHashes[i], seq, g.size, votes[i]);
+            bytes32 seal = sealHash(ephemeralPks[i], wraps[i]);
+            _preVotes(group, payloadHashes[i], seq, seal, g.size, votes[i]);
         }
     }
 
@@ -243,6 +244,7 @@ contract Mediator {
         bytes32 group,
         bytes32 payloadHash,
         uint64 seq,
+        bytes32 seal,
         uint8 size,
         PreVote[] calldata votes
     ) internal {
@@ -255,7 +257,7 @@ contract Mediator {
             // s in the lower half: one valid signature per vote (EIP-2)
             if (uint256(pv.s) > 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0)
                 continue;
-            bytes32 digest = preVoteDigest(group, payloadHash, seq, pv.oldRoot, pv.newRoot);
+            bytes32 digest = preVoteDigest(group, payloadHash, seq, seal, pv.oldRoot, pv.newRoot);
             address signer = ecrecover(digest, pv.v, pv.r, pv.s);
             if (signer == address(0) || signer != members[pv.member]) continue;
             _vote(group, payloadHash, pv.member, pv.oldRoot, pv.newRoot);
@@ -391,11 +393,14 @@ contract Mediator {
 
     /// @notice What a member signs for a vote cast ahead of the submission (`submitVoted`):
     ///         bound to the transaction's position in the group's sequence, so that it counts
-    ///         only where the member executed it.
+    ///         only where the member executed it, and to the key wraps it opened (`sealHash`),
+    ///         so that it counts only if the chain carries those: what the chain carries is
+    ///         what a member that was away, or rebuilds, opens later.
     function preVoteDigest(
         bytes32 group,
         bytes32 payloadHash,
         uint64 seq,
+        bytes32 seal,
         bytes32 oldRoot,
         bytes32 newRoot
     ) public view returns (bytes32) {
@@ -408,10 +413,18 @@ contract Mediator {
                     group,
                     payloadHash,
                     seq,
+                    seal,
                     oldRoot,
                     newRoot
                 )
             );
+    }
+
+    /// @notice The ephemeral key and the key wraps of a submission, hashed in a chain:
+    ///         h = ephemeralPk; h = keccak256(h || wrap) for each wrap in order.
+    function sealHash(bytes32 ephemeralPk, bytes[] calldata wraps) public pure returns (bytes32 h) {
+        h = ephemeralPk;
+        for (uint256 i = 0; i < wraps.length; i++) h = keccak256(abi.encodePacked(h, wraps[i]));
     }
 
     // -- internals ---------------------------------------------------------------------------
