@@ -160,6 +160,7 @@ class Facilitator:
         self.pushed: dict[str, bytes] = {}
         self.checks: set[asyncio.Task] = set()  # was our vote ahead carried? (see _on_init)
         self.votes: list[tuple[bytes, bytes, bytes, bytes]] = []
+        self.direct_votes: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.vote_ready = asyncio.Event()
         self.bls_votes: dict[bytes, _Pending] = {}
         self.shared_at: dict[bytes, tuple[float, bytes, bytes, bytes]] = {}
@@ -211,8 +212,10 @@ class Facilitator:
         # sent, or one ahead not carried): vote again; the mediator skips a vote it counted.
         for row in self.rows.values():
             gid = bytes.fromhex(row.group_id)
-            if row.state in OPEN and gid in self.groups and row.new_root:
-                self._queue_vote(gid, bytes.fromhex(row.payload_hash), row.old_root, row.new_root)
+            if row.state in OPEN and gid in self.groups and row.old_root:
+                new = pt.ZERO_ROOT if row.state == "refused" else row.new_root
+                phash = bytes.fromhex(row.payload_hash)
+                self._queue_vote(gid, phash, row.old_root, new, direct=True)
         await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
         if self.bls is not None:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
@@ -500,14 +503,14 @@ class Facilitator:
             raise
         except Exception as exc:  # cannot tell: vote (the mediator skips a counted vote)
             log.warn("privtx.receipt_unread", payload=row.payload_hash, error=repr(exc))
-        if row.state in OPEN:
-            self._queue_vote(ev.group, ev.payload_hash, row.old_root, row.new_root)
+        if row.state in OPEN:  # by transaction: the others' shares were carried, not shared
+            self._queue_vote(ev.group, ev.payload_hash, row.old_root, row.new_root, direct=True)
 
     async def _abandon(self, row: TxRow, why: str) -> None:
         """Undo an execution made ahead whose position went to another transaction (and what
         ran after it); it runs afresh if its PrivateTxInit comes."""
         if row.snapshot:
-            await self._revert(row)
+            await self._revert(row, "abandoned", why)
         else:  # a refusal ahead changed nothing; what its group ran after it goes back
             g = self.groups[bytes.fromhex(row.group_id)]
             later = sorted(
@@ -515,9 +518,7 @@ class Facilitator:
                 key=lambda r: r.step,
             )
             if later:
-                await self._revert(later[0])
-                later[0].state, later[0].note = "abandoned", f"built on {row.payload_hash}"
-                self._keep(later[0])
+                await self._revert(later[0], "abandoned", f"built on {row.payload_hash}")
         row.state, row.note = "abandoned", why[:400]
         self._keep(row)
         log.event("privtx.abandoned", stakeholder=self.cfg.name, payload=row.payload_hash, why=why)
@@ -590,16 +591,17 @@ class Facilitator:
                 key=lambda r: r.step,
             )
             if later:
-                first, was = later[0], later[0].state
-                await self._revert(first)
-                first.state = "abandoned" if was == "pre" else "discarded"
-                first.note = f"ran before {ev.payload_hash.hex()}, which the group agreed on first"
-                self._keep(first)
+                first = later[0]
+                await self._revert(
+                    first,
+                    "abandoned" if first.state == "pre" else "discarded",
+                    f"ran before {ev.payload_hash.hex()}, which the group agreed on first",
+                )
             with contextlib.suppress(pt.PrivTxError, BlobNotFound, BlobCorrupt):
                 call = await self._open(init, g)
                 ex = await self.executor.execute(g.contract, g.info.sender, call)
         name = ev.payload_hash.hex()
-        row = row or TxRow(name, ev.group.hex(), 0, 0, "", "", b"", b"", 0)
+        row = row or TxRow(name, ev.group.hex(), init.seq if init else 0, 0, "", "", b"", b"", 0)
         before = f" (before: {row.note})" if row.note else ""
         row.step = self._next_step()
         if ex is not None and ex.new_root == ev.new_root:
@@ -646,8 +648,9 @@ class Facilitator:
                 return init
         return None
 
-    async def _revert(self, row: TxRow) -> None:
-        """Back to the snapshot before ``row``; re-run the later executions of other groups."""
+    async def _revert(self, row: TxRow, state: str = "reverted", note: str | None = None) -> None:
+        """Back to the snapshot before ``row``; re-run the later executions of other groups.
+        ``row`` is kept in ``state`` (with ``note``) before anything else is awaited."""
         later = sorted(
             (
                 r
@@ -659,7 +662,9 @@ class Facilitator:
         await self.executor.revert(row.snapshot)
         for g in self.groups.values():
             g.head = None  # read again from the executor
-        row.state = "reverted"
+        row.state = state
+        if note is not None:
+            row.note = note[:400]
         self._keep(row)
         for r in later:
             if r.state == "pre":  # no PrivateTxInit to run it from: run when it comes
@@ -784,8 +789,12 @@ class Facilitator:
             )
 
     # -- votes --------------------------------------------------------------------------------
-    def _queue_vote(self, group: bytes, phash: bytes, old: bytes, new: bytes) -> None:
-        self.votes.append((group, phash, old, new))
+    def _queue_vote(
+        self, group: bytes, phash: bytes, old: bytes, new: bytes, *, direct: bool = False
+    ) -> None:
+        """``direct``: by transaction (``voteMany``) even in BLS mode, for a vote whose fellow
+        shares will not come (the others' votes were carried ahead, or went before a restart)."""
+        (self.direct_votes if direct else self.votes).append((group, phash, old, new))
         self.vote_ready.set()
 
     async def _send_votes(self) -> None:
@@ -800,20 +809,26 @@ class Facilitator:
                         await self.drained.wait()  # swallow stop()'s cancel (Python 3.11)
             self.vote_ready.clear()
             batch, self.votes = self.votes, []
+            direct, self.direct_votes = self.direct_votes, []
+
             # A vote for a transaction this batch already saw settle is not sent.
-            batch = [
-                v
-                for v in batch
-                if self.rows.get(v[1].hex(), None) is None
-                or self.rows[v[1].hex()].state in ("executed", "refused")
-            ]
-            if not batch:
+            def undecided(votes):
+                return [
+                    v
+                    for v in votes
+                    if self.rows.get(v[1].hex(), None) is None
+                    or self.rows[v[1].hex()].state in ("executed", "refused")
+                ]
+
+            batch, direct = undecided(batch), undecided(direct)
+            if not batch and not direct:
                 continue
             try:
                 if self.bls is not None:
                     await self._publish_bls(batch)
-                else:
-                    await self._vote_many(batch)
+                    batch = []
+                if batch or direct:
+                    await self._vote_many(batch + direct)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the chain is away: the deadline will settle them

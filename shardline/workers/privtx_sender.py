@@ -41,6 +41,7 @@ from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
 RECENT = 4096
 STALE_S = 5.0  # a transaction unheard of for this long is looked up before asking ahead
+DROPPED_S = 120.0  # one the Mediator still does not know after this was dropped
 PREVOTE_WAIT_S = 0.25  # how long the next submission waits for the votes ahead
 CHECK_EVERY_S = 10.0  # txOf read for a waiting transaction even while its outcome is pushed
 
@@ -102,6 +103,7 @@ class PrivateSender:
         self._recent: dict[bytes, bytes] = {}  # payload hash -> group, of the latest pushes
         # per group: sent, outcome not yet seen (payload hash -> when sent)
         self._unsettled: dict[bytes, dict[bytes, float]] = {}
+        self._deciding: dict[bytes, asyncio.Lock] = {}
         self._submitter: asyncio.Task | None = None
         self._mine: set[bytes] = set()
         # Bumped at each drop and each (re)subscription of the PrivateTxFini feed: a transaction
@@ -168,18 +170,25 @@ class PrivateSender:
         # are on their way, submissions and votes go in batches instead (fewer transactions,
         # more throughput), and the stakeholders execute on the chain's PrivateTxInit.
         unsettled = self._unsettled.setdefault(group, {})
-        if self.votes_ahead and unsettled:
-            await self._forget_settled(group, unsettled)
-        ahead = self.votes_ahead and not unsettled
-        if ahead:
-            ballot.seq, ballot.root = await self._expected(group)
-            ballot.seal = pt.seal_hash(sealed.ephemeral_pk, sealed.wraps)
-            self._ballots[phash] = ballot
-            self._recent[phash] = group
-            if len(self._recent) > RECENT:
-                self._recent.pop(next(iter(self._recent)))
-        else:
-            ballot.ready.set()
+        # decided and the slot taken in one step: sends that come meanwhile see this one
+        async with self._deciding.setdefault(group, asyncio.Lock()):
+            if self.votes_ahead and unsettled:
+                await self._forget_settled(group, unsettled)
+            ahead = self.votes_ahead and not unsettled
+            unsettled[phash] = time.monotonic()
+            if ahead:
+                try:
+                    ballot.seq, ballot.root = await self._expected(group)
+                except BaseException:
+                    unsettled.pop(phash, None)
+                    raise
+                ballot.seal = pt.seal_hash(sealed.ephemeral_pk, sealed.wraps)
+                self._ballots[phash] = ballot
+                self._recent[phash] = group
+                if len(self._recent) > RECENT:
+                    self._recent.pop(next(iter(self._recent)))
+            else:
+                ballot.ready.set()
         # Pushed first: the online stakeholders hold it (and execute and vote) before the chain
         # event. Stored while the votes come and the submission is mined: a stakeholder that
         # missed the push fetches it later.
@@ -192,8 +201,8 @@ class PrivateSender:
             )
         except BaseException:
             self._ballots.pop(phash, None)
+            unsettled.pop(phash, None)
             raise
-        unsettled[phash] = time.monotonic()
         self._last[group] = phash
         self._mine.add(phash)  # only its own outcomes are kept from the logs
         self._sent_epoch[phash] = self._epoch
@@ -233,12 +242,21 @@ class PrivateSender:
     async def _forget_settled(self, group: bytes, unsettled: dict[bytes, float]) -> None:
         """Transactions sent a while ago whose outcome this sender has not heard (no feed, and
         nobody asked for it): read them, so that they do not keep the group from votes ahead."""
-        stale = [h for h, at in unsettled.items() if time.monotonic() - at > STALE_S]
-        for phash in stale:
-            with contextlib.suppress(ChainError):
+        now = time.monotonic()
+        for phash, at in list(unsettled.items()):
+            if now - at <= STALE_S:
+                continue
+            try:
                 info = await med.tx_of(self.chain, self.mediator, group, phash)
-                if info is not None and info.status != pt.Status.PENDING:
-                    self._learn(group, phash, info.status, info.new_root)
+            except Exception as exc:  # the node away: ask again next time
+                log.warn("privtx.outcome_unread", payload=phash.hex(), error=repr(exc))
+                return
+            if info is not None and info.status != pt.Status.PENDING:
+                self._learn(group, phash, info.status, info.new_root)
+            elif info is None and now - at > DROPPED_S:
+                unsettled.pop(phash, None)  # never mined (dropped): nothing to wait for
+            elif info is not None:
+                unsettled[phash] = now  # still pending: look again in a while
 
     async def _on_prevote(self, msg) -> None:
         if msg.headers and msg.headers.get("Status"):

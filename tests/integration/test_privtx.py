@@ -716,14 +716,19 @@ async def test_a_member_that_missed_an_agreed_transaction_does_not_vote_ahead_an
     group = await env.group(threshold=2)
     crane = env.running[2]
 
-    async def unreachable(phash: bytes) -> bytes:
-        raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
+    fetch, failed = crane._ciphertext, []
+
+    async def unreachable_once(phash: bytes) -> bytes:
+        if not failed:  # its first fetch (for N's PrivateTxInit) fails; later ones work
+            failed.append(phash)
+            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
+        return await fetch(phash)
 
     async def not_now(push, reply) -> None:
         return None
 
     with monkeypatch.context() as m:
-        m.setattr(crane, "_ciphertext", unreachable)
+        m.setattr(crane, "_ciphertext", unreachable_once)
         m.setattr(crane, "_execute_ahead", not_now)
         n = await sender.send(group, receive_goods(31))
         out_n = await sender.outcome(group, n.payload_hash)
@@ -732,6 +737,7 @@ async def test_a_member_that_missed_an_agreed_transaction_does_not_vote_ahead_an
             if crane.rows.get(n.payload_hash.hex()) is not None:
                 break
             await asyncio.sleep(0.025)
+        assert failed == [n.payload_hash]
         assert crane.rows[n.payload_hash.hex()].state in ("refused", "final")
     n1 = await sender.send(group, receive_goods(32))
     out_n1 = await sender.outcome(group, n1.payload_hash)
@@ -744,3 +750,77 @@ async def test_a_member_that_missed_an_agreed_transaction_does_not_vote_ahead_an
     assert [r.state for r in rows] == ["final", "final"], [(r.state, r.note) for r in rows]
     assert not crane.groups[group].out_of_sync
     assert [await env.root(i, group) for i in range(3)] == [out_n1.new_root] * 3
+
+
+async def test_a_refusal_whose_vote_was_lost_is_voted_again_as_a_refusal_after_a_restart(
+    env, sender, monkeypatch
+):
+    """2-of-3 with acme down: crane refuses N (its fetch fails) but stops before its vote is
+    sent. Started again, it votes for every undecided execution it holds: for N a refusal
+    (old root, 0), never "executed, state unchanged". bolt's vote and crane's refusal leave N
+    open; acme, back, settles it YES with bolt, and crane catches up."""
+    group = await env.group(threshold=2)
+    await env.stop(0)
+    crane = env.running[2]
+    fetch, failed = crane._ciphertext, []
+
+    async def unreachable_once(phash: bytes) -> bytes:
+        if not failed:
+            failed.append(phash)
+            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
+        return await fetch(phash)
+
+    async def lost(batch) -> None:  # stopped before the vote transaction went out
+        return None
+
+    async def not_now(push, reply) -> None:
+        return None
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(crane, "_ciphertext", unreachable_once)
+            m.setattr(crane, "_execute_ahead", not_now)
+            m.setattr(crane, "_vote_many", lost)
+            sent = await sender.send(group, receive_goods(77))
+            for _ in range(400):
+                row = crane.rows.get(sent.payload_hash.hex())
+                if row is not None and row.state == "refused":
+                    break
+                await asyncio.sleep(0.025)
+            assert row.state == "refused"
+            await env.stop(2)
+        await env.start(2)
+        votes: dict[int, med.TxVote] = {}
+        for _ in range(400):
+            logs = await env.chain.rpc.call(
+                "eth_getLogs",
+                [
+                    {
+                        "address": env.mediator,
+                        "fromBlock": hex(env.start_block),
+                        "toBlock": "latest",
+                        "topics": [med.TX_VOTE, "0x" + group.hex(), "0x" + sent.payload_hash.hex()],
+                    }
+                ],
+            )
+            votes = {v.member: v for v in map(med.decode_event, map(raw_log_of, logs))}
+            if 2 in votes:
+                break
+            await asyncio.sleep(0.025)
+        assert votes[2].new_root == pt.ZERO_ROOT  # a refusal, as before the restart
+        assert sorted(votes) == [1, 2]
+        info = await med.tx_of(env.chain, env.mediator, group, sent.payload_hash)
+        assert info.status == pt.Status.PENDING
+    finally:
+        if 0 not in env.running:
+            await env.start(0)
+    out = await sender.outcome(group, sent.payload_hash)
+    assert out.status == pt.Status.YES
+    await settled_everywhere(env, sent.payload_hash)
+    assert [await env.root(i, group) for i in range(3)] == [out.new_root] * 3
+
+
+def raw_log_of(r: dict):
+    from shardline.contracts.cursor import raw_log
+
+    return raw_log(r)
