@@ -215,7 +215,11 @@ async def settled_everywhere(env: Env, phash: bytes) -> None:
     """Wait until every running facilitator has handled the transaction's PrivateTxFini."""
     for _ in range(400):
         rows = [f.rows.get(phash.hex()) for f in env.running.values()]
-        if all(r is not None and r.state not in ("executed", "refused") for r in rows):
+        # (executed ahead, or undone, and not yet past its Init: not handled either)
+        if all(
+            r is not None and r.state not in ("executed", "refused", "pre", "abandoned")
+            for r in rows
+        ):
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"not settled at every facilitator: {rows}")
