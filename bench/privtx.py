@@ -165,42 +165,39 @@ async def private_run(sender: PrivateSender, group: bytes, samples: int, count: 
     return lat, count / (time.perf_counter() - t0), statuses
 
 
-async def mediator_tx_count(chain: Chain, mediator: str, start: int, end: int) -> int:
-    n = 0
+async def mediator_txs(chain: Chain, mediator: str, start: int, end: int) -> list[dict]:
+    """The transactions to the Mediator in blocks start..end."""
+    txs = []
     for b in range(start, end + 1):
         block = await chain.rpc.call("eth_getBlockByNumber", [hex(b), True])
-        n += sum((t.get("to") or "").lower() == mediator.lower() for t in block["transactions"])
-    return n
+        txs += [t for t in block["transactions"] if (t.get("to") or "").lower() == mediator.lower()]
+    return txs
 
 
 async def gas_report(chain: Chain, mediator: str, start: int, end: int) -> dict[str, float]:
     used: dict[str, list[int]] = {}
     votes_in_many: list[int] = []
     submits_in_many: list[int] = []
-    for n in range(start, end + 1):
-        block = await chain.rpc.call("eth_getBlockByNumber", [hex(n), True])
-        for t in block["transactions"]:
-            if (t.get("to") or "").lower() != mediator.lower():
-                continue
-            receipt = await chain.rpc.call("eth_getTransactionReceipt", [t["hash"]])
-            if int(receipt["status"], 16) != 1:
-                continue
-            sel = bytes.fromhex(t["input"][2:10])
-            name = {
-                med.SUBMIT: "submit",
-                med.SUBMIT_MANY: "submitMany",
-                med.SUBMIT_VOTED: "submitVoted",
-                med.VOTE_MANY: "voteMany",
-                med.VOTE_AGGREGATE: "voteAggregate",
-                med.EXPIRE: "expire",
-            }.get(sel, "other")
-            used.setdefault(name, []).append(int(receipt["gasUsed"], 16))
-            if name in ("voteMany", "submitMany"):
-                # the first array's length: its offset is the second head word
-                args = bytes.fromhex(t["input"][10:])
-                offset = int.from_bytes(args[32:64], "big")
-                n = int.from_bytes(args[offset : offset + 32], "big")
-                (votes_in_many if name == "voteMany" else submits_in_many).append(n)
+    for t in await mediator_txs(chain, mediator, start, end):
+        receipt = await chain.rpc.call("eth_getTransactionReceipt", [t["hash"]])
+        if int(receipt["status"], 16) != 1:
+            continue
+        sel = bytes.fromhex(t["input"][2:10])
+        name = {
+            med.SUBMIT: "submit",
+            med.SUBMIT_MANY: "submitMany",
+            med.SUBMIT_VOTED: "submitVoted",
+            med.VOTE_MANY: "voteMany",
+            med.VOTE_AGGREGATE: "voteAggregate",
+            med.EXPIRE: "expire",
+        }.get(sel, "other")
+        used.setdefault(name, []).append(int(receipt["gasUsed"], 16))
+        if name in ("voteMany", "submitMany"):
+            # the first array's length: its offset is the second head word
+            args = bytes.fromhex(t["input"][10:])
+            offset = int.from_bytes(args[32:64], "big")
+            n = int.from_bytes(args[offset : offset + 32], "big")
+            (votes_in_many if name == "voteMany" else submits_in_many).append(n)
     out = {f"{k} gas (mean)": statistics.fmean(v) for k, v in used.items()}
     if votes_in_many:
         out["votes per voteMany (mean)"] = statistics.fmean(votes_in_many)
@@ -278,7 +275,7 @@ async def main(args) -> dict:
         priv_lat, _, _ = await private_run(sender, group, args.samples, 0, 1)
         b_seq = int(await chain.rpc.call("eth_blockNumber", []), 16)
         submitted_seq = private_run.submitted  # type: ignore[attr-defined]
-        seq_txs = await mediator_tx_count(chain, mediator, b0 + 1, b_seq)
+        seq_txs = len(await mediator_txs(chain, mediator, b0 + 1, b_seq))
         _, priv_tps, statuses = await private_run(sender, group, 0, args.count, args.window)
         c2 = cpu_s(pids)
         submit_p50 = pct(submitted_seq, 50)

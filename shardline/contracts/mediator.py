@@ -19,7 +19,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from ..core.privtx import Status
 from .artifacts import event_topic
 from .client import Chain, ChainRevert, TxResult
-from .cursor import RawLog
+from .cursor import RawLog, raw_log
 
 GROUP_CREATED = event_topic("Mediator", "GroupCreated")
 TX_INIT = event_topic("Mediator", "PrivateTxInit")
@@ -215,6 +215,12 @@ def submit_many_data(group: bytes, sealed) -> bytes:
     )
 
 
+def _pre_vote_tuple(vote) -> tuple:
+    """A ``PreVote`` as the Mediator's struct: (member, oldRoot, newRoot, r, s, v)."""
+    v, r, s = vote.vrs()
+    return (vote.member, vote.old_root, vote.new_root, r, s, v)
+
+
 def submit_voted_data(group: bytes, items) -> bytes:
     """``submitVoted`` of ``(SealedPayload, [PreVote, ...])`` pairs to one group, in order."""
     return SUBMIT_VOTED + abi_encode(
@@ -230,13 +236,7 @@ def submit_voted_data(group: bytes, items) -> bytes:
             [s.payload_hash for s, _ in items],
             [s.ephemeral_pk for s, _ in items],
             [list(s.wraps) for s, _ in items],
-            [
-                [
-                    (v.member, v.old_root, v.new_root, v.sig[:32], v.sig[32:64], 27 + v.sig[64])
-                    for v in votes
-                ]
-                for _, votes in items
-            ],
+            [[_pre_vote_tuple(v) for v in votes] for _, votes in items],
         ],
     )
 
@@ -268,7 +268,7 @@ def expire_data(group: bytes, payload_hash: bytes) -> bytes:
 
 # -- events --------------------------------------------------------------------------------
 def decode_event(lg: RawLog) -> GroupInfo | TxInit | TxVote | TxFini | None:
-    topic = "0x" + lg.topics[0].hex()
+    topic = topic_of(lg)
     if topic == GROUP_CREATED:
         sender, members, seal_keys, threshold, timeout, root = abi_decode(
             ["address", "address[]", "bytes32[]", "uint8", "uint32", "bytes32"], lg.data
@@ -300,3 +300,23 @@ def decode_event(lg: RawLog) -> GroupInfo | TxInit | TxVote | TxFini | None:
         status, old, new = abi_decode(["uint8", "bytes32", "bytes32"], lg.data)
         return TxFini(lg.topics[1], lg.topics[2], Status(status), bytes(old), bytes(new))
     return None
+
+
+def receipt_logs(receipt: dict | None, mediator: str) -> list[RawLog]:
+    """The Mediator's logs in a transaction receipt (JSON-RPC form), in order, not decoded
+    (``topic_of`` and the indexed group and payload hash in ``topics[1:3]`` pick them)."""
+    return [
+        raw_log(lg)
+        for lg in (receipt or {}).get("logs") or []
+        if lg["topics"] and lg["address"].lower() == mediator.lower()
+    ]
+
+
+def receipt_events(receipt: dict | None, mediator: str) -> list:
+    """The Mediator's events in a transaction receipt, decoded, in order."""
+    return [decode_event(lg) for lg in receipt_logs(receipt, mediator)]
+
+
+def topic_of(lg: RawLog) -> str:
+    """A log's event topic as the ``GROUP_CREATED`` ... ``TX_FINI`` constants spell it."""
+    return "0x" + lg.topics[0].hex()

@@ -223,6 +223,7 @@ class PreVote:
     sig: bytes  # r (32) || s (32) || v (1: 0 or 1)
 
     def vrs(self) -> tuple[int, bytes, bytes]:
+        """v (27 or 28), r and s, as ``ecrecover`` takes them."""
         return 27 + self.sig[64], self.sig[:32], self.sig[32:64]
 
 

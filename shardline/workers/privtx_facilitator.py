@@ -210,9 +210,9 @@ class Facilitator:
             log.warn("privtx.executor_unreachable", stakeholder=cfg.name, error=repr(exc))
         # Undecided executions may have lost their vote with the last run (a vote batch not yet
         # sent, or one ahead not carried): vote again; the mediator skips a vote it counted.
-        for row in self.rows.values():
+        for row in [self.rows[n] for n in self.open]:
             gid = bytes.fromhex(row.group_id)
-            if row.state in OPEN and gid in self.groups and row.old_root:
+            if gid in self.groups and row.old_root:
                 new = pt.ZERO_ROOT if row.state == "refused" else row.new_root
                 phash = bytes.fromhex(row.payload_hash)
                 self._queue_vote(gid, phash, row.old_root, new, direct=True)
@@ -311,10 +311,9 @@ class Facilitator:
                 call = await self._open(init, g, push.ciphertext)
             except pt.PrivTxError as exc:
                 row.note = str(exc)[:400]
-                row.old_root = g.head or await self.executor.root(g.contract)
-                row.new_root = pt.ZERO_ROOT  # a refusal, as on chain
+                row.old_root, row.new_root = head, pt.ZERO_ROOT  # a refusal, as on chain
             else:
-                ex = await self.executor.execute(g.contract, g.info.sender, call, old_root=g.head)
+                ex = await self.executor.execute(g.contract, g.info.sender, call, old_root=head)
                 g.head = ex.new_root
                 row.snapshot, row.old_root, row.new_root = ex.snapshot, ex.old_root, ex.new_root
                 row.note = "" if ex.ok else "the private call reverted: state unchanged"
@@ -430,33 +429,31 @@ class Facilitator:
     async def _on_init(self, ev: med.TxInit, tx_hash: bytes | None = None) -> None:
         name = ev.payload_hash.hex()
         g = self.groups[ev.group]
-        # What was executed ahead for this position (or an earlier one) under another payload
-        # can never settle where it was executed: back to the snapshot before it.
+        # What was executed ahead for a position up to this one, other than this very payload at
+        # this very position (this payload elsewhere too), can never settle where it was
+        # executed: back to the snapshot before the earliest of it (and what ran after it).
         stale = [
             r
             for r in g.ahead.values()
-            if r.seq < ev.seq or (r.seq == ev.seq and r.payload_hash != name)
+            if (r.seq <= ev.seq or r.payload_hash == name)
+            and (r.seq, r.payload_hash) != (ev.seq, name)
         ]
         if stale:
             await self._abandon(
                 min(stale, key=lambda r: r.step), f"position {ev.seq} went to {name}"
             )
         row = self.rows.get(name)
-        if row is not None and row.state == "pre":
-            if row.seq == ev.seq:  # executed ahead, for this very position
-                g.last_seq = max(g.last_seq, ev.seq)
-                row.state = "refused" if row.new_root == pt.ZERO_ROOT else "executed"
-                row.deadline = ev.deadline
-                self._keep(row)
-                # Counted already if the sender carried it (and then most likely settled in the
-                # same transaction): the submission's receipt says; voted on chain if not.
-                task = asyncio.create_task(self._vote_unless_carried(ev, row, tx_hash))
-                self.checks.add(task)
-                task.add_done_callback(self.checks.discard)
-                return
-            await self._abandon(
-                row, f"executed ahead for position {row.seq}, submitted at {ev.seq}"
-            )
+        if row is not None and row.state == "pre":  # executed ahead, for this very position
+            g.last_seq = max(g.last_seq, ev.seq)
+            row.state = "refused" if row.new_root == pt.ZERO_ROOT else "executed"
+            row.deadline = ev.deadline
+            self._keep(row)
+            # Counted already if the sender carried it (and then most likely settled in the
+            # same transaction): the submission's receipt says; voted on chain if not.
+            task = asyncio.create_task(self._vote_unless_carried(ev, row, tx_hash))
+            self.checks.add(task)
+            task.add_done_callback(self.checks.discard)
+            return
         if name in self.rows and self.rows[name].state != "abandoned":
             return  # read again after a restart: done already
         g.last_seq = max(g.last_seq, ev.seq)
@@ -489,15 +486,13 @@ class Facilitator:
                 receipt = await self.chain.rpc.call(
                     "eth_getTransactionReceipt", ["0x" + tx_hash.hex()]
                 )
-            for lg in (receipt or {}).get("logs") or []:
-                if lg["address"].lower() != self.cfg.mediator.lower():
+            for lg in med.receipt_logs(receipt, self.cfg.mediator):
+                if lg.topics[2:3] != (ev.payload_hash,):
                     continue
-                done = med.decode_event(raw_log({**lg, "removed": False}))
-                if getattr(done, "payload_hash", None) != ev.payload_hash:
-                    continue
-                if isinstance(done, med.TxFini):
+                topic = med.topic_of(lg)
+                if topic == med.TX_FINI:
                     return
-                if isinstance(done, med.TxVote) and done.member == member:
+                if topic == med.TX_VOTE and med.decode_event(lg).member == member:
                     return
         except asyncio.CancelledError:
             raise
@@ -509,16 +504,8 @@ class Facilitator:
     async def _abandon(self, row: TxRow, why: str) -> None:
         """Undo an execution made ahead whose position went to another transaction (and what
         ran after it); it runs afresh if its PrivateTxInit comes."""
-        if row.snapshot:
-            await self._revert(row, "abandoned", why)
-        else:  # a refusal ahead changed nothing; what its group ran after it goes back
-            g = self.groups[bytes.fromhex(row.group_id)]
-            later = sorted(
-                (r for r in g.ahead.values() if r.step > row.step and r.snapshot),
-                key=lambda r: r.step,
-            )
-            if later:
-                await self._revert(later[0], "abandoned", f"built on {row.payload_hash}")
+        # (a refusal ahead changed nothing: then what its group ran after it goes back)
+        await self._take_back(self.groups[bytes.fromhex(row.group_id)], row.seq - 1, why)
         row.state, row.note = "abandoned", why[:400]
         self._keep(row)
         log.event("privtx.abandoned", stakeholder=self.cfg.name, payload=row.payload_hash, why=why)
@@ -579,24 +566,11 @@ class Facilitator:
         if init is not None:
             # What ran here after its position (the group's later transactions, executed on a
             # state without it) goes back first; each runs again if it settles YES.
-            later = sorted(
-                (
-                    r
-                    for r in [*(self.rows[n] for n in self.open), *g.ahead.values()]
-                    if r.group_id == ev.group.hex()
-                    and r.snapshot
-                    and r.state in ("executed", "pre")
-                    and r.seq > init.seq
-                ),
-                key=lambda r: r.step,
+            await self._take_back(
+                g,
+                init.seq,
+                f"ran before {ev.payload_hash.hex()}, which the group agreed on first",
             )
-            if later:
-                first = later[0]
-                await self._revert(
-                    first,
-                    "abandoned" if first.state == "pre" else "discarded",
-                    f"ran before {ev.payload_hash.hex()}, which the group agreed on first",
-                )
             with contextlib.suppress(pt.PrivTxError, BlobNotFound, BlobCorrupt):
                 call = await self._open(init, g)
                 ex = await self.executor.execute(g.contract, g.info.sender, call)
@@ -647,6 +621,20 @@ class Facilitator:
             if isinstance(init, med.TxInit):
                 return init
         return None
+
+    async def _take_back(self, g: _Group, after_seq: int, why: str) -> None:
+        """Back to the snapshot before the group's earliest undecided execution at a position
+        after ``after_seq`` (and so before everything that ran after it): an execution ahead is
+        then ``abandoned`` (run afresh if its Init comes), one on its Init ``discarded`` (run
+        again if it settles YES)."""
+        held = [
+            r
+            for r in [*(self.rows[n] for n in self.open), *g.ahead.values()]
+            if r.group_id == g.info.group.hex() and r.snapshot and r.seq > after_seq
+        ]
+        if held:
+            first = min(held, key=lambda r: r.step)
+            await self._revert(first, "abandoned" if first.state == "pre" else "discarded", why)
 
     async def _revert(self, row: TxRow, state: str = "reverted", note: str | None = None) -> None:
         """Back to the snapshot before ``row``; re-run the later executions of other groups.
@@ -810,29 +798,26 @@ class Facilitator:
             self.vote_ready.clear()
             batch, self.votes = self.votes, []
             direct, self.direct_votes = self.direct_votes, []
-
             # A vote for a transaction this batch already saw settle is not sent.
-            def undecided(votes):
-                return [
-                    v
-                    for v in votes
-                    if self.rows.get(v[1].hex(), None) is None
-                    or self.rows[v[1].hex()].state in ("executed", "refused")
-                ]
-
-            batch, direct = undecided(batch), undecided(direct)
-            if not batch and not direct:
-                continue
+            batch, direct = self._undecided(batch), self._undecided(direct)
+            shared, by_tx = (batch, direct) if self.bls is not None else ([], batch + direct)
             try:
-                if self.bls is not None:
-                    await self._publish_bls(batch)
-                    batch = []
-                if batch or direct:
-                    await self._vote_many(batch + direct)
+                if shared:
+                    await self._publish_bls(shared)
+                if by_tx:
+                    await self._vote_many(by_tx)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the chain is away: the deadline will settle them
                 log.warn("privtx.vote_failed", stakeholder=self.cfg.name, error=repr(exc))
+
+    def _undecided(self, votes: list) -> list:
+        return [
+            v
+            for v in votes
+            if self.rows.get(v[1].hex(), None) is None
+            or self.rows[v[1].hex()].state in ("executed", "refused")
+        ]
 
     async def _vote_many(self, batch) -> None:
         by_group: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}

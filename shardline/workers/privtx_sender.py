@@ -32,14 +32,13 @@ from shardline.bus.envelope import BadMessage
 from shardline.bus.payloads import PayloadStore
 from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain, ChainError
-from shardline.contracts.cursor import RawLog, raw_log
+from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
 from shardline.core import privtx as pt
 from shardline.workers import privtx_messages as pm
 from shardline.workers.privtx_facilitator import PAYLOAD_SUBJECT
 
 MAX_BATCH = 64  # submissions per submitMany: well inside a block's gas limit
-RECENT = 4096
 STALE_S = 5.0  # a transaction unheard of for this long is looked up before asking ahead
 DROPPED_S = 120.0  # one the Mediator still does not know after this was dropped
 PREVOTE_WAIT_S = 0.25  # how long the next submission waits for the votes ahead
@@ -63,6 +62,7 @@ class _Ballot:
     seal: bytes = b""  # pt.seal_hash of its ephemeral key and wraps
     votes: dict[int, pt.PreVote] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    submitted: bool = False
 
     def add(self, vote: pt.PreVote) -> None:
         self.votes[vote.member] = vote
@@ -72,6 +72,17 @@ class _Ballot:
         decided = pt.decide(pairs, size, self.info.threshold, b"\x01" * 32).status
         if decided != pt.Status.PENDING or len(self.votes) == size:
             self.ready.set()
+
+
+@dataclass
+class _Tip:
+    """A group's latest transaction from this sender: the position its receipt gave it and the
+    outcome it settled with, as they become known."""
+
+    payload_hash: bytes
+    seq: int | None = None
+    status: pt.Status | None = None
+    root: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -93,14 +104,10 @@ class PrivateSender:
         self._waiters: dict[bytes, asyncio.Future] = {}
         self._queue: list[_Ballot] = []
         self.votes_ahead = True  # False: the stakeholders always execute on PrivateTxInit
-        self._ballots: dict[bytes, _Ballot] = {}  # by payload hash, until submitted
-        # what the sender learnt of its own transactions: the position each took (from the
-        # submission's receipt), each outcome (status, new root), the group's latest one
-        self._seq_of: dict[bytes, int] = {}
-        self._outcomes: dict[bytes, tuple[pt.Status, bytes]] = {}
-        self._last: dict[bytes, bytes] = {}
+        # the ballots that asked for votes ahead, by payload hash, until they settle
+        self._ballots: dict[bytes, _Ballot] = {}
+        self._tips: dict[bytes, _Tip] = {}  # per group
         self._quiet: set[bytes] = set()  # groups none of whose members answered the last push
-        self._recent: dict[bytes, bytes] = {}  # payload hash -> group, of the latest pushes
         # per group: sent, outcome not yet seen (payload hash -> when sent)
         self._unsettled: dict[bytes, dict[bytes, float]] = {}
         self._deciding: dict[bytes, asyncio.Lock] = {}
@@ -184,9 +191,6 @@ class PrivateSender:
                     raise
                 ballot.seal = pt.seal_hash(sealed.ephemeral_pk, sealed.wraps)
                 self._ballots[phash] = ballot
-                self._recent[phash] = group
-                if len(self._recent) > RECENT:
-                    self._recent.pop(next(iter(self._recent)))
             else:
                 ballot.ready.set()
         # Pushed first: the online stakeholders hold it (and execute and vote) before the chain
@@ -199,25 +203,22 @@ class PrivateSender:
                 pm.push_body(sealed.ciphertext, ask if ahead else None),
                 reply=self._inbox,
             )
-        except BaseException:
-            self._ballots.pop(phash, None)
-            unsettled.pop(phash, None)
-            raise
-        self._last[group] = phash
-        self._mine.add(phash)  # only its own outcomes are kept from the logs
-        self._sent_epoch[phash] = self._epoch
-        self._queue.append(ballot)
-        if self._submitter is None or self._submitter.done():
-            self._submitter = asyncio.create_task(self._submit_batches())
-        # ``outcome`` reports a failed write.
-        self._stored[phash] = asyncio.create_task(self.payloads.put(sealed.ciphertext))
-        try:
+            self._tips[group] = _Tip(phash)
+            self._mine.add(phash)  # only its own outcomes are kept from the logs
+            self._sent_epoch[phash] = self._epoch
+            self._queue.append(ballot)
+            if self._submitter is None or self._submitter.done():
+                self._submitter = asyncio.create_task(self._submit_batches())
+            # ``outcome`` reports a failed write.
+            self._stored[phash] = asyncio.create_task(self.payloads.put(sealed.ciphertext))
             tx = await fut
         except BaseException:
             self._ballots.pop(phash, None)
             unsettled.pop(phash, None)
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._stored.pop(phash)
+            stored = self._stored.pop(phash, None)
+            if stored is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await stored
             raise
         return Sent(group, phash, tx, started)
 
@@ -225,19 +226,18 @@ class PrivateSender:
         """The position the next submission will take and the agreed root it builds on, when
         nothing of the group is on its way: after the group's latest transaction of this sender,
         as its receipt and outcome said when it settled YES; else read from the mediator."""
-        last = self._last.get(group)
-        out = self._outcomes.get(last) if last else None
-        seq = self._seq_of.get(last) if last else None
-        if out is not None and seq is not None and out[0] == pt.Status.YES:
-            return seq + 1, out[1]
+        tip = self._tips.get(group)
+        if tip is not None and tip.seq is not None and tip.status == pt.Status.YES:
+            return tip.seq + 1, tip.root
         info = await med.group_of(self.chain, self.mediator, group)
         return info.submitted + 1, info.root
 
     def _learn(self, group: bytes, phash: bytes, status: pt.Status, new_root: bytes) -> None:
-        self._outcomes[phash] = (status, new_root)
-        if len(self._outcomes) > RECENT:
-            self._outcomes.pop(next(iter(self._outcomes)))
+        tip = self._tips.get(group)
+        if tip is not None and tip.payload_hash == phash:
+            tip.status, tip.root = status, new_root
         self._unsettled.get(group, {}).pop(phash, None)
+        self._ballots.pop(phash, None)
 
     async def _forget_settled(self, group: bytes, unsettled: dict[bytes, float]) -> None:
         """Transactions sent a while ago whose outcome this sender has not heard (no feed, and
@@ -255,6 +255,7 @@ class PrivateSender:
                 self._learn(group, phash, info.status, info.new_root)
             elif info is None and now - at > DROPPED_S:
                 unsettled.pop(phash, None)  # never mined (dropped): nothing to wait for
+                self._ballots.pop(phash, None)
             elif info is not None:
                 unsettled[phash] = now  # still pending: look again in a while
 
@@ -269,9 +270,11 @@ class PrivateSender:
         ballot = self._ballots.get(m.payload_hash)
         v = m.vote
         if ballot is None:
+            return
+        if ballot.submitted:
             # submitted already without it: its member votes on chain. But the group's members
             # do execute ahead: wait for their votes again.
-            self._quiet.discard(self._recent.get(m.payload_hash, b""))
+            self._quiet.discard(ballot.group)
             return
         if m.seq != ballot.seq or v.member in ballot.votes:
             return  # for another position (the member votes on chain), or said already
@@ -320,7 +323,7 @@ class PrivateSender:
                 n += 1
             batch, self._queue = self._queue[:n], self._queue[n:]
             for b in batch:
-                self._ballots.pop(b.sealed.payload_hash, None)
+                b.submitted = True
             by_group: dict[bytes, list[_Ballot]] = {}
             for b in batch:
                 by_group.setdefault(b.group, []).append(b)
@@ -356,18 +359,15 @@ class PrivateSender:
                 if not it.fut.done():
                     it.fut.set_exception(exc)
             return
-        # The positions the submissions took; the outcome too when the votes it carried settled
-        # it.
-        for lg in receipt.get("logs") or []:
-            if lg["address"].lower() != self.mediator.lower() or not lg["topics"]:
-                continue
-            if lg["topics"][0] == med.TX_INIT:
-                ev = med.decode_event(raw_log({**lg, "removed": False}))
-                self._seq_of[ev.payload_hash] = ev.seq
-                if len(self._seq_of) > RECENT:
-                    self._seq_of.pop(next(iter(self._seq_of)))
-            elif lg["topics"][0] == med.TX_FINI:
-                self._on_log(raw_log({**lg, "removed": False}))
+        # The position the group's latest submission took; the outcome too when the votes it
+        # carried settled it.
+        tip = self._tips.get(group)
+        for lg in med.receipt_logs(receipt, self.mediator):
+            topic = med.topic_of(lg)
+            if topic == med.TX_FINI:
+                self._on_log(lg)
+            elif topic == med.TX_INIT and tip is not None and lg.topics[2] == tip.payload_hash:
+                tip.seq = med.decode_event(lg).seq
         for it in items:
             if not it.fut.done():
                 it.fut.set_result(tx)

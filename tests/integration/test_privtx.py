@@ -36,6 +36,7 @@ from shardline.bus.streams import ensure_streams
 from shardline.contracts import mediator as med
 from shardline.contracts.artifacts import load_artifact
 from shardline.contracts.client import Chain, ChainRevert
+from shardline.contracts.cursor import raw_log
 from shardline.contracts.deploy import deploy_contract
 from shardline.core import privtx as pt
 from shardline.ops import dlq
@@ -271,8 +272,6 @@ async def test_unanimous_with_a_diverging_executor_settles_no_and_all_revert(env
 
 
 async def vote_logs(env: Env, group: bytes, phash: bytes) -> dict[int, tuple[bytes, bytes]]:
-    from shardline.contracts.cursor import raw_log
-
     raw = await env.chain.rpc.call(
         "eth_getLogs",
         [
@@ -590,8 +589,6 @@ async def push_ahead(env: Env, group: bytes, x: pt.SealedPayload, seq: int, root
 
 
 def events_of(receipt: dict) -> list:
-    from shardline.contracts.cursor import raw_log
-
     return [med.decode_event(raw_log(lg)) for lg in receipt["logs"]]
 
 
@@ -807,7 +804,7 @@ async def test_a_refusal_whose_vote_was_lost_is_voted_again_as_a_refusal_after_a
                     }
                 ],
             )
-            votes = {v.member: v for v in map(med.decode_event, map(raw_log_of, logs))}
+            votes = {v.member: v for v in map(med.decode_event, map(raw_log, logs))}
             if 2 in votes:
                 break
             await asyncio.sleep(0.025)
@@ -822,9 +819,3 @@ async def test_a_refusal_whose_vote_was_lost_is_voted_again_as_a_refusal_after_a
     assert out.status == pt.Status.YES
     await settled_everywhere(env, sent.payload_hash)
     assert [await env.root(i, group) for i in range(3)] == [out.new_root] * 3
-
-
-def raw_log_of(r: dict):
-    from shardline.contracts.cursor import raw_log
-
-    return raw_log(r)
