@@ -13,7 +13,11 @@ facilitators as separate processes. Then, in one run:
   transaction), then ``--count`` with up to ``--window`` in flight (tx/s: ``submitMany`` and one
   ``voteMany`` per stakeholder per batch);
 - BLS: the facilitators restarted with aggregate votes, ``--bls-samples`` one after another;
-- gas: mean gasUsed of submit, voteMany (per vote) and voteAggregate, from the receipts.
+- gas: mean gasUsed of submit, voteMany (per vote) and voteAggregate, from the receipts;
+- floor, before the facilitators start: the three stakeholders' executions alone (the call and
+  the root each votes on, all three at once, straight to the private EVMs), then one public
+  transaction; samples alternate with public transactions. No sealing, bus or signature: what a
+  private transaction cannot go below on this machine, as a ratio to the public p50.
 
 Targets: at least 137 private tx/s; private p50 at most 3x the public p50. Reported, never
 asserted.
@@ -46,6 +50,7 @@ from shardline.contracts import mediator as med
 from shardline.contracts.client import Chain
 from shardline.contracts.deploy import deploy_contract
 from shardline.core import privtx as pt
+from shardline.workers.privtx_executor import Executor
 from shardline.workers.privtx_sender import PrivateSender
 
 ADMIN = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -136,6 +141,44 @@ async def public_baseline(chain: Chain, account, inventory: str, samples: int, c
     ]
     await asyncio.gather(*(chain.mined(h) for h in hashes))
     return lat, count / (time.perf_counter() - t0)
+
+
+async def floor_run(
+    chain: Chain, account, inventory: str, executor_urls: list[str], samples: int
+) -> tuple[list[float], list[float]]:
+    """The least a private transaction must do, with no sealing, bus, facilitator or signature.
+
+    Each stakeholder runs the call on its own private EVM and reads the root it votes on (the
+    facilitator's ``Executor.execute``: the call mined, then the root and the next snapshot in
+    one batch), all three at once, then one public transaction settles it. Samples alternate
+    with public transactions, so both see the machine in the same state; returns (public,
+    floor) latencies."""
+    executors = [Executor(u) for u in executor_urls]
+    try:
+        contracts = [await e.deploy() for e in executors]  # beside the groups' own contracts
+        caller = "0x" + "5e" * 20
+        pub, floor = [], []
+        for i in range(samples + 3):  # the first three warm the connections up
+            t0 = time.perf_counter()
+            tx = await chain.send_call(account, inventory, call(i + 1), gas=120_000)
+            await chain.mined(tx)
+            t1 = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    e.execute(c, caller, call(i + 1))
+                    for e, c in zip(executors, contracts, strict=True)
+                )
+            )
+            tx = await chain.send_call(account, inventory, call(i + 1), gas=120_000)
+            await chain.mined(tx)
+            t2 = time.perf_counter()
+            if i >= 3:
+                pub.append(t1 - t0)
+                floor.append(t2 - t1)
+        return pub, floor
+    finally:
+        for e in executors:
+            await e.close()
 
 
 async def private_run(sender: PrivateSender, group: bytes, samples: int, count: int, window: int):
@@ -243,6 +286,11 @@ async def main(args) -> dict:
             "start_block": start,
             "nats_url": nats_url,
         }
+        # The floor first, with no facilitator running (they wake for every public block), its
+        # samples alternating with public transactions so that both see the same machine.
+        floor_pub, floor_lat = await floor_run(
+            chain, Account.from_key(public_key), inventory, executors, args.samples
+        )
         fac = Facilitators(tmp, common, stakeholders, executors)
         fac.start(bls=False)
         sender = await PrivateSender.connect(
@@ -312,6 +360,9 @@ async def main(args) -> dict:
             "private p50 / public p50": pct(priv_lat, 50) / pct(pub_lat, 50),
             "private BLS p50 / public p50": pct(bls_lat, 50) / pct(pub_lat, 50),
             "private tx/s / target 137": priv_tps / TARGET_TPS,
+            "floor: 3 executions at once + 1 public tx (p50 ms)": pct(floor_lat, 50) * ms,
+            "floor p50 / public p50 (alternating samples)": pct(floor_lat, 50) / pct(floor_pub, 50),
+            "floor p50 / public p50 (the baseline above)": pct(floor_lat, 50) / pct(pub_lat, 50),
             "CPU ms per public tx (all processes)": 1000 * (c1 - c0) / (args.samples + args.count),
             "CPU ms per private tx (all processes)": 1000 * (c2 - c1) / (args.samples + args.count),
             "CPU ms per private tx, by process": by_role,
@@ -358,6 +409,11 @@ def run() -> None:
         f"targets: private p50 <= {TARGET_RATIO}x public ({'met' if p50 <= TARGET_RATIO else 'NOT met'}: "
         f"{p50:.2f}x); >= {TARGET_TPS:.0f} private tx/s ({'met' if tps >= TARGET_TPS else 'NOT met'}: "
         f"{tps:.1f})"
+    )
+    floor = result["floor p50 / public p50 (alternating samples)"]
+    print(
+        f"floor: the three executions and one public transaction alone take {floor:.2f}x a public "
+        f"transaction on this machine (target {TARGET_RATIO}x for the whole private transaction)"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
