@@ -22,6 +22,7 @@ import orjson
 import websockets
 
 from shardline.bus import log
+from shardline.core import bloom
 from shardline.core.logpoller import BlockRef, Cursor
 
 from .rpc import JsonRpc
@@ -108,25 +109,36 @@ class Subscription(ABC):
         """Subscribe, follow, and resubscribe after a drop, until cancelled."""
 
 
-class HeadWatcher(Subscription):
-    """Wakes the reader on each new head (websocket ``newHeads``), else every ``fallback_s``.
+class HeadWatcher:
+    """Wakes a reader on each new head (websocket ``newHeads``), else every ``fallback_s``.
 
     It is live from the moment its subscription is confirmed: it then asks for the node's latest
     block, so a reader that starts on a quiet chain need not wait for a block to be mined. It also
-    keeps the recent heads it was sent (number, hash, parent), so that the reader need
+    keeps the recent heads it was sent (number, hash, parent, logs bloom), so that the reader need
     not ask the node for headers it was just given. They are hints: the reader checks that they
     link up and asks the node when they do not.
-    """
 
-    KEEP = 256
-    SUBSCRIBE, LATEST = 1, 2  # ids of the two requests on the websocket
+    The watchers of one process that follow the same node share one subscription (``_HeadFeed``):
+    an org node's intake, records proxy and MPC server each wake on every block, and one socket
+    and one parse per block serves them all. Each watcher keeps its own ``event``.
+    """
 
     def __init__(self, ws_url: str, fallback_s: float = 1.0) -> None:
         self.ws_url = ws_url
         self.fallback_s = fallback_s
         self.event = asyncio.Event()
         self.latest = 0
-        self._heads: dict[int, BlockRef] = {}
+        self.live = False
+        self._feed: _HeadFeed | None = None
+
+    def start(self) -> None:
+        self._feed = _HeadFeed.join(self)
+
+    async def stop(self) -> None:
+        feed, self._feed = self._feed, None
+        self.live = False
+        if feed is not None:
+            await feed.leave(self)
 
     async def wait(self) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
@@ -137,19 +149,95 @@ class HeadWatcher(Subscription):
         self.event.clear()
 
     def get(self, number: int) -> BlockRef | None:
-        return self._heads.get(number)
+        return self._feed.heads.get(number) if self._feed is not None else None
+
+    def bloom(self, ref: BlockRef) -> int | None:
+        """The logs bloom the node pushed with this head (None: not pushed, or not kept)."""
+        return self._feed.blooms.get(ref.hash) if self._feed is not None else None
+
+    def forget(self, start: int, end: int) -> None:
+        if self._feed is not None:
+            self._feed.forget(start, end)
+
+    def _take(self, head: dict) -> None:
+        """Called for each head the node pushes, once the feed has kept it."""
+        assert self._feed is not None
+        self.latest = self._feed.latest
+
+
+class _HeadFeed(Subscription):
+    """One ``newHeads`` subscription to one node, shared by the HeadWatchers of a process."""
+
+    KEEP = 256
+    SUBSCRIBE, LATEST = 1, 2  # ids of the two requests on the websocket
+    _shared: dict[tuple[int, str], _HeadFeed] = {}  # by (event loop, node)
+
+    def __init__(self, ws_url: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.ws_url = ws_url
+        self.loop = loop
+        self.latest = 0
+        self.heads: dict[int, BlockRef] = {}
+        # each kept head's logs bloom, by its hash: a reader passes over the blocks whose bloom
+        # rules out every log it reads (``bloom.may_match``) without asking for their logs
+        self.blooms: dict[bytes, int] = {}
+        self.watchers: list[HeadWatcher] = []
+
+    @classmethod
+    def join(cls, watcher: HeadWatcher) -> _HeadFeed:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), watcher.ws_url)
+        feed = cls._shared.get(key)
+        if feed is None or feed.loop is not loop:
+            feed = cls._shared[key] = cls(watcher.ws_url, loop)
+            feed.start()
+        feed.watchers.append(watcher)
+        if feed.live:  # a latecomer learns the head at once, as a fresh subscription would
+            watcher.latest, watcher.live = feed.latest, True
+            watcher.event.set()
+        return feed
+
+    async def leave(self, watcher: HeadWatcher) -> None:
+        with contextlib.suppress(ValueError):
+            self.watchers.remove(watcher)
+        if not self.watchers:
+            key = (id(self.loop), self.ws_url)
+            if self._shared.get(key) is self:
+                del self._shared[key]
+            await self.stop()
 
     def forget(self, start: int, end: int) -> None:
         for n in range(start, end + 1):
-            self._heads.pop(n, None)
+            self._drop(n)
+
+    def _drop(self, number: int) -> None:
+        ref = self.heads.pop(number, None)
+        if ref is not None:
+            self.blooms.pop(ref.hash, None)
 
     def _take(self, head: dict) -> None:
         ref = BlockRef(int(head["number"], 16), _b(head["hash"]), _b(head["parentHash"]))
-        self._heads[ref.number] = ref
-        # a shorter chain after a reorg: what lay above the new head is no longer canonical
-        for n in [n for n in self._heads if n > ref.number or n <= ref.number - self.KEEP]:
-            del self._heads[n]
+        if ref.number <= self.latest:
+            # a reorg (or the same head again): what lay above it is no longer canonical
+            for n in [n for n in self.heads if n >= ref.number]:
+                self._drop(n)
+        self.heads[ref.number] = ref
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.blooms[ref.hash] = bloom.parse(head["logsBloom"])
+        self._drop(ref.number - self.KEEP)
+        if len(self.heads) > self.KEEP:  # heads skipped (a resubscription): prune them all
+            for n in [n for n in self.heads if n <= ref.number - self.KEEP]:
+                self._drop(n)
         self.latest = ref.number
+        for w in list(self.watchers):
+            w._take(head)
+            w.live = True
+
+    def _lost(self) -> None:
+        self.live = False
+        self.heads.clear()
+        self.blooms.clear()
+        for w in self.watchers:
+            w.live = False
 
     async def _run(self) -> None:
         while True:
@@ -177,12 +265,12 @@ class HeadWatcher(Subscription):
                         if isinstance(head, dict) and "hash" in head:
                             self._take(head)
                             self.live = True
-                        self.event.set()
+                        for w in self.watchers:
+                            w.event.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the node restarted or has no websocket: poll meanwhile
-                self.live = False
-                self._heads.clear()
+                self._lost()
                 log.warn("chain.head_subscription_lost", url=self.ws_url, error=str(exc))
                 await asyncio.sleep(1.0)
 
@@ -222,6 +310,8 @@ class EventReader:
         self.confirmations = confirmations
         self.save = save
         self.head_seen = 0
+        self._topic_masks = [bloom.mask(_b(t)) for t in topics0]
+        self._address_masks: dict[str, int] = {}
 
     @property
     def caught_up(self) -> bool:
@@ -270,7 +360,11 @@ class EventReader:
             await self._rewind()
             return 0
         hashes = {h.number: h.hash for h in chain}
-        logs = await self.rpc.logs(start, end, self.addresses(), self.topics0)
+        addresses = self.addresses()
+        if self._none_in_blooms(chain, addresses):
+            logs = []  # every block's bloom rules out the logs read here: nothing to ask for
+        else:
+            logs = await self.rpc.logs(start, end, addresses, self.topics0)
         if any(hashes.get(lg.block_number) != lg.block_hash for lg in logs):
             if self.heads is not None:
                 self.heads.forget(start, end)
@@ -289,6 +383,25 @@ class EventReader:
             if saved is not None:
                 await saved
         return len(logs)
+
+    def _none_in_blooms(self, chain: list[BlockRef], addresses: list[str]) -> bool:
+        """True when the pushed bloom of every block in ``chain`` rules out a log of
+        ``addresses`` (any, when empty) with one of ``topics0``; False when a bloom is missing
+        (a header read from the node, not pushed) or one may hold such a log."""
+        if self.heads is None:
+            return False
+        masks = [self._mask(a) for a in addresses]
+        for ref in chain:
+            b = self.heads.bloom(ref)
+            if b is None or bloom.may_match(b, masks, self._topic_masks):
+                return False
+        return True
+
+    def _mask(self, address: str) -> int:
+        found = self._address_masks.get(address)
+        if found is None:
+            found = self._address_masks[address] = bloom.mask(_b(address))
+        return found
 
     async def _headers(self, start: int, end: int, *, use_pushed: bool) -> list[BlockRef] | None:
         """Headers start..end: those the node pushed, if they link up, else read from it."""

@@ -29,12 +29,17 @@ class Cursor:
         """``start`` is the first block to read when nothing is remembered."""
         self.start = start
         self.depth = depth
-        self._blocks: dict[int, BlockRef] = {b.number: b for b in remembered}
+        # kept in ascending order of number (a dict keeps its insertion order): blocks are only
+        # added above the head and dropped from either end, so the head is the last entry and
+        # the oldest the first, each found without a scan (this runs for every block)
+        self._blocks: dict[int, BlockRef] = {
+            b.number: b for b in sorted(remembered, key=lambda b: b.number)
+        }
         self._trim()
 
     @property
     def head(self) -> BlockRef | None:
-        return self._blocks[max(self._blocks)] if self._blocks else None
+        return self._blocks[next(reversed(self._blocks))] if self._blocks else None
 
     @property
     def next_number(self) -> int:
@@ -83,6 +88,5 @@ class Cursor:
         return ancestor + 1
 
     def _trim(self) -> None:
-        if len(self._blocks) > self.depth:
-            for number in sorted(self._blocks)[: len(self._blocks) - self.depth]:
-                del self._blocks[number]
+        while len(self._blocks) > self.depth:
+            del self._blocks[next(iter(self._blocks))]

@@ -13,7 +13,7 @@ from shardline.contracts import registry
 from shardline.contracts.client import Chain
 from shardline.contracts.cursor import EventReader, HeadWatcher, Rpc
 from shardline.contracts.deploy import deploy_all
-from shardline.core import ids
+from shardline.core import bloom, ids
 from shardline.core.directory import ORG
 from shardline.core.logpoller import Cursor
 from shardline.workers.intake import GATEKEEPER_UPGRADED, LOOKUP_REQUESTED, decode_lookup
@@ -138,4 +138,73 @@ async def test_reader_waits_for_confirmations(anvil_url):
     await rpc.call("anvil_mine", ["0x3"])
     await reader.step(handle)
     assert handled == [guid]
+    await chain.close()
+
+
+class _CountingRpc(Rpc):
+    """The real node's answers, with the eth_getLogs ranges asked for counted."""
+
+    def __init__(self, rpc) -> None:
+        super().__init__(rpc)
+        self.log_reads: list[tuple[int, int]] = []
+
+    async def logs(self, start, end, addresses, topics0):
+        self.log_reads.append((start, end))
+        return await super().logs(start, end, addresses, topics0)
+
+
+async def test_anvils_blooms_name_the_logs_of_their_block(anvil_url):
+    chain, dep, responder, key = await _setup(anvil_url)
+    rpc = Rpc(chain.rpc)
+    await _lookup(chain, dep, responder, key)
+    head = await rpc.call("eth_getBlockByNumber", ["latest", False])
+    b = bloom.parse(head["logsBloom"])
+    gatekeeper = bloom.mask(bytes.fromhex(dep.gatekeeper[2:]))
+    requested = bloom.mask(bytes.fromhex(LOOKUP_REQUESTED[2:]))
+    assert bloom.may_match(b, [gatekeeper], [requested])
+    assert not bloom.may_match(b, [bloom.mask(secrets.token_bytes(20))], [requested])
+    await rpc.call("anvil_mine", ["0x1"])  # a block with no transaction, no log
+    empty = await rpc.call("eth_getBlockByNumber", ["latest", False])
+    assert bloom.parse(empty["logsBloom"]) == 0
+    await chain.close()
+
+
+async def test_reader_passes_over_blocks_whose_bloom_rules_its_logs_out(anvil_url):
+    chain, dep, responder, key = await _setup(anvil_url)
+    rpc = _CountingRpc(chain.rpc)
+    handled, handle = _collector()
+    heads = HeadWatcher(anvil_url.replace("http://", "ws://"))
+    heads.start()
+    start = await rpc.block_number() + 1
+    reader = EventReader(
+        rpc,
+        Cursor(start=start),
+        addresses=lambda: [dep.gatekeeper],
+        topics0=[LOOKUP_REQUESTED],
+        heads=heads,
+    )
+    guids, lookup_blocks = [], set()
+    for i in range(6):
+        # blocks with no log (empty, or a plain transfer), then a lookup
+        if i % 2:
+            await rpc.call("anvil_mine", ["0x2"])
+        else:
+            await chain.mined(
+                await chain.send_call(responder, Account.create().address, b"", gas=30_000)
+            )
+        await _heads_caught_up(heads, rpc)
+        while reader.cursor.next_number <= await rpc.block_number():
+            await reader.step(handle)  # blocks with no log: nothing to ask for
+        guids.append(await _lookup(chain, dep, responder, key))
+        lookup_blocks.add(await rpc.block_number())
+        await _heads_caught_up(heads, rpc)
+        while reader.cursor.next_number <= await rpc.block_number():
+            await reader.step(handle)
+    await heads.stop()
+
+    assert handled == guids  # every lookup read, once, in order
+    assert reader.cursor.next_number == await rpc.block_number() + 1
+    # only ranges holding a lookup's block were asked for; the empty blocks were passed over
+    assert rpc.log_reads
+    assert all(any(s <= n <= e for n in lookup_blocks) for s, e in rpc.log_reads)
     await chain.close()
