@@ -92,6 +92,9 @@ class _Group:
     head: bytes | None = None  # the executor's root after its last execution, while known
     last_seq: int = 0  # the sequence number of the last PrivateTxInit handled
     ahead: dict[str, TxRow] = field(default_factory=dict)  # executed ahead, no PrivateTxInit yet
+    # executed on their PrivateTxInit behind a refusal of this member's that is not decided yet:
+    # their votes wait for it (the PrivateTxInit, or None when read again after a restart)
+    held: dict[str, med.TxInit | None] = field(default_factory=dict)
 
     def next_position(self) -> int:
         """The position in the group's sequence this executor's next execution would take."""
@@ -210,12 +213,17 @@ class Facilitator:
             log.warn("privtx.executor_unreachable", stakeholder=cfg.name, error=repr(exc))
         # Undecided executions may have lost their vote with the last run (a vote batch not yet
         # sent, or one ahead not carried): vote again; the mediator skips a vote it counted.
+        # One behind an undecided refusal of this member's waits for it, as it did before.
         for row in [self.rows[n] for n in self.open]:
             gid = bytes.fromhex(row.group_id)
-            if gid in self.groups and row.old_root:
-                new = pt.ZERO_ROOT if row.state == "refused" else row.new_root
-                phash = bytes.fromhex(row.payload_hash)
-                self._queue_vote(gid, phash, row.old_root, new, direct=True)
+            g = self.groups.get(gid)
+            if g is None or not row.old_root:
+                continue
+            if row.state == "executed" and self._refusal_before(g, row.seq) is not None:
+                g.held[row.payload_hash] = None
+                continue
+            new = pt.ZERO_ROOT if row.state == "refused" else row.new_root
+            self._queue_vote(gid, bytes.fromhex(row.payload_hash), row.old_root, new, direct=True)
         await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
         if self.bls is not None:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
@@ -474,7 +482,75 @@ class Facilitator:
         row.old_root, row.new_root = ex.old_root, ex.new_root
         row.note = "" if ex.ok else "the private call reverted: state unchanged"
         self._keep(row)
-        self._queue_vote(ev.group, ev.payload_hash, ex.old_root, ex.new_root)
+        self._vote_or_hold(g, ev, row)
+
+    def _refusal_before(self, g: _Group, seq: int) -> TxRow | None:
+        """A transaction of the group before position ``seq`` that this member refused and
+        that is not decided yet."""
+        gid = g.info.group.hex()
+        for name in self.open:
+            r = self.rows[name]
+            if r.group_id == gid and r.state == "refused" and 0 < r.seq < seq:
+                return r
+        return None
+
+    def _vote_or_hold(self, g: _Group, ev: med.TxInit, row: TxRow) -> None:
+        """Vote for an execution on its PrivateTxInit, unless this member refused an earlier
+        transaction of the group that is not decided yet. If the others agree on that one, this
+        execution ran on a state without it: a vote for it would count, could not be taken back,
+        and under k-of-n with a member down could leave the transaction short of its threshold
+        until it failed. Held, it is voted once that one is decided (``_release_held``): as it
+        is if that one settles NO, run again on the caught-up state if it settles YES."""
+        behind = self._refusal_before(g, row.seq)
+        if behind is None:
+            self._queue_vote(ev.group, ev.payload_hash, row.old_root, row.new_root)
+            return
+        g.held[row.payload_hash] = ev
+        log.event(
+            "privtx.vote_held",
+            stakeholder=self.cfg.name,
+            payload=row.payload_hash,
+            behind=behind.payload_hash,
+        )
+
+    async def _release_held(self, g: _Group) -> None:
+        """Vote the held executions whose earlier refusals are decided, in the group's order;
+        one taken back by a catch-up runs again first, on the caught-up state."""
+        if g.out_of_sync:  # its state is not the group's: a vote from it would mislead
+            for name in list(g.held):
+                log.warn("privtx.held_vote_dropped", payload=name, why=g.out_of_sync)
+            g.held.clear()
+            return
+        for name in sorted(g.held, key=lambda n: self.rows[n].seq if n in self.rows else 0):
+            row = self.rows.get(name)
+            if row is None or row.state not in ("executed", "discarded"):
+                g.held.pop(name)  # decided, or taken back and undone, meanwhile
+                continue
+            if self._refusal_before(g, row.seq) is not None:
+                return  # still behind one: it and the later ones wait
+            ev = g.held.pop(name) or await self._init_of(g.info.group, bytes.fromhex(name))
+            if ev is None:
+                continue
+            if row.state == "discarded":
+                try:
+                    call = await self._open(ev, g)
+                except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
+                    row.state, row.note = "refused", str(exc)[:400]
+                    row.old_root = row.new_root = await self.executor.root(g.contract)
+                    self._keep(row)
+                    self._queue_vote(
+                        ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT, direct=True
+                    )
+                    continue
+                ex = await self.executor.execute(g.contract, g.info.sender, call)
+                g.head = ex.new_root
+                row.state, row.snapshot, row.step = "executed", ex.snapshot, self._next_step()
+                row.old_root, row.new_root = ex.old_root, ex.new_root
+                row.note = "run again once the refusal before it was decided"
+                self._keep(row)
+            log.event("privtx.vote_released", stakeholder=self.cfg.name, payload=name)
+            # by transaction even in BLS mode: the others' shares went long ago
+            self._queue_vote(ev.group, ev.payload_hash, row.old_root, row.new_root, direct=True)
 
     async def _vote_unless_carried(self, ev: med.TxInit, row: TxRow, tx_hash: bytes | None) -> None:
         """Vote on chain for an execution ahead unless the submission carried our vote or
@@ -526,6 +602,12 @@ class Facilitator:
         return pt.open_payload(ciphertext, key, ev.group, ev.payload_hash)
 
     async def _on_fini(self, ev: med.TxFini) -> None:
+        await self._settle(ev)
+        g = self.groups[ev.group]
+        if g.held:
+            await self._release_held(g)
+
+    async def _settle(self, ev: med.TxFini) -> None:
         g = self.groups[ev.group]
         name = ev.payload_hash.hex()
         row = self.rows.get(name)
@@ -560,7 +642,7 @@ class Facilitator:
 
     async def _catch_up(self, ev: med.TxFini, g: _Group, row: TxRow | None) -> None:
         """Run a transaction the others agreed on that this one has not (kept) executed."""
-        init = await self._init_of(ev)
+        init = await self._init_of(ev.group, ev.payload_hash)
         g.head = None
         ex = None
         if init is not None:
@@ -603,7 +685,7 @@ class Facilitator:
         self._keep(row)
         log.warn("privtx.diverged", group=row.group_id, payload=name, why=row.note)
 
-    async def _init_of(self, ev: med.TxFini) -> med.TxInit | None:
+    async def _init_of(self, group: bytes, payload_hash: bytes) -> med.TxInit | None:
         logs = await self.reader.rpc.call(
             "eth_getLogs",
             [
@@ -611,7 +693,7 @@ class Facilitator:
                     "address": self.cfg.mediator,
                     "fromBlock": hex(self.cfg.start_block),
                     "toBlock": "latest",
-                    "topics": [med.TX_INIT, "0x" + ev.group.hex(), "0x" + ev.payload_hash.hex()],
+                    "topics": [med.TX_INIT, "0x" + group.hex(), "0x" + payload_hash.hex()],
                 }
             ],
         )
@@ -664,15 +746,7 @@ class Facilitator:
                 self._keep(r)
                 continue
             g = self.groups[bytes.fromhex(r.group_id)]
-            init = await self._init_of(
-                med.TxFini(
-                    bytes.fromhex(r.group_id),
-                    bytes.fromhex(r.payload_hash),
-                    pt.Status.PENDING,
-                    b"",
-                    b"",
-                )
-            )
+            init = await self._init_of(bytes.fromhex(r.group_id), bytes.fromhex(r.payload_hash))
             call = await self._open(init, g) if init else None
             if call is None:
                 continue

@@ -819,3 +819,81 @@ async def test_a_refusal_whose_vote_was_lost_is_voted_again_as_a_refusal_after_a
     assert out.status == pt.Status.YES
     await settled_everywhere(env, sent.payload_hash)
     assert [await env.root(i, group) for i in range(3)] == [out.new_root] * 3
+
+
+async def test_a_member_behind_its_own_undecided_refusal_holds_its_vote_until_it_catches_up(
+    env, sender, monkeypatch
+):
+    """2-of-3: crane cannot fetch N's payload once and refuses it; acme and bolt settle N YES,
+    and bolt goes down. N+1 then needs crane's vote. crane runs N+1 on its PrivateTxInit before
+    it has read N's outcome (its reader is held back here), on a state without N: it holds
+    that vote. Once it reads N's YES it catches up, runs N+1 again and votes: N+1 settles YES
+    with acme, where a vote from the stale state would have counted and left N+1 one matching
+    vote short until its timeout."""
+    group = await env.group(threshold=2)
+    crane = env.running[2]
+    fetch, failed = crane._ciphertext, []
+
+    async def unreachable_once(phash: bytes) -> bytes:
+        if not failed:
+            failed.append(phash)
+            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
+        return await fetch(phash)
+
+    async def not_now(push, reply) -> None:
+        return None
+
+    reading = asyncio.Event()
+    step = crane.reader.step
+
+    async def held_back(handle):
+        await reading.wait()
+        return await step(handle)
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(crane, "_ciphertext", unreachable_once)
+            m.setattr(crane, "_execute_ahead", not_now)
+            m.setattr(crane.reader, "step", held_back)
+            n = await sender.send(group, receive_goods(41))
+            out_n = await sender.outcome(group, n.payload_hash)
+            assert out_n.status == pt.Status.YES
+            for _ in range(400):
+                row = crane.rows.get(n.payload_hash.hex())
+                if row is not None:
+                    break
+                await asyncio.sleep(0.025)
+            assert row.state == "refused"  # from the pushed PrivateTxInit; N's YES not read
+            await env.stop(1)
+            n1 = await sender.send(group, receive_goods(42))
+            for _ in range(400):
+                row1 = crane.rows.get(n1.payload_hash.hex())
+                if row1 is not None:
+                    break
+                await asyncio.sleep(0.025)
+            assert row1.state == "executed" and row1.old_root != out_n.new_root  # stale
+            assert n1.payload_hash.hex() in crane.groups[group].held
+            info = await med.tx_of(env.chain, env.mediator, group, n1.payload_hash)
+            assert info.status == pt.Status.PENDING and info.votes == 1  # acme's alone
+            reading.set()  # crane reads N's YES now
+            out_n1 = await sender.outcome(group, n1.payload_hash, timeout_s=20)
+        assert out_n1.status == pt.Status.YES and out_n1.old_root == out_n.new_root
+        for _ in range(400):
+            rows = [crane.rows.get(s.payload_hash.hex()) for s in (n, n1)]
+            if all(r is not None and r.state == "final" for r in rows):
+                break
+            await asyncio.sleep(0.025)
+        assert [r.state for r in rows] == ["final", "final"], [(r.state, r.note) for r in rows]
+        assert not crane.groups[group].held
+        assert [await env.root(i, group) for i in (0, 2)] == [out_n1.new_root] * 2
+    finally:
+        reading.set()
+        if 1 not in env.running:
+            await env.start(1)
+    bolt = env.running[1]
+    for _ in range(400):
+        row = bolt.rows.get(n1.payload_hash.hex())
+        if row is not None and row.state == "final":
+            break
+        await asyncio.sleep(0.025)
+    assert await env.root(1, group) == out_n1.new_root
