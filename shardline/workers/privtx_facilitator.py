@@ -224,6 +224,27 @@ class Facilitator:
                 continue
             new = pt.ZERO_ROOT if row.state == "refused" else row.new_root
             self._queue_vote(gid, bytes.fromhex(row.payload_hash), row.old_root, new, direct=True)
+        # One taken back by a catch-up whose run again did not happen before the stop (a held
+        # one, most likely): held again, and run and voted below if nothing holds it back (the
+        # mediator skips a vote it counted already).
+        now = time.time()
+        for row in list(self.rows.values()):
+            g = self.groups.get(bytes.fromhex(row.group_id))
+            if g is None or row.state != "discarded" or not row.seq or row.deadline < now:
+                continue
+            with contextlib.suppress(Exception):  # the node away: its PrivateTxFini settles it
+                info = await med.tx_of(
+                    self.chain, cfg.mediator, g.info.group, bytes.fromhex(row.payload_hash)
+                )
+                if info is not None and info.status == pt.Status.PENDING:
+                    g.held[row.payload_hash] = None
+        for g in self.groups.values():
+            if g.held:
+                try:
+                    async with self.lock:
+                        await self._release_held(g)
+                except Exception as exc:  # the executor away: the group's next outcome retries
+                    log.warn("privtx.release_failed", stakeholder=cfg.name, error=repr(exc))
         await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
         if self.bls is not None:
             await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
@@ -291,8 +312,8 @@ class Facilitator:
         if g is None or g.out_of_sync or push.name in self.rows:
             return
         async with self.lock:
-            if push.name in self.rows:
-                return
+            if push.name in self.rows or self._refusal_before(g, seq) is not None:
+                return  # (behind its own undecided refusal, a vote ahead would be stale too)
             head = None
             if seq == g.next_position():
                 head = g.head = g.head or await self.executor.root(g.contract)
@@ -528,16 +549,25 @@ class Facilitator:
                 continue
             if self._refusal_before(g, row.seq) is not None:
                 return  # still behind one: it and the later ones wait
-            ev = g.held.pop(name) or await self._init_of(g.info.group, bytes.fromhex(name))
+            # Kept in ``held`` until its vote is queued: if anything below raises, the handler
+            # of this PrivateTxFini runs again (``on_log``) and so does this.
+            ev = g.held[name] or await self._init_of(g.info.group, bytes.fromhex(name))
             if ev is None:
+                log.warn("privtx.held_vote_dropped", payload=name, why="no PrivateTxInit found")
+                g.held.pop(name)
                 continue
+            g.held[name] = ev
             if row.state == "discarded":
+                # whatever of the group ran after its position goes back first (run again in
+                # turn if held, or on its PrivateTxFini if it settles YES)
+                await self._take_back(g, row.seq, f"ran before {name}, which runs again first")
                 try:
                     call = await self._open(ev, g)
                 except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
                     row.state, row.note = "refused", str(exc)[:400]
                     row.old_root = row.new_root = await self.executor.root(g.contract)
                     self._keep(row)
+                    g.held.pop(name)
                     self._queue_vote(
                         ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT, direct=True
                     )
@@ -549,6 +579,7 @@ class Facilitator:
                 row.note = "run again once the refusal before it was decided"
                 self._keep(row)
             log.event("privtx.vote_released", stakeholder=self.cfg.name, payload=name)
+            g.held.pop(name)
             # by transaction even in BLS mode: the others' shares went long ago
             self._queue_vote(ev.group, ev.payload_hash, row.old_root, row.new_root, direct=True)
 
@@ -602,8 +633,9 @@ class Facilitator:
         return pt.open_payload(ciphertext, key, ev.group, ev.payload_hash)
 
     async def _on_fini(self, ev: med.TxFini) -> None:
-        await self._settle(ev)
         g = self.groups[ev.group]
+        g.held.pop(ev.payload_hash.hex(), None)  # decided: settled here, never voted again
+        await self._settle(ev)
         if g.held:
             await self._release_held(g)
 

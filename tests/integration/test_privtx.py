@@ -873,7 +873,11 @@ async def test_a_member_behind_its_own_undecided_refusal_holds_its_vote_until_it
                 await asyncio.sleep(0.025)
             assert row1.state == "executed" and row1.old_root != out_n.new_root  # stale
             assert n1.payload_hash.hex() in crane.groups[group].held
-            info = await med.tx_of(env.chain, env.mediator, group, n1.payload_hash)
+            for _ in range(400):  # acme's vote: ahead, or on the Init if it came too late
+                info = await med.tx_of(env.chain, env.mediator, group, n1.payload_hash)
+                if info is not None and info.votes:
+                    break
+                await asyncio.sleep(0.025)
             assert info.status == pt.Status.PENDING and info.votes == 1  # acme's alone
             reading.set()  # crane reads N's YES now
             out_n1 = await sender.outcome(group, n1.payload_hash, timeout_s=20)
@@ -897,3 +901,73 @@ async def test_a_member_behind_its_own_undecided_refusal_holds_its_vote_until_it
             break
         await asyncio.sleep(0.025)
     assert await env.root(1, group) == out_n1.new_root
+
+
+async def test_a_held_vote_goes_out_as_it_is_when_the_refusal_before_it_settles_no(
+    env, sender, monkeypatch
+):
+    """2-of-3: nobody can fetch N's payload, so all three refuse it and it settles NO. crane,
+    whose reader is held back, runs N+1 before it reads that and holds its vote; the NO means
+    its state was right all along, so once it reads it, the vote goes out as it is, and N+1
+    settles YES with acme while bolt is down."""
+    group = await env.group(threshold=2)
+    crane = env.running[2]
+
+    def first_fetch_fails(f):
+        fetch, failed = f._ciphertext, []
+
+        async def fetch_after_the_first(phash: bytes) -> bytes:
+            if not failed:  # N's
+                failed.append(phash)
+                raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable)")
+            return await fetch(phash)
+
+        return fetch_after_the_first
+
+    async def not_now(push, reply) -> None:
+        return None
+
+    reading = asyncio.Event()
+    step = crane.reader.step
+
+    async def held_back(handle):
+        await reading.wait()
+        return await step(handle)
+
+    try:
+        with monkeypatch.context() as m:
+            for f in env.running.values():
+                m.setattr(f, "_ciphertext", first_fetch_fails(f))
+                m.setattr(f, "_execute_ahead", not_now)
+            m.setattr(crane.reader, "step", held_back)
+            n = await sender.send(group, receive_goods(51))
+            out_n = await sender.outcome(group, n.payload_hash)
+            assert out_n.status == pt.Status.NO
+            for _ in range(400):
+                row = crane.rows.get(n.payload_hash.hex())
+                if row is not None:
+                    break
+                await asyncio.sleep(0.025)
+            assert row.state == "refused"
+        await env.stop(1)
+        with monkeypatch.context() as m:
+            m.setattr(crane, "_execute_ahead", not_now)
+            m.setattr(crane.reader, "step", held_back)
+            n1 = await sender.send(group, receive_goods(52))
+            for _ in range(400):
+                row1 = crane.rows.get(n1.payload_hash.hex())
+                if row1 is not None:
+                    break
+                await asyncio.sleep(0.025)
+            assert row1.state == "executed" and n1.payload_hash.hex() in crane.groups[group].held
+            reading.set()  # crane reads N's NO now
+            out_n1 = await sender.outcome(group, n1.payload_hash, timeout_s=20)
+        assert out_n1.status == pt.Status.YES and out_n1.old_root == out_n.old_root
+        assert crane.rows[n1.payload_hash.hex()].new_root == out_n1.new_root
+        assert not crane.groups[group].held
+    finally:
+        reading.set()
+        if 1 not in env.running:
+            await env.start(1)
+    await settled_everywhere(env, n1.payload_hash)
+    assert [await env.root(i, group) for i in range(3)] == [out_n1.new_root] * 3
