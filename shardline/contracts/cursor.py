@@ -132,7 +132,7 @@ class HeadWatcher:
         self._feed: _HeadFeed | None = None
 
     def start(self) -> None:
-        self._feed = _HeadFeed.join(self)
+        _HeadFeed.join(self)
 
     async def stop(self) -> None:
         feed, self._feed = self._feed, None
@@ -181,6 +181,7 @@ class _HeadFeed(Subscription):
         # rules out every log it reads (``bloom.may_match``) without asking for their logs
         self.blooms: dict[bytes, int] = {}
         self.watchers: list[HeadWatcher] = []
+        self.last_head: dict | None = None  # as pushed: what a watcher that joins late is given
 
     @classmethod
     def join(cls, watcher: HeadWatcher) -> _HeadFeed:
@@ -190,9 +191,13 @@ class _HeadFeed(Subscription):
         if feed is None or feed.loop is not loop:
             feed = cls._shared[key] = cls(watcher.ws_url, loop)
             feed.start()
-        feed.watchers.append(watcher)
-        if feed.live:  # a latecomer learns the head at once, as a fresh subscription would
-            watcher.latest, watcher.live = feed.latest, True
+        if watcher not in feed.watchers:
+            feed.watchers.append(watcher)
+        watcher._feed = feed
+        if feed.live and feed.last_head is not None:
+            # a latecomer is given the head at once, as its own subscription would have been
+            # (a subclass keeps what it needs of it: a records proxy the chain's time)
+            feed._give(watcher, feed.last_head)
             watcher.event.set()
         return feed
 
@@ -206,13 +211,20 @@ class _HeadFeed(Subscription):
             await self.stop()
 
     def forget(self, start: int, end: int) -> None:
-        for n in range(start, end + 1):
+        for n in [n for n in self.heads if start <= n <= end]:
             self._drop(n)
 
     def _drop(self, number: int) -> None:
         ref = self.heads.pop(number, None)
         if ref is not None:
             self.blooms.pop(ref.hash, None)
+
+    def _give(self, watcher: HeadWatcher, head: dict) -> None:
+        try:
+            watcher._take(head)
+            watcher.live = True
+        except Exception as exc:  # one watcher's fault is its own, not the others'
+            log.warn("chain.head_watcher_failed", url=self.ws_url, error=repr(exc))
 
     def _take(self, head: dict) -> None:
         ref = BlockRef(int(head["number"], 16), _b(head["hash"]), _b(head["parentHash"]))
@@ -228,12 +240,13 @@ class _HeadFeed(Subscription):
             for n in [n for n in self.heads if n <= ref.number - self.KEEP]:
                 self._drop(n)
         self.latest = ref.number
+        self.last_head = head
         for w in list(self.watchers):
-            w._take(head)
-            w.live = True
+            self._give(w, head)
 
     def _lost(self) -> None:
         self.live = False
+        self.last_head = None
         self.heads.clear()
         self.blooms.clear()
         for w in self.watchers:

@@ -208,3 +208,38 @@ async def test_reader_passes_over_blocks_whose_bloom_rules_its_logs_out(anvil_ur
     assert rpc.log_reads
     assert all(any(s <= n <= e for n in lookup_blocks) for s, e in rpc.log_reads)
     await chain.close()
+
+
+async def test_watchers_of_one_node_share_a_subscription_and_a_latecomer_gets_the_head(
+    anvil_url,
+):
+    from shardline.workers.records_proxy import TimedHeads
+
+    ws = anvil_url.replace("http://", "ws://")
+    chain = await Chain.connect(anvil_url)
+    rpc = Rpc(chain.rpc)
+    first = HeadWatcher(ws)
+    first.start()
+    await _heads_caught_up(first, rpc)
+    # joins the live feed, with no block mined since: it has the head, and its time, at once
+    late = TimedHeads(ws)
+    late.start()
+    assert late._feed is first._feed
+    assert late.live and late.latest == first.latest
+    head = await rpc.call("eth_getBlockByNumber", ["latest", False])
+    assert late.latest_time == int(head["timestamp"], 16) > 0
+    # each has its own wake-up: one waiting does not take the other's
+    first.event.clear()
+    late.event.clear()
+    await rpc.call("anvil_mine", ["0x1"])
+    await first.wait()
+    assert late.event.is_set()
+    await late.wait()
+    assert first.latest == late.latest == await rpc.block_number()
+    await first.stop()
+    assert late.live  # the feed stays for the one still watching
+    await rpc.call("anvil_mine", ["0x1"])
+    await late.wait()
+    assert late.latest == await rpc.block_number()
+    await late.stop()
+    await chain.close()
