@@ -102,7 +102,10 @@ class PrivateSender:
         self._finis: dict[bytes, med.TxFini] = {}
         self._stored: dict[bytes, asyncio.Task] = {}
         self._waiters: dict[bytes, asyncio.Future] = {}
-        self._queue: list[_Ballot] = []
+        # per group, in the order sent: each group's submissions go in their own turn, so that
+        # one waiting for its votes ahead holds up no other group's
+        self._queues: dict[bytes, list[_Ballot]] = {}
+        self._submitters: dict[bytes, asyncio.Task] = {}
         self.votes_ahead = True  # False: the stakeholders always execute on PrivateTxInit
         # the ballots that asked for votes ahead, by payload hash, until they settle
         self._ballots: dict[bytes, _Ballot] = {}
@@ -111,7 +114,6 @@ class PrivateSender:
         # per group: sent, outcome not yet seen (payload hash -> when sent)
         self._unsettled: dict[bytes, dict[bytes, float]] = {}
         self._deciding: dict[bytes, asyncio.Lock] = {}
-        self._submitter: asyncio.Task | None = None
         self._mine: set[bytes] = set()
         # Bumped at each drop and each (re)subscription of the PrivateTxFini feed: a transaction
         # sent in the same epoch as now cannot have had its PrivateTxFini missed.
@@ -206,9 +208,10 @@ class PrivateSender:
             self._tips[group] = _Tip(phash)
             self._mine.add(phash)  # only its own outcomes are kept from the logs
             self._sent_epoch[phash] = self._epoch
-            self._queue.append(ballot)
-            if self._submitter is None or self._submitter.done():
-                self._submitter = asyncio.create_task(self._submit_batches())
+            self._queues.setdefault(group, []).append(ballot)
+            submitter = self._submitters.get(group)
+            if submitter is None or submitter.done():
+                self._submitters[group] = asyncio.create_task(self._submit_batches(group))
             # ``outcome`` reports a failed write.
             self._stored[phash] = asyncio.create_task(self.payloads.put(sealed.ciphertext))
             tx = await fut
@@ -305,29 +308,30 @@ class PrivateSender:
         if task is not None:
             await task  # raises what the object store said
 
-    async def _submit_batches(self) -> None:
-        while self._queue:
-            head = self._queue[0]
-            if not head.ready.is_set() and head.group not in self._quiet:
+    async def _submit_batches(self, group: bytes) -> None:
+        """The group's submissions in the order sent: the first waits for its votes ahead (up to
+        ``PREVOTE_WAIT_S``), and those behind it whose votes are in go with it, in one
+        submission."""
+        queue = self._queues[group]
+        while queue:
+            head = queue[0]
+            if not head.ready.is_set() and group not in self._quiet:
                 try:
                     async with asyncio.timeout(PREVOTE_WAIT_S):  # not wait_for (3.11 cancel)
                         await head.ready.wait()
                 except TimeoutError:
                     if not head.votes:  # nobody executes ahead: do not wait for the next ones
-                        self._quiet.add(head.group)
-            # The head, and those behind it whose votes are in: one submission per group.
+                        self._quiet.add(group)
             n = 1
-            while n < min(len(self._queue), MAX_BATCH) and (
-                self._queue[n].ready.is_set() or self._queue[n].group in self._quiet
+            while n < min(len(queue), MAX_BATCH) and (
+                queue[n].ready.is_set() or group in self._quiet
             ):
                 n += 1
-            batch, self._queue = self._queue[:n], self._queue[n:]
+            batch = queue[:n]
+            del queue[:n]  # (in place: send appends to this very list)
             for b in batch:
                 b.submitted = True
-            by_group: dict[bytes, list[_Ballot]] = {}
-            for b in batch:
-                by_group.setdefault(b.group, []).append(b)
-            await asyncio.gather(*(self._submit_group(g, items) for g, items in by_group.items()))
+            await self._submit_group(group, batch)
 
     async def _submit_group(self, group: bytes, items: list[_Ballot]) -> None:
         info = await self.group(group)

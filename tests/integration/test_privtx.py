@@ -971,3 +971,34 @@ async def test_a_held_vote_goes_out_as_it_is_when_the_refusal_before_it_settles_
             await env.start(1)
     await settled_everywhere(env, n1.payload_hash)
     assert [await env.root(i, group) for i in range(3)] == [out_n1.new_root] * 3
+
+
+async def test_one_groups_wait_for_votes_ahead_holds_up_no_other_group(env, sender, monkeypatch):
+    """Each group's submissions go in their own turn: a transaction of one group waiting for
+    its votes ahead (none come here, and the wait is made long) does not hold up another
+    group's, sent just after it: that one is mined while the first still waits."""
+    from shardline.workers import privtx_sender
+
+    async def not_now(push, reply) -> None:
+        return None
+
+    first, second = await env.group(threshold=2), await env.group(threshold=2)
+    with monkeypatch.context() as m:
+        for f in env.running.values():
+            m.setattr(f, "_execute_ahead", not_now)  # nobody votes ahead
+        # the second group's members did not answer its last push: it waits for no votes
+        warm = await sender.send(second, receive_goods(61))
+        assert (await sender.outcome(second, warm.payload_hash)).status == pt.Status.YES
+        m.setattr(privtx_sender, "PREVOTE_WAIT_S", 3.0)
+        waiting = asyncio.create_task(sender.send(first, receive_goods(62)))
+        for _ in range(2000):  # until it is pushed (and queued, in the same step)
+            if first in sender._tips:
+                break
+            await asyncio.sleep(0.001)
+        other = await sender.send(second, receive_goods(63))
+        assert not waiting.done()  # mined while the first group's still waits for votes
+        held = await waiting
+        outs = [
+            await sender.outcome(g, s.payload_hash) for g, s in ((first, held), (second, other))
+        ]
+    assert [o.status for o in outs] == [pt.Status.YES] * 2
