@@ -690,14 +690,20 @@ class Gateway:
         Shares of other gateways' lookups are left alone before any work. A share that is not
         well formed or not signed by its org is named in the lookup's progress; the combiner
         sends the stream's copy to the dead letters."""
+        # Both subjects end in the lookup's guid: a share of another gateway's lookup, or one
+        # that comes after the sheet was rebuilt (the spare's, most often), is not even parsed.
+        guid = msg.subject.rpartition(".")[2]
+        state = self.lookups.get(guid)
+        if state is None or state.finished or state.terms is None:
+            return
         try:
             env = envelope.parse(msg.data, "lookup.share")
         except BadMessage as exc:
             log.warn("gateway.bad_share", subject=msg.subject, reason=str(exc))
             return
         b = env.body
-        state = self.lookups.get(b["guid"])
-        if state is None or state.finished or state.terms is None:
+        if b["guid"] != guid:
+            log.warn("gateway.bad_share", subject=msg.subject, reason="for another lookup")
             return
         org = b["org"]
         if org in state.good or org in state.bad:
