@@ -331,7 +331,12 @@ class PrivateSender:
             del queue[:n]  # (in place: send appends to this very list)
             for b in batch:
                 b.submitted = True
-            await self._submit_group(group, batch)
+            try:
+                await self._submit_group(group, batch)
+            except Exception as exc:  # failed before the chain was asked: the senders hear why
+                for b in batch:
+                    if not b.fut.done():
+                        b.fut.set_exception(exc)
 
     async def _submit_group(self, group: bytes, items: list[_Ballot]) -> None:
         info = await self.group(group)

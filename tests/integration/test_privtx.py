@@ -1002,3 +1002,19 @@ async def test_one_groups_wait_for_votes_ahead_holds_up_no_other_group(env, send
             await sender.outcome(g, s.payload_hash) for g, s in ((first, held), (second, other))
         ]
     assert [o.status for o in outs] == [pt.Status.YES] * 2
+
+
+async def test_a_submission_that_fails_before_the_chain_is_asked_fails_its_send(
+    env, sender, monkeypatch
+):
+    """Whatever stops a submission, the send waiting on it hears it (it would have waited for
+    ever when the failure came before the chain was asked)."""
+    group = await env.group(threshold=2)
+
+    async def broken(group, items) -> None:
+        raise RuntimeError("the submission could not be built")
+
+    monkeypatch.setattr(sender, "_submit_group", broken)
+    with pytest.raises(RuntimeError, match="could not be built"):
+        async with asyncio.timeout(30):  # a guard against the hang, not a measurement
+            await sender.send(group, receive_goods(71))
