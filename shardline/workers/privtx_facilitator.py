@@ -211,6 +211,32 @@ class Facilitator:
                 await self._check_executor()
         except Exception as exc:
             log.warn("privtx.executor_unreachable", stakeholder=cfg.name, error=repr(exc))
+        await self._vote_again()
+        await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
+        if self.bls is not None:
+            await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
+        if self.heads is not None:
+            self.heads.start()
+        self.fast: LogWatch | None = None
+        if cfg.chain_ws:
+            self.inits: asyncio.Queue[RawLog] = asyncio.Queue()
+            self.fast = LogWatch(cfg.chain_ws, [med.TX_INIT], self.inits.put_nowait, lambda: None)
+            self.fast.start()
+            self.tasks.append(asyncio.create_task(self._fast_inits()))
+        self.tasks += [
+            asyncio.create_task(
+                self.reader.follow(
+                    self.on_log, event="privtx.chain_step_failed", stakeholder=cfg.name
+                )
+            ),
+            asyncio.create_task(self._send_votes()),
+            asyncio.create_task(self._expire_overdue()),
+            asyncio.create_task(self._watch_executor()),
+        ]
+        log.event("privtx.facilitator_started", stakeholder=cfg.name, account=self.account.address)
+
+    async def _vote_again(self) -> None:
+        """At start: the votes the last run may have lost, and the held ones."""
         # Undecided executions may have lost their vote with the last run (a vote batch not yet
         # sent, or one ahead not carried): vote again; the mediator skips a vote it counted.
         # One behind an undecided refusal of this member's waits for it, as it did before.
@@ -234,7 +260,7 @@ class Facilitator:
                 continue
             with contextlib.suppress(Exception):  # the node away: its PrivateTxFini settles it
                 info = await med.tx_of(
-                    self.chain, cfg.mediator, g.info.group, bytes.fromhex(row.payload_hash)
+                    self.chain, self.cfg.mediator, g.info.group, bytes.fromhex(row.payload_hash)
                 )
                 if info is not None and info.status == pt.Status.PENDING:
                     g.held[row.payload_hash] = None
@@ -244,29 +270,7 @@ class Facilitator:
                     async with self.lock:
                         await self._release_held(g)
                 except Exception as exc:  # the executor away: the group's next outcome retries
-                    log.warn("privtx.release_failed", stakeholder=cfg.name, error=repr(exc))
-        await self.nc.subscribe(PAYLOAD_SUBJECT.format(group="*"), cb=self._on_push)
-        if self.bls is not None:
-            await self.nc.subscribe(VOTE_SUBJECT.format(group="*"), cb=self._on_bls_vote)
-        if self.heads is not None:
-            self.heads.start()
-        self.fast: LogWatch | None = None
-        if cfg.chain_ws:
-            self.inits: asyncio.Queue[RawLog] = asyncio.Queue()
-            self.fast = LogWatch(cfg.chain_ws, [med.TX_INIT], self.inits.put_nowait, lambda: None)
-            self.fast.start()
-            self.tasks.append(asyncio.create_task(self._fast_inits()))
-        self.tasks += [
-            asyncio.create_task(
-                self.reader.follow(
-                    self.on_log, event="privtx.chain_step_failed", stakeholder=cfg.name
-                )
-            ),
-            asyncio.create_task(self._send_votes()),
-            asyncio.create_task(self._expire_overdue()),
-            asyncio.create_task(self._watch_executor()),
-        ]
-        log.event("privtx.facilitator_started", stakeholder=cfg.name, account=self.account.address)
+                    log.warn("privtx.release_failed", stakeholder=self.cfg.name, error=repr(exc))
 
     async def stop(self) -> None:
         for t in [*self.tasks, *self.checks]:
@@ -490,12 +494,7 @@ class Facilitator:
         try:
             call = await self._open(ev, g)
         except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
-            # Nothing is executed: vote (current root, 0) so the policy decides, and say why.
-            row.state, row.note = "refused", str(exc)[:400]
-            row.old_root = row.new_root = await self.executor.root(g.contract)
-            self._keep(row)
-            log.warn("privtx.refused", group=row.group_id, payload=name, why=str(exc))
-            self._queue_vote(ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT)
+            await self._refuse(g, ev, row, exc)
             return
         ex = await self.executor.execute(g.contract, g.info.sender, call, old_root=g.head)
         g.head = ex.new_root
@@ -504,6 +503,16 @@ class Facilitator:
         row.note = "" if ex.ok else "the private call reverted: state unchanged"
         self._keep(row)
         self._vote_or_hold(g, ev, row)
+
+    async def _refuse(
+        self, g: _Group, ev: med.TxInit, row: TxRow, exc: Exception, *, direct: bool = False
+    ) -> None:
+        """Nothing is executed: vote (current root, 0) so the policy decides, and say why."""
+        row.state, row.note = "refused", str(exc)[:400]
+        row.old_root = row.new_root = await self.executor.root(g.contract)
+        self._keep(row)
+        log.warn("privtx.refused", group=row.group_id, payload=row.payload_hash, why=str(exc))
+        self._queue_vote(ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT, direct=direct)
 
     def _refusal_before(self, g: _Group, seq: int) -> TxRow | None:
         """A transaction of the group before position ``seq`` that this member refused and
@@ -564,13 +573,8 @@ class Facilitator:
                 try:
                     call = await self._open(ev, g)
                 except (pt.PrivTxError, BlobNotFound, BlobCorrupt) as exc:
-                    row.state, row.note = "refused", str(exc)[:400]
-                    row.old_root = row.new_root = await self.executor.root(g.contract)
-                    self._keep(row)
                     g.held.pop(name)
-                    self._queue_vote(
-                        ev.group, ev.payload_hash, row.old_root, pt.ZERO_ROOT, direct=True
-                    )
+                    await self._refuse(g, ev, row, exc, direct=True)
                     continue
                 ex = await self.executor.execute(g.contract, g.info.sender, call)
                 g.head = ex.new_root

@@ -226,6 +226,50 @@ async def settled_everywhere(env: Env, phash: bytes) -> None:
     raise AssertionError(f"not settled at every facilitator: {rows}")
 
 
+# -- stakeholders made to fail, lag or keep quiet (for the tests below) --------------------------
+async def no_vote_ahead(push, reply) -> None:
+    """Stands in for ``Facilitator._execute_ahead``: the member executes on the Init only."""
+    return None
+
+
+def first_fetch_fails(f: Facilitator) -> tuple[object, list[bytes]]:
+    """A ``_ciphertext`` for ``f`` whose first fetch fails (the store unreachable for a
+    moment) and later ones work; and the list of what failed."""
+    fetch, failed = f._ciphertext, []
+
+    async def unreachable_once(phash: bytes) -> bytes:
+        if not failed:
+            failed.append(phash)
+            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
+        return await fetch(phash)
+
+    return unreachable_once, failed
+
+
+def hold_reader_back(m: pytest.MonkeyPatch, f: Facilitator, reading: asyncio.Event) -> None:
+    """``f``'s reorg-safe reader reads nothing (no outcome reaches it) until ``reading`` is set
+    (set it on the way out, too: a read already waiting goes on waiting); pushed
+    PrivateTxInits still come."""
+    step = f.reader.step
+
+    async def held_back(handle):
+        await reading.wait()
+        return await step(handle)
+
+    m.setattr(f.reader, "step", held_back)
+
+
+async def row_when(f: Facilitator, phash: bytes, done=lambda r: True):
+    """``f``'s row for a payload once it has one for which ``done`` holds (else the last seen)."""
+    row = None
+    for _ in range(400):
+        row = f.rows.get(phash.hex())
+        if row is not None and done(row):
+            break
+        await asyncio.sleep(0.025)
+    return row
+
+
 async def test_agreement_settles_yes_with_equal_roots(env, sender):
     group = await env.group()
     sent = await sender.send(group, receive_goods(40))
@@ -717,37 +761,20 @@ async def test_a_member_that_missed_an_agreed_transaction_does_not_vote_ahead_an
     group = await env.group(threshold=2)
     crane = env.running[2]
 
-    fetch, failed = crane._ciphertext, []
-
-    async def unreachable_once(phash: bytes) -> bytes:
-        if not failed:  # its first fetch (for N's PrivateTxInit) fails; later ones work
-            failed.append(phash)
-            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
-        return await fetch(phash)
-
-    async def not_now(push, reply) -> None:
-        return None
-
+    fetch, failed = first_fetch_fails(crane)  # its first fetch: for N's PrivateTxInit
     with monkeypatch.context() as m:
-        m.setattr(crane, "_ciphertext", unreachable_once)
-        m.setattr(crane, "_execute_ahead", not_now)
+        m.setattr(crane, "_ciphertext", fetch)
+        m.setattr(crane, "_execute_ahead", no_vote_ahead)
         n = await sender.send(group, receive_goods(31))
         out_n = await sender.outcome(group, n.payload_hash)
         assert out_n.status == pt.Status.YES
-        for _ in range(400):
-            if crane.rows.get(n.payload_hash.hex()) is not None:
-                break
-            await asyncio.sleep(0.025)
+        await row_when(crane, n.payload_hash)
         assert failed == [n.payload_hash]
         assert crane.rows[n.payload_hash.hex()].state in ("refused", "final")
     n1 = await sender.send(group, receive_goods(32))
     out_n1 = await sender.outcome(group, n1.payload_hash)
     assert out_n1.status == pt.Status.YES and out_n1.old_root == out_n.new_root
-    for _ in range(400):
-        rows = [crane.rows.get(s.payload_hash.hex()) for s in (n, n1)]
-        if all(r is not None and r.state == "final" for r in rows):
-            break
-        await asyncio.sleep(0.025)
+    rows = [await row_when(crane, s.payload_hash, lambda r: r.state == "final") for s in (n, n1)]
     assert [r.state for r in rows] == ["final", "final"], [(r.state, r.note) for r in rows]
     assert not crane.groups[group].out_of_sync
     assert [await env.root(i, group) for i in range(3)] == [out_n1.new_root] * 3
@@ -763,31 +790,17 @@ async def test_a_refusal_whose_vote_was_lost_is_voted_again_as_a_refusal_after_a
     group = await env.group(threshold=2)
     await env.stop(0)
     crane = env.running[2]
-    fetch, failed = crane._ciphertext, []
-
-    async def unreachable_once(phash: bytes) -> bytes:
-        if not failed:
-            failed.append(phash)
-            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
-        return await fetch(phash)
 
     async def lost(batch) -> None:  # stopped before the vote transaction went out
         return None
 
-    async def not_now(push, reply) -> None:
-        return None
-
     try:
         with monkeypatch.context() as m:
-            m.setattr(crane, "_ciphertext", unreachable_once)
-            m.setattr(crane, "_execute_ahead", not_now)
+            m.setattr(crane, "_ciphertext", first_fetch_fails(crane)[0])
+            m.setattr(crane, "_execute_ahead", no_vote_ahead)
             m.setattr(crane, "_vote_many", lost)
             sent = await sender.send(group, receive_goods(77))
-            for _ in range(400):
-                row = crane.rows.get(sent.payload_hash.hex())
-                if row is not None and row.state == "refused":
-                    break
-                await asyncio.sleep(0.025)
+            row = await row_when(crane, sent.payload_hash, lambda r: r.state == "refused")
             assert row.state == "refused"
             await env.stop(2)
         await env.start(2)
@@ -832,45 +845,20 @@ async def test_a_member_behind_its_own_undecided_refusal_holds_its_vote_until_it
     vote short until its timeout."""
     group = await env.group(threshold=2)
     crane = env.running[2]
-    fetch, failed = crane._ciphertext, []
-
-    async def unreachable_once(phash: bytes) -> bytes:
-        if not failed:
-            failed.append(phash)
-            raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable for a moment)")
-        return await fetch(phash)
-
-    async def not_now(push, reply) -> None:
-        return None
-
     reading = asyncio.Event()
-    step = crane.reader.step
-
-    async def held_back(handle):
-        await reading.wait()
-        return await step(handle)
-
     try:
         with monkeypatch.context() as m:
-            m.setattr(crane, "_ciphertext", unreachable_once)
-            m.setattr(crane, "_execute_ahead", not_now)
-            m.setattr(crane.reader, "step", held_back)
+            m.setattr(crane, "_ciphertext", first_fetch_fails(crane)[0])
+            m.setattr(crane, "_execute_ahead", no_vote_ahead)
+            hold_reader_back(m, crane, reading)
             n = await sender.send(group, receive_goods(41))
             out_n = await sender.outcome(group, n.payload_hash)
             assert out_n.status == pt.Status.YES
-            for _ in range(400):
-                row = crane.rows.get(n.payload_hash.hex())
-                if row is not None:
-                    break
-                await asyncio.sleep(0.025)
+            row = await row_when(crane, n.payload_hash)
             assert row.state == "refused"  # from the pushed PrivateTxInit; N's YES not read
             await env.stop(1)
             n1 = await sender.send(group, receive_goods(42))
-            for _ in range(400):
-                row1 = crane.rows.get(n1.payload_hash.hex())
-                if row1 is not None:
-                    break
-                await asyncio.sleep(0.025)
+            row1 = await row_when(crane, n1.payload_hash)
             assert row1.state == "executed" and row1.old_root != out_n.new_root  # stale
             assert n1.payload_hash.hex() in crane.groups[group].held
             for _ in range(400):  # acme's vote: ahead, or on the Init if it came too late
@@ -882,11 +870,9 @@ async def test_a_member_behind_its_own_undecided_refusal_holds_its_vote_until_it
             reading.set()  # crane reads N's YES now
             out_n1 = await sender.outcome(group, n1.payload_hash, timeout_s=20)
         assert out_n1.status == pt.Status.YES and out_n1.old_root == out_n.new_root
-        for _ in range(400):
-            rows = [crane.rows.get(s.payload_hash.hex()) for s in (n, n1)]
-            if all(r is not None and r.state == "final" for r in rows):
-                break
-            await asyncio.sleep(0.025)
+        rows = [
+            await row_when(crane, s.payload_hash, lambda r: r.state == "final") for s in (n, n1)
+        ]
         assert [r.state for r in rows] == ["final", "final"], [(r.state, r.note) for r in rows]
         assert not crane.groups[group].held
         assert [await env.root(i, group) for i in (0, 2)] == [out_n1.new_root] * 2
@@ -894,12 +880,7 @@ async def test_a_member_behind_its_own_undecided_refusal_holds_its_vote_until_it
         reading.set()
         if 1 not in env.running:
             await env.start(1)
-    bolt = env.running[1]
-    for _ in range(400):
-        row = bolt.rows.get(n1.payload_hash.hex())
-        if row is not None and row.state == "final":
-            break
-        await asyncio.sleep(0.025)
+    await row_when(env.running[1], n1.payload_hash, lambda r: r.state == "final")
     assert await env.root(1, group) == out_n1.new_root
 
 
@@ -912,53 +893,23 @@ async def test_a_held_vote_goes_out_as_it_is_when_the_refusal_before_it_settles_
     settles YES with acme while bolt is down."""
     group = await env.group(threshold=2)
     crane = env.running[2]
-
-    def first_fetch_fails(f):
-        fetch, failed = f._ciphertext, []
-
-        async def fetch_after_the_first(phash: bytes) -> bytes:
-            if not failed:  # N's
-                failed.append(phash)
-                raise BlobNotFound(f"payload {phash.hex()} (the store is unreachable)")
-            return await fetch(phash)
-
-        return fetch_after_the_first
-
-    async def not_now(push, reply) -> None:
-        return None
-
     reading = asyncio.Event()
-    step = crane.reader.step
-
-    async def held_back(handle):
-        await reading.wait()
-        return await step(handle)
-
     try:
         with monkeypatch.context() as m:
+            hold_reader_back(m, crane, reading)
             for f in env.running.values():
-                m.setattr(f, "_ciphertext", first_fetch_fails(f))
-                m.setattr(f, "_execute_ahead", not_now)
-            m.setattr(crane.reader, "step", held_back)
-            n = await sender.send(group, receive_goods(51))
-            out_n = await sender.outcome(group, n.payload_hash)
-            assert out_n.status == pt.Status.NO
-            for _ in range(400):
-                row = crane.rows.get(n.payload_hash.hex())
-                if row is not None:
-                    break
-                await asyncio.sleep(0.025)
-            assert row.state == "refused"
-        await env.stop(1)
-        with monkeypatch.context() as m:
-            m.setattr(crane, "_execute_ahead", not_now)
-            m.setattr(crane.reader, "step", held_back)
+                m.setattr(f, "_execute_ahead", no_vote_ahead)
+            with monkeypatch.context() as fetches:
+                for f in env.running.values():
+                    fetches.setattr(f, "_ciphertext", first_fetch_fails(f)[0])  # N's
+                n = await sender.send(group, receive_goods(51))
+                out_n = await sender.outcome(group, n.payload_hash)
+                assert out_n.status == pt.Status.NO
+                row = await row_when(crane, n.payload_hash)
+                assert row.state == "refused"
+            await env.stop(1)
             n1 = await sender.send(group, receive_goods(52))
-            for _ in range(400):
-                row1 = crane.rows.get(n1.payload_hash.hex())
-                if row1 is not None:
-                    break
-                await asyncio.sleep(0.025)
+            row1 = await row_when(crane, n1.payload_hash)
             assert row1.state == "executed" and n1.payload_hash.hex() in crane.groups[group].held
             reading.set()  # crane reads N's NO now
             out_n1 = await sender.outcome(group, n1.payload_hash, timeout_s=20)
@@ -979,13 +930,10 @@ async def test_one_groups_wait_for_votes_ahead_holds_up_no_other_group(env, send
     group's, sent just after it: that one is mined while the first still waits."""
     from shardline.workers import privtx_sender
 
-    async def not_now(push, reply) -> None:
-        return None
-
     first, second = await env.group(threshold=2), await env.group(threshold=2)
     with monkeypatch.context() as m:
         for f in env.running.values():
-            m.setattr(f, "_execute_ahead", not_now)  # nobody votes ahead
+            m.setattr(f, "_execute_ahead", no_vote_ahead)  # nobody votes ahead
         # the second group's members did not answer its last push: it waits for no votes
         warm = await sender.send(second, receive_goods(61))
         assert (await sender.outcome(second, warm.payload_hash)).status == pt.Status.YES
