@@ -149,8 +149,8 @@ def org_permissions(org: str) -> dict[str, Any]:
     requester); PSI rounds to a peer; dead letters; and the JetStream calls above. Replies to
     requests it received (lookup intents, records access, PSI start, audit, ``$SRV``) go through
     ``allow_responses``.
-    subscribe: its own inbox, the gateways' lookup intents, its own request subjects, the service
-    API.
+    subscribe: its own inbox, the gateways' lookup intents to it, its own request subjects, the
+    service API.
     """
     publish = [
         f"lookup.requested.{org}",
@@ -172,7 +172,7 @@ def org_permissions(org: str) -> dict[str, Any]:
         publish += _consumer_api(stream, durable)
     subscribe = [
         f"{inbox_prefix(org)}.>",
-        "lookup.intent.*",
+        f"lookup.intent.{org}.*",
         f"records.access.{org}",
         f"records.state.{org}",
         f"audit.served.{org}",
@@ -193,7 +193,7 @@ def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
     stream's copies for the gateway to combine at once, and the combiner's durable consumer);
     results."""
     publish = [
-        "lookup.intent.*",
+        "lookup.intent.*.*",
         "lookup.progress.*",
         "lookup.result.*",
         "dlq.>",

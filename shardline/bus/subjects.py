@@ -7,8 +7,9 @@ TRANSPORT_SHARE = "transport.share.{org}"
 # An org's chain intake republishes the LookupRequested events it read from its own endpoint.
 LOOKUP_REQUESTED = "lookup.requested.{org}"
 # The gateway's signed request beside the chain transaction (audit-after orgs serve on it). A plain
-# NATS request with the gateway's reply subject, not in a stream: a stream would answer it.
-LOOKUP_INTENT = "lookup.intent.{guid}"
+# NATS request with the gateway's reply subject, not in a stream: a stream would answer it. On a
+# subject per org, so that an org the intent does not name is not woken for it at once.
+LOOKUP_INTENT = "lookup.intent.{org}.{guid}"
 # One org's share for a lookup, sealed to the request's ephemeral key: on this subject (and in
 # the LOOKUPS stream) when served on a chain event with no intent seen, else as the reply to the
 # intent, on the asking gateway's reply subject (under lookup.reply, so that a tail of lookup.>

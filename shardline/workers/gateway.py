@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,7 @@ class LookupState:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     chain_seen: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition | None = None  # made when an event stream follows it
+    asked_later: tuple[str, ...] = ()  # org nodes a later round asked (a tuple: no object)
     done_callbacks: list[Callable[[], None]] = field(default_factory=list)
     # Once finished: the outcome and the events as JSON, and the status.
     status: int = 0
@@ -407,12 +408,19 @@ class Gateway:
             orgs=list(terms.org_ids),
             asked=first,
         )
+        # The org nodes not asked learn it from the same intent: a chain-confirmed one at once,
+        # as its chain event comes within milliseconds; an audit-after one just before the
+        # chain request goes out, so that the lookup wakes only the org nodes it asked.
+        later = [o for o in terms.org_ids if o not in first and self._audit_after.get(o, False)]
+        now_to = [o for o in terms.org_ids if o not in later]
+        intent = b""
         try:
-            await self._ask(state, key, epk, first)
+            intent = await self._ask(state, key, epk, first, now_to)
         except Exception as exc:  # the bus is away (a restart): the chain request still goes out
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
+        tell = (lambda: self._tell(state, intent, later)) if later and intent else None
         # The chain request next: a chain-confirmed lookup waits for it.
-        self._spawn(self._send(state, acct, guid, key, epk))
+        self._spawn(self._send(state, acct, guid, key, epk, tell))
         # Timers, not a task per lookup: most lookups are done long before either fires.
         loop = asyncio.get_running_loop()
         loop.call_later(self.cfg.gateway.hedge_s, self._hedge, state, key, epk, first)
@@ -422,9 +430,18 @@ class Gateway:
         )
         return state
 
-    async def _ask(self, state: LookupState, key: bytes, epk: bytes, orgs: list[str]) -> None:
-        """The signed intent: audit-after org nodes named in ``orgs`` serve on it; chain-confirmed
-        ones serve on the chain event, straight back to this gateway's inbox."""
+    async def _ask(
+        self,
+        state: LookupState,
+        key: bytes,
+        epk: bytes,
+        orgs: list[str],
+        to: list[str] | None = None,
+    ) -> bytes:
+        """The signed intent, to the org nodes in ``to`` (default: ``orgs``), each on its own
+        subject: audit-after org nodes named in ``orgs`` serve on it; chain-confirmed ones serve
+        on the chain event, straight back to this gateway's inbox; the others leave the lookup
+        to those named. Returns the intent as sent."""
         intent = envelope.make(
             "lookup.intent",
             {
@@ -437,13 +454,27 @@ class Gateway:
             self.keys,
             trace_id=state.guid,
         )
+        data = intent.to_bytes()
+        for org in orgs if to is None else to:
+            await self._publish_intent(state.guid, org, data)
+        return data
+
+    async def _publish_intent(self, guid: str, org: str, data: bytes) -> None:
         # A plain request: the org nodes answer on this gateway's inbox, one hop each way.
         await self.nc.publish(
-            subjects.LOOKUP_INTENT.format(guid=state.guid),
-            intent.to_bytes(),
-            reply=f"{self._replies}.{state.guid}",
-            headers={"traceparent": traceparent(state.guid)} if telemetry.enabled else None,
+            subjects.LOOKUP_INTENT.format(org=org, guid=guid),
+            data,
+            reply=f"{self._replies}.{guid}",
+            headers={"traceparent": traceparent(guid)} if telemetry.enabled else None,
         )
+
+    async def _tell(self, state: LookupState, intent: bytes, orgs: list[str]) -> None:
+        """The first intent, to audit-after org nodes it did not name, just before the chain
+        request goes out: their chain event for the lookup then finds it left to others. Not
+        to those a later round asked since, nor for a lookup whose bus went away."""
+        for org in orgs:
+            if org not in state.asked_later:
+                await self._publish_intent(state.guid, org, intent)
 
     def _landed(self) -> None:
         self.in_flight -= 1
@@ -516,6 +547,7 @@ class Gateway:
             )
 
     async def _ask_again(self, state: LookupState, key: bytes, epk: bytes, rest: list[str]) -> None:
+        state.asked_later += tuple(rest)
         await state.add("asked", orgs=rest)
         try:
             await self._ask(state, key, epk, rest)
@@ -557,9 +589,16 @@ class Gateway:
         return self.cfg.gateway.tx_linger_s
 
     async def _send(
-        self, state: LookupState, acct: LocalAccount, guid: bytes, key: bytes, epk: bytes
+        self,
+        state: LookupState,
+        acct: LocalAccount,
+        guid: bytes,
+        key: bytes,
+        epk: bytes,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """The Gatekeeper request; its LookupRequested log marks the lookup on chain.
+        ``before``: what must go out just before the transaction that carries it is sent.
 
         A request must stay on chain, or the audit would find shares served for nothing: a
         transaction that a reorg or a node restart dropped is sent again, alone, with the
@@ -567,7 +606,7 @@ class Gateway:
         """
         batcher = self.batcher(acct, self.linger_for(state.org_ids))
         try:
-            sent = await batcher.submit(guid, key, epk)
+            sent = await batcher.submit(guid, key, epk, before=before)
         except (ChainRevert, ChainError) as exc:
             await self._chain_failed(state, exc)
             return

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
+from shardline.bus import log
 from shardline.contracts import registry
 from shardline.contracts.client import Chain
 
@@ -33,6 +34,7 @@ class Sent:
 @dataclass
 class _Pending:
     item: tuple[bytes, bytes, bytes]
+    before: Callable[[], Awaitable[None]] | None = None
     sent: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -55,11 +57,19 @@ class LookupTxBatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    async def submit(self, guid: bytes, key: bytes, epk: bytes) -> Sent:
-        """Queue one lookup; returns once the transaction that carries it was taken by the node."""
+    async def submit(
+        self,
+        guid: bytes,
+        key: bytes,
+        epk: bytes,
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> Sent:
+        """Queue one lookup; returns once the transaction that carries it was taken by the node.
+        ``before`` is awaited just before that transaction is sent (a failure is logged)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        pending = _Pending((guid, key, epk))
+        pending = _Pending((guid, key, epk), before)
         self._queue.append(pending)
         self._wake.set()
         return await pending.sent
@@ -89,6 +99,12 @@ class LookupTxBatcher:
                 self._wake.set()
             if not batch:
                 continue
+            for p in batch:
+                if p.before is not None:
+                    try:
+                        await p.before()
+                    except Exception as exc:  # the bus away: the request goes out all the same
+                        log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=str(exc))
             items = [p.item for p in batch]
             if len(items) == 1:
                 data, gas = registry.request_lookup_calldata(*items[0]), registry.LOOKUP_GAS

@@ -14,8 +14,11 @@ the intent and answers the chain event there the same way. A share served on a c
 intent seen (the gateway's message lost, or the gateway gone) goes through the LOOKUPS stream with
 its natural key, so that a crash between publish and log repeats nothing, and the combiner takes it.
 
-The intent names the org nodes asked first; the others leave the lookup to them, keeping its chain
-event in case the gateway names them in a later round because the first were slow.
+The intent names the org nodes asked first and goes to each on its own subject. The others
+leave the lookup to them, keeping its chain event in case the gateway names them in a later round
+because the first were slow. A chain-confirmed org node not asked is sent the intent at once (its
+chain event comes within milliseconds); an audit-after one only just before the gateway's chain
+request goes out, so that a lookup wakes only the org nodes it asks.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ AuthReader = Callable[[str], Awaitable[bool]]
 NOT_ASKED_KEPT = 20_000  # lookups whose intent named others: a later round comes within seconds
 REPLIES_KEPT = 20_000
 OPENED_KEPT = 50_000
+INTENT_MAX_AGE_S = 60.0  # an older intent is not served: the gateway gave up on it long ago
 
 
 class ShareNode(Worker):
@@ -88,9 +92,10 @@ class ShareNode(Worker):
             org_consumer(org, f"lookups-{org}"),
             self.on_lookup_requested,
         )
-        # One member of the org's queue group takes each intent: an org may run several.
+        # One member of the org's queue group takes each intent: an org may run several. The
+        # intents to this org only: one that names others reaches it only to say so.
         self.listen(
-            subjects.LOOKUP_INTENT.format(guid="*"),
+            subjects.LOOKUP_INTENT.format(org=org, guid="*"),
             "lookup.intent",
             self.on_intent,
             queue=f"share-node.{org}",
@@ -232,7 +237,7 @@ class ShareNode(Worker):
         while len(self._asked) > NOT_ASKED_KEPT:
             self._asked.popitem(last=False)
         skipped = self._not_asked.pop(guid, None)  # named now, after others were slow
-        if time.time() - env.sent_at > 60:
+        if time.time() - env.sent_at > INTENT_MAX_AGE_S:
             log.warn("intent.stale", org=self.org.id, guid=guid, trace_id=env.trace_id)
             return
         if self.store.served(guid):

@@ -54,9 +54,10 @@ def forge_off_chain_request(cfg, sheet) -> str:
     async def go():
         nc = await nats.connect(cfg.nats_url)
         # a plain message without a reply subject, as an off-the-record gateway would send it
-        await nc.publish(
-            f"lookup.intent.{guid}", envelope.make("lookup.intent", body, gw).to_bytes()
-        )
+        # (to every org: it names none, so all serve)
+        intent = envelope.make("lookup.intent", body, gw).to_bytes()
+        for org in cfg.orgs:
+            await nc.publish(f"lookup.intent.{org.id}.{guid}", intent)
         await nc.flush()
         await nc.close()
 

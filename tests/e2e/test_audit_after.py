@@ -74,9 +74,10 @@ def test_a_served_request_that_never_reached_the_chain_is_flagged(audit_after_st
     async def go():
         nc = await nats.connect(cfg.nats_url)
         # a plain message without a reply subject: the shares go to the stream, as on a chain event
-        await nc.publish(
-            f"lookup.intent.{guid}", envelope.make("lookup.intent", body, gw).to_bytes()
-        )
+        # (to every org: it names none, so all serve)
+        intent = envelope.make("lookup.intent", body, gw).to_bytes()
+        for org in cfg.orgs:
+            await nc.publish(f"lookup.intent.{org.id}.{guid}", intent)
         await nc.flush()
         await nc.close()
 
@@ -111,6 +112,54 @@ def test_a_served_request_that_never_reached_the_chain_is_flagged(audit_after_st
     )
     assert cli.returncode == 1, cli.stderr
     assert guid in cli.stdout and '"not_on_chain"' in cli.stdout
+
+
+def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
+    audit_after_stack, sample_sheets
+):
+    """An audit-after lookup goes at once only to the org nodes it asks. The one left out is sent
+    the same intent (naming the others) once, just before the chain request, so that its chain
+    event finds the lookup left to others: it serves nothing, then or later."""
+    cfg = audit_after_stack
+
+    async def go() -> tuple[list, dict[str, list[str]]]:
+        nc = await nats.connect(cfg.nats_url)
+        heard: dict[str, list[str]] = {}
+
+        async def on(msg) -> None:
+            _, _, org, guid = msg.subject.split(".")
+            heard.setdefault(guid, []).append(org)
+
+        await nc.subscribe("lookup.intent.*.*", cb=on)
+        await nc.flush()
+        outs = [await do_lookup(cfg, s.transport_id) for s in sample_sheets[:3]]
+        # until every asked node has the lookup's chain event (its served row marked on chain)
+        deadline = time.monotonic() + 20
+        for out in outs:
+            guid = out.body["guid"]
+            while not all(
+                (r := OrgStore(o.database_url).served(guid)) is not None
+                and r.on_chain_block is not None
+                for o in cfg.orgs
+                if o.id in out.body["used_orgs"]
+            ):
+                assert time.monotonic() < deadline, f"lookup {guid} never marked on chain"
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # the node left out read the same blocks
+        await nc.close()
+        return outs, heard
+
+    outs, heard = asyncio.run(go())
+    for out in outs:
+        assert out.status == 200, out.body
+        guid = out.body["guid"]
+        asked = next(e for e in out.events if e["event"] == "accepted")["asked"]
+        left = [o.id for o in cfg.orgs if o.id not in asked]
+        assert left, "every org node was asked: nothing to check"
+        assert sorted(heard[guid]) == sorted(o.id for o in cfg.orgs), heard[guid]  # once each
+        assert heard[guid][-len(left) :] == left  # those left out last, after those asked
+        served = {o.id for o in cfg.orgs if OrgStore(o.database_url).served(guid) is not None}
+        assert served and served <= set(asked), f"{served} served, {asked} asked"
 
 
 def test_with_asked_nodes_down_the_gateway_asks_the_others(audit_after_stack, sample_sheets):

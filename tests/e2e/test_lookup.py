@@ -325,9 +325,14 @@ def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named
         await nc.subscribe(f"{inbox}.*", cb=take)
         await nc.subscribe(f"lookup.share.{g}", cb=stream_copy)
 
-        async def ask(orgs: list[str]) -> None:
+        async def ask(orgs: list[str], to: list[str] | None = None) -> None:
+            """As the gateway asks: each org on its own subject; the first round to every
+            chain-confirmed org (those it does not name learn so), a later one to those named."""
             intent = envelope.make("lookup.intent", {**body, "orgs": orgs}, gw)
-            await nc.publish(f"lookup.intent.{g}", intent.to_bytes(), reply=f"{inbox}.{g}")
+            for org in to or orgs:
+                await nc.publish(
+                    f"lookup.intent.{org}.{g}", intent.to_bytes(), reply=f"{inbox}.{g}"
+                )
             await nc.flush()
 
         async def collect(n: int) -> dict[str, dict]:
@@ -338,7 +343,7 @@ def test_chain_confirmed_nodes_answer_the_inbox_and_the_unasked_serve_when_named
                     got[b["org"]] = b
             return got
 
-        await ask(["org1", "org2"])
+        await ask(["org1", "org2"], to=[o.id for o in cfg.orgs])
         await ask(["org3"])  # a second round before the block, naming only the newcomer
         view = await chain_view(cfg.chain_rpc, cfg)
         chain: Chain = view.chain

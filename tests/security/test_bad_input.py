@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 SUBJECTS = {
     "transport.share.org3": "transport.share",
     "lookup.requested.org3": "lookup.requested",
-    "lookup.intent.{id}": "lookup.intent",
+    "lookup.intent.org3.{id}": "lookup.intent",
     "lookup.share.{id}": "lookup.share",
     "psi.round.{id}.org3": "psi.round",
     "records.kfrag.org3": "records.kfrag",

@@ -108,6 +108,9 @@ def test_an_org_publishes_only_on_its_own_subjects(live_stack):
         sub_refused = await org1.violation("subscription", "records.access.org2")
         await org1.nc.subscribe("_INBOX.>")
         inbox_refused = await org1.violation("subscription", "_INBOX.>")
+        # or to the intents sent to another org (which org nodes a lookup asks)
+        await org1.nc.subscribe("lookup.intent.org2.*")
+        intent_refused = await org1.violation("subscription", "lookup.intent.org2.*")
         await org1.nc.close()
         await operator.close()
         return (
@@ -118,6 +121,7 @@ def test_an_org_publishes_only_on_its_own_subjects(live_stack):
             delete_refused,
             sub_refused,
             inbox_refused,
+            intent_refused,
         )
 
     got, *refusals = asyncio.run(go())
@@ -140,7 +144,9 @@ def test_the_gateway_cannot_speak_for_an_org(live_stack):
             got_share.append(msg.data)
 
         share_sub = await operator.subscribe("lookup.share.*", cb=on_share)
-        got = await heard(operator, "lookup.intent.*", send_as_gateway, gw.nc, "lookup.intent.ab")
+        got = await heard(
+            operator, "lookup.intent.*.*", send_as_gateway, gw.nc, "lookup.intent.org1.ab"
+        )
         await operator.flush()
         refused = await gw.violation("publish", "lookup.share.ab") and await gw.violation(
             "publish", "lookup.requested.org1"
