@@ -190,9 +190,18 @@ def stop_cmd(names: list[str], run_dir: RunDir = Path(".shardline")) -> None:
 
 
 @app.command("start")
-def start_cmd(names: list[str], config: ConfigOpt = None) -> None:
+def start_cmd(
+    names: list[str],
+    config: ConfigOpt = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir", help="The local stack's directory, as for stop (instead of --config)."
+        ),
+    ] = None,
+) -> None:
     """Start workers again, e.g. `shardline start node-org3`."""
-    cfg = load_config(config)
+    cfg = load_config(config or (run_dir / "stack.json" if run_dir is not None else None))
     live = stack.running(cfg.run_dir)
     try:
         stack.start_workers(cfg, [n for n in names if n not in live])
