@@ -203,6 +203,12 @@ def start_cmd(
     """Start workers again, e.g. `shardline start node-org3`."""
     cfg = load_config(config or (run_dir / "stack.json" if run_dir is not None else None))
     live = stack.running(cfg.run_dir)
+    if "nats" in live and any(o.nats_seed_file for o in cfg.orgs):
+        from shardline import bus_access
+
+        # the permissions this code's workers need (subjects change between versions), so
+        # that workers started again after an upgrade are not refused their subjects
+        bus_access.rewrite_server_config(cfg, live["nats"]["pid"])
     try:
         stack.start_workers(cfg, [n for n in names if n not in live])
     except stack.StackError as exc:

@@ -412,13 +412,14 @@ class Gateway:
         # as its chain event comes within milliseconds; an audit-after one just before the
         # chain request goes out, so that the lookup wakes only the org nodes it asked.
         later = [o for o in terms.org_ids if o not in first and self._audit_after.get(o, False)]
-        now_to = [o for o in terms.org_ids if o not in later]
-        intent = b""
+        intent = self._intent(state, key, epk, first)
         try:
-            intent = await self._ask(state, key, epk, first, now_to)
+            await self._send_intent(
+                state.guid, intent, [o for o in terms.org_ids if o not in later]
+            )
         except Exception as exc:  # the bus is away (a restart): the chain request still goes out
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
-        tell = (lambda: self._tell(state, intent, later)) if later and intent else None
+        tell = (lambda: self._tell(state, intent, later)) if later else None
         # The chain request next: a chain-confirmed lookup waits for it.
         self._spawn(self._send(state, acct, guid, key, epk, tell))
         # Timers, not a task per lookup: most lookups are done long before either fires.
@@ -430,19 +431,11 @@ class Gateway:
         )
         return state
 
-    async def _ask(
-        self,
-        state: LookupState,
-        key: bytes,
-        epk: bytes,
-        orgs: list[str],
-        to: list[str] | None = None,
-    ) -> bytes:
-        """The signed intent, to the org nodes in ``to`` (default: ``orgs``), each on its own
-        subject: audit-after org nodes named in ``orgs`` serve on it; chain-confirmed ones serve
-        on the chain event, straight back to this gateway's inbox; the others leave the lookup
-        to those named. Returns the intent as sent."""
-        intent = envelope.make(
+    def _intent(self, state: LookupState, key: bytes, epk: bytes, orgs: list[str]) -> bytes:
+        """The signed intent naming ``orgs``: audit-after org nodes named serve on it;
+        chain-confirmed ones serve on the chain event, straight back to this gateway's inbox;
+        the others leave the lookup to those named."""
+        return envelope.make(
             "lookup.intent",
             {
                 "guid": state.guid,
@@ -453,11 +446,12 @@ class Gateway:
             },
             self.keys,
             trace_id=state.guid,
-        )
-        data = intent.to_bytes()
-        for org in orgs if to is None else to:
-            await self._publish_intent(state.guid, org, data)
-        return data
+        ).to_bytes()
+
+    async def _send_intent(self, guid: str, intent: bytes, to: list[str]) -> None:
+        """To each org node in ``to``, on its own subject."""
+        for org in to:
+            await self._publish_intent(guid, org, intent)
 
     async def _publish_intent(self, guid: str, org: str, data: bytes) -> None:
         # A plain request: the org nodes answer on this gateway's inbox, one hop each way.
@@ -550,7 +544,7 @@ class Gateway:
         state.asked_later += tuple(rest)
         await state.add("asked", orgs=rest)
         try:
-            await self._ask(state, key, epk, rest)
+            await self._send_intent(state.guid, self._intent(state, key, epk, rest), rest)
         except Exception as exc:  # the bus is away: the deadline will say who answered
             log.warn("lookup.ask_failed", guid=state.guid, error=str(exc))
 

@@ -65,6 +65,7 @@ class ChainIntake(Worker):
         confirmations: int = 0,
         min_interval_s: float = 0.02,
         leaves_to_others: Callable[[dict], bool] = lambda _event: False,
+        waits_for_intent: Callable[[dict], bool] = lambda _event: False,
         serve_here: Callable[..., Awaitable[bool]] | None = None,
         **kwargs,
     ) -> None:
@@ -76,6 +77,8 @@ class ChainIntake(Worker):
         self.min_interval_s = min_interval_s
         # lookups whose intent asked other org nodes: nothing for this org to serve (yet)
         self.leaves_to_others = leaves_to_others
+        # a pushed lookup whose intent may still be on its way: for the reader, a little later
+        self.waits_for_intent = waits_for_intent
         # the share node of this process: serves an event at once; the stream is the fallback
         self.serve_here = serve_here
         cursor = Cursor(start=int(deployment["block"]), remembered=store.cursor_blocks())
@@ -150,7 +153,11 @@ class ChainIntake(Worker):
         reads the same log again and falls back to the stream."""
         assert self.serve_here is not None
         body = decode_lookup(lg)
-        if self.store.served(body["guid"]) or self.leaves_to_others(body):
+        if (
+            self.store.served(body["guid"])
+            or self.leaves_to_others(body)
+            or self.waits_for_intent(body)
+        ):
             return
         self._requested(body, pushed=True)
         await self.serve_here(body, pushed=True)

@@ -23,6 +23,10 @@ from shardline.contracts.client import Chain
 
 MAX_BATCH = 64
 PER_LOOKUP_GAS = 80_000  # measured ~45k each in a batch; the rest is headroom
+BEFORE_TIMEOUT_S = 0.5  # what a lookup must send before its transaction (a publish) may take
+# after it, before the transaction: time for what was sent to be taken (the node mines and
+# pushes the transaction's log within a millisecond or two)
+BEFORE_GRACE_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ class LookupTxBatcher:
         before: Callable[[], Awaitable[None]] | None = None,
     ) -> Sent:
         """Queue one lookup; returns once the transaction that carries it was taken by the node.
-        ``before`` is awaited just before that transaction is sent (a failure is logged)."""
+        ``before`` is awaited just before that transaction is sent (for at most
+        ``BEFORE_TIMEOUT_S``; a failure is logged), which then waits ``BEFORE_GRACE_S``."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         pending = _Pending((guid, key, epk), before)
@@ -99,12 +104,16 @@ class LookupTxBatcher:
                 self._wake.set()
             if not batch:
                 continue
+            hooks = [p.before for p in batch if p.before is not None]
             for p in batch:
                 if p.before is not None:
-                    try:
-                        await p.before()
+                    try:  # bounded: one stuck hook must not hold up the batch and those after
+                        async with asyncio.timeout(BEFORE_TIMEOUT_S):
+                            await p.before()
                     except Exception as exc:  # the bus away: the request goes out all the same
-                        log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=str(exc))
+                        log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=repr(exc))
+            if hooks:
+                await asyncio.sleep(BEFORE_GRACE_S)
             items = [p.item for p in batch]
             if len(items) == 1:
                 data, gas = registry.request_lookup_calldata(*items[0]), registry.LOOKUP_GAS

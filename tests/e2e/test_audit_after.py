@@ -118,8 +118,9 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
     audit_after_stack, sample_sheets
 ):
     """An audit-after lookup goes at once only to the org nodes it asks. The one left out is sent
-    the same intent (naming the others) once, just before the chain request, so that its chain
-    event finds the lookup left to others: it serves nothing, then or later."""
+    the same intent (naming the others) once, just before the chain request, and does not serve
+    the node's push of the chain event before it has heard an intent: it serves nothing, then or
+    later. (Serving the push at once, it served about one lookup in six.)"""
     cfg = audit_after_stack
 
     async def go() -> tuple[list, dict[str, list[str]]]:
@@ -132,7 +133,7 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
 
         await nc.subscribe("lookup.intent.*.*", cb=on)
         await nc.flush()
-        outs = [await do_lookup(cfg, s.transport_id) for s in sample_sheets[:3]]
+        outs = [await do_lookup(cfg, sample_sheets[i % 6].transport_id) for i in range(8)]
         # until every asked node has the lookup's chain event (its served row marked on chain)
         deadline = time.monotonic() + 20
         for out in outs:
@@ -150,8 +151,12 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
         return outs, heard
 
     outs, heard = asyncio.run(go())
+    checked = 0
     for out in outs:
         assert out.status == 200, out.body
+        if any(e["event"] == "asked" for e in out.events):
+            continue  # slow enough for a second round (a loaded machine): it asked the rest
+        checked += 1
         guid = out.body["guid"]
         asked = next(e for e in out.events if e["event"] == "accepted")["asked"]
         left = [o.id for o in cfg.orgs if o.id not in asked]
@@ -160,6 +165,7 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
         assert heard[guid][-len(left) :] == left  # those left out last, after those asked
         served = {o.id for o in cfg.orgs if OrgStore(o.database_url).served(guid) is not None}
         assert served and served <= set(asked), f"{served} served, {asked} asked"
+    assert checked >= 4, "too few lookups were done in one round to check"
 
 
 def test_with_asked_nodes_down_the_gateway_asks_the_others(audit_after_stack, sample_sheets):
