@@ -174,10 +174,10 @@ async def eth_call_round_trips(
     return Stats.of(out)
 
 
-async def nats_round_trips(cfg: StackConfig, n: int, warmup: int = 50) -> Stats:
+async def nats_round_trips(nats_url: str, n: int, warmup: int = 50) -> Stats:
     """Core NATS request/reply to an echo responder on its own connection."""
-    responder = await nats.connect(cfg.nats_url, name="bench-echo")
-    requester = await nats.connect(cfg.nats_url, name="bench-requester")
+    responder = await nats.connect(nats_url, name="bench-echo")
+    requester = await nats.connect(nats_url, name="bench-requester")
     try:
         subject = f"bench.echo.{secrets.token_hex(4)}"
 
@@ -532,7 +532,7 @@ async def measure(cfg: StackConfig, policy: str, args: argparse.Namespace, say) 
 
     chain_tx, signing = await chain_tx_round_trips(cfg, args.chain_samples)
     eth_call = await eth_call_round_trips(cfg, ids, args.chain_samples)
-    nats_req = await nats_round_trips(cfg, args.nats_samples)
+    nats_req = await nats_round_trips(cfg.nats_url, args.nats_samples)
     key = api_key(cfg)
     async with Http(cfg, 4) as client:
         healthz = await http_round_trips(client, args.http_samples)

@@ -1,0 +1,339 @@
+"""The floor of an audit-after lookup on this machine: only what any lookup must do, nothing else.
+
+``bench/lookup.py`` compares an audit-after lookup's p50 with a bare NATS request/reply (target:
+at most 10x). This measures how much of that budget the bare minimum of a lookup takes here, in
+the same processes' shape and with the same primitives, so that the rest is known to be the
+price of everything else the real path does:
+
+- a responder's HTTP POST to a gateway process (uvicorn, httptools and uvloop as the gateway
+  runs, but a bare ASGI function: no FastAPI, no authentication, no metrics, no logs);
+- the gateway makes an ephemeral key pair, signs an intent (Ed25519) and publishes it to
+  ``--asked`` org-node processes (threshold plus the spare, as the gateway asks), each on its
+  own subject, with its reply subject;
+- each org-node process (nats-py on uvloop) parses it, checks the gateway's signature, seals its
+  Shamir share of a sheet (``shardline.core.shamir``, a sheet's size) to the ephemeral key, signs
+  its answer and replies;
+- the gateway checks the first ``--threshold`` answers' signatures, opens them, checks each share
+  against a hash it holds (the least a commitment check costs), rebuilds the sheet and answers
+  the POST with it.
+
+No schema checks, no replay guard, no served log, no chain request, no hedging or liveness, no
+progress events, no logs and no metrics: the real path has all of these. Its own nats-server,
+nothing else running beside it (the real bench runs the whole stack, anvil and Redis beside).
+The NATS baseline is measured the same way as in ``bench/lookup.py`` (an echo responder on its
+own connection, in the timing process), alternating with the floor's rounds.
+
+    .venv/bin/python bench/lookup_floor.py            # 3 rounds of 500 lookups
+    .venv/bin/python bench/lookup_floor.py --asked 2  # no spare asked
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHEET_BYTES = 900  # about a cargo sheet's JSON
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            time.sleep(0.05)
+
+
+def signing_key(name: str):
+    from nacl.signing import SigningKey
+
+    return SigningKey((name.encode() * 32)[:32])  # fixed keys: this is a measurement, not a secret
+
+
+def canonical(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+# ---- the org-node process ----------------------------------------------------------------
+async def responder(nats_url: str, org: str, share: bytes) -> None:
+    import nats
+
+    from shardline.core import sealing
+
+    key, gateway = signing_key(org), bytes(signing_key("gateway").verify_key)
+    nc = await nats.connect(nats_url)
+
+    async def on_intent(msg) -> None:
+        env = json.loads(msg.data)
+        body = env["body"]
+        sealing.verify(canonical(body), bytes.fromhex(env["sig"]), gateway)
+        sealed = sealing.seal(share, bytes.fromhex(body["epk"]))
+        out = {"guid": body["guid"], "org": org, "sealed": sealed.hex()}
+        await msg.respond(
+            json.dumps({"body": out, "sig": sealing.sign(canonical(out), key).hex()}).encode()
+        )
+
+    await nc.subscribe(f"floor.intent.{org}.*", cb=on_intent)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+# ---- the gateway process -----------------------------------------------------------------
+def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[str, str]):
+    import hashlib
+    import hmac
+
+    import nats
+
+    from shardline.core import sealing, shamir
+
+    key = signing_key("gateway")
+    org_keys = {o: bytes(signing_key(o).verify_key) for o in orgs}
+    state: dict = {"nc": None, "pending": {}}
+
+    async def on_reply(msg) -> None:
+        env = json.loads(msg.data)
+        body = env["body"]
+        found = state["pending"].get(body["guid"])
+        if found is None:
+            return
+        done, parts, esk = found
+        if len(parts) >= threshold:
+            return  # the spare, after the sheet was built
+        sealing.verify(canonical(body), bytes.fromhex(env["sig"]), org_keys[body["org"]])
+        share = sealing.unseal(bytes.fromhex(body["sealed"]), esk)
+        if not hmac.compare_digest(hashlib.sha256(share).hexdigest(), digests[body["org"]]):
+            raise ValueError(f"{body['org']}'s share does not match its hash")
+        parts.append(shamir.Share.from_bytes(share))
+        if len(parts) == threshold and not done.done():
+            done.set_result(None)
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    state["nc"] = await nats.connect(nats_url)
+                    await state["nc"].subscribe("floor.reply.*", cb=on_reply)
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        transport_id = json.loads(body)["transport_id"]
+        guid = secrets.token_hex(16)
+        esk, epk = sealing.ephemeral_keypair()
+        intent = {"guid": guid, "transport": transport_id, "epk": epk.hex(), "orgs": orgs}
+        data = json.dumps({"body": intent, "sig": sealing.sign(canonical(intent), key).hex()})
+        done = asyncio.get_running_loop().create_future()
+        state["pending"][guid] = (done, [], esk)
+        for org in orgs:
+            await state["nc"].publish(
+                f"floor.intent.{org}.{guid}", data.encode(), reply=f"floor.reply.{guid}"
+            )
+        await done
+        sheet = shamir.combine(state["pending"].pop(guid)[1])
+        out = json.dumps({"guid": guid, "sheet": sheet.hex()}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
+def run_gateway(nats_url: str, orgs: list[str], threshold: int, port: int, shares: str) -> None:
+    import hashlib
+
+    import uvicorn
+
+    digests = {
+        o: hashlib.sha256(bytes.fromhex((Path(shares) / o).read_text())).hexdigest() for o in orgs
+    }
+    uvicorn.run(
+        gateway_app(nats_url, orgs, threshold, digests),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
+
+
+# ---- the timing process ------------------------------------------------------------------
+async def floor_lookups(url: str, n: int, warmup: int = 50) -> list[float]:
+    import aiohttp
+
+    out = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            async with session.post(url, json={"transport_id": "TR-100001"}) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"the floor's gateway answered {resp.status}")
+            if i >= warmup:
+                out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+async def wait_http(url: str, within_s: float = 20.0) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.post(url, json={"transport_id": "TR-100001"}) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the floor's gateway at {url} did not answer")
+            await asyncio.sleep(0.1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--asked", type=int, default=3, help="org nodes asked (threshold + spare)")
+    ap.add_argument("--threshold", type=int, default=2)
+    ap.add_argument("--lookups", type=int, default=500, help="sequential lookups per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--role", choices=["responder", "gateway"], help=argparse.SUPPRESS)
+    ap.add_argument("--nats", help=argparse.SUPPRESS)
+    ap.add_argument("--org", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--shares", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    orgs = [f"org{i + 1}" for i in range(args.asked)]
+    if args.role == "responder":
+        import uvloop
+
+        share = bytes.fromhex((Path(args.shares) / args.org).read_text())
+        uvloop.run(responder(args.nats, args.org, share))
+        return
+    if args.role == "gateway":
+        run_gateway(args.nats, orgs, args.threshold, args.port, args.shares)
+        return
+    if not args.threshold <= args.asked:
+        ap.error("--asked must be at least --threshold")
+
+    from shardline.core import shamir
+    from shardline.servers import nats_server_bin
+
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+        sheet = os.urandom(SHEET_BYTES)
+        for org, share in zip(orgs, shamir.split(sheet, args.threshold, args.asked), strict=True):
+            (Path(tmp) / org).write_text(share.to_bytes().hex())
+        nats_port, http_port = free_port(), free_port()
+        nats_url = f"nats://127.0.0.1:{nats_port}"
+        try:
+            procs.append(
+                subprocess.Popen(
+                    [nats_server_bin(), "-a", "127.0.0.1", "-p", str(nats_port)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(Path(tmp) / "nats.log", "w"),
+                )
+            )
+            wait_port(nats_port)
+            me = [
+                *(sys.executable, __file__, "--nats", nats_url),
+                *("--asked", str(args.asked), "--shares", tmp),
+            ]
+            for org in orgs:
+                p = subprocess.Popen(
+                    [*me, "--role", "responder", "--org", org],
+                    stdout=subprocess.PIPE,
+                    stderr=open(Path(tmp) / f"{org}.log", "w"),
+                    text=True,
+                )
+                procs.append(p)
+                if p.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"the floor's {org} did not start")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *me,
+                        "--role",
+                        "gateway",
+                        "--threshold",
+                        str(args.threshold),
+                        "--port",
+                        str(http_port),
+                    ],
+                    stderr=open(Path(tmp) / "gateway.log", "w"),
+                )
+            )
+            url = f"http://127.0.0.1:{http_port}/lookups"
+            asyncio.run(wait_http(url))
+            print(
+                f"floor of an audit-after lookup: {args.asked} org-node processes asked, "
+                f"threshold {args.threshold}, {args.lookups} sequential lookups a round"
+            )
+            from lookup import Stats, nats_round_trips  # bench/lookup.py: the same baseline
+
+            ratios = []
+            for r in range(args.rounds):
+                rtt = asyncio.run(nats_round_trips(nats_url, 300)).p50
+                p50 = Stats.of(asyncio.run(floor_lookups(url, args.lookups))).p50
+                rtt = (rtt + asyncio.run(nats_round_trips(nats_url, 300)).p50) / 2
+                ratios.append(p50 / rtt)
+                print(
+                    f"round {r + 1}: floor p50 {p50:.3f} ms, bare NATS request/reply p50 "
+                    f"{rtt:.3f} ms: {p50 / rtt:.1f}x"
+                )
+            print(
+                f"floor / NATS, median of {args.rounds} rounds: {statistics.median(ratios):.1f}x "
+                "(the audit-after target is 10x for the whole lookup)"
+            )
+        except Exception:
+            for log in sorted(Path(tmp).glob("*.log")):  # what the floor's processes said
+                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            raise
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    main()
