@@ -34,6 +34,7 @@ import random
 import secrets
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -609,9 +610,15 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT MET")
 
 
-def targets(runs: dict[str, PolicyRun]) -> dict[str, Any]:
+def targets(runs: dict[str, PolicyRun], floor: list[tuple[float, float]] | None = None) -> dict:
     cc, aa = runs.get(CHAIN_CONFIRMED), runs.get(AUDIT_AFTER)
     out: dict[str, Any] = {}
+    if floor:
+        out["audit_after_floor_over_nats_request"] = {
+            "rounds": [{"floor_p50": f, "nats_p50": n, "ratio": f / n} for f, n in floor],
+            "median_ratio": statistics.median(f / n for f, n in floor),
+            "of": NATS_RATIO_TARGET,
+        }
     if cc:
         r = ratio(cc.sequential.lookups.p50, cc.baselines.chain_tx.p50)
         out["chain_confirmed_p50_over_chain_tx_p50"] = {
@@ -637,7 +644,11 @@ def targets(runs: dict[str, PolicyRun]) -> dict[str, Any]:
     return out
 
 
-def print_report(args: argparse.Namespace, runs: dict[str, PolicyRun]) -> None:
+def print_report(
+    args: argparse.Namespace,
+    runs: dict[str, PolicyRun],
+    floor: list[tuple[float, float]] | None = None,
+) -> None:
     names = [p for p in POLICIES if p in runs]
     rows: list[tuple[str, list[str]]] = []
 
@@ -739,7 +750,7 @@ def print_report(args: argparse.Namespace, runs: dict[str, PolicyRun]) -> None:
 
     print()
     print("targets (ratios against the baselines of the same run)")
-    t = targets(runs)
+    t = targets(runs, floor)
     if "chain_confirmed_p50_over_chain_tx_p50" in t:
         x, cc = t["chain_confirmed_p50_over_chain_tx_p50"], runs[CHAIN_CONFIRMED]
         print(
@@ -753,6 +764,13 @@ def print_report(args: argparse.Namespace, runs: dict[str, PolicyRun]) -> None:
             f"  audit-after lookup p50 / NATS request p50 = {fmt(aa.sequential.lookups.p50)} / "
             f"{fmt(aa.baselines.nats_request.p50, 3)} ms = {fmt(x['ratio'], 1)}x "
             f"(target {x['target']}x): {verdict(x['met'])}"
+        )
+    if "audit_after_floor_over_nats_request" in t:
+        x = t["audit_after_floor_over_nats_request"]
+        print(
+            "    beside it, the floor (bench/lookup_floor.py: only what any lookup must do, "
+            f"its own processes): {fmt(x['median_ratio'], 1)}x of the {x['of']:g}x "
+            f"(rounds: {', '.join(fmt(r['ratio'], 1) + 'x' for r in x['rounds'])})"
         )
     if "audit_after_sustained" in t:
         x = t["audit_after_sustained"]
@@ -787,6 +805,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the run directories and logs")
     p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the audit-after floor (bench/lookup_floor.py, about 20 s) after the runs",
+    )
     return p.parse_args(argv)
 
 
@@ -807,10 +830,21 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             traceback.print_exc()
             failures[policy] = f"{type(exc).__name__}: {exc}"
+    floor = None
+    if AUDIT_AFTER in runs and not args.no_floor:
+        import lookup_floor  # beside this file
+
+        print("the floor of an audit-after lookup (bench/lookup_floor.py)", flush=True)
+        try:
+            floor = lookup_floor.measure(min(args.orgs, args.threshold + 1), args.threshold, 300, 3)
+        except Exception as exc:
+            traceback.print_exc()
+            failures["floor"] = f"{type(exc).__name__}: {exc}"
     if runs:
-        print_report(args, runs)
+        print_report(args, runs, floor)
     for policy, why in failures.items():
-        print(f"policy {policy} crashed: {why}", file=sys.stderr)
+        what = "the floor" if policy == "floor" else f"policy {policy}"
+        print(f"{what} crashed: {why}", file=sys.stderr)
     total = time.perf_counter() - started
     print(f"\ntotal run time {total:.0f} s")
     if args.json:
@@ -822,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
                 "platform": platform.platform(),
             },
             "runs": {p: asdict(r) for p, r in runs.items()},
-            "targets": targets(runs),
+            "targets": targets(runs, floor),
             "failures": failures,
             "total_s": round(total, 1),
         }

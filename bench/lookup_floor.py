@@ -251,14 +251,36 @@ def main() -> None:
         return
     if not args.threshold <= args.asked:
         ap.error("--asked must be at least --threshold")
+    print(
+        f"floor of an audit-after lookup: {args.asked} org-node processes asked, "
+        f"threshold {args.threshold}, {args.lookups} sequential lookups a round"
+    )
+    rounds = measure(args.asked, args.threshold, args.lookups, args.rounds)
+    for i, (p50, rtt) in enumerate(rounds, 1):
+        print(
+            f"round {i}: floor p50 {p50:.3f} ms, bare NATS request/reply p50 {rtt:.3f} ms: "
+            f"{p50 / rtt:.1f}x"
+        )
+    print(
+        f"floor / NATS, median of {args.rounds} rounds: "
+        f"{statistics.median(p / r for p, r in rounds):.1f}x "
+        "(the audit-after target is 10x for the whole lookup)"
+    )
+
+
+def measure(asked: int, threshold: int, lookups: int, rounds: int) -> list[tuple[float, float]]:
+    """Start the floor's nats-server and processes, and return each round's (floor p50, NATS
+    request/reply p50) in ms; everything started is stopped on the way out."""
+    from lookup import Stats, nats_round_trips  # bench/lookup.py: the same baseline
 
     from shardline.core import shamir
     from shardline.servers import nats_server_bin
 
+    orgs = [f"org{i + 1}" for i in range(asked)]
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
         sheet = os.urandom(SHEET_BYTES)
-        for org, share in zip(orgs, shamir.split(sheet, args.threshold, args.asked), strict=True):
+        for org, share in zip(orgs, shamir.split(sheet, threshold, asked), strict=True):
             (Path(tmp) / org).write_text(share.to_bytes().hex())
         nats_port, http_port = free_port(), free_port()
         nats_url = f"nats://127.0.0.1:{nats_port}"
@@ -273,7 +295,7 @@ def main() -> None:
             wait_port(nats_port)
             me = [
                 *(sys.executable, __file__, "--nats", nats_url),
-                *("--asked", str(args.asked), "--shares", tmp),
+                *("--asked", str(asked), "--shares", tmp),
             ]
             for org in orgs:
                 p = subprocess.Popen(
@@ -292,7 +314,7 @@ def main() -> None:
                         "--role",
                         "gateway",
                         "--threshold",
-                        str(args.threshold),
+                        str(threshold),
                         "--port",
                         str(http_port),
                     ],
@@ -301,26 +323,12 @@ def main() -> None:
             )
             url = f"http://127.0.0.1:{http_port}/lookups"
             asyncio.run(wait_http(url))
-            print(
-                f"floor of an audit-after lookup: {args.asked} org-node processes asked, "
-                f"threshold {args.threshold}, {args.lookups} sequential lookups a round"
-            )
-            from lookup import Stats, nats_round_trips  # bench/lookup.py: the same baseline
-
-            ratios = []
-            for r in range(args.rounds):
+            out = []
+            for _ in range(rounds):
                 rtt = asyncio.run(nats_round_trips(nats_url, 300)).p50
-                p50 = Stats.of(asyncio.run(floor_lookups(url, args.lookups))).p50
-                rtt = (rtt + asyncio.run(nats_round_trips(nats_url, 300)).p50) / 2
-                ratios.append(p50 / rtt)
-                print(
-                    f"round {r + 1}: floor p50 {p50:.3f} ms, bare NATS request/reply p50 "
-                    f"{rtt:.3f} ms: {p50 / rtt:.1f}x"
-                )
-            print(
-                f"floor / NATS, median of {args.rounds} rounds: {statistics.median(ratios):.1f}x "
-                "(the audit-after target is 10x for the whole lookup)"
-            )
+                p50 = Stats.of(asyncio.run(floor_lookups(url, lookups))).p50
+                out.append((p50, (rtt + asyncio.run(nats_round_trips(nats_url, 300)).p50) / 2))
+            return out
         except Exception:
             for log in sorted(Path(tmp).glob("*.log")):  # what the floor's processes said
                 print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
