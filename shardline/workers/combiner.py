@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from shardline.bus import envelope, log, subjects
 from shardline.bus.consumers import gateway_consumer
-from shardline.bus.envelope import unb64
+from shardline.bus.envelope import BadMessage, unb64
 from shardline.bus.worker import Incoming, Worker
 from shardline.core import commitment as cm
 from shardline.core import protocol, sealing, shamir
@@ -69,8 +69,8 @@ class Combiner(Worker):
         b = m.body
         guid, org = b["guid"], b["org"]
         if m.env.sender != org:
-            await self._bad(guid, org, f"signed by {m.env.sender}, not by {org}", m.env.trace_id)
-            return
+            # not the named org's doing: a dead letter naming the signer, no blame on the org
+            raise BadMessage(f"{m.env.sender} signed a share naming {org}")
         state = await self.redis.hgetall(lookup_key(guid))
         if not state:
             log.warn("share.unknown_lookup", guid=guid, org=org, trace_id=m.env.trace_id)

@@ -720,9 +720,11 @@ class Gateway:
     async def _on_share(self, msg: Msg) -> None:
         """Open and check one org's share for a lookup of this gateway; rebuild at t good ones.
 
-        Shares of other gateways' lookups are left alone before any work. A share that is not
-        well formed or not signed by its org is named in the lookup's progress; the combiner
-        sends the stream's copy to the dead letters."""
+        Shares of other gateways' lookups are left alone before any work. A share is held
+        against its org only when that org signed it: one whose signature does not verify, or
+        signed by another participant than the org it names, is logged and dropped, since any
+        bus user may publish on ``lookup.share.*`` and guids are public on chain (blaming the org
+        named would let anyone knock an honest org's share out of a lookup)."""
         # Both subjects end in the lookup's guid: a share of another gateway's lookup, or one
         # that comes after the sheet was rebuilt (the spare's, most often), is not even parsed.
         guid = msg.subject.rpartition(".")[2]
@@ -744,15 +746,20 @@ class Gateway:
         try:
             await envelope.verify(env, self.directory)
             if env.sender != org:
-                raise BadShare(org, f"signed by {env.sender}, not by {org}")
-            if state.esk is None:  # finished while this share's signature was checked
-                return
+                raise BadMessage(f"{env.sender} signed a share naming {org}")
+        except BadMessage as exc:  # nobody's share: the org it names did not sign it
+            log.warn("share.unattributed", guid=guid, org=org, reason=str(exc), trace_id=state.guid)
+            return
+        if state.esk is None:  # finished while this share's signature was checked
+            return
+        try:
             share, opening = open_share(state.terms, state.esk, org, b)
-        except (BadMessage, BadShare) as exc:
-            reason = exc.reason if isinstance(exc, BadShare) else str(exc)
-            state.bad[org] = reason
-            log.warn("share.rejected", guid=state.guid, org=org, reason=reason, trace_id=state.guid)
-            await state.add("bad_share", org=org, detail=reason)
+        except BadShare as exc:  # signed by its org: the org is answerable for it
+            state.bad[org] = exc.reason
+            log.warn(
+                "share.rejected", guid=state.guid, org=org, reason=exc.reason, trace_id=state.guid
+            )
+            await state.add("bad_share", org=org, detail=exc.reason)
             return
         state.good[org] = share
         self._heard[org] = time.monotonic()

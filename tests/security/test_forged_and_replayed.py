@@ -6,13 +6,16 @@ import asyncio
 import secrets
 import time
 
+import httpx
 import nats
 import pytest
 
+from shardline import stack
 from shardline.bus import envelope
 from shardline.bus.envelope import Envelope, b64, canonical
 from shardline.core import sealing
 from shardline.core.keys import ParticipantKeys
+from shardline.lookup_client import api_key, base_url
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +103,52 @@ def test_replayed_and_stale_envelopes_are_dead_lettered(live_stack):
     assert len(stale_dl) == 1 and "stale envelope" in stale_dl[0].headers["Shardline-Reason"]
     assert len(forged_dl) == 1
     assert "signature of org2 does not verify" in forged_dl[0].headers["Shardline-Reason"]
+
+
+def test_a_share_its_org_did_not_sign_blames_no_org(live_stack, sample_sheets):
+    """Any bus user may publish on lookup.share.* and a lookup's guid is public on chain. A share
+    naming org3 but signed by org2, and one naming org4 whose signature does not verify, must
+    not make org3 or org4 a bad org of the lookup (that would let anyone knock an honest org's
+    share out); each goes to the dead letters naming what is wrong with it."""
+    cfg = live_stack
+    down = ["node-org2", "node-org3", "node-org4"]  # org1 alone: the lookup waits to its 504
+    for name in down:
+        stack.stop(cfg.run_dir, name)
+    org2 = ParticipantKeys.load(cfg.org("org2").key_file)
+    try:
+
+        async def go() -> tuple[int, dict, list]:
+            headers = {"X-API-Key": api_key(cfg)}
+            async with httpx.AsyncClient(base_url=base_url(cfg), timeout=30) as client:
+                posted = await client.post(
+                    "/lookups",
+                    json={"transport_id": sample_sheets[1].transport_id},
+                    headers=headers,
+                )
+                assert posted.status_code == 202, posted.text
+                guid = posted.json()["guid"]
+                nc = await nats.connect(cfg.nats_url)
+                js = nc.jetstream()
+                subject = f"lookup.share.{guid}"
+                as_org2 = envelope.make("lookup.share", share_body(guid, "org3"), org2)
+                forged = envelope.make(
+                    "lookup.share", share_body(guid, "org4"), ParticipantKeys.generate("org4")
+                )
+                for env in (as_org2, forged):
+                    await js.publish(subject, env.to_bytes())
+                await nc.flush()
+                outcome = await client.get(f"/lookups/{guid}", headers=headers)
+                letters = await dead_letters(js, subject, 2)
+                await nc.close()
+                return outcome.status_code, outcome.json(), letters
+
+        status, body, letters = asyncio.run(go())
+    finally:
+        stack.start_workers(cfg, down)
+    assert status == 504, body
+    assert body["bad"] == {}, body
+    assert "bad:" not in body["detail"], body["detail"]
+    reasons = sorted(m.headers["Shardline-Reason"] for m in letters)
+    assert len(reasons) == 2, reasons
+    assert reasons[0] == "org2 signed a share naming org3", reasons
+    assert "signature of org4 does not verify" in reasons[1], reasons
