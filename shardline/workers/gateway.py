@@ -78,6 +78,9 @@ GATEKEEPER_UPGRADED = event_topic("Governor", "GatekeeperUpgraded")
 CHAIN_CHECK_S = 5.0
 SWEEP_S = 1.0  # finished lookups are forgotten within this of ``keep_finished_s``
 MAX_CHAIN_ATTEMPTS = 3
+# A chain request the node could not take or answer for (the node away, the account out of
+# funds): tried again after each of these, seconds, while something needs it on chain.
+CHAIN_RETRY_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 LOOKUPS = Counter("shardline_lookups_total", "Lookups by outcome", ["outcome"])
 LOOKUP_SECONDS = Histogram(
@@ -120,6 +123,7 @@ class _Request:
     key: bytes
     epk: bytes
     attempt: int = 1
+    retries: int = 0  # of CHAIN_RETRY_S
 
 
 @dataclass
@@ -599,11 +603,17 @@ class Gateway:
         account's nonce counted afresh (a dropped nonce would hold up every later request).
         """
         batcher = self.batcher(acct, self.linger_for(state.org_ids))
+        req = _Request(state, batcher, guid, key, epk)
         try:
             sent = await batcher.submit(guid, key, epk, before=before)
-        except (ChainRevert, ChainError) as exc:
+        except ChainRevert as exc:  # the chain will not take it: nothing to send again
             await self._chain_failed(state, exc)
             return
+        except ChainError as exc:  # not taken: sent again alone, a little later
+            found = await self._send_again(req, exc)
+            if found is None:
+                return
+            sent = found
         log.event(
             "lookup.tx_sent",
             guid=state.guid,
@@ -612,7 +622,43 @@ class Gateway:
             at_ms=round(1000 * (time.monotonic() - state.started), 1),
             trace_id=state.guid,
         )
-        await self._confirm(_Request(state, batcher, guid, key, epk), sent.tx_hash, sent.batch_size)
+        await self._confirm(req, sent.tx_hash, sent.batch_size)
+
+    async def _send_again(self, req: _Request, exc: ChainError) -> Sent | None:
+        """A request the node did not take (``exc``), sent alone after each of
+        ``CHAIN_RETRY_S``; None, the lookup told why, once that is spent or refused."""
+        while await self._retry_after(req, exc):
+            try:
+                return await req.batcher.send_one(req.guid, req.key, req.epk)
+            except ChainRevert as refused:
+                exc = refused
+                break
+            except ChainError as again:
+                exc = again
+        await self._chain_failed(req.state, exc)
+        return None
+
+    async def _retry_after(self, req: _Request, exc: ChainError) -> bool:
+        """Wait the next of ``CHAIN_RETRY_S`` before asking the chain again after ``exc``;
+        False when they are spent, or when nothing needs the request on chain any more: a
+        chain-confirmed lookup that ended without it had nothing served for it."""
+        state = req.state
+        audited = any(self._audit_after.get(o, False) for o in state.org_ids)
+        if req.retries >= len(CHAIN_RETRY_S) or (state.finished and not audited):
+            return False
+        delay = CHAIN_RETRY_S[req.retries]
+        req.retries += 1
+        log.warn(
+            "lookup.chain_retry",
+            guid=state.guid,
+            error=str(exc),
+            retry_in_s=delay,
+            trace_id=state.guid,
+        )
+        await state.add("chain_retry", detail=str(exc), retry_in_s=delay)
+        await asyncio.sleep(delay)
+        self.view.chain.resync_nonce(req.batcher.account.address)
+        return True
 
     async def _confirm(
         self, req: _Request, tx_hash: str, batch_size: int, *, dropped: bool = False
@@ -625,7 +671,16 @@ class Gateway:
         try:
             while True:
                 if dropped:
-                    sent = await self._resend(req, tx_hash)
+                    try:
+                        sent = await self._resend(req, tx_hash)
+                    except ChainRevert:
+                        raise
+                    except ChainError as exc:  # the node away: again later, while it may
+                        if req.attempt == MAX_CHAIN_ATTEMPTS or not await self._retry_after(
+                            req, exc
+                        ):
+                            raise
+                        continue
                     tx_hash, batch_size, dropped = sent.tx_hash, sent.batch_size, False
                     req.attempt += 1
                 with contextlib.suppress(TimeoutError):
@@ -649,6 +704,9 @@ class Gateway:
                     req.attempt += 1
                 except TxDropped:
                     dropped = True
+                except ChainError as exc:  # the node away while the receipt was asked for
+                    if not await self._retry_after(req, exc):
+                        raise
         except (ChainRevert, ChainError) as exc:
             await self._chain_failed(state, exc)
 

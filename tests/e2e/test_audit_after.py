@@ -253,3 +253,43 @@ def test_a_request_a_reorg_drops_is_sent_again_and_the_audit_matches(
     gateway_log = (cfg.run_dir / "logs" / "gateway.log").read_text()
     resent = [ln for ln in gateway_log.splitlines() if '"lookup.tx_resent"' in ln]
     assert any(first.body["guid"] in ln for ln in resent), resent
+
+
+def test_a_request_the_node_refuses_at_first_is_sent_again_and_the_audit_matches(
+    audit_after_stack, sample_sheets
+):
+    """The responder's chain account runs dry: the node refuses the lookup's Gatekeeper request
+    ("insufficient funds") after the shares went out on the intent. The gateway sends it again
+    a little later, and again, so that once the account is funded the request is on chain and
+    the audit matches it (before, one refusal was the end of it: the audit flagged the lookup
+    for good)."""
+    from shardline.contracts.rpc import JsonRpc
+
+    cfg = audit_after_stack
+    keys = ParticipantKeys.load(cfg.gateway.responders[0].key_file)
+    account = Account.from_key(keys.chain_key).address
+
+    async def rpc(method: str, *params):
+        client = JsonRpc(cfg.chain_rpc)
+        try:
+            return await client.call(method, list(params))
+        finally:
+            await client.close()
+
+    funds = asyncio.run(rpc("eth_getBalance", account, "latest"))
+    asyncio.run(rpc("anvil_setBalance", account, "0x0"))
+    try:
+        out = asyncio.run(do_lookup(cfg, sample_sheets[4].transport_id))
+        assert out.status == 200, out.body  # served on the intent, before the chain
+        guid = out.body["guid"]
+        time.sleep(1.0)  # the first send and a retry or two are refused meanwhile
+        assert _matched(cfg, {guid}).get(guid) != "matched", "on chain with no funds?"
+    finally:
+        asyncio.run(rpc("anvil_setBalance", account, funds))
+    deadline = time.monotonic() + 30
+    while _matched(cfg, {guid}).get(guid) != "matched":
+        assert time.monotonic() < deadline, "the refused request never reached the chain"
+        time.sleep(0.3)
+    gateway_log = (cfg.run_dir / "logs" / "gateway.log").read_text()
+    retried = [ln for ln in gateway_log.splitlines() if '"lookup.chain_retry"' in ln]
+    assert any(guid in ln and "insufficient funds" in ln.lower() for ln in retried), retried[-3:]
