@@ -485,8 +485,9 @@ class Gateway:
         first: list[str],
         waited_s: float | None = None,
     ) -> None:
-        """The first org nodes are slow: ask the others too, and ask those last next time; and
-        leave the combiner what it needs to finish the lookup from the stream.
+        """The first org nodes are slow: ask the others too, and the silent first ones again,
+        and ask those last next time; and leave the combiner what it needs to finish the lookup
+        from the stream.
 
         Not yet when every org node still silent on this lookup answered another one within the
         last ``hedge_s``: it is busy, not gone, and asking more org nodes of a loaded stack only
@@ -510,7 +511,12 @@ class Gateway:
         rest = [o for o in state.org_ids if o not in first]
         if rest:
             self._slow.update(o for o in first if o not in state.answered)
-            self._spawn(self._ask_again(state, key, epk, rest))
+        # The others, and the silent ones asked first again: one whose intent was lost serves
+        # now, and one whose reply was lost (a bus restart drops what is in flight) sends the
+        # same share again, where its served row would stop any later serve.
+        again = rest + silent
+        if again:
+            self._spawn(self._ask_again(state, key, epk, again))
 
     async def _keep_for_combiner(self, state: LookupState, key: bytes) -> None:
         """The combiner's copy of the terms and key, for shares that only the LOOKUPS stream

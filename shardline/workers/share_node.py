@@ -48,6 +48,7 @@ TermsReader = Callable[[bytes], Awaitable[tuple[Terms, str, int, bool] | None]]
 AuthReader = Callable[[str], Awaitable[bool]]
 NOT_ASKED_KEPT = 20_000  # lookups whose intent named others: a later round comes within seconds
 REPLIES_KEPT = 20_000
+SENT_KEPT = 20_000  # shares sent on a reply subject, to send again if the gateway asks again
 OPENED_KEPT = 50_000
 INTENT_MAX_AGE_S = 60.0  # an older intent is not served: the gateway gave up on it long ago
 
@@ -79,6 +80,9 @@ class ShareNode(Worker):
         self._reply_to: OrderedDict[str, str] = OrderedDict()
         # lookups being served in this process: the chain event and a late intent may meet
         self._serving: set[str] = set()
+        # guid -> (ephemeral key, requester, trigger) of a share sent on a reply subject: a
+        # gateway that asks again for the same lookup (its reply lost on the way) gets it again
+        self._sent: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         # (transport key, version) -> (x, the share and opening as served), newest use last
         self._opened: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
 
@@ -255,6 +259,17 @@ class ShareNode(Worker):
             log.warn("intent.stale", org=self.org.id, guid=guid, trace_id=env.trace_id)
             return
         if self.store.served(guid):
+            sent = self._sent.get(guid)
+            if (
+                reply is not None
+                and sent is not None
+                and sent[:2]
+                == (
+                    b["ephemeral_pk"],
+                    b["requester"],
+                )
+            ):
+                await self.send_again(guid, b["transport_key"], sent, reply, env.trace_id)
             return
         if self.org.policy != AUDIT_AFTER:
             # This org waits for the chain event; its share then goes straight to this reply.
@@ -317,16 +332,7 @@ class ShareNode(Worker):
                     trace_id=trace_id,
                 )
                 return
-            x, inner = self._opened_share(transport_key, row.version, row.sealed)
-            body = {
-                "guid": guid,
-                "org": self.org.id,
-                "x": x,
-                "transport_key": transport_key,
-                "trigger": trigger,
-                "sealed": b64(sealing.seal(inner, bytes.fromhex(ephemeral_pk))),
-            }
-            env = envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
+            env = self._share(guid, transport_key, row, ephemeral_pk, trigger, trace_id)
             if reply is not None:
                 # Logged before it goes: nothing redelivers an intent, so a crash in between
                 # leaves a served row for a share never sent (the audit over-reports), never the
@@ -334,6 +340,9 @@ class ShareNode(Worker):
                 if not self.store.record_served(guid, transport_key, requester, trigger, block):
                     return
                 await self.nc.publish(reply, env.to_bytes())
+                self._sent[guid] = (ephemeral_pk, requester, trigger)
+                while len(self._sent) > SENT_KEPT:
+                    self._sent.popitem(last=False)
             else:
                 # Published before it is logged: a crash in between is redelivered, and the
                 # stream drops the second copy by its natural key, so the share goes out once.
@@ -354,6 +363,43 @@ class ShareNode(Worker):
             )
         finally:
             self._serving.discard(guid)
+
+    def _share(
+        self,
+        guid: str,
+        transport_key: str,
+        row,
+        ephemeral_pk: str,
+        trigger: str,
+        trace_id: str,
+    ) -> envelope.Envelope:
+        """This org's share for a lookup, sealed to its ephemeral key and signed."""
+        x, inner = self._opened_share(transport_key, row.version, row.sealed)
+        body = {
+            "guid": guid,
+            "org": self.org.id,
+            "x": x,
+            "transport_key": transport_key,
+            "trigger": trigger,
+            "sealed": b64(sealing.seal(inner, bytes.fromhex(ephemeral_pk))),
+        }
+        return envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
+
+    async def send_again(
+        self, guid: str, transport_key: str, sent: tuple[str, str, str], reply: str, trace_id: str
+    ) -> None:
+        """The share this node sent for a lookup, again, to the gateway that asks again for the
+        same lookup (same ephemeral key and requester): its first reply was lost on the way (a
+        bus restart drops what is in flight), and nothing else would send it, since the served
+        row stops every later serve. Nothing new is disclosed and no row is added: the same
+        share, to the same key, of a lookup already in the served log."""
+        row = self.store.get_share(transport_key)
+        if row is None:
+            return
+        ephemeral_pk, _requester, trigger = sent
+        env = self._share(guid, transport_key, row, ephemeral_pk, trigger, trace_id)
+        await self.nc.publish(reply, env.to_bytes())
+        log.event("share.sent_again", org=self.org.id, guid=guid, trace_id=trace_id)
 
     def _opened_share(self, transport_key: str, version: int, sealed: bytes) -> tuple[int, bytes]:
         """The share and opening as served, from the stored envelope sealed to this org: opened

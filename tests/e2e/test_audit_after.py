@@ -16,8 +16,9 @@ from eth_account import Account
 
 from shardline import audit, stack
 from shardline.bus import envelope
+from shardline.bus.envelope import unb64
 from shardline.config import AUDIT_AFTER
-from shardline.core import ids
+from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
 from shardline.workers.store import OrgStore
 
@@ -293,3 +294,68 @@ def test_a_request_the_node_refuses_at_first_is_sent_again_and_the_audit_matches
     gateway_log = (cfg.run_dir / "logs" / "gateway.log").read_text()
     retried = [ln for ln in gateway_log.splitlines() if '"lookup.chain_retry"' in ln]
     assert any(guid in ln and "insufficient funds" in ln.lower() for ln in retried), retried[-3:]
+
+
+def test_an_org_node_asked_again_sends_its_share_again_to_the_same_key_only(
+    audit_after_stack, sample_sheets
+):
+    """An org node writes its served row before its reply goes, and the row stops any later
+    serve: a reply lost on the way (a bus restart drops what is in flight) was gone for good.
+    Asked again for the same lookup (same ephemeral key and requester), it sends the same share
+    again, with no second row; asked for the same guid with another key, it sends nothing."""
+    cfg = audit_after_stack
+    gw = ParticipantKeys.load(cfg.gateway.key_file)
+    responder = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
+    esk, epk = sealing.ephemeral_keypair()
+    guid = secrets.token_hex(16)
+    body = {
+        "guid": guid,
+        "transport_key": ids.transport_key(sample_sheets[5].transport_id).hex(),
+        "ephemeral_pk": epk.hex(),
+        "requester": responder.address,
+        "orgs": ["org1"],
+    }
+    store = OrgStore(cfg.org("org1").database_url)
+
+    async def go() -> tuple[list[dict], list[dict]]:
+        nc = await nats.connect(cfg.nats_url)
+        got: asyncio.Queue = asyncio.Queue()
+
+        async def take(msg) -> None:
+            await got.put(envelope.parse(msg.data, "lookup.share").body)
+
+        inbox = nc.new_inbox()
+        await nc.subscribe(f"{inbox}.*", cb=take)
+        subject = f"lookup.intent.org1.{guid}"
+        # the first reply goes where nobody listens: lost
+        await nc.publish(
+            subject, envelope.make("lookup.intent", body, gw).to_bytes(), reply=f"lost.{guid}"
+        )
+        await nc.flush()
+        deadline = time.monotonic() + 10
+        while store.served(guid) is None:
+            assert time.monotonic() < deadline, "org1 never served the first intent"
+            await asyncio.sleep(0.05)
+        again = envelope.make("lookup.intent", body, gw)  # a new intent, the same lookup
+        await nc.publish(subject, again.to_bytes(), reply=f"{inbox}.{guid}")
+        first = [await asyncio.wait_for(got.get(), 10)]
+        other_key = {**body, "ephemeral_pk": secrets.token_hex(32)}
+        await nc.publish(
+            subject,
+            envelope.make("lookup.intent", other_key, gw).to_bytes(),
+            reply=f"{inbox}.{guid}",
+        )
+        await asyncio.sleep(1.0)
+        rest = []
+        while not got.empty():
+            rest.append(got.get_nowait())
+        await nc.close()
+        return first, rest
+
+    first, rest = asyncio.run(go())
+    assert [b["org"] for b in first] == ["org1"]
+    sealing.unseal(unb64(first[0]["sealed"]), esk)  # the same lookup's key opens it
+    assert rest == [], "sent to another key"
+    row = store.served(guid)
+    assert row is not None and row.trigger == "intent"
+    assert [r.guid for r in store.served_since(row.served_at - 1) if r.guid == guid] == [guid]
