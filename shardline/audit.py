@@ -112,7 +112,7 @@ async def run(
 ) -> AuditReport:
     dep = Deployment.from_dict(cfg.deployment or {})
     chain = await Chain.connect(rpc_url or cfg.chain_rpc, expected_chain_id=cfg.chain_id)
-    nc = await connect(cfg.nats_url, "auditor")
+    nc = await connect(cfg.nats_url, "auditor", patient=False)
     report = AuditReport()
     try:
         on_chain = await chain_lookups(chain, dep)

@@ -9,6 +9,7 @@ publish and subscribe where, and docs/security.md for the whole picture.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -87,15 +88,24 @@ def server_users(cfg: StackConfig) -> list[credentials.BusUser]:
     return users
 
 
-def rewrite_server_config(cfg: StackConfig, nats_pid: int | None) -> Path:
-    """Write the server's auth file from the configuration and have a running server reload it."""
+def rewrite_server_config(cfg: StackConfig, nats_pid: int | None) -> bool:
+    """Write the server's auth file from the configuration and have a running server reload it;
+    False (nothing written, no reload) when the file says that already."""
     path = cfg.run_dir / "data" / "nats-auth.json"
+    config = credentials.server_config(
+        operator_password(cfg), server_users(cfg), bus_tls(cfg.nats_tls)
+    )
+    try:
+        if json.loads(path.read_text()) == config:
+            return False
+    except (OSError, ValueError):
+        pass
     credentials.write_server_config(
         path, operator_password(cfg), server_users(cfg), bus_tls(cfg.nats_tls)
     )
     if nats_pid is not None:
         os.kill(nats_pid, signal.SIGHUP)  # nats-server reloads its configuration on SIGHUP
-    return path
+    return True
 
 
 def org_bus(cfg: StackConfig, org: OrgNodeConfig) -> tuple[str, ClientAuth | None]:

@@ -71,12 +71,18 @@ def up(
             "or exact (the chain's block number after each request; see docs/records.md)."
         ),
     ] = "pushed",
-    nats_port: int = 14222,
-    nats_monitor_port: int = 18222,
-    redis_port: int = 16379,
-    anvil_port: int = 18545,
-    gateway_port: int = 18080,
-    metrics_base_port: int = 19100,
+    nats_port: Annotated[int, typer.Option(help="nats-server's client port.")] = 14222,
+    nats_monitor_port: Annotated[
+        int, typer.Option(help="nats-server's HTTP monitoring port (/healthz, /varz).")
+    ] = 18222,
+    redis_port: Annotated[int, typer.Option(help="redis-server's port.")] = 16379,
+    anvil_port: Annotated[int, typer.Option(help="anvil's JSON-RPC and websocket port.")] = 18545,
+    gateway_port: Annotated[
+        int, typer.Option(help="The gateway's HTTP port (the responders' API and /docs).")
+    ] = 18080,
+    metrics_base_port: Annotated[
+        int, typer.Option(help="The workers' Prometheus /metrics ports count up from this one.")
+    ] = 19100,
     gateways: Annotated[
         int,
         typer.Option(
@@ -115,9 +121,17 @@ def up(
     except (stack.StackError, OSError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    console.print(
-        "[green]stack is up[/green]: `shardline status`, `shardline lookup TR-100001`, `shardline down`"
-    )
+    if run_dir.resolve() == Path(".shardline").resolve():
+        console.print(
+            "[green]stack is up[/green]: `shardline status`, `shardline lookup TR-100001`, "
+            "`shardline down`"
+        )
+    else:  # the commands need to be told where it is
+        console.print(
+            f"[green]stack is up[/green]: `shardline status --run-dir {run_dir}`, "
+            f"`shardline lookup TR-100001 --config {run_dir}`, `shardline down --run-dir {run_dir}`"
+            f" (or export SHARDLINE_CONFIG={run_dir / 'stack.json'})"
+        )
 
 
 @app.command()
@@ -273,7 +287,9 @@ def transports_register(
         str | None,
         typer.Option(help="Register every row as this org (default: the row's company)."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N rows.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N rows (at least 1).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Split each transport's sheet across the org nodes and commit to it on chain."""
@@ -317,10 +333,23 @@ def lookup_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Look up a transport's cargo sheet through the gateway, as a responder's phone does."""
+    import httpx
+
     from shardline.render import print_outcome
 
     cfg = load_config(config)
-    outcome = asyncio.run(_lookup(cfg, transport_id, responder, quiet=as_json))
+    try:
+        outcome = asyncio.run(_lookup(cfg, transport_id, responder, quiet=as_json))
+    except FileNotFoundError as exc:  # no API key for that responder
+        names = sorted(r.name for r in cfg.gateway.responders)
+        err.print(f"[red]{exc}; the responders of this stack: {', '.join(names)}[/red]")
+        raise typer.Exit(2) from None
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        err.print(
+            f"[red]cannot reach the gateway at {exc.request.url.copy_with(path='/')} "
+            f"({type(exc).__name__}); is the stack up? try `shardline status`[/red]"
+        )
+        raise typer.Exit(2) from None
     if as_json:
         print(json.dumps({"status": outcome.status, **outcome.body}, indent=2))
     else:
@@ -391,8 +420,15 @@ def audit(
     except ValueError as exc:
         err.print(f"[red]--since/--until: {exc}; give an ISO time or epoch seconds[/red]")
         raise typer.Exit(2) from None
+    from shardline.bus.connect import BusUnavailable
+    from shardline.contracts.client import ChainError
+
     cfg = load_config(config)
-    report = asyncio.run(auditing.run(cfg, since=start or 0.0, until=end, grace_s=grace))
+    try:
+        report = asyncio.run(auditing.run(cfg, since=start or 0.0, until=end, grace_s=grace))
+    except (ChainError, BusUnavailable) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -471,4 +507,11 @@ install_ops_commands(app)  # monitor, tail, logs, dlq
 
 
 def main() -> None:
-    app()
+    from shardline.bus.connect import BusUnavailable
+    from shardline.contracts.client import ChainError
+
+    try:
+        app()
+    except (BusUnavailable, ChainError) as exc:  # a server of the stack away: what to do, no trace
+        err.print(f"[red]{exc}[/red]")
+        raise SystemExit(2) from None

@@ -192,10 +192,23 @@ class StackConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path | None = None) -> StackConfig:
+        given = (
+            "--config"
+            if path
+            else "$SHARDLINE_CONFIG"
+            if os.environ.get("SHARDLINE_CONFIG")
+            else ""
+        )
         path = Path(path or os.environ.get("SHARDLINE_CONFIG") or DEFAULT_RUN_DIR / "stack.json")
+        if path.is_dir():  # a stack's run directory: its stack.json
+            path = path / "stack.json"
         if not path.exists():
             raise ConfigError(
-                f"no stack configuration at {path}: start the stack with `shardline up`"
+                f"no stack configuration at {path} (given by {given}): check the path, or "
+                f"start a stack there with `shardline up` (--run-dir {path.parent})"
+                if given
+                else f"no stack configuration at {path}: start the stack with `shardline up`, "
+                "or give --config (or $SHARDLINE_CONFIG) for a stack elsewhere"
             )
         try:
             return cls.model_validate(json.loads(path.read_text()))

@@ -130,7 +130,7 @@ async def _follow(cfg: StackConfig, store, job_id: str):
     from shardline.bus import subjects
     from shardline.bus.connect import connect
 
-    nc = await connect(cfg.nats_url, f"dedup-follow.{job_id[:8]}")
+    nc = await connect(cfg.nats_url, f"dedup-follow.{job_id[:8]}", patient=False)
     events: asyncio.Queue = asyncio.Queue()
 
     async def on(msg) -> None:

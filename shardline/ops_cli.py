@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from shardline.bus.credentials import redact
 from shardline.cli_common import ConfigOpt, console, err, load_config
 from shardline.config import StackConfig
 
@@ -39,7 +40,7 @@ def monitor(
         try:
             snap = asyncio.run(collect(cfg))
         except Exception as exc:
-            raise _fail(f"cannot reach the bus at {cfg.nats_url}: {exc}") from None
+            raise _fail(f"cannot reach the bus at {redact(cfg.nats_url)}: {exc}") from None
         print(json.dumps(snap, indent=2, default=str))
         raise typer.Exit(0 if snap["healthy"] else 1)
     from rich.live import Live
@@ -49,7 +50,7 @@ def monitor(
     async def run() -> None:
         from shardline.bus.connect import connect
 
-        nc = await connect(cfg.nats_url, "monitor")
+        nc = await connect(cfg.nats_url, "monitor", patient=False)
         try:
             with Live(console=console, auto_refresh=False, screen=False) as live:
                 while True:
@@ -103,7 +104,7 @@ def tail(
         )
 
     async def run() -> int:
-        nc = await connect(cfg.nats_url, "tail")
+        nc = await connect(cfg.nats_url, "tail", patient=False)
         try:
             return await run_tail(
                 nc,
@@ -224,7 +225,7 @@ def dlq_replay(
 async def _with_js(cfg: StackConfig, fn):
     from shardline.bus.connect import connect
 
-    nc = await connect(cfg.nats_url, "dlq")
+    nc = await connect(cfg.nats_url, "dlq", patient=False)
     try:
         return await fn(nc.jetstream(timeout=5))
     finally:

@@ -150,7 +150,7 @@ def worker_names(cfg: StackConfig) -> list[str]:
 
 
 def worker_spec(cfg: StackConfig, name: str) -> list[str]:
-    if name.startswith("node-"):
+    if name.startswith("node-") and name.removeprefix("node-") in {o.id for o in cfg.orgs}:
         return worker_argv(cfg, "org-node", name.removeprefix("node-"))
     if name in ("combiner", "gateway", "contacts-jobs", "contacts-api"):
         return worker_argv(cfg, name)
@@ -241,7 +241,8 @@ def wait_ready(
 
 
 def start_workers(cfg: StackConfig, names: list[str]) -> None:
-    procs = {n: start_process(cfg.run_dir, n, worker_spec(cfg, n)) for n in names}
+    specs = {n: worker_spec(cfg, n) for n in names}  # every name checked before any starts
+    procs = {n: start_process(cfg.run_dir, n, spec) for n, spec in specs.items()}
     wait_ready(cfg, names, procs)
 
 

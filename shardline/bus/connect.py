@@ -21,6 +21,7 @@ PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
 # ... and one that keeps publishing to it, after this long without an acknowledgement.
 UNACKED_TIMEOUT_S = PING_INTERVAL_S * (MAX_OUTSTANDING_PINGS + 1)
+FIRST_ATTEMPTS = 2  # a command's tries of a bus that is not there before it says so
 
 
 def server_list(url: str) -> list[str]:
@@ -29,13 +30,24 @@ def server_list(url: str) -> list[str]:
 
 
 async def connect(
-    url: str, name: str, auth: ClientAuth | None = None, tls: BusTLS | None = None
+    url: str,
+    name: str,
+    auth: ClientAuth | None = None,
+    tls: BusTLS | None = None,
+    *,
+    patient: bool = True,
 ) -> Client:
     """``auth``: connect as that nkey user (seed, inbox prefix, TLS); ``tls`` alone: TLS for a
-    URL that carries its own user and password (the operator's)."""
+    URL that carries its own user and password (the operator's).
+
+    ``patient``: a worker waits for a bus that is not there yet for as long as it takes; a
+    command (``patient=False``) tries a few times, then raises ``BusUnavailable`` with what to
+    do. Once connected, both ride out a bus restart."""
+    connected = False
 
     async def on_error(exc: Exception) -> None:
-        log.warn("bus.error", client=name, error=str(exc))
+        if connected or patient:
+            log.warn("bus.error", client=name, error=str(exc))
 
     async def on_disconnect() -> None:
         if not nc.is_closed:
@@ -54,7 +66,7 @@ async def connect(
             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             connect_timeout=2,
             reconnect_time_wait=0.25,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=-1 if patient else FIRST_ATTEMPTS,
             allow_reconnect=True,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
@@ -63,6 +75,8 @@ async def connect(
             **({"tls": tls.client_context()} if tls and not auth else {}),
         )
         bound_unacked(nc, UNACKED_TIMEOUT_S, name)
+        connected = True
+        nc.options["max_reconnect_attempts"] = -1  # from now on, ride out a restart
         return nc
     except (NoServersError, OSError, TimeoutError) as exc:
         raise BusUnavailable(

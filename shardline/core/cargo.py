@@ -152,14 +152,51 @@ def sheet_from_row(row: dict[str, str], *, sample: bool, where: str = "") -> Car
     )
 
 
+def _decode(path: Path, raw: bytes) -> str:
+    """The text of a transports file: UTF-8, with or without the byte-order mark Excel writes."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not UTF-8 (byte {exc.start}: 0x{raw[exc.start]:02x}); "
+            'save the file as UTF-8 (in Excel: Save As "CSV UTF-8 (Comma delimited)")'
+        ) from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Name the required columns the header lacks, and the ones it has that are not known."""
+    missing = [c for c in TRANSPORT_COLUMNS if c not in header]
+    if not missing:
+        return
+    unknown = [c for c in header if c not in TRANSPORT_COLUMNS]
+    msg = f"{path} row 1 (header): missing {', '.join(missing)}"
+    if unknown:
+        msg += f"; unknown column(s) {', '.join(repr(c) for c in unknown)}"
+    if len(header) == 1 and ";" in header[0]:
+        msg += "; the columns seem to be separated by ';': save the file with commas"
+    raise DataError(f"{msg}; the header must be {','.join(TRANSPORT_COLUMNS)}")
+
+
 def read_transports(path: Path) -> list[CargoSheet]:
     """Read a transports CSV (the columns of the sample file) into cargo sheets."""
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    text = _decode(path, raw)
     sample = text.lstrip().startswith("# SAMPLE DATA")
-    rows = list(_rows(text))
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    reader = csv.DictReader(lines)
+    try:
+        header = reader.fieldnames
+        if header:
+            _check_header(path, list(header))
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(
+            f"{path} row {reader.line_num}: not valid CSV ({exc}); check that row's quotes"
+        ) from None
     if not rows:
         raise DataError(
             f"{path}: no transports found; the header must be {','.join(TRANSPORT_COLUMNS)}"

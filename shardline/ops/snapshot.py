@@ -249,7 +249,7 @@ async def collect(cfg: StackConfig, nc: Client | None = None, redis=None) -> dic
 
     own = nc is None
     if own:
-        nc = await connect(cfg.nats_url, "monitor")
+        nc = await connect(cfg.nats_url, "monitor", patient=False)
     try:
         expected = len(expected_workers(cfg))
         replies, scraped = await asyncio.gather(

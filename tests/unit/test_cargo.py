@@ -195,3 +195,69 @@ def test_missing_column_in_header(tmp_path):
     path.write_text(",".join(row) + "\n" + ",".join(f'"{v}"' for v in row.values()) + "\n")
     with pytest.raises(DataError, match="missing vehicle"):
         read_transports(path)
+
+
+def test_utf8_file_with_byte_order_mark_reads(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM; the header must still be found."""
+    path = write_csv(tmp_path / "t.csv", [good_row(company="Química SA")])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    got = read_transports(path)
+    assert [s.transport_id for s in got] == ["TR-1"]
+    assert got[0].company == "Química SA"
+
+
+def test_sample_marker_is_seen_after_a_byte_order_mark(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [good_row()], comment="# SAMPLE DATA test")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_transports(path)[0].sample_data is True
+
+
+def test_latin1_file_names_the_file_and_line_and_says_utf8(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [good_row(), good_row(transport_id="TR-2")])
+    text = path.read_text().replace("TR-2,org1", "TR-2,Química")
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_transports(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "line 3" in msg
+    assert "0xed" in msg
+    assert "UTF-8" in msg and "CSV UTF-8" in msg
+    assert "\n" not in msg
+
+
+def test_header_of_unknown_columns_names_missing_and_unknown(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError) as info:
+        read_transports(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "header" in msg
+    assert "row 2" not in msg
+    assert f"missing {', '.join(TRANSPORT_COLUMNS)}" in msg
+    assert "unknown column(s) 'a', 'b'" in msg
+    assert f"the header must be {','.join(TRANSPORT_COLUMNS)}" in msg
+
+
+def test_header_is_checked_even_without_rows(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("transport_id,company\n")
+    with pytest.raises(DataError, match="missing carrier, vehicle") as info:
+        read_transports(path)
+    assert "no transports found" not in str(info.value)
+
+
+def test_semicolon_separated_header_says_so(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(";".join(TRANSPORT_COLUMNS) + "\n" + ";".join(good_row().values()) + "\n")
+    with pytest.raises(DataError, match="separated by ';'"):
+        read_transports(path)
+
+
+def test_extra_columns_next_to_the_required_ones_are_allowed(tmp_path):
+    path = tmp_path / "t.csv"
+    row = good_row()
+    values = [*row.values(), "call first"]
+    path.write_text(",".join([*row, "notes"]) + "\n" + ",".join(f'"{v}"' for v in values) + "\n")
+    assert [s.transport_id for s in read_transports(path)] == ["TR-1"]

@@ -124,3 +124,17 @@ def test_records_freshness_defaults_to_pushed_and_takes_only_known_modes(tmp_pat
     assert StackConfig.load(cfg.path).org("org1").records_freshness == "exact"
     with pytest.raises(ValueError, match="records_freshness"):
         OrgNodeConfig.model_validate({**org.model_dump(), "records_freshness": "eventual"})
+
+
+def test_load_takes_a_run_directory_and_names_where_a_missing_path_came_from(
+    tmp_path, monkeypatch
+):
+    """`--config DIR` (a stack's run directory, the natural guess) reads DIR/stack.json; a path
+    that is not there says whether --config or $SHARDLINE_CONFIG named it."""
+    monkeypatch.delenv("SHARDLINE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match=r"given by --config") as info:
+        StackConfig.load(tmp_path)
+    assert str(tmp_path / "stack.json") in str(info.value)
+    monkeypatch.setenv("SHARDLINE_CONFIG", str(tmp_path / "gone.json"))
+    with pytest.raises(ConfigError, match=r"given by \$SHARDLINE_CONFIG"):
+        StackConfig.load()
