@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,38 +47,17 @@ sys.path.insert(0, str(ROOT))
 SHEET_BYTES = 900  # about a cargo sheet's JSON
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, within_s: float = 20.0) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on port {port}") from None
-            time.sleep(0.05)
-
-
 def signing_key(name: str):
     from nacl.signing import SigningKey
 
     return SigningKey((name.encode() * 32)[:32])  # fixed keys: this is a measurement, not a secret
 
 
-def canonical(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
 # ---- the org-node process ----------------------------------------------------------------
 async def responder(nats_url: str, org: str, share: bytes) -> None:
     import nats
 
+    from shardline.bus.envelope import canonical
     from shardline.core import sealing
 
     key, gateway = signing_key(org), bytes(signing_key("gateway").verify_key)
@@ -108,6 +86,7 @@ def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[st
 
     import nats
 
+    from shardline.bus.envelope import canonical
     from shardline.core import sealing, shamir
 
     key = signing_key("gateway")
@@ -273,8 +252,8 @@ def measure(asked: int, threshold: int, lookups: int, rounds: int) -> list[tuple
     request/reply p50) in ms; everything started is stopped on the way out."""
     from lookup import Stats, nats_round_trips  # bench/lookup.py: the same baseline
 
+    from shardline import servers
     from shardline.core import shamir
-    from shardline.servers import nats_server_bin
 
     orgs = [f"org{i + 1}" for i in range(asked)]
     procs: list[subprocess.Popen] = []
@@ -282,17 +261,11 @@ def measure(asked: int, threshold: int, lookups: int, rounds: int) -> list[tuple
         sheet = os.urandom(SHEET_BYTES)
         for org, share in zip(orgs, shamir.split(sheet, threshold, asked), strict=True):
             (Path(tmp) / org).write_text(share.to_bytes().hex())
-        nats_port, http_port = free_port(), free_port()
+        nats_port, http_port = servers.free_port(), servers.free_port()
         nats_url = f"nats://127.0.0.1:{nats_port}"
-        try:
-            procs.append(
-                subprocess.Popen(
-                    [nats_server_bin(), "-a", "127.0.0.1", "-p", str(nats_port)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=open(Path(tmp) / "nats.log", "w"),
-                )
-            )
-            wait_port(nats_port)
+        spec = servers.nats_spec(Path(tmp) / "nats", nats_port, servers.free_port())
+        try:  # started as the stack starts it, and healthy before anything connects
+            procs.append(servers.spawn(spec, Path(tmp) / "nats.log"))
             me = [
                 *(sys.executable, __file__, "--nats", nats_url),
                 *("--asked", str(asked), "--shares", tmp),

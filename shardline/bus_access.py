@@ -100,9 +100,7 @@ def rewrite_server_config(cfg: StackConfig, nats_pid: int | None) -> bool:
             return False
     except (OSError, ValueError):
         pass
-    credentials.write_server_config(
-        path, operator_password(cfg), server_users(cfg), bus_tls(cfg.nats_tls)
-    )
+    credentials.write_secret(path, json.dumps(config, indent=2))
     if nats_pid is not None:
         os.kill(nats_pid, signal.SIGHUP)  # nats-server reloads its configuration on SIGHUP
     return True

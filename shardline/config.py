@@ -192,14 +192,12 @@ class StackConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path | None = None) -> StackConfig:
-        given = (
-            "--config"
-            if path
-            else "$SHARDLINE_CONFIG"
-            if os.environ.get("SHARDLINE_CONFIG")
-            else ""
-        )
-        path = Path(path or os.environ.get("SHARDLINE_CONFIG") or DEFAULT_RUN_DIR / "stack.json")
+        given = ""  # what named the path, for the error: --config, $SHARDLINE_CONFIG or nothing
+        if path:
+            given = "--config"
+        elif os.environ.get("SHARDLINE_CONFIG"):
+            given, path = "$SHARDLINE_CONFIG", Path(os.environ["SHARDLINE_CONFIG"])
+        path = Path(path or DEFAULT_RUN_DIR / "stack.json")
         if path.is_dir():  # a stack's run directory: its stack.json
             path = path / "stack.json"
         if not path.exists():

@@ -34,7 +34,11 @@ def api_key(cfg: StackConfig, responder: str = "responder") -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        raise FileNotFoundError(f"no API key for responder {responder!r} at {path}") from None
+        names = ", ".join(sorted(r.name for r in cfg.gateway.responders))
+        raise FileNotFoundError(
+            f"no API key for responder {responder!r} at {path}; the responders of this stack: "
+            f"{names}"
+        ) from None
 
 
 def responder_token(cfg: StackConfig, responder: str = "responder", ttl_s: float = 3600) -> str:

@@ -470,9 +470,7 @@ class Gateway:
         """The first intent, to audit-after org nodes it did not name, just before the chain
         request goes out: their chain event for the lookup then finds it left to others. Not
         to those a later round asked since, nor for a lookup whose bus went away."""
-        for org in orgs:
-            if org not in state.asked_later:
-                await self._publish_intent(state.guid, org, intent)
+        await self._send_intent(state.guid, intent, [o for o in orgs if o not in state.asked_later])
 
     def _landed(self) -> None:
         self.in_flight -= 1
@@ -612,14 +610,12 @@ class Gateway:
         req = _Request(state, batcher, guid, key, epk)
         try:
             sent = await batcher.submit(guid, key, epk, before=before)
-        except ChainRevert as exc:  # the chain will not take it: nothing to send again
-            await self._chain_failed(state, exc)
-            return
         except ChainError as exc:  # not taken: sent again alone, a little later
-            found = await self._send_again(req, exc)
-            if found is None:
+            try:
+                sent = await self._send_alone(req, exc)
+            except ChainError as final:
+                await self._chain_failed(state, final)
                 return
-            sent = found
         log.event(
             "lookup.tx_sent",
             guid=state.guid,
@@ -630,19 +626,19 @@ class Gateway:
         )
         await self._confirm(req, sent.tx_hash, sent.batch_size)
 
-    async def _send_again(self, req: _Request, exc: ChainError) -> Sent | None:
-        """A request the node did not take (``exc``), sent alone after each of
-        ``CHAIN_RETRY_S``; None, the lookup told why, once that is spent or refused."""
-        while await self._retry_after(req, exc):
+    async def _send_alone(self, req: _Request, failed: ChainError | None = None) -> Sent:
+        """The request sent alone: at once, or after ``failed`` (the node did not take it) the
+        next of ``CHAIN_RETRY_S`` later, and so on while it fails and something needs it on
+        chain. A refusal (``ChainRevert``), or the last failure once that is spent, is raised."""
+        while True:
+            if failed is not None and (
+                isinstance(failed, ChainRevert) or not await self._retry_after(req, failed)
+            ):
+                raise failed
             try:
                 return await req.batcher.send_one(req.guid, req.key, req.epk)
-            except ChainRevert as refused:
-                exc = refused
-                break
-            except ChainError as again:
-                exc = again
-        await self._chain_failed(req.state, exc)
-        return None
+            except ChainError as exc:
+                failed = exc
 
     async def _retry_after(self, req: _Request, exc: ChainError) -> bool:
         """Wait the next of ``CHAIN_RETRY_S`` before asking the chain again after ``exc``;
@@ -677,16 +673,7 @@ class Gateway:
         try:
             while True:
                 if dropped:
-                    try:
-                        sent = await self._resend(req, tx_hash)
-                    except ChainRevert:
-                        raise
-                    except ChainError as exc:  # the node away: again later, while it may
-                        if req.attempt == MAX_CHAIN_ATTEMPTS or not await self._retry_after(
-                            req, exc
-                        ):
-                            raise
-                        continue
+                    sent = await self._resend(req, tx_hash)
                     tx_hash, batch_size, dropped = sent.tx_hash, sent.batch_size, False
                     req.attempt += 1
                 with contextlib.suppress(TimeoutError):
@@ -725,7 +712,7 @@ class Gateway:
             )
         req.state.chain_seen.clear()
         self.view.chain.resync_nonce(req.batcher.account.address)
-        sent = await req.batcher.send_one(req.guid, req.key, req.epk)
+        sent = await self._send_alone(req)  # the node away meanwhile: again, a little later
         log.warn(
             "lookup.tx_resent",
             guid=req.state.guid,

@@ -104,15 +104,14 @@ class LookupTxBatcher:
                 self._wake.set()
             if not batch:
                 continue
-            hooks = [p.before for p in batch if p.before is not None]
-            for p in batch:
-                if p.before is not None:
-                    try:  # bounded: one stuck hook must not hold up the batch and those after
-                        async with asyncio.timeout(BEFORE_TIMEOUT_S):
-                            await p.before()
-                    except Exception as exc:  # the bus away: the request goes out all the same
-                        log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=repr(exc))
-            if hooks:
+            hooked = [p for p in batch if p.before is not None]
+            for p in hooked:
+                try:  # bounded: one stuck hook must not hold up the batch and those after
+                    async with asyncio.timeout(BEFORE_TIMEOUT_S):
+                        await p.before()  # type: ignore[misc]
+                except Exception as exc:  # the bus away: the request goes out all the same
+                    log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=repr(exc))
+            if hooked:
                 await asyncio.sleep(BEFORE_GRACE_S)
             items = [p.item for p in batch]
             if len(items) == 1:

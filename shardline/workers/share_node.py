@@ -40,7 +40,7 @@ from shardline.core import commitment as cm
 from shardline.core import sealing
 from shardline.core.directory import GATEWAY
 from shardline.core.protocol import Terms
-from shardline.workers.store import OrgStore
+from shardline.workers.store import OrgStore, ShareRow
 
 # (transport key) -> on-chain terms plus the registering company's account, or None
 TermsReader = Callable[[bytes], Awaitable[tuple[Terms, str, int, bool] | None]]
@@ -259,17 +259,8 @@ class ShareNode(Worker):
             log.warn("intent.stale", org=self.org.id, guid=guid, trace_id=env.trace_id)
             return
         if self.store.served(guid):
-            sent = self._sent.get(guid)
-            if (
-                reply is not None
-                and sent is not None
-                and sent[:2]
-                == (
-                    b["ephemeral_pk"],
-                    b["requester"],
-                )
-            ):
-                await self.send_again(guid, b["transport_key"], sent, reply, env.trace_id)
+            if reply is not None:
+                await self._send_again(b, reply, env.trace_id)
             return
         if self.org.policy != AUDIT_AFTER:
             # This org waits for the chain event; its share then goes straight to this reply.
@@ -368,7 +359,7 @@ class ShareNode(Worker):
         self,
         guid: str,
         transport_key: str,
-        row,
+        row: ShareRow,
         ephemeral_pk: str,
         trigger: str,
         trace_id: str,
@@ -385,19 +376,21 @@ class ShareNode(Worker):
         }
         return envelope.make("lookup.share", body, self.keys, trace_id=trace_id)
 
-    async def send_again(
-        self, guid: str, transport_key: str, sent: tuple[str, str, str], reply: str, trace_id: str
-    ) -> None:
+    async def _send_again(self, intent: dict, reply: str, trace_id: str) -> None:
         """The share this node sent for a lookup, again, to the gateway that asks again for the
         same lookup (same ephemeral key and requester): its first reply was lost on the way (a
         bus restart drops what is in flight), and nothing else would send it, since the served
         row stops every later serve. Nothing new is disclosed and no row is added: the same
-        share, to the same key, of a lookup already in the served log."""
+        share, to the same key, of a lookup already in the served log. Any other intent for a
+        served guid gets nothing."""
+        guid, transport_key = intent["guid"], intent["transport_key"]
+        sent = self._sent.get(guid)
+        if sent is None or sent[:2] != (intent["ephemeral_pk"], intent["requester"]):
+            return
         row = self.store.get_share(transport_key)
         if row is None:
             return
-        ephemeral_pk, _requester, trigger = sent
-        env = self._share(guid, transport_key, row, ephemeral_pk, trigger, trace_id)
+        env = self._share(guid, transport_key, row, sent[0], sent[2], trace_id)
         await self.nc.publish(reply, env.to_bytes())
         log.event("share.sent_again", org=self.org.id, guid=guid, trace_id=trace_id)
 

@@ -212,6 +212,17 @@ def test_concurrent_lookups_all_reach_the_chain(audit_after_stack, sample_sheets
     assert all(r.status == "matched" for r in rows), [r for r in rows if r.status != "matched"]
 
 
+async def _rpc(cfg, method: str, *params):
+    """One JSON-RPC call to the stack's node (anvil's own methods among them)."""
+    from shardline.contracts.rpc import JsonRpc
+
+    client = JsonRpc(cfg.chain_rpc)
+    try:
+        return await client.call(method, list(params))
+    finally:
+        await client.close()
+
+
 def _matched(cfg, guids: set[str]) -> dict[str, str]:
     report = asyncio.run(audit.run(cfg, grace_s=0))
     return {r.guid: r.status for r in report.rows if r.guid in guids}
@@ -224,25 +235,16 @@ def test_a_request_a_reorg_drops_is_sent_again_and_the_audit_matches(
     the gateway sees its request gone, counts the account's nonce afresh and sends it again, so
     the shares served for it stay matched; a lookup made in the meantime, whose transaction waits
     behind the dropped nonce, reaches the chain too."""
-    from shardline.contracts.rpc import JsonRpc
-
     cfg = audit_after_stack
 
-    async def rpc(method: str, *params):
-        client = JsonRpc(cfg.chain_rpc)
-        try:
-            return await client.call(method, list(params))
-        finally:
-            await client.close()
-
-    snapshot = asyncio.run(rpc("evm_snapshot"))
+    snapshot = asyncio.run(_rpc(cfg, "evm_snapshot"))
     first = asyncio.run(do_lookup(cfg, sample_sheets[1].transport_id))
     assert first.status == 200
     deadline = time.monotonic() + 10
     while _matched(cfg, {first.body["guid"]}).get(first.body["guid"]) != "matched":
         assert time.monotonic() < deadline, "the first lookup never reached the chain"
         time.sleep(0.2)
-    assert asyncio.run(rpc("evm_revert", snapshot)) is True
+    assert asyncio.run(_rpc(cfg, "evm_revert", snapshot)) is True
     second = asyncio.run(do_lookup(cfg, sample_sheets[2].transport_id))
     assert second.status == 200
     guids = {first.body["guid"], second.body["guid"]}
@@ -264,21 +266,12 @@ def test_a_request_the_node_refuses_at_first_is_sent_again_and_the_audit_matches
     a little later, and again, so that once the account is funded the request is on chain and
     the audit matches it (before, one refusal was the end of it: the audit flagged the lookup
     for good)."""
-    from shardline.contracts.rpc import JsonRpc
-
     cfg = audit_after_stack
     keys = ParticipantKeys.load(cfg.gateway.responders[0].key_file)
     account = Account.from_key(keys.chain_key).address
 
-    async def rpc(method: str, *params):
-        client = JsonRpc(cfg.chain_rpc)
-        try:
-            return await client.call(method, list(params))
-        finally:
-            await client.close()
-
-    funds = asyncio.run(rpc("eth_getBalance", account, "latest"))
-    asyncio.run(rpc("anvil_setBalance", account, "0x0"))
+    funds = asyncio.run(_rpc(cfg, "eth_getBalance", account, "latest"))
+    asyncio.run(_rpc(cfg, "anvil_setBalance", account, "0x0"))
     try:
         out = asyncio.run(do_lookup(cfg, sample_sheets[4].transport_id))
         assert out.status == 200, out.body  # served on the intent, before the chain
@@ -286,7 +279,7 @@ def test_a_request_the_node_refuses_at_first_is_sent_again_and_the_audit_matches
         time.sleep(1.0)  # the first send and a retry or two are refused meanwhile
         assert _matched(cfg, {guid}).get(guid) != "matched", "on chain with no funds?"
     finally:
-        asyncio.run(rpc("anvil_setBalance", account, funds))
+        asyncio.run(_rpc(cfg, "anvil_setBalance", account, funds))
     deadline = time.monotonic() + 30
     while _matched(cfg, {guid}).get(guid) != "matched":
         assert time.monotonic() < deadline, "the refused request never reached the chain"

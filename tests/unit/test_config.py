@@ -126,9 +126,7 @@ def test_records_freshness_defaults_to_pushed_and_takes_only_known_modes(tmp_pat
         OrgNodeConfig.model_validate({**org.model_dump(), "records_freshness": "eventual"})
 
 
-def test_load_takes_a_run_directory_and_names_where_a_missing_path_came_from(
-    tmp_path, monkeypatch
-):
+def test_load_takes_a_run_directory_and_names_where_a_missing_path_came_from(tmp_path, monkeypatch):
     """`--config DIR` (a stack's run directory, the natural guess) reads DIR/stack.json; a path
     that is not there says whether --config or $SHARDLINE_CONFIG named it."""
     monkeypatch.delenv("SHARDLINE_CONFIG", raising=False)
