@@ -836,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("the floor of an audit-after lookup (bench/lookup_floor.py)", flush=True)
         try:
-            floor = lookup_floor.measure(min(args.orgs, args.threshold + 1), args.threshold, 300, 3)
+            floor = lookup_floor.measure(min(args.orgs, args.threshold), args.threshold, 300, 3)
         except Exception as exc:
             traceback.print_exc()
             failures["floor"] = f"{type(exc).__name__}: {exc}"

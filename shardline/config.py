@@ -75,8 +75,11 @@ class GatewayConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = 18080
     deadline_s: float = 2.0
-    # Audit-after: ask threshold + spare_shares org nodes first, the others after hedge_s.
+    # Ask threshold org nodes first, spare_shares more once spare_after_s passed without a
+    # sheet (0: all at once; each org node asked is a process woken for the lookup), and the
+    # others after hedge_s.
     spare_shares: int = 1
+    spare_after_s: float = 0.05
     hedge_s: float = 0.25
     # Gatekeeper requests of one responder wait this long to share a transaction (0: none).
     tx_linger_s: float = 0.0

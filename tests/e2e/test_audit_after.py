@@ -20,6 +20,7 @@ from shardline.bus.envelope import unb64
 from shardline.config import AUDIT_AFTER
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
+from shardline.workers.gateway import SLOW_FOR_S
 from shardline.workers.store import OrgStore
 
 from ..conftest import start_stack
@@ -170,8 +171,9 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
 
 
 def test_with_asked_nodes_down_the_gateway_asks_the_others(audit_after_stack, sample_sheets):
-    """The gateway asks threshold + 1 nodes first; with two nodes down some lookups asked only one
-    live node, and the second round (after the hedge delay) still gets them their sheet."""
+    """The gateway asks threshold nodes first, a spare after ``spare_after_s`` and the rest after
+    the hedge delay; with two nodes down some lookups asked only dead nodes first, and the later
+    rounds still get them their sheet."""
     cfg = audit_after_stack
     down = ["node-org1", "node-org2"]
     for name in down:
@@ -184,12 +186,51 @@ def test_with_asked_nodes_down_the_gateway_asks_the_others(audit_after_stack, sa
             first = next((e for e in out.events if e["event"] == "accepted"), None)
             assert first, out.events
             first = first["asked"]
-            second = [e["orgs"] for e in out.events if e["event"] == "asked"]
-            assert len(first) == cfg.threshold + cfg.gateway.spare_shares
-            if not {"org3", "org4"} <= set(first):  # a live node was left for the second round
-                assert second and {"org3", "org4"} <= set(first) | set(second[0])
+            later = [e["orgs"] for e in out.events if e["event"] == "asked"]
+            assert len(first) == cfg.threshold
+            if not {"org3", "org4"} <= set(first):  # a live node was left for a later round
+                assert later and {"org3", "org4"} <= set(first).union(*later)
     finally:
         stack.start_workers(cfg, down)
+
+
+def test_a_node_asked_first_and_down_is_replaced_by_the_spare_and_asked_last(
+    audit_after_stack, sample_sheets
+):
+    """Only threshold org nodes are asked first (one process fewer woken per lookup); when one of
+    them is down, the spare alone is asked after ``spare_after_s``, well before the hedge round
+    would ask every other node, and the silent node is ranked last: later lookups leave it out
+    while the others answer."""
+    cfg = audit_after_stack
+    assert 0 < cfg.gateway.spare_after_s < cfg.gateway.hedge_s and cfg.gateway.spare_shares == 1
+    stack.stop(cfg.run_dir, "node-org1")
+    try:
+        # an earlier test may have left org1 ranked last: that lasts SLOW_FOR_S at most
+        give_up = time.monotonic() + SLOW_FOR_S + 10
+        i = 0
+        while True:
+            out = asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id))
+            assert out.status == 200, out.body
+            first = next(e for e in out.events if e["event"] == "accepted")["asked"]
+            if "org1" in first:
+                break
+            assert time.monotonic() < give_up, "org1 was never asked first"
+            i += 1
+            time.sleep(0.1)
+        assert len(first) == cfg.threshold
+        later = [e["orgs"] for e in out.events if e["event"] == "asked"]
+        # the spare round: one org node, neither asked first nor the one down
+        assert later and len(later[0]) == 1 and later[0][0] not in first, out.events
+        assert "org1" not in out.body["used_orgs"]
+        assert set(out.body["used_orgs"]) <= set(first) | set(later[0])
+        # ranked last now: with three live nodes, the next lookups ask two of them first (one
+        # of them at most might be marked too on a busy machine, and org1 drawn among them)
+        nxt = [asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id)) for i in range(10)]
+        assert [o.status for o in nxt] == [200] * 10
+        asked_first = [next(e for e in o.events if e["event"] == "accepted")["asked"] for o in nxt]
+        assert sum("org1" in a for a in asked_first) <= 1, asked_first
+    finally:
+        stack.start_workers(cfg, ["node-org1"])
 
 
 def test_concurrent_lookups_all_reach_the_chain(audit_after_stack, sample_sheets):

@@ -341,7 +341,7 @@ def test_audit_window_and_format_for_cron(live_stack, sample_sheets):
     code, report = audit("--since", str(served_after))
     assert code == 0 and report["unmatched"] == 0 and report["unreachable"] == []
     mine = [r for r in report["rows"] if r["guid"] == out.body["guid"]]
-    # one row per org node that served: those the gateway asked (threshold + spare first)
+    # one row per org node that served: those the gateway asked (threshold first, then a spare)
     assert {r["org"] for r in mine} == set(asked_orgs(out)) and len(mine) >= cfg.threshold
     assert all(r["status"] == "matched" for r in mine)
     assert all(r["served_at"] >= served_after for r in report["rows"])
