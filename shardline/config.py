@@ -76,8 +76,8 @@ class GatewayConfig(BaseModel):
     port: int = 18080
     deadline_s: float = 2.0
     # Ask threshold org nodes first, spare_shares more once spare_after_s passed without a
-    # sheet (0: all at once; each org node asked is a process woken for the lookup), and the
-    # others after hedge_s.
+    # sheet (0: all at once, as for chain-confirmed org nodes, whose shares wait for the chain;
+    # each org node asked is a process woken for the lookup), and the others after hedge_s.
     spare_shares: int = 1
     spare_after_s: float = 0.05
     hedge_s: float = 0.25

@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,7 @@ class LookupState:
     chain_seen: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition | None = None  # made when an event stream follows it
     asked_later: tuple[str, ...] = ()  # org nodes a later round asked (a tuple: no object)
+    marked: tuple[str, ...] = ()  # org nodes this lookup ranked last (silent when it asked more)
     done_callbacks: list[Callable[[], None]] = field(default_factory=list)
     # Once finished: the outcome and the events as JSON, and the status.
     status: int = 0
@@ -221,8 +222,11 @@ class Gateway:
         self._authorised: set[str] = set()
         # org node -> when it let a lookup down: asked last for SLOW_FOR_S, or until it answers
         self._slow: dict[str, float] = {}
-        # org node -> when a good share of it last came (any lookup): alive, if maybe busy
+        # org node -> when a good share of it last came (any lookup): alive, if maybe busy;
+        # and when the newest lookup it answered started (one answered after this lookup's
+        # start, with this one still silent, skipped this one: its intent or share was lost)
         self._heard: dict[str, float] = {}
+        self._answered_upto: dict[str, float] = {}
         self._batchers: dict[tuple[str, float], LookupTxBatcher] = {}
         self._audit_after = {o.id: o.policy == AUDIT_AFTER for o in cfg.orgs}
         # a mined request's transaction -> its recheck, and the lookups it carries
@@ -357,9 +361,11 @@ class Gateway:
         self, org_ids: tuple[str, ...], threshold: int
     ) -> tuple[list[str], list[str]]:
         """The org nodes asked first, and the spares asked after ``spare_after_s`` if the first
-        have not given the sheet by then (with the first if it is 0), those that let us down
-        last. Asking only threshold first wakes one process fewer per lookup: on two shared
-        cores that was a sixth off an audit-after lookup's p50 and a fifth off its CPU."""
+        have not given the sheet by then, those that let us down last. Asking only threshold
+        first wakes one process fewer per lookup: on two shared cores that was a sixth off an
+        audit-after lookup's p50 and a fifth off its CPU. Spares go with the first when
+        ``spare_after_s`` is 0, and when an org node serves on its chain event
+        (chain-confirmed): the time to its share is the chain's, which the spare cannot beat."""
         gw = self.cfg.gateway
         want = min(len(org_ids), threshold + gw.spare_shares)
         now = time.monotonic()
@@ -367,7 +373,7 @@ class Gateway:
             org_ids,
             key=lambda o: (now - self._slow.get(o, -1e9) < SLOW_FOR_S, secrets.randbelow(1 << 16)),
         )
-        if gw.spare_after_s <= 0:
+        if gw.spare_after_s <= 0 or not all(self._audit_after.get(o, False) for o in org_ids):
             return ranked[:want], []
         return ranked[:threshold], ranked[threshold:want]
 
@@ -494,16 +500,25 @@ class Gateway:
     def _landed(self) -> None:
         self.in_flight -= 1
 
-    def _busy(self, silent: list[str], within_s: float) -> bool:
-        """Has every org node in ``silent`` answered another lookup within ``within_s``? Then
-        it is busy, not gone, and asking more org nodes of a loaded stack only loads it more."""
+    def _busy(self, state: LookupState, silent: list[str], within_s: float) -> bool:
+        """Has every org node in ``silent`` answered another lookup within ``within_s``, and
+        none that started after this one? Then it is busy working through the lookups before
+        this one, not gone, and asking more org nodes of a loaded stack only loads it more.
+        One that answered a later lookup skipped this one (its intent or reply was lost)."""
         now = time.monotonic()
-        return bool(silent) and all(now - self._heard.get(o, -1e9) < within_s for o in silent)
+        return bool(silent) and all(
+            now - self._heard.get(o, -1e9) < within_s
+            and self._answered_upto.get(o, -1e9) <= state.started
+            for o in silent
+        )
 
-    def _slow_down(self, orgs: Iterable[str]) -> None:
+    def _slow_down(self, state: LookupState, orgs: list[str]) -> None:
+        """Rank ``orgs`` last for ``SLOW_FOR_S``: they let this lookup down. One that answers
+        it after all (its share late, after the sheet) is ranked as before again."""
         now = time.monotonic()
         for o in orgs:
             self._slow[o] = now
+        state.marked += tuple(o for o in orgs if o not in state.marked)
 
     def _ask_spares(
         self, state: LookupState, key: bytes, epk: bytes, first: list[str], spares: list[str]
@@ -515,9 +530,10 @@ class Gateway:
         if state.done.is_set():
             return
         silent = [o for o in first if o not in state.answered and o not in state.bad]
-        if self._busy(silent, self.cfg.gateway.spare_after_s):
+        short = len(state.good) + len(silent) < state.threshold  # a bad share among the first
+        if not short and self._busy(state, silent, self.cfg.gateway.spare_after_s):
             return
-        self._slow_down(silent)
+        self._slow_down(state, silent)
         ask = [o for o in spares if o not in state.asked_later]
         if ask:
             self._spawn(self._ask_again(state, key, epk, ask))
@@ -544,7 +560,7 @@ class Gateway:
         asked = first + [o for o in state.asked_later if o not in first]  # and the spares
         silent = [o for o in asked if o not in state.answered and o not in state.bad]
         if (
-            self._busy(silent, self.cfg.gateway.hedge_s)
+            self._busy(state, silent, self.cfg.gateway.hedge_s)
             and time.monotonic() + 2 * waited_s
             <= state.started + (state.deadline - state.started) / 2
         ):
@@ -555,7 +571,7 @@ class Gateway:
         self._spawn(self._keep_for_combiner(state, key))
         rest = [o for o in state.org_ids if o not in asked]
         if rest:
-            self._slow_down(o for o in asked if o not in state.answered)
+            self._slow_down(state, [o for o in asked if o not in state.answered])
         # The others, and the silent ones asked first again: one whose intent was lost serves
         # now, and one whose reply was lost (a bus restart drops what is in flight) sends the
         # same share again, where its served row would stop any later serve.
@@ -827,7 +843,13 @@ class Gateway:
         # that comes after the sheet was rebuilt (the spare's, most often), is not even parsed.
         guid = msg.subject.rpartition(".")[2]
         state = self.lookups.get(guid)
-        if state is None or state.finished or state.terms is None:
+        if state is None:
+            return
+        if state.finished:
+            if state.marked:  # from an org node ranked last for being late: it is alive
+                await self._late_share(state, msg)
+            return
+        if state.terms is None:
             return
         try:
             env = envelope.parse(msg.data, "lookup.share")
@@ -861,12 +883,28 @@ class Gateway:
             return
         state.good[org] = share
         self._heard[org] = time.monotonic()
+        self._answered_upto[org] = max(self._answered_upto.get(org, -1e9), state.started)
         if org not in state.answered:
             state.answered.append(org)
             self._slow.pop(org, None)
             await state.add("share", org=org)
         if len(state.good) >= state.threshold:
             await self._combine(state, opening)
+
+    async def _late_share(self, state: LookupState, msg: Msg) -> None:
+        """A share after the sheet, of a lookup that ranked the org nodes silent at the time
+        last: one of them answered after all, slow, not gone, and is ranked as before. Only
+        its own signature says so (anyone may publish on the share subjects)."""
+        try:
+            env = envelope.parse(msg.data, "lookup.share")
+            org = env.body["org"]
+            if org not in state.marked or env.body["guid"] != state.guid:
+                return
+            await envelope.verify(env, self.directory)
+        except BadMessage:
+            return
+        if env.sender == org:
+            self._slow.pop(org, None)
 
     async def _combine(self, state: LookupState, opening: cm.Opening) -> None:
         assert state.terms is not None

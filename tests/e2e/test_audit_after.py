@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -152,21 +153,24 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
         await nc.close()
         return outs, heard
 
-    outs, heard = asyncio.run(go())
     checked = 0
-    for out in outs:
-        assert out.status == 200, out.body
-        if any(e["event"] == "asked" for e in out.events):
-            continue  # slow enough for a second round (a loaded machine): it asked the rest
-        checked += 1
-        guid = out.body["guid"]
-        asked = next(e for e in out.events if e["event"] == "accepted")["asked"]
-        left = [o.id for o in cfg.orgs if o.id not in asked]
-        assert left, "every org node was asked: nothing to check"
-        assert sorted(heard[guid]) == sorted(o.id for o in cfg.orgs), heard[guid]  # once each
-        assert heard[guid][-len(left) :] == left  # those left out last, after those asked
-        served = {o.id for o in cfg.orgs if OrgStore(o.database_url).served(guid) is not None}
-        assert served and served <= set(asked), f"{served} served, {asked} asked"
+    for _round in range(4):  # a loaded machine asks more in some lookups: rounds until 4 did not
+        outs, heard = asyncio.run(go())
+        for out in outs:
+            assert out.status == 200, out.body
+            if any(e["event"] == "asked" for e in out.events):
+                continue  # slow enough for a later round (a loaded machine): it asked more
+            checked += 1
+            guid = out.body["guid"]
+            asked = next(e for e in out.events if e["event"] == "accepted")["asked"]
+            left = [o.id for o in cfg.orgs if o.id not in asked]
+            assert left, "every org node was asked: nothing to check"
+            assert sorted(heard[guid]) == sorted(o.id for o in cfg.orgs), heard[guid]  # once each
+            assert heard[guid][-len(left) :] == left  # those left out last, after those asked
+            served = {o.id for o in cfg.orgs if OrgStore(o.database_url).served(guid) is not None}
+            assert served and served <= set(asked), f"{served} served, {asked} asked"
+        if checked >= 4:
+            break
     assert checked >= 4, "too few lookups were done in one round to check"
 
 
@@ -222,7 +226,7 @@ def test_a_node_asked_first_and_down_is_replaced_by_the_spare_and_asked_last(
         # the spare round: one org node, neither asked first nor the one down
         assert later and len(later[0]) == 1 and later[0][0] not in first, out.events
         assert "org1" not in out.body["used_orgs"]
-        assert set(out.body["used_orgs"]) <= set(first) | set(later[0])
+        assert set(out.body["used_orgs"]) <= set(first).union(*later)
         # ranked last now: with three live nodes, the next lookups ask two of them first (one
         # of them at most might be marked too on a busy machine, and org1 drawn among them)
         nxt = [asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id)) for i in range(10)]
@@ -231,6 +235,46 @@ def test_a_node_asked_first_and_down_is_replaced_by_the_spare_and_asked_last(
         assert sum("org1" in a for a in asked_first) <= 1, asked_first
     finally:
         stack.start_workers(cfg, ["node-org1"])
+
+
+def test_a_node_asked_first_and_late_is_ranked_as_before_once_its_share_comes(
+    audit_after_stack, sample_sheets
+):
+    """An org node paused (SIGSTOP) while asked first is silent at the spare round and ranked
+    last; resumed, it serves the intent it had queued, its share comes after the sheet, and that
+    share (signed by it) ranks it as before: the next lookups ask it first again in turn."""
+    cfg = audit_after_stack
+    pid = stack.read_pids(cfg.run_dir)["node-org1"]["pid"]
+    give_up = time.monotonic() + SLOW_FOR_S + 10  # an earlier test may have ranked org1 last
+    i = 0
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while True:
+            out = asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id))
+            assert out.status == 200, out.body
+            first = next(e for e in out.events if e["event"] == "accepted")["asked"]
+            if "org1" in first:
+                break
+            assert time.monotonic() < give_up, "org1 was never asked first"
+            i += 1
+            time.sleep(0.1)
+        assert "org1" not in out.body["used_orgs"]
+        assert any(e["event"] == "asked" for e in out.events), out.events  # the spare round
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    guid = out.body["guid"]
+    deadline = time.monotonic() + 10
+    org1 = next(o for o in cfg.orgs if o.id == "org1")
+    while OrgStore(org1.database_url).served(guid) is None:  # its late share went out
+        assert time.monotonic() < deadline, "org1 did not serve the intent it had queued"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the share reaches the gateway
+    nxt = [asyncio.run(do_lookup(cfg, sample_sheets[j % 6].transport_id)) for j in range(10)]
+    assert [o.status for o in nxt] == [200] * 10
+    asked_first = [next(e for e in o.events if e["event"] == "accepted")["asked"] for o in nxt]
+    # ranked last (for SLOW_FOR_S) it would be asked first in none of them; as before, in about
+    # half (none of ten: one chance in a thousand)
+    assert any("org1" in a for a in asked_first), asked_first
 
 
 def test_concurrent_lookups_all_reach_the_chain(audit_after_stack, sample_sheets):
