@@ -149,8 +149,8 @@ def org_permissions(org: str) -> dict[str, Any]:
     requester); PSI rounds to a peer; dead letters; and the JetStream calls above. Replies to
     requests it received (lookup intents, records access, PSI start, audit, ``$SRV``) go through
     ``allow_responses``.
-    subscribe: its own inbox, the gateways' lookup intents to it, its own request subjects, the
-    service API.
+    subscribe: its own inbox, the gateways' lookup intents to it and notices of lookups left to
+    others, its own request subjects, the service API.
     """
     publish = [
         f"lookup.requested.{org}",
@@ -173,6 +173,7 @@ def org_permissions(org: str) -> dict[str, Any]:
     subscribe = [
         f"{inbox_prefix(org)}.>",
         f"lookup.intent.{org}.*",
+        f"lookup.left.{org}",
         f"records.access.{org}",
         f"records.state.{org}",
         f"audit.served.{org}",
@@ -189,11 +190,12 @@ def org_permissions(org: str) -> dict[str, Any]:
 
 
 def gateway_permissions(user: str = "gateway") -> dict[str, Any]:
-    """The phone gateway and its combiner: intents out; shares in (replies to its intents, the
-    stream's copies for the gateway to combine at once, and the combiner's durable consumer);
-    results."""
+    """The phone gateway and its combiner: intents, and notices of lookups left to others, out;
+    shares in (replies to its intents, the stream's copies for the gateway to combine at once,
+    and the combiner's durable consumer); results."""
     publish = [
         "lookup.intent.*.*",
+        "lookup.left.*",
         "lookup.progress.*",
         "lookup.result.*",
         "dlq.>",

@@ -10,6 +10,7 @@ LOOKUP_REQUESTED = "lookup.requested.{org}"
 # NATS request with the gateway's reply subject, not in a stream: a stream would answer it. On a
 # subject per org, so that an org the intent does not name is not woken for it at once.
 LOOKUP_INTENT = "lookup.intent.{org}.{guid}"
+LOOKUP_LEFT = "lookup.left.{org}"  # lookups an audit-after org node was not asked for
 # One org's share for a lookup, sealed to the request's ephemeral key: on this subject (and in
 # the LOOKUPS stream) when served on a chain event with no intent seen, else as the reply to the
 # intent, on the asking gateway's reply subject (under lookup.reply, so that a tail of lookup.>
@@ -81,6 +82,7 @@ def catalogue() -> dict[str, str]:
         TRANSPORT_SHARE: "transport.share",
         LOOKUP_REQUESTED: "lookup.requested",
         LOOKUP_INTENT: "lookup.intent",
+        LOOKUP_LEFT: "lookup.left",
         LOOKUP_SHARE: "lookup.share",
         LOOKUP_REPLY: "lookup.share",
         LOOKUP_PROGRESS: "lookup.progress",

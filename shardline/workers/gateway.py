@@ -79,6 +79,7 @@ CHAIN_CHECK_S = 5.0
 # An org node that let a lookup down is asked last for this long, or until it answers again;
 # then it is asked first again in turn (one that is still down costs one lookup a spare round).
 SLOW_FOR_S = 10.0
+LEFT_MAX = 256  # lookups named in one notice to an org node not asked (the schema's limit)
 SWEEP_S = 1.0  # finished lookups are forgotten within this of ``keep_finished_s``
 MAX_CHAIN_ATTEMPTS = 3
 # A chain request the node could not take or answer for (the node away, the account out of
@@ -227,6 +228,10 @@ class Gateway:
         # start, with this one still silent, skipped this one: its intent or share was lost)
         self._heard: dict[str, float] = {}
         self._answered_upto: dict[str, float] = {}
+        # audit-after org node -> lookups it was not asked for, to tell it before their chain
+        # request goes out (``_tell``), and the notices being sent
+        self._left: dict[str, list[str]] = {}
+        self._left_sent: asyncio.Future | None = None
         self._batchers: dict[tuple[str, float], LookupTxBatcher] = {}
         self._audit_after = {o.id: o.policy == AUDIT_AFTER for o in cfg.orgs}
         # a mined request's transaction -> its recheck, and the lookups it carries
@@ -433,9 +438,10 @@ class Gateway:
             orgs=list(terms.org_ids),
             asked=first,
         )
-        # The org nodes not asked learn it from the same intent: a chain-confirmed one at once,
-        # as its chain event comes within milliseconds; an audit-after one just before the
-        # chain request goes out, so that the lookup wakes only the org nodes it asked.
+        # The org nodes not asked learn it: a chain-confirmed one from the same intent, at
+        # once, as its chain event comes within milliseconds; an audit-after one from a notice
+        # just before the chain request goes out (``_tell``), so that the lookup wakes only the
+        # org nodes it asked.
         later = [o for o in terms.org_ids if o not in first and self._audit_after.get(o, False)]
         intent = self._intent(state, key, epk, first)
         try:
@@ -444,7 +450,7 @@ class Gateway:
             )
         except Exception as exc:  # the bus is away (a restart): the chain request still goes out
             log.warn("lookup.ask_failed", guid=g, error=str(exc))
-        tell = (lambda: self._tell(state, intent, later)) if later else None
+        tell = (lambda: self._tell(state, later)) if later else None
         # The chain request next: a chain-confirmed lookup waits for it.
         self._spawn(self._send(state, acct, guid, key, epk, tell))
         # Timers, not a task per lookup: most lookups are done long before either fires.
@@ -491,11 +497,27 @@ class Gateway:
             headers={"traceparent": traceparent(guid)} if telemetry.enabled else None,
         )
 
-    async def _tell(self, state: LookupState, intent: bytes, orgs: list[str]) -> None:
-        """The first intent, to audit-after org nodes it did not name, just before the chain
-        request goes out: their chain event for the lookup then finds it left to others. Not
-        to those a later round asked since, nor for a lookup whose bus went away."""
-        await self._send_intent(state.guid, intent, [o for o in orgs if o not in state.asked_later])
+    async def _tell(self, state: LookupState, orgs: list[str]) -> None:
+        """The audit-after org nodes this lookup did not ask, told just before its chain request
+        goes out, so that its chain event finds it left to others: in one notice per org node
+        with the other lookups of the same transaction (the batcher runs their hooks together),
+        where an intent per lookup cost each node a message to check per lookup. Not those a
+        later round asked since."""
+        for org in orgs:
+            if org not in state.asked_later:
+                self._left.setdefault(org, []).append(state.guid)
+        if self._left_sent is None:
+            self._left_sent = asyncio.ensure_future(self._send_left())
+        await asyncio.shield(self._left_sent)
+
+    async def _send_left(self) -> None:
+        await asyncio.sleep(0)  # the other lookups of the transaction add theirs first
+        left, self._left = self._left, {}
+        self._left_sent = None  # lookups added from now on go in a notice of their own
+        for org, guids in left.items():
+            for i in range(0, len(guids), LEFT_MAX):
+                env = envelope.make("lookup.left", {"guids": guids[i : i + LEFT_MAX]}, self.keys)
+                await self.nc.publish(subjects.LOOKUP_LEFT.format(org=org), env.to_bytes())
 
     def _landed(self) -> None:
         self.in_flight -= 1

@@ -70,8 +70,9 @@ class LookupTxBatcher:
         before: Callable[[], Awaitable[None]] | None = None,
     ) -> Sent:
         """Queue one lookup; returns once the transaction that carries it was taken by the node.
-        ``before`` is awaited just before that transaction is sent (for at most
-        ``BEFORE_TIMEOUT_S``; a failure is logged), which then waits ``BEFORE_GRACE_S``."""
+        ``before`` is awaited just before that transaction is sent, together with those of the
+        other lookups in it (for at most ``BEFORE_TIMEOUT_S``; a failure is logged), which then
+        waits ``BEFORE_GRACE_S``."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         pending = _Pending((guid, key, epk), before)
@@ -93,6 +94,14 @@ class LookupTxBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    @staticmethod
+    async def _before(p: _Pending) -> None:
+        try:  # bounded: one stuck hook must not hold up the batch and those after
+            async with asyncio.timeout(BEFORE_TIMEOUT_S):
+                await p.before()  # type: ignore[misc]
+        except Exception as exc:  # the bus away: the request goes out all the same
+            log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=repr(exc))
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
@@ -105,13 +114,8 @@ class LookupTxBatcher:
             if not batch:
                 continue
             hooked = [p for p in batch if p.before is not None]
-            for p in hooked:
-                try:  # bounded: one stuck hook must not hold up the batch and those after
-                    async with asyncio.timeout(BEFORE_TIMEOUT_S):
-                        await p.before()  # type: ignore[misc]
-                except Exception as exc:  # the bus away: the request goes out all the same
-                    log.warn("lookup.before_tx_failed", guid=p.item[0].hex(), error=repr(exc))
-            if hooked:
+            if hooked:  # together: what they send may go out as one message (Gateway._tell)
+                await asyncio.gather(*(self._before(p) for p in hooked))
                 await asyncio.sleep(BEFORE_GRACE_S)
             items = [p.item for p in batch]
             if len(items) == 1:

@@ -17,8 +17,9 @@ its natural key, so that a crash between publish and log repeats nothing, and th
 The intent names the org nodes asked first and goes to each on its own subject. The others
 leave the lookup to them, keeping its chain event in case the gateway names them in a later round
 because the first were slow. A chain-confirmed org node not asked is sent the intent at once (its
-chain event comes within milliseconds); an audit-after one only just before the gateway's chain
-request goes out, so that a lookup wakes only the org nodes it asks.
+chain event comes within milliseconds). An audit-after one is told only just before the gateway's
+chain request goes out, in one notice (``lookup.left.<org>``) for every lookup of that transaction
+it was not asked for, so that a lookup wakes only the org nodes it asks.
 """
 
 from __future__ import annotations
@@ -104,6 +105,12 @@ class ShareNode(Worker):
             self.on_intent,
             queue=f"share-node.{org}",
         )
+        self.listen(
+            subjects.LOOKUP_LEFT.format(org=org),
+            "lookup.left",
+            self.on_left,
+            queue=f"share-node.{org}",
+        )
 
     def leaves_to_others(self, event: dict) -> bool:
         """Was this lookup's intent addressed to other org nodes? Then its chain event is kept,
@@ -115,12 +122,12 @@ class ShareNode(Worker):
         return True
 
     def waits_for_intent(self, event: dict) -> bool:
-        """A pushed chain event for a lookup this audit-after org node has heard no intent for:
-        left to the reorg-safe reader (``LAZY_READ_S`` later), by when an intent that left it to
-        others has been taken. The gateway sends that intent just before the chain request, and
-        the push can come before this node has checked it; served at once, it would be a share
-        nobody asked for. An intent that never comes (lost, or a gateway gone) leaves the event
-        to the reader, which serves it through the stream as before."""
+        """A pushed chain event for a lookup this audit-after org node has heard no intent or
+        notice for: left to the reorg-safe reader (``LAZY_READ_S`` later), by when a notice
+        that left it to others has been taken. The gateway sends that notice just before the
+        chain request, and the push can come before this node has checked it; served at once, it
+        would be a share nobody asked for. A notice that never comes (lost, or a gateway gone)
+        leaves the event to the reader, which serves it through the stream as before."""
         guid = event["guid"]
         return (
             self.org.policy == AUDIT_AFTER
@@ -235,6 +242,23 @@ class ShareNode(Worker):
         self.record("ok", time.perf_counter() - started)
         return True
 
+    async def on_left(self, m: Incoming) -> None:
+        """A gateway's notice, just before a chain request goes out, of the lookups in it that
+        it asked other org nodes for: their chain events are kept, to serve if a later round
+        names this org, and nothing is served now. A lookup an intent named this org for stays
+        asked."""
+        sender = await self.directory.resolve(m.env.sender)
+        if sender.kind != GATEWAY:
+            raise BadMessage(f"{m.env.sender} is not a registered gateway")
+        for guid in m.body["guids"]:
+            self._left_to_others(guid)
+
+    def _left_to_others(self, guid: str) -> None:
+        if guid not in self._asked:
+            self._not_asked.setdefault(guid, None)
+            while len(self._not_asked) > NOT_ASKED_KEPT:
+                self._not_asked.popitem(last=False)
+
     async def on_intent(self, m: Incoming) -> None:
         env, reply = m.env, m.msg.reply or None
         sender = await self.directory.resolve(env.sender)
@@ -246,10 +270,7 @@ class ShareNode(Worker):
             # The gateway asked others first and asks again if they are slow; the chain event
             # for this lookup, when it comes, is not a reason to serve either. A later round
             # that names only others (the slow ones' replacements) leaves this org asked.
-            if guid not in self._asked:
-                self._not_asked.setdefault(guid, None)
-                while len(self._not_asked) > NOT_ASKED_KEPT:
-                    self._not_asked.popitem(last=False)
+            self._left_to_others(guid)
             return
         self._asked[guid] = None
         while len(self._asked) > NOT_ASKED_KEPT:

@@ -111,6 +111,10 @@ def test_an_org_publishes_only_on_its_own_subjects(live_stack):
         # or to the intents sent to another org (which org nodes a lookup asks)
         await org1.nc.subscribe("lookup.intent.org2.*")
         intent_refused = await org1.violation("subscription", "lookup.intent.org2.*")
+        await org1.nc.subscribe("lookup.left.org2")  # and the lookups it was not asked for
+        left_refused = await org1.violation("subscription", "lookup.left.org2")
+        await org1.nc.publish("lookup.left.org2", b"forged notice")  # nor tell it so itself
+        left_sent_refused = await org1.violation("publish", "lookup.left.org2")
         await org1.nc.close()
         await operator.close()
         return (
@@ -122,6 +126,8 @@ def test_an_org_publishes_only_on_its_own_subjects(live_stack):
             sub_refused,
             inbox_refused,
             intent_refused,
+            left_refused,
+            left_sent_refused,
         )
 
     got, *refusals = asyncio.run(go())
