@@ -367,8 +367,8 @@ class Gateway:
     ) -> tuple[list[str], list[str]]:
         """The org nodes asked first, and the spares asked after ``spare_after_s`` if the first
         have not given the sheet by then, those that let us down last. Asking only threshold
-        first wakes one process fewer per lookup: on two shared cores that was a sixth off an
-        audit-after lookup's p50 and a fifth off its CPU. Spares go with the first when
+        first wakes one process fewer per lookup (on two shared cores, about a sixth of the org
+        nodes' CPU per lookup; ``docs/design-notes.md``). Spares go with the first when
         ``spare_after_s`` is 0, and when an org node serves on its chain event
         (chain-confirmed): the time to its share is the chain's, which the spare cannot beat."""
         gw = self.cfg.gateway
@@ -506,18 +506,26 @@ class Gateway:
         for org in orgs:
             if org not in state.asked_later:
                 self._left.setdefault(org, []).append(state.guid)
-        if self._left_sent is None:
+        if self._left_sent is None or self._left_sent.done():
             self._left_sent = asyncio.ensure_future(self._send_left())
         await asyncio.shield(self._left_sent)
 
     async def _send_left(self) -> None:
+        """The notices for every lookup added since the last: each org node's alone, so that
+        one that cannot go out (the bus away) costs no other org node its own. One that fails
+        leaves the org node to defer those lookups' chain events to its reader, which serves
+        them through the stream (a spare share, matched by the audit)."""
         await asyncio.sleep(0)  # the other lookups of the transaction add theirs first
         left, self._left = self._left, {}
         self._left_sent = None  # lookups added from now on go in a notice of their own
         for org, guids in left.items():
             for i in range(0, len(guids), LEFT_MAX):
-                env = envelope.make("lookup.left", {"guids": guids[i : i + LEFT_MAX]}, self.keys)
-                await self.nc.publish(subjects.LOOKUP_LEFT.format(org=org), env.to_bytes())
+                part = guids[i : i + LEFT_MAX]
+                env = envelope.make("lookup.left", {"guids": part}, self.keys, trace_id=part[0])
+                try:
+                    await self.nc.publish(subjects.LOOKUP_LEFT.format(org=org), env.to_bytes())
+                except Exception as exc:  # the bus away: the others still go
+                    log.warn("lookup.left_not_sent", org=org, lookups=len(part), error=str(exc))
 
     def _landed(self) -> None:
         self.in_flight -= 1

@@ -27,6 +27,7 @@ SUBJECTS = {
     "transport.share.org3": "transport.share",
     "lookup.requested.org3": "lookup.requested",
     "lookup.intent.org3.{id}": "lookup.intent",
+    "lookup.left.org3": "lookup.left",
     "lookup.share.{id}": "lookup.share",
     "psi.round.{id}.org3": "psi.round",
     "records.kfrag.org3": "records.kfrag",
@@ -139,7 +140,7 @@ def test_bad_messages_on_every_subject_are_dead_lettered(live_stack, batch):
             if raw in sent:
                 continue
             sent[raw] = f"{kind} on {subject}"
-            if subject.startswith("lookup.intent."):  # a plain message: no stream takes it
+            if subject.startswith(("lookup.intent.", "lookup.left.")):  # plain: in no stream
                 await nc.publish(subject, raw)
             else:
                 await js.publish(subject, raw, headers={"Nats-Msg-Id": secrets.token_hex(8)})
