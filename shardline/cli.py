@@ -161,12 +161,24 @@ def status(
     for r in rows:
         table.add_row(
             r["name"],
-            str(r["pid"]),
+            "-" if r["pid"] is None else str(r["pid"]),
             "[green]running[/green]" if r["running"] else "[red]stopped[/red]",
             r["log"],
             r["metrics"],
         )
     console.print(table)
+    stopped = [r["name"] for r in rows if not r["running"]]
+    if len(stopped) == len(rows):
+        console.print(f"the stack in {run_dir} is down: `shardline up --run-dir {run_dir}`")
+    elif any(n in stack.SERVER_ORDER for n in stopped):
+        console.print(
+            f"a server of the stack in {run_dir} stopped: `shardline down --run-dir {run_dir}` "
+            f"and `shardline up --run-dir {run_dir}` start it again"
+        )
+    elif stopped:
+        console.print(
+            f"to start what stopped: `shardline start {' '.join(stopped)} --run-dir {run_dir}`"
+        )
     try:
         cfg = StackConfig.load(run_dir / "stack.json")
         console.print(

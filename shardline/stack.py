@@ -485,9 +485,21 @@ def down(run_dir: Path, say=print) -> list[str]:
 
 
 def status(run_dir: Path) -> list[dict]:
+    """Every process started in ``run_dir``: running, or stopped (by `shardline stop` or
+    `down`, whose pid file is gone, or dead, whose pid file is left), by name. A process that
+    was ever started has a log there, so one that was stopped is still listed, with no pid."""
+    pids = read_pids(run_dir)
+    logs = run_dir / "logs"
+    names = set(pids) | ({p.stem for p in logs.glob("*.log")} if logs.is_dir() else set())
     rows = []
-    for name, info in read_pids(run_dir).items():
-        rows.append(
-            {"name": name, "pid": info["pid"], "running": is_running(info), "log": info["log"]}
-        )
+    for name in sorted(names):
+        info = pids.get(name)
+        if info is None:
+            rows.append(
+                {"name": name, "pid": None, "running": False, "log": str(logs / f"{name}.log")}
+            )
+        else:
+            rows.append(
+                {"name": name, "pid": info["pid"], "running": is_running(info), "log": info["log"]}
+            )
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,13 @@ def test_a_worker_stopped_and_started_by_the_run_dir(live_stack):
     stopped = runner.invoke(app, ["stop", "combiner", "--run-dir", run_dir])
     assert stopped.exit_code == 0, stopped.output
     assert "combiner" not in stack.running(live_stack.run_dir)
+    # still listed, as stopped (it dropped out of `status` with its pid file), and how to start it
+    listed = runner.invoke(app, ["status", "--run-dir", run_dir, "--json"])
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["combiner"]["running"] is False and rows["combiner"]["pid"] is None, rows
+    assert rows["gateway"]["running"] is True
+    shown = runner.invoke(app, ["status", "--run-dir", run_dir], env={"COLUMNS": "200"})
+    assert f"shardline start combiner --run-dir {run_dir}" in shown.output, shown.output
     auth.write_text(current.replace('"lookup.intent.org1.*"', '"lookup.intent.*"'))
     started = runner.invoke(app, ["start", "combiner", "--run-dir", run_dir])
     assert started.exit_code == 0, started.output
