@@ -175,9 +175,9 @@ def status(
             f"a server of the stack in {run_dir} stopped: `shardline down --run-dir {run_dir}` "
             f"and `shardline up --run-dir {run_dir}` start it again"
         )
-    elif stopped:
+    elif startable := [n for n in stopped if n in _worker_names(run_dir)]:
         console.print(
-            f"to start what stopped: `shardline start {' '.join(stopped)} --run-dir {run_dir}`"
+            f"to start what stopped: `shardline start {' '.join(startable)} --run-dir {run_dir}`"
         )
     try:
         cfg = StackConfig.load(run_dir / "stack.json")
@@ -192,6 +192,15 @@ def status(
             console.print(f"gateways (a client fails over in this order): {' '.join(urls(cfg))}")
     except ConfigError:
         pass
+
+
+def _worker_names(run_dir: Path) -> list[str]:
+    """The workers `shardline start` starts in this stack (not, say, a private EVM a command
+    ran there once)."""
+    try:
+        return stack.worker_names(StackConfig.load(run_dir / "stack.json"))
+    except ConfigError:
+        return []
 
 
 def _metrics_urls(run_dir: Path) -> dict[str, str]:
