@@ -147,10 +147,16 @@ def status(
     run_dir: RunDir = DEFAULT_RUN_DIR, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Show what runs and where."""
+    from shardline.ops.metrics import endpoints
+
     rows = stack.status(run_dir)
-    urls = _metrics_urls(run_dir)
+    try:
+        cfg: StackConfig | None = StackConfig.load(run_dir / "stack.json")
+    except ConfigError:
+        cfg = None
+    metrics = endpoints(cfg) if cfg else {}
     for r in rows:
-        r["metrics"] = urls.get(r["name"], "")
+        r["metrics"] = metrics.get(r["name"], "")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -175,41 +181,22 @@ def status(
             f"a server of the stack in {run_dir} stopped: `shardline down --run-dir {run_dir}` "
             f"and `shardline up --run-dir {run_dir}` start it again"
         )
-    elif startable := [n for n in stopped if n in _worker_names(run_dir)]:
+    # what `shardline start` starts (not, say, a private EVM a command ran there once)
+    elif startable := [n for n in stopped if cfg and n in stack.worker_names(cfg)]:
         console.print(
             f"to start what stopped: `shardline start {' '.join(startable)} --run-dir {run_dir}`"
         )
-    try:
-        cfg = StackConfig.load(run_dir / "stack.json")
-        console.print(
-            f"nats {redact(cfg.nats_url)}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
-            f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
-            f"threshold {cfg.threshold}"
-        )
-        if cfg.gateway_replicas:
-            from shardline.gateways import urls
+    if cfg is None:
+        return
+    console.print(
+        f"nats {redact(cfg.nats_url)}  redis {cfg.redis_url}  chain {cfg.chain_rpc}  "
+        f"gateway http://{cfg.gateway.host}:{cfg.gateway.port}  orgs {len(cfg.orgs)} "
+        f"threshold {cfg.threshold}"
+    )
+    if cfg.gateway_replicas:
+        from shardline.gateways import urls
 
-            console.print(f"gateways (a client fails over in this order): {' '.join(urls(cfg))}")
-    except ConfigError:
-        pass
-
-
-def _worker_names(run_dir: Path) -> list[str]:
-    """The workers `shardline start` starts in this stack (not, say, a private EVM a command
-    ran there once)."""
-    try:
-        return stack.worker_names(StackConfig.load(run_dir / "stack.json"))
-    except ConfigError:
-        return []
-
-
-def _metrics_urls(run_dir: Path) -> dict[str, str]:
-    from shardline.ops.metrics import endpoints
-
-    try:
-        return endpoints(StackConfig.load(run_dir / "stack.json"))
-    except ConfigError:
-        return {}
+        console.print(f"gateways (a client fails over in this order): {' '.join(urls(cfg))}")
 
 
 @app.command("stop")

@@ -493,13 +493,13 @@ def status(run_dir: Path) -> list[dict]:
     names = set(pids) | ({p.stem for p in logs.glob("*.log")} if logs.is_dir() else set())
     rows = []
     for name in sorted(names):
-        info = pids.get(name)
-        if info is None:
-            rows.append(
-                {"name": name, "pid": None, "running": False, "log": str(logs / f"{name}.log")}
-            )
-        else:
-            rows.append(
-                {"name": name, "pid": info["pid"], "running": is_running(info), "log": info["log"]}
-            )
+        info = pids.get(name, {})
+        rows.append(
+            {
+                "name": name,
+                "pid": info.get("pid"),
+                "running": bool(info) and is_running(info),
+                "log": info.get("log", str(logs / f"{name}.log")),
+            }
+        )
     return rows

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 from web3 import Web3
 
-from shardline import gateways, redis_client
+from shardline import gateways, redis_client, schemas
 from shardline.bus import envelope, log, subjects, telemetry
 from shardline.bus.connect import connect
 from shardline.bus.envelope import BadMessage
@@ -79,7 +79,8 @@ CHAIN_CHECK_S = 5.0
 # An org node that let a lookup down is asked last for this long, or until it answers again;
 # then it is asked first again in turn (one that is still down costs one lookup a spare round).
 SLOW_FOR_S = 10.0
-LEFT_MAX = 256  # lookups named in one notice to an org node not asked (the schema's limit)
+# lookups named in one notice to an org node not asked: the schema's limit
+LEFT_MAX = schemas.schema("lookup.left")["properties"]["guids"]["maxItems"]
 SWEEP_S = 1.0  # finished lookups are forgotten within this of ``keep_finished_s``
 MAX_CHAIN_ATTEMPTS = 3
 # A chain request the node could not take or answer for (the node away, the account out of
@@ -894,9 +895,7 @@ class Gateway:
         if org in state.good or org in state.bad:
             return
         try:
-            await envelope.verify(env, self.directory)
-            if env.sender != org:
-                raise BadMessage(f"{env.sender} signed a share naming {org}")
+            await self._signed_by_its_org(env)
         except BadMessage as exc:  # nobody's share: the org it names did not sign it
             log.warn("share.unattributed", guid=guid, org=org, reason=str(exc), trace_id=state.guid)
             return
@@ -921,20 +920,24 @@ class Gateway:
         if len(state.good) >= state.threshold:
             await self._combine(state, opening)
 
+    async def _signed_by_its_org(self, env: envelope.Envelope) -> None:
+        """Raise BadMessage unless the share's signature verifies and is the org's it names."""
+        await envelope.verify(env, self.directory)
+        if env.sender != env.body["org"]:
+            raise BadMessage(f"{env.sender} signed a share naming {env.body['org']}")
+
     async def _late_share(self, state: LookupState, msg: Msg) -> None:
         """A share after the sheet, of a lookup that ranked the org nodes silent at the time
         last: one of them answered after all, slow, not gone, and is ranked as before. Only
         its own signature says so (anyone may publish on the share subjects)."""
         try:
             env = envelope.parse(msg.data, "lookup.share")
-            org = env.body["org"]
-            if org not in state.marked or env.body["guid"] != state.guid:
+            if env.body["org"] not in state.marked or env.body["guid"] != state.guid:
                 return
-            await envelope.verify(env, self.directory)
+            await self._signed_by_its_org(env)
         except BadMessage:
             return
-        if env.sender == org:
-            self._slow.pop(org, None)
+        self._slow.pop(env.body["org"], None)
 
     async def _combine(self, state: LookupState, opening: cm.Opening) -> None:
         assert state.terms is not None

@@ -54,6 +54,12 @@ OPENED_KEPT = 50_000
 INTENT_MAX_AGE_S = 60.0  # an older intent is not served: the gateway gave up on it long ago
 
 
+def _trim(kept: OrderedDict, limit: int) -> None:
+    """Forget the oldest entries past ``limit``."""
+    while len(kept) > limit:
+        kept.popitem(last=False)
+
+
 class ShareNode(Worker):
     kind = "share-node"
 
@@ -256,8 +262,7 @@ class ShareNode(Worker):
     def _left_to_others(self, guid: str) -> None:
         if guid not in self._asked:
             self._not_asked.setdefault(guid, None)
-            while len(self._not_asked) > NOT_ASKED_KEPT:
-                self._not_asked.popitem(last=False)
+            _trim(self._not_asked, NOT_ASKED_KEPT)
 
     async def on_intent(self, m: Incoming) -> None:
         env, reply = m.env, m.msg.reply or None
@@ -273,8 +278,7 @@ class ShareNode(Worker):
             self._left_to_others(guid)
             return
         self._asked[guid] = None
-        while len(self._asked) > NOT_ASKED_KEPT:
-            self._asked.popitem(last=False)
+        _trim(self._asked, NOT_ASKED_KEPT)
         skipped = self._not_asked.pop(guid, None)  # named now, after others were slow
         if time.time() - env.sent_at > INTENT_MAX_AGE_S:
             log.warn("intent.stale", org=self.org.id, guid=guid, trace_id=env.trace_id)
@@ -287,8 +291,7 @@ class ShareNode(Worker):
             # This org waits for the chain event; its share then goes straight to this reply.
             if reply is not None:
                 self._reply_to[guid] = reply
-                while len(self._reply_to) > REPLIES_KEPT:
-                    self._reply_to.popitem(last=False)
+                _trim(self._reply_to, REPLIES_KEPT)
             if skipped is not None:  # the event came while others were asked: serve it now
                 await self.serve_event(skipped, env.trace_id)
             return
@@ -353,8 +356,7 @@ class ShareNode(Worker):
                     return
                 await self.nc.publish(reply, env.to_bytes())
                 self._sent[guid] = (ephemeral_pk, requester, trigger)
-                while len(self._sent) > SENT_KEPT:
-                    self._sent.popitem(last=False)
+                _trim(self._sent, SENT_KEPT)
             else:
                 # Published before it is logged: a crash in between is redelivered, and the
                 # stream drops the second copy by its natural key, so the share goes out once.
@@ -423,8 +425,7 @@ class ShareNode(Worker):
             stored = envelope.open_body(envelope.parse(sealed, "transport.share"), self.keys)
             inner = json.dumps({"share": stored["share"], "opening": stored["opening"]}).encode()
             found = self._opened[(transport_key, version)] = (stored["x"], inner)
-            while len(self._opened) > OPENED_KEPT:
-                self._opened.popitem(last=False)
+            _trim(self._opened, OPENED_KEPT)
         else:
             self._opened.move_to_end((transport_key, version))
         return found

@@ -38,6 +38,26 @@ def audit_after_stack(tmp_path_factory, sample_sheets):
     stack.down(run_dir, say=lambda _m: None)
 
 
+def _asked_first(out) -> list[str]:
+    """The org nodes a lookup's first intent named."""
+    return next(e for e in out.events if e["event"] == "accepted")["asked"]
+
+
+def _lookup_until_asked_first(cfg, sample_sheets, org: str):
+    """Lookups, a tenth of a second apart, until one asks ``org`` first: that one and its first
+    org nodes. An earlier test may have left ``org`` ranked last, which lasts SLOW_FOR_S."""
+    give_up = time.monotonic() + SLOW_FOR_S + 10
+    i = 0
+    while True:
+        out = asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id))
+        assert out.status == 200, out.body
+        if org in (first := _asked_first(out)):
+            return out, first
+        assert time.monotonic() < give_up, f"{org} was never asked first"
+        i += 1
+        time.sleep(0.1)
+
+
 def _served_trigger(cfg, guid: str) -> list[str]:
     return [r.trigger for o in cfg.orgs if (r := OrgStore(o.database_url).served(guid)) is not None]
 
@@ -169,7 +189,7 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
                 continue  # slow enough for a later round (a loaded machine): it asked more
             checked += 1
             guid = out.body["guid"]
-            asked = next(e for e in out.events if e["event"] == "accepted")["asked"]
+            asked = _asked_first(out)
             left = [o.id for o in cfg.orgs if o.id not in asked]
             assert left, "every org node was asked: nothing to check"
             assert sorted(heard[guid]) == sorted(o.id for o in cfg.orgs), heard[guid]  # once each
@@ -216,18 +236,7 @@ def test_a_node_asked_first_and_down_is_replaced_by_the_spare_and_asked_last(
     assert 0 < cfg.gateway.spare_after_s < cfg.gateway.hedge_s and cfg.gateway.spare_shares == 1
     stack.stop(cfg.run_dir, "node-org1")
     try:
-        # an earlier test may have left org1 ranked last: that lasts SLOW_FOR_S at most
-        give_up = time.monotonic() + SLOW_FOR_S + 10
-        i = 0
-        while True:
-            out = asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id))
-            assert out.status == 200, out.body
-            first = next(e for e in out.events if e["event"] == "accepted")["asked"]
-            if "org1" in first:
-                break
-            assert time.monotonic() < give_up, "org1 was never asked first"
-            i += 1
-            time.sleep(0.1)
+        out, first = _lookup_until_asked_first(cfg, sample_sheets, "org1")
         assert len(first) == cfg.threshold
         later = [e["orgs"] for e in out.events if e["event"] == "asked"]
         # the spare round: one org node, neither asked first nor the one down
@@ -238,7 +247,7 @@ def test_a_node_asked_first_and_down_is_replaced_by_the_spare_and_asked_last(
         # of them at most might be marked too on a busy machine, and org1 drawn among them)
         nxt = [asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id)) for i in range(10)]
         assert [o.status for o in nxt] == [200] * 10
-        asked_first = [next(e for e in o.events if e["event"] == "accepted")["asked"] for o in nxt]
+        asked_first = [_asked_first(o) for o in nxt]
         assert sum("org1" in a for a in asked_first) <= 1, asked_first
     finally:
         stack.start_workers(cfg, ["node-org1"])
@@ -252,19 +261,9 @@ def test_a_node_asked_first_and_late_is_ranked_as_before_once_its_share_comes(
     share (signed by it) ranks it as before: the next lookups ask it first again in turn."""
     cfg = audit_after_stack
     pid = stack.read_pids(cfg.run_dir)["node-org1"]["pid"]
-    give_up = time.monotonic() + SLOW_FOR_S + 10  # an earlier test may have ranked org1 last
-    i = 0
     os.kill(pid, signal.SIGSTOP)
     try:
-        while True:
-            out = asyncio.run(do_lookup(cfg, sample_sheets[i % 6].transport_id))
-            assert out.status == 200, out.body
-            first = next(e for e in out.events if e["event"] == "accepted")["asked"]
-            if "org1" in first:
-                break
-            assert time.monotonic() < give_up, "org1 was never asked first"
-            i += 1
-            time.sleep(0.1)
+        out, _first = _lookup_until_asked_first(cfg, sample_sheets, "org1")
         assert "org1" not in out.body["used_orgs"]
         assert any(e["event"] == "asked" for e in out.events), out.events  # the spare round
     finally:
@@ -278,7 +277,7 @@ def test_a_node_asked_first_and_late_is_ranked_as_before_once_its_share_comes(
     time.sleep(0.3)  # the share reaches the gateway
     nxt = [asyncio.run(do_lookup(cfg, sample_sheets[j % 6].transport_id)) for j in range(10)]
     assert [o.status for o in nxt] == [200] * 10
-    asked_first = [next(e for e in o.events if e["event"] == "accepted")["asked"] for o in nxt]
+    asked_first = [_asked_first(o) for o in nxt]
     # ranked last (for SLOW_FOR_S) it would be asked first in none of them; as before, in about
     # half (none of ten: one chance in a thousand)
     assert any("org1" in a for a in asked_first), asked_first
