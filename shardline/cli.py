@@ -411,6 +411,9 @@ def audit(
     since: Annotated[str | None, typer.Option(help="ISO time or epoch seconds.")] = None,
     until: Annotated[str | None, typer.Option(help="ISO time or epoch seconds.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON, as the other commands print it (--format json).")
+    ] = False,
     grace: Annotated[
         float, typer.Option(help="Seconds a served share may wait for its chain request.")
     ] = 30.0,
@@ -422,6 +425,8 @@ def audit(
     if fmt not in ("table", "json"):
         err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
         raise typer.Exit(2)
+    if as_json:
+        fmt = "json"
     try:
         start, end = _when(since), _when(until)
     except ValueError as exc:

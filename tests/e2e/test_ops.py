@@ -333,8 +333,8 @@ def test_audit_window_and_format_for_cron(live_stack, sample_sheets):
     assert out.status == 200
     served_after = time.time() - 60
 
-    def audit(*args: str) -> tuple[int, dict]:
-        done = cli(cfg, "audit", "--format", "json", *args)
+    def audit(*args: str, as_json: tuple[str, ...] = ("--format", "json")) -> tuple[int, dict]:
+        done = cli(cfg, "audit", *as_json, *args)
         assert done.returncode in (0, 1), done.stderr
         return done.returncode, json.loads(done.stdout)
 
@@ -347,5 +347,9 @@ def test_audit_window_and_format_for_cron(live_stack, sample_sheets):
     assert all(r["served_at"] >= served_after for r in report["rows"])
     code, report = audit("--until", "2020-01-01T00:00:00")
     assert code == 0 and report["rows"] == []
+    # --json, as the other commands spell it, prints the same report
+    code, same = audit("--since", str(served_after), as_json=("--json",))
+    assert code == 0 and same["unmatched"] == 0
+    assert out.body["guid"] in {r["guid"] for r in same["rows"]}
     bad = cli(cfg, "audit", "--format", "xml")
     assert bad.returncode == 2 and "--format must be table or json" in bad.stderr
