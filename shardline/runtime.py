@@ -21,7 +21,7 @@ from shardline.bus.replay import WINDOW_S as REPLAY_WINDOW_S
 from shardline.bus.seen_ids import RedisSeenIds, SeenIds
 from shardline.bus.worker import Worker
 from shardline.bus_access import gateway_bus, org_bus
-from shardline.config import OrgNodeConfig, StackConfig
+from shardline.config import AUDIT_AFTER, OrgNodeConfig, StackConfig
 from shardline.contracts import registry
 from shardline.contracts.client import Chain
 from shardline.contracts.cursor import Rpc
@@ -123,6 +123,7 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         leaves_to_others=node.leaves_to_others,
         waits_for_intent=node.waits_for_intent,
         serve_here=node.serve_chain_event,
+        push=org.policy != AUDIT_AFTER,
     )
     from shardline.contacts.store import ContactStore
     from shardline.workers.psi_node import PsiNode

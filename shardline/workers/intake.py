@@ -67,6 +67,7 @@ class ChainIntake(Worker):
         leaves_to_others: Callable[[dict], bool] = lambda _event: False,
         waits_for_intent: Callable[[dict], bool] = lambda _event: False,
         serve_here: Callable[..., Awaitable[bool]] | None = None,
+        push: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -95,8 +96,14 @@ class ChainIntake(Worker):
         # With no confirmations to wait for, the node's own push of each LookupRequested log is
         # served at once, and the reader above (which checks that blocks link up and keeps the
         # cursor) need not read every block: it reads every LAZY_READ_S while the push is live.
+        # An audit-after org node (``push=False``) serves on the gateway's intent, before the
+        # chain has the request, and leaves a pushed log it heard no intent for to the reader
+        # anyway (``waits_for_intent``): the push would only cost it a websocket frame, a
+        # decode and a query per lookup. Its reader reads every LAZY_READ_S: it confirms what
+        # was served, and serves what no intent reached, through the stream.
+        self.lazy = confirmations == 0
         self.pushed: LogWatch | None = None
-        if confirmations == 0:
+        if confirmations == 0 and push:
             self.pushed = LogWatch(ws_url, [LOOKUP_REQUESTED], self._on_pushed, lambda: None)
         self._pushed_tasks: set[asyncio.Task] = set()
         self._loop: asyncio.Task | None = None
@@ -134,8 +141,8 @@ class ChainIntake(Worker):
                 log.warn("intake.step_failed", org=self.org_id, error=str(exc))
                 await asyncio.sleep(0.5)
             if self.reader.caught_up:
-                if self.pushed is not None and self.pushed.live:
-                    await asyncio.sleep(LAZY_READ_S)  # the push serves; this confirms and keeps up
+                if self.pushed.live if self.pushed is not None else self.lazy:
+                    await asyncio.sleep(LAZY_READ_S)  # the push or intents serve; this confirms
                 else:
                     await self.reader.next_head()
             # at most one read per min_interval_s under load; none of it when idle
