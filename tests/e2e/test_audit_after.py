@@ -443,3 +443,53 @@ def test_an_org_node_asked_again_sends_its_share_again_to_the_same_key_only(
     row = store.served(guid)
     assert row is not None and row.trigger == "intent"
     assert [r.guid for r in store.served_since(row.served_at - 1) if r.guid == guid] == [guid]
+
+
+def test_a_lookup_no_intent_reached_is_served_from_the_chain_reader(
+    audit_after_stack, sample_sheets
+):
+    """The gateway's chain request goes out even when its intents could not (the bus away a
+    moment). Audit-after org nodes that heard neither an intent nor a notice for the lookup serve
+    its chain event from their reorg-safe reader (they do not follow the node's push), through
+    the stream: each share is sealed to the request's key and logged as served on the chain's
+    trigger, with the block that carried the request."""
+    from shardline.contracts import registry
+    from shardline.contracts.client import Chain
+    from shardline.contracts.deploy import Deployment
+
+    cfg = audit_after_stack
+    responder = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
+    esk, epk = sealing.ephemeral_keypair()
+    guid = ids.new_guid()
+
+    async def go() -> list[dict]:
+        nc = await nats.connect(cfg.nats_url)
+        got: list[dict] = []
+
+        async def take(msg) -> None:
+            got.append(envelope.parse(msg.data, "lookup.share").body)
+
+        await nc.subscribe(f"lookup.share.{guid.hex()}", cb=take)
+        await nc.flush()
+        async with await Chain.connect(cfg.chain_rpc, expected_chain_id=cfg.chain_id) as chain:
+            await registry.request_lookup(
+                chain,
+                responder,
+                Deployment.from_dict(cfg.deployment),
+                guid,
+                ids.transport_key(sample_sheets[3].transport_id),
+                epk,
+            )
+        deadline = time.monotonic() + 20
+        while len({b["org"] for b in got}) < cfg.threshold:
+            assert time.monotonic() < deadline, f"shares from {[b['org'] for b in got]} only"
+            await asyncio.sleep(0.05)
+        await nc.close()
+        return got
+
+    shares = asyncio.run(go())
+    for b in shares:
+        sealing.unseal(unb64(b["sealed"]), esk)  # sealed to the request's key
+        assert b["trigger"] == "chain", b
+        row = OrgStore(cfg.org(b["org"]).database_url).served(guid.hex())
+        assert row is not None and row.trigger == "chain" and row.on_chain_block is not None
