@@ -121,7 +121,6 @@ async def org_node_workers(cfg: StackConfig, org: OrgNodeConfig) -> list[Worker]
         confirmations=cfg.confirmations,
         min_interval_s=cfg.poll_interval_s,
         leaves_to_others=node.leaves_to_others,
-        waits_for_intent=node.waits_for_intent,
         serve_here=node.serve_chain_event,
         push=org.policy != AUDIT_AFTER,
     )

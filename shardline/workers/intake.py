@@ -65,7 +65,6 @@ class ChainIntake(Worker):
         confirmations: int = 0,
         min_interval_s: float = 0.02,
         leaves_to_others: Callable[[dict], bool] = lambda _event: False,
-        waits_for_intent: Callable[[dict], bool] = lambda _event: False,
         serve_here: Callable[..., Awaitable[bool]] | None = None,
         push: bool = True,
         **kwargs,
@@ -78,8 +77,6 @@ class ChainIntake(Worker):
         self.min_interval_s = min_interval_s
         # lookups whose intent asked other org nodes: nothing for this org to serve (yet)
         self.leaves_to_others = leaves_to_others
-        # a pushed lookup whose intent may still be on its way: for the reader, a little later
-        self.waits_for_intent = waits_for_intent
         # the share node of this process: serves an event at once; the stream is the fallback
         self.serve_here = serve_here
         cursor = Cursor(start=int(deployment["block"]), remembered=store.cursor_blocks())
@@ -97,10 +94,10 @@ class ChainIntake(Worker):
         # served at once, and the reader above (which checks that blocks link up and keeps the
         # cursor) need not read every block: it reads every LAZY_READ_S while the push is live.
         # An audit-after org node (``push=False``) serves on the gateway's intent, before the
-        # chain has the request, and leaves a pushed log it heard no intent for to the reader
-        # anyway (``waits_for_intent``): the push would only cost it a websocket frame, a
-        # decode and a query per lookup. Its reader reads every LAZY_READ_S: it confirms what
-        # was served, and serves what no intent reached, through the stream.
+        # chain has the request; served from the push, a lookup it had heard no intent for yet
+        # (its notice on the way) gave a share to a lookup the gateway had left to others. So
+        # it takes no push: its reader reads every LAZY_READ_S, confirms what the intents
+        # served, and serves through the stream what no intent reached, or one that failed.
         self.lazy = confirmations == 0
         self.pushed: LogWatch | None = None
         if confirmations == 0 and push:
@@ -160,11 +157,7 @@ class ChainIntake(Worker):
         reads the same log again and falls back to the stream."""
         assert self.serve_here is not None
         body = decode_lookup(lg)
-        if (
-            self.store.served(body["guid"])
-            or self.leaves_to_others(body)
-            or self.waits_for_intent(body)
-        ):
+        if self.store.served(body["guid"]) or self.leaves_to_others(body):
             return
         self._requested(body, pushed=True)
         await self.serve_here(body, pushed=True)

@@ -127,20 +127,6 @@ class ShareNode(Worker):
         self._not_asked[guid] = event
         return True
 
-    def waits_for_intent(self, event: dict) -> bool:
-        """A pushed chain event for a lookup this audit-after org node has heard no intent or
-        notice for: left to the reorg-safe reader (``LAZY_READ_S`` later), by when a notice
-        that left it to others has been taken. The gateway sends that notice just before the
-        chain request, and the push can come before this node has checked it; served at once, it
-        would be a share nobody asked for. A notice that never comes (lost, or a gateway gone)
-        leaves the event to the reader, which serves it through the stream as before."""
-        guid = event["guid"]
-        return (
-            self.org.policy == AUDIT_AFTER
-            and guid not in self._asked
-            and guid not in self._not_asked
-        )
-
     def endpoints(self) -> list[EndpointConfig]:
         return [
             EndpointConfig(

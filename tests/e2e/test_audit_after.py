@@ -142,9 +142,9 @@ def test_an_org_node_not_asked_hears_of_the_lookup_once_and_serves_nothing(
 ):
     """An audit-after lookup goes at once only to the org nodes it asks. Those left out are
     named once, in the notice to each of them just before the chain request (one per org node for
-    every lookup in the transaction), and do not serve the node's push of the chain event before
-    they have heard of it: they serve nothing, then or later. (Serving the push at once, they
-    served about one lookup in six.)"""
+    every lookup in the transaction), and leave the lookup's chain event to those asked: they
+    serve nothing, then or later. (Serving the node's push of the event at once, before the
+    notice, they served about one lookup in six; they no longer follow the push.)"""
     cfg = audit_after_stack
 
     async def go() -> tuple[list, dict[str, list[str]]]:
