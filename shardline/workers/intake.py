@@ -138,8 +138,10 @@ class ChainIntake(Worker):
                 log.warn("intake.step_failed", org=self.org_id, error=str(exc))
                 await asyncio.sleep(0.5)
             if self.reader.caught_up:
-                if self.pushed.live if self.pushed is not None else self.lazy:
-                    await asyncio.sleep(LAZY_READ_S)  # the push or intents serve; this confirms
+                # the push (while live) or the intents (no push taken) serve: this confirms
+                served_elsewhere = self.pushed.live if self.pushed is not None else self.lazy
+                if served_elsewhere:
+                    await asyncio.sleep(LAZY_READ_S)
                 else:
                     await self.reader.next_head()
             # at most one read per min_interval_s under load; none of it when idle

@@ -234,14 +234,18 @@ class ShareNode(Worker):
         self.record("ok", time.perf_counter() - started)
         return True
 
+    async def _from_gateway(self, env: envelope.Envelope) -> None:
+        """Intents and notices come from gateways only: raise BadMessage for any other sender."""
+        sender = await self.directory.resolve(env.sender)
+        if sender.kind != GATEWAY:
+            raise BadMessage(f"{env.sender} is not a registered gateway")
+
     async def on_left(self, m: Incoming) -> None:
         """A gateway's notice, just before a chain request goes out, of the lookups in it that
         it asked other org nodes for: their chain events are kept, to serve if a later round
         names this org, and nothing is served now. A lookup an intent named this org for stays
         asked."""
-        sender = await self.directory.resolve(m.env.sender)
-        if sender.kind != GATEWAY:
-            raise BadMessage(f"{m.env.sender} is not a registered gateway")
+        await self._from_gateway(m.env)
         for guid in m.body["guids"]:
             self._left_to_others(guid)
 
@@ -252,9 +256,7 @@ class ShareNode(Worker):
 
     async def on_intent(self, m: Incoming) -> None:
         env, reply = m.env, m.msg.reply or None
-        sender = await self.directory.resolve(env.sender)
-        if sender.kind != GATEWAY:
-            raise BadMessage(f"{env.sender} is not a registered gateway")
+        await self._from_gateway(env)
         b = env.body
         guid = b["guid"]
         if "orgs" in b and self.org.id not in b["orgs"]:

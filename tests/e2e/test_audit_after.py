@@ -19,6 +19,9 @@ from shardline import audit, stack
 from shardline.bus import envelope
 from shardline.bus.envelope import unb64
 from shardline.config import AUDIT_AFTER
+from shardline.contracts import registry
+from shardline.contracts.client import Chain
+from shardline.contracts.deploy import Deployment
 from shardline.core import ids, sealing
 from shardline.core.keys import ParticipantKeys
 from shardline.workers.gateway import SLOW_FOR_S
@@ -453,10 +456,6 @@ def test_a_lookup_no_intent_reached_is_served_from_the_chain_reader(
     its chain event from their reorg-safe reader (they do not follow the node's push), through
     the stream: each share is sealed to the request's key and logged as served on the chain's
     trigger, with the block that carried the request."""
-    from shardline.contracts import registry
-    from shardline.contracts.client import Chain
-    from shardline.contracts.deploy import Deployment
-
     cfg = audit_after_stack
     responder = Account.from_key(ParticipantKeys.load(cfg.gateway.responders[0].key_file).chain_key)
     esk, epk = sealing.ephemeral_keypair()
