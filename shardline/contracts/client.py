@@ -18,8 +18,10 @@ from typing import Any
 
 import aiohttp
 from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError, EncodingError
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
+from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractConstructor, AsyncContractFunction
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
@@ -27,6 +29,7 @@ from web3.types import TxParams, TxReceipt
 
 from shardline.core.gas import GasPolicy, GasPolicyError
 
+from . import views
 from .artifacts import load_artifact
 from .rpc import JsonRpc, RpcError
 from .txsign import sign_eip1559
@@ -114,6 +117,21 @@ def revert_reason(exc: BaseException) -> str:
     if not message or message == "execution reverted":
         return "execution reverted (the contract gave no reason)"
     return message
+
+
+def as_web3_error(exc: RpcError) -> BaseException:
+    """The exception web3 raises for the same JSON-RPC error (a panic's code in words, as
+    web3 gives it), so that a reason reads the same whichever path made the call."""
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.data is not None:
+        error["data"] = exc.data
+    try:
+        raise_contract_logic_error_on_revert({"error": error})  # type: ignore[typeddict-item]
+    except ContractLogicError as web3_error:
+        return web3_error
+    except Exception:  # an error web3 does not take for a revert: its message as it is
+        return exc
+    return exc
 
 
 def _decode_error_string(data: str) -> str | None:
@@ -222,7 +240,27 @@ class Chain:
     # -- reads ------------------------------------------------------------------------------
 
     async def read(self, fn: AsyncContractFunction, *, block: int | str = "latest") -> Any:
-        """Call a view function; a revert becomes ChainRevert with the contract's reason."""
+        """Call a view function; a revert becomes ChainRevert with the contract's reason.
+
+        In plain JSON-RPC (``views``): web3's call path costs four times the call. Arguments
+        eth-abi will not encode as given, and an answer that does not decode (no contract at
+        the address), go through web3, for its conversions and its error."""
+        try:
+            view = views.codec(fn)
+            data = view.calldata(fn.arguments)
+        except (EncodingError, TypeError, ValueError, KeyError, AttributeError):
+            view = None
+        if view is not None:
+            call = {"to": fn.address, "data": "0x" + data.hex()}
+            async with self._rpc_errors():
+                try:
+                    raw = await self.rpc.call("eth_call", [call, views.block_param(block)])
+                except RpcError as exc:  # web3 takes any eth_call error for a revert, too
+                    raise ChainRevert(revert_reason(as_web3_error(exc))) from exc
+            try:
+                return view.result(bytes.fromhex(str(raw).removeprefix("0x")))
+            except (DecodingError, ValueError):
+                pass
         async with self._rpc_errors():
             try:
                 return await fn.call(block_identifier=block)

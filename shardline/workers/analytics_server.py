@@ -169,6 +169,7 @@ class AnalyticsServer(Worker):
         self.account = account
         self.stake_wei = stake_wei
         self._datasets: dict[str, mk.DatasetInfo] = {}
+        self._reading: dict[str, asyncio.Future] = {}  # data sets being read, for the waiters
         self._aggregates: dict[tuple[str, int], list[int]] = {}
         self._jobs: dict[int, asyncio.Task] = {}
         self._blobs: BlobStore | None = None
@@ -221,12 +222,20 @@ class AnalyticsServer(Worker):
         await super().stop()
 
     async def dataset(self, dataset_id: str) -> mk.DatasetInfo:
+        """A data set never changes once created: read once. The inputs and check values that
+        arrive together wait for that one read instead of each reading it."""
         found = self._datasets.get(dataset_id)
-        if found is None:  # a data set never changes once created
-            found = await mk.dataset(self.chain, self.deployment, dataset_id)
-            if found is None:
-                raise Transient(f"data set {dataset_id} is not on this org's chain endpoint yet")
-            self._datasets[dataset_id] = found
+        if found is not None:
+            return found
+        reading = self._reading.get(dataset_id)
+        if reading is None:
+            reading = asyncio.ensure_future(mk.dataset(self.chain, self.deployment, dataset_id))
+            self._reading[dataset_id] = reading
+            reading.add_done_callback(lambda _f: self._reading.pop(dataset_id, None))
+        found = await asyncio.shield(reading)
+        if found is None:
+            raise Transient(f"data set {dataset_id} is not on this org's chain endpoint yet")
+        self._datasets[dataset_id] = found
         return found
 
     # ---- inputs -------------------------------------------------------------------------

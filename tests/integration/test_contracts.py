@@ -535,3 +535,126 @@ async def test_list_agreements_keep_each_orgs_digest_once(
     stranger = await funded(chain)
     with pytest.raises(ChainRevert, match="only an active org may record"):
         await lists.record_agreement(chain, stranger, deployment, list_id, pair, digest)
+
+
+ARTIFACT_OF = {
+    "governor": "Governor",
+    "org_registry": "OrgRegistry",
+    "transport_registry": "TransportRegistry",
+    "gatekeeper": "Gatekeeper",
+    "records_registry": "RecordsRegistry",
+    "list_agreements": "ListAgreements",
+    "mediator": "Mediator",
+    "market": "Market",
+}
+
+
+def sample_args(inputs: list[dict], pick: int, known: dict[str, list]) -> list:
+    """Arguments for a view function: values the fixtures registered (``pick`` 0) or ones
+    nobody did (``pick`` 1), so that both answers and reverts are compared."""
+
+    def one(param: dict):
+        kind = param["type"]
+        if kind.endswith("]"):
+            inner = dict(param, type=kind[: kind.rindex("[")])
+            return [one(inner), one(inner)]
+        if kind == "tuple":
+            return tuple(one(c) for c in param["components"])
+        choices = known.get(kind)
+        if choices is None and kind.startswith("uint"):
+            choices = [1, 200]
+        if choices is None and kind.startswith("bytes") and kind != "bytes":
+            choices = [b"\x01" * int(kind[5:]), b"\x00" * int(kind[5:])]
+        assert choices is not None, f"no sample for ABI type {kind}"
+        return choices[pick % len(choices)]
+
+    return [one(p) for p in inputs]
+
+
+def same(a, b) -> bool:
+    """Equal, and of the same types all the way down (a list is not a tuple here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+async def web3_read(fn):
+    """What ``Chain.read`` answered before it made its own eth_call: web3's call path."""
+    from web3.exceptions import ContractLogicError
+
+    from shardline.contracts.client import revert_reason
+
+    try:
+        return "ok", await fn.call()
+    except ContractLogicError as exc:
+        return "revert", revert_reason(exc)
+
+
+async def test_read_answers_every_view_function_as_web3_does(
+    chain: Chain,
+    admin: LocalAccount,
+    deployment: Deployment,
+    orgs: dict[str, LocalAccount],
+    responder: LocalAccount,
+) -> None:
+    """``Chain.read`` encodes and decodes view calls itself (``contracts.views``): on every view
+    function of every deployed contract, with arguments that exist and ones that do not, it
+    answers as web3's own call path did: the same values of the same types, or the same revert
+    reason."""
+    from shardline.contracts.artifacts import load_artifact
+
+    company = orgs["org1"]
+    transport = await registered_transport(chain, deployment, company)
+    known = {
+        "bytes32": [org_id_to_bytes32("org2"), transport],
+        "address": [company.address, responder.address, "0x" + "00" * 20],
+        "string": ["org1", "nobody"],
+        "bytes": [b"", b"\x01\x02"],
+        "bool": [True, False],
+    }
+    compared = reverted = 0
+    for field, name in ARTIFACT_OF.items():
+        address = getattr(deployment, field)
+        contract = chain.contract(name, address)
+        for entry in load_artifact(name).abi:
+            if entry.get("type") != "function" or entry["stateMutability"] not in (
+                "view",
+                "pure",
+            ):
+                continue
+            for pick in (0, 1):
+                args = sample_args(entry.get("inputs", []), pick, known)
+                fn = contract.get_function_by_signature(
+                    f"{entry['name']}({','.join(collapse(p) for p in entry['inputs'])})"
+                )(*args)
+                expected = await web3_read(fn)
+                try:
+                    got = ("ok", await chain.read(fn))
+                except ChainRevert as exc:
+                    got = ("revert", exc.reason)
+                assert got[0] == expected[0] and same(got[1], expected[1]), (
+                    f"{name}.{entry['name']}{tuple(args)}: read {got!r}, web3 {expected!r}"
+                )
+                compared += 1
+                reverted += got[0] == "revert"
+    assert compared > 60 and 0 < reverted < compared, (compared, reverted)
+
+
+def collapse(param: dict) -> str:
+    from eth_utils.abi import collapse_if_tuple
+
+    return collapse_if_tuple(param)
+
+
+async def test_read_lets_web3_convert_what_eth_abi_will_not_take(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    """A hex string where the ABI says bytes32 is web3's to convert: the read still answers."""
+    from shardline.contracts import market as mk
+
+    market = chain.contract("Market", deployment.market)
+    as_bytes = await chain.read(market.functions.server(mk.ident("org1")))
+    as_hex = await chain.read(market.functions.server("0x" + mk.ident("org1").hex()))
+    assert same(as_bytes, as_hex)
