@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Integer, LargeBinary, String, func, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shardline.core.logpoller import BlockRef
 from shardline.workers.store import load_cursor, make_engine, save_cursor
@@ -89,84 +101,132 @@ class AnalyticsCursorBlock(Base):
     parent: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+_inputs = InputRow.__table__
+_contributions = ContributionRow.__table__
+_blocks = ContributionBlock.__table__
+_points = CheckPointRow.__table__
+_verdicts = VerdictRow.__table__
+_jobs = JobRow.__table__
+
+# Built once: only parameters change per call, so SQLAlchemy's compiled cache is hit.
+_BLOCK = select(_blocks.c.block_hash).where(
+    _blocks.c.dataset == bindparam("ds"), _blocks.c.digest == bindparam("d")
+)
+_POINTS = select(_points.c.x, _points.c.consistency, _points.c.rules).where(
+    _points.c.dataset == bindparam("ds"), _points.c.digest == bindparam("d")
+)
+_JOB = select(_jobs.c.state, _jobs.c.detail).where(_jobs.c.job == bindparam("j"))
+
+
 class AnalyticsStore:
+    """SQLAlchemy Core, no ORM session: a server touches these tables for every contribution
+    and every set of check values, on its event loop, and the ORM's unit of work cost several
+    times the statements (a merge is a read and then a write)."""
+
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        self._upserts: dict[str, object] = {}
+
+    def _upsert(self, c: Connection, table: Table, rows: list[dict]) -> None:
+        """Insert ``rows``, or replace the row with the same key (what an ORM merge did)."""
+        keys = [col.name for col in table.primary_key]
+        dialect = c.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            stmt = self._upserts.get(table.name)
+            if stmt is None:
+                ins = (sqlite_insert if dialect == "sqlite" else pg_insert)(table)
+                others = [col.name for col in table.columns if col.name not in keys]
+                stmt = ins.on_conflict_do_update(
+                    index_elements=keys, set_={k: ins.excluded[k] for k in others}
+                )
+                self._upserts[table.name] = stmt
+            c.execute(stmt, rows)
+            return
+        for row in rows:
+            where = and_(*(table.c[k] == row[k] for k in keys))
+            values = {k: v for k, v in row.items() if k not in keys}
+            if c.execute(update(table).where(where).values(**values)).rowcount == 0:
+                c.execute(insert(table).values(**row))
 
     def put_input(
         self, dataset: str, digest: bytes, producer: str, rows: int, shares: bytes
     ) -> None:
-        with Session(self.engine) as s, s.begin():
-            s.merge(
-                InputRow(
-                    dataset=dataset, digest=digest, producer=producer, rows=rows, shares=shares
-                )
-            )
+        row = {
+            "dataset": dataset,
+            "digest": digest,
+            "producer": producer,
+            "rows": rows,
+            "shares": shares,
+        }
+        with self.engine.begin() as c:
+            self._upsert(c, _inputs, [row])
 
     def inputs(self, dataset: str, digests: list[bytes]) -> dict[bytes, bytes]:
         """The stored sums for ``digests`` (missing ones are absent)."""
         wanted = set(digests)
-        query = select(InputRow.digest, InputRow.shares).where(InputRow.dataset == dataset)
+        query = select(_inputs.c.digest, _inputs.c.shares).where(_inputs.c.dataset == dataset)
         if len(wanted) <= IN_LIST_MAX:
-            query = query.where(InputRow.digest.in_(wanted))
-        with Session(self.engine) as s:
-            return {bytes(d): bytes(sh) for d, sh in s.execute(query) if bytes(d) in wanted}
+            query = query.where(_inputs.c.digest.in_(wanted))
+        with self.engine.connect() as c:
+            return {bytes(d): bytes(sh) for d, sh in c.execute(query) if bytes(d) in wanted}
 
     def add_contribution(
         self, dataset: str, index: int, digest: bytes, rows: int, block_hash: bytes | None = None
     ) -> None:
         """A contribution in the chain's order, and (given) the block that recorded it: one
         transaction."""
-        with Session(self.engine) as s, s.begin():
-            s.merge(ContributionRow(dataset=dataset, index=index, digest=digest, rows=rows))
+        with self.engine.begin() as c:
+            self._upsert(
+                c,
+                _contributions,
+                [{"dataset": dataset, "index": index, "digest": digest, "rows": rows}],
+            )
             if block_hash is not None:
-                s.merge(ContributionBlock(dataset=dataset, digest=digest, block_hash=block_hash))
+                self._upsert(
+                    c, _blocks, [{"dataset": dataset, "digest": digest, "block_hash": block_hash}]
+                )
 
     def contributions(self, dataset: str, upto: int) -> list[bytes]:
-        with Session(self.engine) as s:
-            return [
-                bytes(d)
-                for (d,) in s.execute(
-                    select(ContributionRow.digest)
-                    .where(ContributionRow.dataset == dataset, ContributionRow.index < upto)
-                    .order_by(ContributionRow.index)
-                )
-            ]
-
-    def put_block(self, dataset: str, digest: bytes, block_hash: bytes) -> None:
-        with Session(self.engine) as s, s.begin():
-            s.merge(ContributionBlock(dataset=dataset, digest=digest, block_hash=block_hash))
+        query = (
+            select(_contributions.c.digest)
+            .where(_contributions.c.dataset == dataset, _contributions.c.index < upto)
+            .order_by(_contributions.c.index)
+        )
+        with self.engine.connect() as c:
+            return [bytes(d) for (d,) in c.execute(query)]
 
     def block(self, dataset: str, digest: bytes) -> bytes | None:
-        with Session(self.engine) as s:
-            row = s.get(ContributionBlock, (dataset, digest))
-            return None if row is None else bytes(row.block_hash)
+        with self.engine.connect() as c:
+            found = c.execute(_BLOCK, {"ds": dataset, "d": digest}).scalar()
+        return None if found is None else bytes(found)
 
     def add_points(
         self, dataset: str, x: int, points: list[tuple[bytes, int, int]]
     ) -> dict[bytes, int]:
         """Keep the first point server ``x`` sent for each contribution; how many servers'
         points each of these contributions has now. One transaction, two statements."""
-        table = CheckPointRow.__table__
         rows = [
             {"dataset": dataset, "digest": d, "x": x, "consistency": str(c), "rules": str(r)}
             for d, c, r in points
         ]
-        dialect = self.engine.dialect.name
-        with Session(self.engine) as s, s.begin():
+        digests = [d for d, _c, _r in points]
+        with self.engine.begin() as c:
+            dialect = c.dialect.name
             if dialect in ("sqlite", "postgresql"):
                 ins = sqlite_insert if dialect == "sqlite" else pg_insert
-                s.execute(ins(table).on_conflict_do_nothing(), rows)
+                c.execute(ins(_points).on_conflict_do_nothing(), rows)
             else:
                 for row in rows:
-                    if s.get(CheckPointRow, (dataset, row["digest"], x)) is None:
-                        s.add(CheckPointRow(**row))
-            digests = [d for d, _c, _r in points]
-            counts = s.execute(
-                select(CheckPointRow.digest, func.count())
-                .where(CheckPointRow.dataset == dataset, CheckPointRow.digest.in_(digests))
-                .group_by(CheckPointRow.digest)
+                    found = c.execute(
+                        _POINTS.where(_points.c.x == x), {"ds": dataset, "d": row["digest"]}
+                    ).first()
+                    if found is None:
+                        c.execute(insert(_points).values(**row))
+            counts = c.execute(
+                select(_points.c.digest, func.count())
+                .where(_points.c.dataset == dataset, _points.c.digest.in_(digests))
+                .group_by(_points.c.digest)
             )
             return {bytes(d): n for d, n in counts}
 
@@ -175,67 +235,50 @@ class AnalyticsStore:
     ) -> dict[bytes, dict[int, tuple[int, int]]]:
         """Every server's point for each of ``digests``, in one query."""
         out: dict[bytes, dict[int, tuple[int, int]]] = {d: {} for d in digests}
-        with Session(self.engine) as s:
-            rows = s.execute(
-                select(
-                    CheckPointRow.digest,
-                    CheckPointRow.x,
-                    CheckPointRow.consistency,
-                    CheckPointRow.rules,
-                ).where(CheckPointRow.dataset == dataset, CheckPointRow.digest.in_(digests))
-            )
-            for d, x, c, r in rows:
-                out[bytes(d)][x] = (int(c), int(r))
+        query = select(_points.c.digest, _points.c.x, _points.c.consistency, _points.c.rules).where(
+            _points.c.dataset == dataset, _points.c.digest.in_(digests)
+        )
+        with self.engine.connect() as c:
+            for d, x, con, r in c.execute(query):
+                out[bytes(d)][x] = (int(con), int(r))
         return out
 
     def put_verdicts(self, dataset: str, verdicts: dict[bytes, str | None]) -> None:
         """Several contributions' verdicts in one transaction."""
-        with Session(self.engine) as s, s.begin():
-            for digest, reason in verdicts.items():
-                s.merge(
-                    VerdictRow(
-                        dataset=dataset, digest=digest, ok=int(reason is None), reason=reason or ""
-                    )
-                )
+        rows = [
+            {"dataset": dataset, "digest": d, "ok": int(r is None), "reason": r or ""}
+            for d, r in verdicts.items()
+        ]
+        if rows:
+            with self.engine.begin() as c:
+                self._upsert(c, _verdicts, rows)
 
     def points(self, dataset: str, digest: bytes) -> dict[int, tuple[int, int]]:
-        with Session(self.engine) as s:
-            rows = s.execute(
-                select(CheckPointRow.x, CheckPointRow.consistency, CheckPointRow.rules).where(
-                    CheckPointRow.dataset == dataset, CheckPointRow.digest == digest
-                )
-            )
-            return {x: (int(c), int(r)) for x, c, r in rows}
-
-    def put_verdict(self, dataset: str, digest: bytes, reason: str | None) -> None:
-        with Session(self.engine) as s, s.begin():
-            s.merge(
-                VerdictRow(
-                    dataset=dataset, digest=digest, ok=int(reason is None), reason=reason or ""
-                )
-            )
+        with self.engine.connect() as c:
+            rows = c.execute(_POINTS, {"ds": dataset, "d": digest})
+            return {x: (int(con), int(r)) for x, con, r in rows}
 
     def verdicts(self, dataset: str, digests: list[bytes]) -> dict[bytes, bool]:
         wanted = set(digests)
-        query = select(VerdictRow.digest, VerdictRow.ok).where(VerdictRow.dataset == dataset)
+        query = select(_verdicts.c.digest, _verdicts.c.ok).where(_verdicts.c.dataset == dataset)
         if len(wanted) <= IN_LIST_MAX:  # a few: by key; many: one pass over the data set
-            query = query.where(VerdictRow.digest.in_(wanted))
-        with Session(self.engine) as s:
-            return {bytes(d): bool(ok) for d, ok in s.execute(query) if bytes(d) in wanted}
+            query = query.where(_verdicts.c.digest.in_(wanted))
+        with self.engine.connect() as c:
+            return {bytes(d): bool(ok) for d, ok in c.execute(query) if bytes(d) in wanted}
 
     def save_job(self, job: int, state: str, **detail) -> None:
-        with Session(self.engine) as s, s.begin():
-            s.merge(JobRow(job=job, state=state, detail=json.dumps(detail)))
+        with self.engine.begin() as c:
+            self._upsert(c, _jobs, [{"job": job, "state": state, "detail": json.dumps(detail)}])
 
     def job(self, job: int) -> tuple[str, dict] | None:
-        with Session(self.engine) as s:
-            row = s.get(JobRow, job)
-            return None if row is None else (row.state, json.loads(row.detail))
+        with self.engine.connect() as c:
+            row = c.execute(_JOB, {"j": job}).first()
+        return None if row is None else (row.state, json.loads(row.detail))
 
     def jobs_in(self, *states: str) -> list[tuple[int, dict]]:
-        with Session(self.engine) as s:
-            rows = s.execute(select(JobRow.job, JobRow.detail).where(JobRow.state.in_(states)))
-            return [(j, json.loads(d)) for j, d in rows]
+        query = select(_jobs.c.job, _jobs.c.detail).where(_jobs.c.state.in_(states))
+        with self.engine.connect() as c:
+            return [(j, json.loads(d)) for j, d in c.execute(query)]
 
     def cursor_blocks(self) -> list[BlockRef]:
         return load_cursor(self.engine, AnalyticsCursorBlock.__table__)
