@@ -29,7 +29,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
 from prometheus_client import Counter, Histogram
 
-from shardline import __version__
+from shardline import __version__, schemas
 from shardline.bus import envelope, log, streams, subjects, telemetry
 from shardline.bus.envelope import BadMessage, Envelope
 from shardline.bus.replay import ReplayGuard, stream_position
@@ -117,6 +117,8 @@ class Worker:
         self.replay = ReplayGuard()  # stale and replayed envelopes are poison (bus/replay.py)
 
     # ---- for subclasses -------------------------------------------------------------
+    publishes: tuple[str, ...] = ()  # the message types it sends, compiled at start with the rest
+
     def consume(self, spec: streams.ConsumerSpec, handler: Handler) -> None:
         self._subs.append((spec, handler))
 
@@ -153,6 +155,14 @@ class Worker:
             await streams.ensure_streams(self.js)
             _STREAMS_ENSURED.add(self.nc)
         await self.setup()
+        schemas.warm(  # before the first message, not during it
+            [
+                "envelope",
+                *(s.message_type for s, _h in self._subs),
+                *(p[1] for p in self._plain),
+                *self.publishes,
+            ]
+        )
         for spec, handler in self._subs:
             await streams.ensure_consumer(self.js, spec)
             inbox = self.nc.new_inbox()

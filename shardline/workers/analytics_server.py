@@ -147,6 +147,7 @@ class CheckOutbox:
 
 class AnalyticsServer(Worker):
     kind = "analytics-server"
+    publishes = ("analytics.check",)
 
     def __init__(
         self,

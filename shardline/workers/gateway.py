@@ -246,6 +246,8 @@ class Gateway:
     async def start(self) -> None:
         from shardline.runtime import account, chain_view, ws_url
 
+        # compiled before the first lookup rather than during it
+        schemas.warm(["envelope", "lookup.intent", "lookup.left", "lookup.share"])
         self.view = await chain_view(self.cfg.chain_rpc, self.cfg)
         self.directory = await self.view.directory()
         self.gatekeeper = await registry.current_gatekeeper(self.view.chain, self.view.deployment)

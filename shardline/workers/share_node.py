@@ -62,6 +62,7 @@ def _trim(kept: OrderedDict, limit: int) -> None:
 
 class ShareNode(Worker):
     kind = "share-node"
+    publishes = ("lookup.share",)
 
     def __init__(
         self,

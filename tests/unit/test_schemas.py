@@ -72,3 +72,25 @@ def test_unknown_schema_name_raises():
 def test_validate_names_the_type():
     with pytest.raises(schemas.SchemaError, match=r"^lookup\.progress: "):
         schemas.validate("lookup.progress", {"guid": "x"})
+
+
+def test_warm_compiles_ahead_and_names_an_unknown_type():
+    schemas._validator.cache_clear()
+    schemas.warm(["envelope", "lookup.share", "lookup.share"])
+    assert schemas._validator.cache_info().currsize == 2
+    misses = schemas._validator.cache_info().misses
+    schemas._validator("lookup.share")  # compiled already: a hit, no second compile
+    assert schemas._validator.cache_info().misses == misses
+    with pytest.raises(schemas.SchemaError, match="no schema for message type 'nope'"):
+        schemas.warm(["nope"])
+
+
+def test_workers_declare_the_types_they_publish():
+    """What a worker sends is compiled when it starts (``Worker.publishes``): a misspelt type
+    would fail there, so each must be a message type."""
+    from shardline.workers.analytics_server import AnalyticsServer
+    from shardline.workers.share_node import ShareNode
+
+    for worker in (ShareNode, AnalyticsServer):
+        assert worker.publishes
+        assert set(worker.publishes) <= set(schemas.message_types()), worker
