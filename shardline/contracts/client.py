@@ -119,6 +119,20 @@ def revert_reason(exc: BaseException) -> str:
     return message
 
 
+def _calldata(fn: AsyncContractFunction | AsyncContractConstructor, value: int) -> bytes | None:
+    """A contract function's calldata, encoded as web3 encodes it (``views``); None for what
+    web3 must build: a constructor, arguments eth-abi will not take as given, or value sent to
+    a function that is not payable (web3 refuses that before anything is signed)."""
+    if not isinstance(fn, AsyncContractFunction):
+        return None
+    if value and fn.abi.get("stateMutability") != "payable":
+        return None
+    try:
+        return views.codec(fn).calldata(fn.arguments)
+    except (EncodingError, TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
 def as_web3_error(exc: RpcError) -> BaseException:
     """The exception web3 raises for the same JSON-RPC error (a panic's code in words, as
     web3 gives it), so that a reason reads the same whichever path made the call."""
@@ -315,19 +329,24 @@ class Chain:
         the contract's reason; without, the result holds only the hash (see :meth:`wait`).
         """
         max_fee, priority_fee = await self._current_fees()
-        async with self._rpc_errors():
-            tx = await fn.build_transaction(
-                {
-                    "from": account.address,
-                    "gas": gas,
-                    "value": value,
-                    "maxFeePerGas": max_fee,
-                    "maxPriorityFeePerGas": priority_fee,
-                    "chainId": self.chain_id,
-                    "nonce": 0,  # replaced under the account's lock
-                }
+        params = {
+            "from": account.address,
+            "gas": gas,
+            "value": value,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": priority_fee,
+            "chainId": self.chain_id,
+            "nonce": 0,  # replaced under the account's lock
+        }
+        data = _calldata(fn, value)
+        if data is not None:  # 0.2 ms to encode and sign, against 2 ms through web3
+            tx_hash = await self._send(
+                account, {**params, "to": fn.address, "data": data}, fast=True
             )
-        tx_hash = await self._send(account, tx)
+        else:
+            async with self._rpc_errors():
+                tx = await fn.build_transaction(params)  # type: ignore[arg-type]
+            tx_hash = await self._send(account, tx)
         result = TxResult(tx_hash)
         if wait:
             await self.wait(result, receipt_timeout=receipt_timeout)

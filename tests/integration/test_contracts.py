@@ -556,8 +556,9 @@ def sample_args(inputs: list[dict], pick: int, known: dict[str, list]) -> list:
     def one(param: dict):
         kind = param["type"]
         if kind.endswith("]"):
-            inner = dict(param, type=kind[: kind.rindex("[")])
-            return [one(inner), one(inner)]
+            cut = kind.rindex("[")
+            inner = dict(param, type=kind[:cut])
+            return [one(inner) for _ in range(int(kind[cut + 1 : -1] or 2))]
         if kind == "tuple":
             return tuple(one(c) for c in param["components"])
         choices = known.get(kind)
@@ -658,3 +659,53 @@ async def test_read_lets_web3_convert_what_eth_abi_will_not_take(
     as_bytes = await chain.read(market.functions.server(mk.ident("org1")))
     as_hex = await chain.read(market.functions.server("0x" + mk.ident("org1").hex()))
     assert same(as_bytes, as_hex)
+
+
+async def test_transact_signs_what_web3_would_build(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    """``Chain.transact`` encodes a contract call itself and signs it with ``txsign``: for every
+    state-changing function of every deployed contract, the raw transaction is byte for byte
+    the one web3's build_transaction and eth-account's signing make."""
+    from shardline.contracts.artifacts import load_artifact
+    from shardline.contracts.client import _calldata
+    from shardline.contracts.txsign import sign_eip1559
+
+    account = orgs["org1"]
+    known = {
+        "bytes32": [org_id_to_bytes32("org2")],
+        "address": [account.address],
+        "string": ["org1"],
+        "bytes": [b"\x01\x02"],
+        "bool": [True],
+    }
+    signed = 0
+    for field, name in ARTIFACT_OF.items():
+        contract = chain.contract(name, getattr(deployment, field))
+        for entry in load_artifact(name).abi:
+            if entry.get("type") != "function" or entry["stateMutability"] in ("view", "pure"):
+                continue
+            signature = f"{entry['name']}({','.join(collapse(p) for p in entry['inputs'])})"
+            fn = contract.get_function_by_signature(signature)(
+                *sample_args(entry.get("inputs", []), 0, known)
+            )
+            value = 7 if entry["stateMutability"] == "payable" else 0
+            params = {
+                "from": account.address,
+                "gas": 300_000,
+                "value": value,
+                "maxFeePerGas": 3 * 10**9,
+                "maxPriorityFeePerGas": 10**9,
+                "chainId": chain.chain_id,
+                "nonce": 5,
+            }
+            data = _calldata(fn, value)
+            assert data is not None, signature
+            ours, _hash = sign_eip1559(account.key, {**params, "to": fn.address, "data": data})
+            web3s = account.sign_transaction(await fn.build_transaction(params)).raw_transaction
+            assert ours == bytes(web3s), f"{name}.{signature}"
+            signed += 1
+    assert signed > 30, signed
+    # value sent to a function that is not payable is web3's to refuse, as before
+    fn = chain.contract("Market", deployment.market).functions.withdraw()
+    assert _calldata(fn, 1) is None
