@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: demo test test-unit test-integration test-faults soak lint format bench up down status compile clean bootstrap browser webapp test-cluster bench-scale
+.PHONY: demo test test-unit test-integration test-faults soak lint format bench up down status compile clean bootstrap browser postgres webapp test-cluster bench-scale
 
 bootstrap: $(STAMP_PY) $(STAMP_NPM)
 
@@ -17,6 +17,14 @@ browser:
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "cannot install chromium: run 'sudo apt-get install chromium'"; exit 1; }
+
+# The SQL stores' tests (tests/integration/test_postgres_stores.py) start a PostgreSQL server of
+# their own from Debian's binaries (/usr/lib/postgresql/<version>/bin); install them if missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
+	  echo "installing Debian's postgresql for the SQL stores' tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  || { echo "cannot install PostgreSQL: run 'sudo apt-get install postgresql'"; exit 1; }
 
 $(STAMP_PY): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,14 +42,14 @@ $(STAMP_NPM): package.json package-lock.json
 demo: bootstrap
 	$(BIN)/shardline demo
 
-test: bootstrap browser
+test: bootstrap browser postgres
 	$(BIN)/ruff check shardline tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: bootstrap
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: bootstrap browser
+test-integration: bootstrap browser postgres
 	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/browser
 
 # Faults under load: the kill -9 tests, then the fault table (restarts of nats-server and

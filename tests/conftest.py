@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,37 @@ def redis_url(tmp_path_factory) -> str:
     proc = servers.spawn(servers.redis_spec(d / "data", port), d / "redis.log")
     yield f"redis://127.0.0.1:{port}/0"
     servers.stop_pid(proc.pid)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> servers.PostgresServer:
+    """A real PostgreSQL server (Debian's package, which `make test` installs when missing) on a
+    free loopback port; its log is kept in the session's tmp folder. Not durable: fsync off."""
+    d = tmp_path_factory.mktemp("postgres")
+    try:
+        server = servers.start_postgres(
+            d / "cluster",
+            servers.free_port(),
+            settings={
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                "max_connections": "300",  # engines of many short tests, each with a pool
+            },
+        )
+    except servers.PostgresMissing as exc:
+        pytest.skip(f"no PostgreSQL server for the SQL stores' tests: {exc}")
+    yield server
+    server.stop(keep_log=d / "postgres.log")
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database of its own for one test: ``postgresql://`` with no driver named."""
+    return postgres_server.create_database(f"test_{next(_databases)}")
 
 
 def start_stack(

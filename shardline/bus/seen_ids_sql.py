@@ -16,7 +16,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    create_engine,
     delete,
     event,
     func,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from shardline.bus.seen_ids import position_key
+from shardline.db import create_engine
 
 TRIM_EVERY_S = 10.0
 

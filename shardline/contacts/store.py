@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from shardline.contacts.models import (
 )
 from shardline.core.contact_keys import anonymous_id, phonetic_keys
 from shardline.core.contacts import FIELDS, ContactRecord, ImportResult, RowError
+from shardline.db import create_engine
 
 
 class StoreError(ValueError):

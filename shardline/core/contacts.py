@@ -38,6 +38,23 @@ FIELDS = (
     "region",
     "id_number",
 )
+# The longest value each field keeps (the contact store's columns: PostgreSQL holds a database to
+# them, SQLite does not): a longer one, once normalised, is the row's error on every database.
+FIELD_MAX = {
+    "external_id": 128,
+    "given_name": 200,
+    "family_name": 200,
+    "birth_date": 10,
+    "sex": 1,
+    "phone": 32,
+    "email": 200,
+    "street_number": 32,
+    "address": 300,
+    "locality": 200,
+    "postcode": 16,
+    "region": 100,
+    "id_number": 64,
+}
 # A row must give at least one name (registrations often miss one of the two).
 NAME_FIELDS = ("given_name", "family_name")
 DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%d %b %Y")
@@ -200,6 +217,11 @@ def normalise_row(
             values[f] = NORMALISERS[f](raw)
         except ValueError as exc:
             errors.append(RowError(line, f, str(exc)))
+            continue
+        if len(values[f]) > FIELD_MAX[f]:
+            errors.append(
+                RowError(line, f, f"is {len(values[f])} characters long, {FIELD_MAX[f]} at most")
+            )
     if not errors and not any(values.get(f) for f in NAME_FIELDS):
         present = [f for f in NAME_FIELDS if f in mapping]
         errors.append(RowError(line, present[0], "is empty, and so is every other name"))

@@ -1,18 +1,19 @@
 """A facilitator's own tables: its groups, what it executed for each transaction, its cursor.
 
-Kept in SQLite beside the executor's state so that a facilitator that stops and comes back knows
-which snapshots belong to which transaction and reads the chain on from where it was.
-No plaintext payload is kept: only hashes, roots and snapshot ids.
+Kept in SQLite beside the executor's state (or in PostgreSQL by URL) so that a facilitator that
+stops and comes back knows which snapshots belong to which transaction and reads the chain on
+from where it was. No plaintext payload is kept: only hashes, roots and snapshot ids.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, func, inspect, select
+from sqlalchemy.engine import Engine
 
 from shardline.core.logpoller import BlockRef
+from shardline.db import dialect_insert
 from shardline.workers.store import load_cursor, make_engine, save_cursor
 
 meta = MetaData()
@@ -29,6 +30,7 @@ _groups = Table(
     Column("group_id", String(64), primary_key=True),
     Column("member", Integer),
     Column("contract", String(42)),
+    Column("joined", Integer),  # 1, 2, ...: the order the groups were joined in
 )
 _txs = Table(
     "privtx_txs",
@@ -56,6 +58,16 @@ _PUT_TX = (
     "old_root, new_root, deadline, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 assert _TX_COLUMNS == _PUT_TX.split("(")[1].split(")")[0].replace(" ", "").split(",")
+_NEXT_JOINED = select(func.coalesce(func.max(_groups.c.joined), 0) + 1).scalar_subquery()
+
+
+def _add_joined(engine: Engine) -> None:
+    """A file from before groups kept ``joined`` (SQLite: the order was the rowid's) gets it."""
+    if "joined" in {c["name"] for c in inspect(engine).get_columns("privtx_groups")}:
+        return
+    with engine.begin() as c:
+        c.exec_driver_sql("ALTER TABLE privtx_groups ADD COLUMN joined INTEGER")
+        c.exec_driver_sql("UPDATE privtx_groups SET joined = rowid")
 
 
 @dataclass
@@ -76,7 +88,16 @@ class FacilitatorStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         meta.create_all(self.engine)
+        if self.engine.dialect.name == "sqlite":
+            _add_joined(self.engine)
         self._raw = None
+        insert = dialect_insert(self.engine.dialect.name)
+        self._add_group = insert(_groups).on_conflict_do_nothing()
+        put = insert(_txs)
+        self._put_tx = put.on_conflict_do_update(  # INSERT OR REPLACE, elsewhere than SQLite
+            index_elements=["payload_hash"],
+            set_={c: put.excluded[c] for c in _TX_COLUMNS if c != "payload_hash"},
+        )
 
     def cursor_blocks(self) -> list[BlockRef]:
         return load_cursor(self.engine, _cursor)
@@ -85,16 +106,16 @@ class FacilitatorStore:
         save_cursor(self.engine, _cursor, blocks)
 
     def groups(self) -> dict[str, tuple[int, str]]:
-        with self.engine.connect() as c:  # in the order they were joined (rowid)
-            rows = c.execute(select(_groups).order_by(text("rowid")))
+        with self.engine.connect() as c:  # in the order they were joined
+            rows = c.execute(select(_groups).order_by(_groups.c.joined, _groups.c.group_id))
             return {r.group_id: (r.member, r.contract) for r in rows}
 
     def add_group(self, group_id: str, member: int, contract: str) -> None:
         with self.engine.begin() as c:
             c.execute(
-                sqlite_insert(_groups)
-                .values(group_id=group_id, member=member, contract=contract)
-                .on_conflict_do_nothing()
+                self._add_group.values(
+                    group_id=group_id, member=member, contract=contract, joined=_NEXT_JOINED
+                )
             )
 
     def set_contract(self, group_id: str, contract: str) -> None:
@@ -112,7 +133,12 @@ class FacilitatorStore:
     def put_tx(self, row: TxRow) -> None:
         """One row written at once (a transaction's state is what a restart goes by). Written
         through the driver's own connection with one prepared statement: this runs twice for
-        every private transaction, and the query builder costs more than the write."""
+        every private transaction, and the query builder costs more than the write (SQLite; the
+        same upsert through SQLAlchemy elsewhere)."""
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.begin() as c:
+                c.execute(self._put_tx, {col: getattr(row, col) for col in _TX_COLUMNS})
+            return
         if self._raw is None:
             self._raw = self.engine.raw_connection()
         cur = self._raw.cursor()

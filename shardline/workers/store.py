@@ -16,7 +16,6 @@ from sqlalchemy import (
     LargeBinary,
     String,
     bindparam,
-    create_engine,
     delete,
     event,
     func,
@@ -30,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.schema import Table
 
 from shardline.core.logpoller import BlockRef
+from shardline.db import create_engine
 
 
 class Base(DeclarativeBase):
@@ -120,7 +120,8 @@ _INSERT_SERVED = insert(_served)
 _MARK_ON_CHAIN = (  # the first block it was seen in stays
     update(_served)
     .where(_served.c.guid == bindparam("g"))
-    .where(func.lower(_served.c.requester) == func.lower(bindparam("requester")))
+    # not "requester": a bound name that is a column's is kept for the SET clause
+    .where(func.lower(_served.c.requester) == func.lower(bindparam("by")))
     .values(on_chain_block=func.coalesce(_served.c.on_chain_block, bindparam("block")))
 )
 
@@ -238,7 +239,7 @@ class OrgStore:
         if self._db is not None:
             return self._db.execute(_SQL_MARK_ON_CHAIN, (block, guid, requester)).rowcount == 1
         with self.engine.begin() as c:
-            done = c.execute(_MARK_ON_CHAIN, {"g": guid, "block": block, "requester": requester})
+            done = c.execute(_MARK_ON_CHAIN, {"g": guid, "block": block, "by": requester})
             return bool(done.rowcount)
 
     def served_since(self, since: float = 0.0, until: float | None = None) -> list[ServedRecord]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
 from shardline.contacts.models import ContactsBase
+from shardline.db import create_engine
 
 VERSION_TABLE = "alembic_version_contacts"
 

@@ -1,0 +1,43 @@
+"""The one place an org node's ``database_url`` becomes a SQLAlchemy engine.
+
+SQLite by default (``sqlite:///path``); PostgreSQL by URL. The PostgreSQL driver that ships with
+shardline is psycopg 3, so a plain ``postgresql://`` (or ``postgres://``, which SQLAlchemy itself
+refuses) URL is read as ``postgresql+psycopg://``: an operator need not name the driver, and it
+stays so whichever driver SQLAlchemy picks by default (2.1 picks psycopg 3; 2.0 picked psycopg2,
+which shardline does not install). A URL that names a driver (``postgresql+psycopg2://``) is
+left as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy
+from sqlalchemy.engine import URL, Engine, make_url
+
+POSTGRES_DRIVER = "postgresql+psycopg"
+_PLAIN_POSTGRES = ("postgresql", "postgres")
+
+
+def engine_url(url: str | URL) -> URL:
+    """``url`` as SQLAlchemy is given it: a PostgreSQL URL without a driver gets psycopg 3."""
+    u = make_url(url)
+    if u.drivername in _PLAIN_POSTGRES:
+        u = u.set(drivername=POSTGRES_DRIVER)
+    return u
+
+
+def create_engine(url: str | URL, **kwargs) -> Engine:
+    return sqlalchemy.create_engine(engine_url(url), **kwargs)
+
+
+def dialect_insert(dialect: str) -> Callable:
+    """The dialect's own ``insert`` (it has ``on_conflict_do_nothing`` and
+    ``on_conflict_do_update``): SQLite's or PostgreSQL's, the two databases the stores speak."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"database {dialect!r}: an org node's stores speak SQLite or PostgreSQL")
+    return insert
