@@ -1,7 +1,7 @@
 """A small async client for shardline's contracts: local signing, a nonce manager, clear reverts.
 
-Transactions are signed here with eth-account and sent with ``eth_sendRawTransaction``; the node
-never holds a key. To keep many transactions per second cheap, nothing is asked of the node per
+Transactions are signed here (contract calls with ``txsign``, what web3 must build with
+eth-account) and sent with ``eth_sendRawTransaction``; the node never holds a key. To keep many transactions per second cheap, nothing is asked of the node per
 call beyond the send itself: the nonce is counted locally (fetched once per account, resynced
 after a nonce error), fees are cached from the latest base fee and refreshed every few seconds,
 and the gas limit is a fixed argument instead of an estimate.
@@ -45,7 +45,6 @@ _NONCE_ERRORS = (
     "nonce too low",
     "nonce too high",
     "invalid nonce",
-    "already known",
     "replacement transaction underpriced",
 )
 _FEE_ERRORS = (
@@ -259,20 +258,12 @@ class Chain:
         In plain JSON-RPC (``views``): web3's call path costs four times the call. Arguments
         eth-abi will not encode as given, and an answer that does not decode (no contract at
         the address), go through web3, for its conversions and its error."""
-        try:
-            view = views.codec(fn)
-            data = view.calldata(fn.arguments)
-        except (EncodingError, TypeError, ValueError, KeyError, AttributeError):
-            view = None
-        if view is not None:
+        data = _calldata(fn, 0)
+        if data is not None:
             call = {"to": fn.address, "data": "0x" + data.hex()}
-            async with self._rpc_errors():
-                try:
-                    raw = await self.rpc.call("eth_call", [call, views.block_param(block)])
-                except RpcError as exc:  # web3 takes any eth_call error for a revert, too
-                    raise ChainRevert(revert_reason(as_web3_error(exc))) from exc
+            raw = await self._eth_call(call, block)
             try:
-                return view.result(bytes.fromhex(str(raw).removeprefix("0x")))
+                return views.codec(fn).result(bytes.fromhex(str(raw).removeprefix("0x")))
             except (DecodingError, ValueError):
                 pass
         async with self._rpc_errors():
@@ -305,11 +296,23 @@ class Chain:
     ) -> str:
         """``simulate`` for ready calldata, in plain JSON-RPC; returns the raw result."""
         call = {"from": account_address, "to": to, "data": "0x" + data.hex()}
+        return str(await self._eth_call(call, block))
+
+    async def _eth_call(self, call: dict, block: int | str) -> Any:
+        """eth_call in plain JSON-RPC: what web3 takes for a revert (code 3, "execution
+        reverted", revert data) is ChainRevert with the reason as web3 words it; any other error
+        (a block the node lacks, a rate limit) is the node's, ChainError."""
         async with self._rpc_errors():
             try:
-                return await self.rpc.call("eth_call", [call, block])
+                return await self.rpc.call("eth_call", [call, views.block_param(block)])
             except RpcError as exc:
-                raise ChainRevert(revert_reason(exc)) from exc
+                web3_error = as_web3_error(exc)
+                if isinstance(web3_error, ContractLogicError):
+                    raise ChainRevert(revert_reason(web3_error)) from exc
+                raise ChainError(
+                    f"the node at {self.rpc_url} could not run a call to {call['to']}: "
+                    f"{exc.message}"
+                ) from exc
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -490,13 +493,17 @@ class Chain:
                         manager.count_from = "pending"
                     tx["nonce"] = manager.next
                     if fast:
-                        raw, _ = sign_eip1559(account.key, tx)  # type: ignore[arg-type]
+                        raw, signed_hash = sign_eip1559(account.key, tx)  # type: ignore[arg-type]
                     else:
-                        raw = account.sign_transaction(tx).raw_transaction
+                        signed = account.sign_transaction(tx)
+                        raw, signed_hash = signed.raw_transaction, "0x" + signed.hash.hex()
                     async with self._rpc_errors():
                         tx_hash = await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
                 except RpcError as exc:
                     lowered = exc.message.lower()
+                    if "already known" in lowered:  # this very transaction is in the node's pool
+                        manager.next += 1  # (a resend): it is sent, not to be signed again
+                        return signed_hash
                     if attempt < 2 and any(s in lowered for s in _NONCE_ERRORS):
                         manager.next = None  # resync from the chain and try again
                         continue

@@ -3,11 +3,12 @@
 web3's ``ContractFunction.call`` validates the ABI, runs the call through its formatters and
 middleware and maps every output through its normalizers: about 2 ms of CPU per read, four
 times the call itself. An MPC server reads the Market for each input it checks and a client
-polls a job's state, so those milliseconds add up on a shared machine. ``call_view`` takes the
-function web3 already built (its selector and normalized arguments), and returns what web3
-would: addresses checksummed, arrays as lists, structs as tuples, one output bare and several
-as a list. ``tests/integration/test_contracts.py`` holds the two paths equal on every view
-function of the deployed contracts.
+polls a job's state, so those milliseconds add up on a shared machine. ``Chain.read`` and
+``Chain.transact`` encode the function web3 already built (its selector and normalized
+arguments) with a ``ViewCodec``, and a read returns what web3 would: addresses checksummed,
+arrays as lists, structs as tuples, one output bare and several as a list.
+``tests/integration/test_contracts.py`` holds the two paths equal on every function of the
+deployed contracts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_utils import to_checksum_address
+from eth_utils import is_checksum_address, to_checksum_address
 from eth_utils.abi import collapse_if_tuple
 
 
@@ -27,27 +28,49 @@ class ViewCodec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     output_params: tuple[dict, ...]
+    input_params: tuple[dict, ...] = ()
 
     @classmethod
     def of(cls, fn: Any) -> ViewCodec:
         abi = fn.abi
+        if abi.get("type") != "function":  # receive and fallback: web3 sends no selector
+            raise ValueError(f"{abi.get('type')} is not a function call")
         return cls(
             bytes.fromhex(fn.selector.removeprefix("0x")),
             tuple(collapse_if_tuple(p) for p in abi.get("inputs", [])),
             tuple(collapse_if_tuple(p) for p in abi.get("outputs", [])),
             tuple(abi.get("outputs", [])),
+            tuple(abi.get("inputs", [])),
         )
 
     def calldata(self, arguments: Any) -> bytes:
-        """Raises (eth-abi's EncodingError, TypeError) on arguments eth-abi will not take as
-        they are, such as a hex string for ``bytes32``; the caller then lets web3 convert."""
-        return self.selector + abi_encode(self.inputs, tuple(arguments or ()))
+        """Raises (eth-abi's EncodingError, TypeError, ValueError) on arguments eth-abi will
+        not take as they are, such as a hex string for ``bytes32``, and on an address that is
+        not checksummed, which eth-abi would take and web3 refuses; the caller then lets web3
+        convert or refuse."""
+        args = tuple(arguments or ())
+        for param, value in zip(self.input_params, args, strict=False):
+            _check_addresses(param, value)
+        return self.selector + abi_encode(self.inputs, args)
 
     def result(self, raw: bytes) -> Any:
         """Raises eth-abi's DecodingError when ``raw`` does not decode (no contract there)."""
         values = abi_decode(self.outputs, raw)
         out = [_normal(p, v) for p, v in zip(self.output_params, values, strict=True)]
         return out[0] if len(out) == 1 else out
+
+
+def _check_addresses(param: dict, value: Any) -> None:
+    kind = param["type"]
+    if kind.endswith("]"):
+        inner = dict(param, type=kind[: kind.rindex("[")])
+        for v in value:
+            _check_addresses(inner, v)
+    elif kind == "tuple":
+        for c, v in zip(param["components"], value, strict=True):
+            _check_addresses(c, v)
+    elif kind == "address" and not (isinstance(value, str) and is_checksum_address(value)):
+        raise ValueError(f"{value!r} is not a checksummed address")
 
 
 def _normal(param: dict, value: Any) -> Any:

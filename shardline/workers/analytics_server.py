@@ -214,7 +214,7 @@ class AnalyticsServer(Worker):
             self._jobs[job_id] = asyncio.create_task(self._resume(job_id, detail))
 
     async def stop(self) -> None:
-        for t in [self._loop, *self._jobs.values()]:
+        for t in [self._loop, *self._jobs.values(), *self._reading.values()]:
             if t:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -232,7 +232,14 @@ class AnalyticsServer(Worker):
         if reading is None:
             reading = asyncio.ensure_future(mk.dataset(self.chain, self.deployment, dataset_id))
             self._reading[dataset_id] = reading
-            reading.add_done_callback(lambda _f: self._reading.pop(dataset_id, None))
+
+            def done(f: asyncio.Future, dataset_id: str = dataset_id) -> None:
+                if self._reading.get(dataset_id) is f:
+                    del self._reading[dataset_id]
+                if not f.cancelled():
+                    f.exception()  # retrieved: its waiters, if any are left, raise it
+
+            reading.add_done_callback(done)
         found = await asyncio.shield(reading)
         if found is None:
             raise Transient(f"data set {dataset_id} is not on this org's chain endpoint yet")

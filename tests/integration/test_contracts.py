@@ -593,7 +593,12 @@ async def web3_read(fn):
         return "revert", revert_reason(exc)
 
 
+async def no_web3_call(*_args, **_kwargs):
+    raise AssertionError("Chain.read went through web3's call path")
+
+
 async def test_read_answers_every_view_function_as_web3_does(
+    monkeypatch: pytest.MonkeyPatch,
     chain: Chain,
     admin: LocalAccount,
     deployment: Deployment,
@@ -631,10 +636,12 @@ async def test_read_answers_every_view_function_as_web3_does(
                     f"{entry['name']}({','.join(collapse(p) for p in entry['inputs'])})"
                 )(*args)
                 expected = await web3_read(fn)
-                try:
-                    got = ("ok", await chain.read(fn))
-                except ChainRevert as exc:
-                    got = ("revert", exc.reason)
+                with monkeypatch.context() as m:  # read must not fall back to web3's call
+                    m.setattr(type(fn), "call", no_web3_call)
+                    try:
+                        got = ("ok", await chain.read(fn))
+                    except ChainRevert as exc:
+                        got = ("revert", exc.reason)
                 assert got[0] == expected[0] and same(got[1], expected[1]), (
                     f"{name}.{entry['name']}{tuple(args)}: read {got!r}, web3 {expected!r}"
                 )
@@ -662,16 +669,19 @@ async def test_read_lets_web3_convert_what_eth_abi_will_not_take(
 
 
 async def test_transact_signs_what_web3_would_build(
-    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+    chain: Chain, admin: LocalAccount, orgs: dict[str, LocalAccount]
 ) -> None:
     """``Chain.transact`` encodes a contract call itself and signs it with ``txsign``: for every
-    state-changing function of every deployed contract, the raw transaction is byte for byte
-    the one web3's build_transaction and eth-account's signing make."""
+    state-changing function of every contract (a deployment of this test's own, so that what
+    the calls change touches no other test), the raw transaction it sends is byte for byte the
+    one web3's build_transaction and eth-account's signing make of the same call."""
+    import rlp
+
     from shardline.contracts.artifacts import load_artifact
     from shardline.contracts.client import _calldata
-    from shardline.contracts.txsign import sign_eip1559
 
-    account = orgs["org1"]
+    own = await deploy_all(chain, admin)
+    account = await funded(chain)
     known = {
         "bytes32": [org_id_to_bytes32("org2")],
         "address": [account.address],
@@ -679,33 +689,62 @@ async def test_transact_signs_what_web3_would_build(
         "bytes": [b"\x01\x02"],
         "bool": [True],
     }
+    sent: list[str] = []
+    real_call = chain.rpc.call
+
+    async def recording(method: str, params: list):
+        if method == "eth_sendRawTransaction":
+            sent.append(params[0])
+        return await real_call(method, params)
+
+    chain.rpc.call = recording  # type: ignore[method-assign]
     signed = 0
-    for field, name in ARTIFACT_OF.items():
-        contract = chain.contract(name, getattr(deployment, field))
-        for entry in load_artifact(name).abi:
-            if entry.get("type") != "function" or entry["stateMutability"] in ("view", "pure"):
-                continue
-            signature = f"{entry['name']}({','.join(collapse(p) for p in entry['inputs'])})"
-            fn = contract.get_function_by_signature(signature)(
-                *sample_args(entry.get("inputs", []), 0, known)
-            )
-            value = 7 if entry["stateMutability"] == "payable" else 0
-            params = {
-                "from": account.address,
-                "gas": 300_000,
-                "value": value,
-                "maxFeePerGas": 3 * 10**9,
-                "maxPriorityFeePerGas": 10**9,
-                "chainId": chain.chain_id,
-                "nonce": 5,
-            }
-            data = _calldata(fn, value)
-            assert data is not None, signature
-            ours, _hash = sign_eip1559(account.key, {**params, "to": fn.address, "data": data})
-            web3s = account.sign_transaction(await fn.build_transaction(params)).raw_transaction
-            assert ours == bytes(web3s), f"{name}.{signature}"
-            signed += 1
+    try:
+        for field, name in ARTIFACT_OF.items():
+            contract = chain.contract(name, getattr(own, field))
+            for entry in load_artifact(name).abi:
+                if entry.get("type") != "function" or entry["stateMutability"] in ("view", "pure"):
+                    continue
+                signature = f"{entry['name']}({','.join(collapse(p) for p in entry['inputs'])})"
+                fn = contract.get_function_by_signature(signature)(
+                    *sample_args(entry.get("inputs", []), 0, known)
+                )
+                value = 7 if entry["stateMutability"] == "payable" else 0
+                before = len(sent)
+                await chain.transact(account, fn, gas=300_000, value=value, wait=False)
+                assert len(sent) == before + 1, signature
+                raw = bytes.fromhex(sent[-1].removeprefix("0x"))
+                # the nonce and the fees are the chain's of the moment: taken from what was sent
+                _chain_id, nonce, priority, max_fee, *_rest = rlp.decode(raw[1:])
+                params = {
+                    "from": account.address,
+                    "gas": 300_000,
+                    "value": value,
+                    "maxFeePerGas": int.from_bytes(max_fee, "big"),
+                    "maxPriorityFeePerGas": int.from_bytes(priority, "big"),
+                    "chainId": chain.chain_id,
+                    "nonce": int.from_bytes(nonce, "big"),
+                }
+                web3s = account.sign_transaction(await fn.build_transaction(params))
+                assert raw == bytes(web3s.raw_transaction), f"{name}.{signature}"
+                signed += 1
+    finally:
+        chain.rpc.call = real_call  # type: ignore[method-assign]
     assert signed > 30, signed
     # value sent to a function that is not payable is web3's to refuse, as before
-    fn = chain.contract("Market", deployment.market).functions.withdraw()
+    fn = chain.contract("Market", own.market).functions.withdraw()
     assert _calldata(fn, 1) is None
+
+
+async def test_a_read_the_node_cannot_run_is_the_nodes_error_not_a_revert(
+    chain: Chain, deployment: Deployment
+) -> None:
+    """A block the node does not have is no answer of the contract's: ChainError, which
+    callers retry, naming the node; never ChainRevert, which they take as final."""
+    from shardline.contracts import market as mk
+
+    fn = chain.contract("Market", deployment.market).functions.server(mk.ident("org1"))
+    with pytest.raises(ChainError) as exc:
+        await chain.read(fn, block=10**9)
+    assert not isinstance(exc.value, ChainRevert)
+    assert chain.rpc_url in str(exc.value)
