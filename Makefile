@@ -19,11 +19,16 @@ browser:
 	  || { echo "cannot install chromium: run 'sudo apt-get install chromium'"; exit 1; }
 
 # The SQL stores' tests (tests/integration/test_postgres_stores.py) start a PostgreSQL server of
-# their own from Debian's binaries (/usr/lib/postgresql/<version>/bin); install them if missing.
+# their own from Debian's binaries (/usr/lib/postgresql/<version>/bin); install them if missing,
+# without the system cluster Debian would otherwise create and leave running on port 5432.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
-	  echo "installing Debian's postgresql for the SQL stores' tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  echo "installing Debian's postgresql for the SQL stores' tests (no system cluster)"; \
+	  mkdir -p /etc/postgresql-common && \
+	  { test -e /etc/postgresql-common/createcluster.conf || \
+	    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; } && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    -o Dpkg::Options::=--force-confold postgresql >/dev/null; } \
 	  || { echo "cannot install PostgreSQL: run 'sudo apt-get install postgresql'"; exit 1; }
 
 $(STAMP_PY): pyproject.toml

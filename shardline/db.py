@@ -28,6 +28,9 @@ def engine_url(url: str | URL) -> URL:
 
 
 def create_engine(url: str | URL, **kwargs) -> Engine:
+    """An engine whose errors name the statement but not its parameters: those are shares,
+    sums and keys, and an error's text goes to the logs and to a dead letter's reason."""
+    kwargs.setdefault("hide_parameters", True)
     return sqlalchemy.create_engine(engine_url(url), **kwargs)
 
 

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -289,7 +290,8 @@ def _postgres_user() -> pwd.struct_passwd | None:
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL server started by ``start_postgres``: loopback only, trust authentication."""
+    """A PostgreSQL server started by ``start_postgres``: no TCP, only a unix socket in the
+    cluster's own folder (mode 0700), so trust authentication lets in its owner and root alone."""
 
     bin_dir: Path
     data_dir: Path
@@ -299,7 +301,10 @@ class PostgresServer:
     own_dir: Path | None  # made for the postgres user (as root): removed at stop
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{POSTGRES_OS_USER}@127.0.0.1:{self.port}/{database}"
+        return (
+            f"postgresql://{POSTGRES_OS_USER}@/{database}"
+            f"?host={quote(str(self.data_dir))}&port={self.port}"
+        )
 
     def create_database(self, name: str) -> str:
         """A new, empty database; its URL (``postgresql://``: the driver is implied)."""
@@ -343,8 +348,9 @@ def _run_postgres(
 def start_postgres(
     work_dir: Path, port: int, timeout: float = 60.0, settings: dict[str, str] | None = None
 ) -> PostgresServer:
-    """initdb a new cluster and start it with pg_ctl on 127.0.0.1:``port``, its unix socket in
-    its own folder, trust authentication (local tests only), superuser ``postgres``.
+    """initdb a new cluster and start it with pg_ctl: no TCP listener, its unix socket (named for
+    ``port``) in the cluster's own folder, which only its owner and root may enter; trust
+    authentication there (local tests only), superuser ``postgres``.
 
     ``work_dir`` holds the cluster; as root it is a folder of the ``postgres`` user's in the
     system's temporary folder instead (a test's own tmp folder is root's alone, and that user
@@ -378,7 +384,7 @@ def start_postgres(
         )
         socket_dir = server.data_dir  # the cluster's own folder: nobody else's socket there
         conf = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": "''",  # no TCP: any local user could reach a trusting port
             "port": str(port),
             "unix_socket_directories": f"'{socket_dir}'",
             **(settings or {}),

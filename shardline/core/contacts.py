@@ -222,6 +222,11 @@ def normalise_row(
             errors.append(
                 RowError(line, f, f"is {len(values[f])} characters long, {FIELD_MAX[f]} at most")
             )
+        elif bad := next((ch for ch in values[f] if ord(ch) < 32 or ord(ch) == 127), None):
+            # PostgreSQL refuses NUL in text; no name, phone or address holds a control code
+            errors.append(
+                RowError(line, f, f"holds the control character U+{ord(bad):04X}; remove it")
+            )
     if not errors and not any(values.get(f) for f in NAME_FIELDS):
         present = [f for f in NAME_FIELDS if f in mapping]
         errors.append(RowError(line, present[0], "is empty, and so is every other name"))

@@ -16,18 +16,14 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
-    and_,
     bindparam,
     func,
-    insert,
     select,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shardline.core.logpoller import BlockRef
+from shardline.db import dialect_insert
 from shardline.workers.store import load_cursor, make_engine, save_cursor
 
 IN_LIST_MAX = 500  # digests looked up by key at once; more, and one scan of the data set
@@ -130,24 +126,16 @@ class AnalyticsStore:
 
     def _upsert(self, c: Connection, table: Table, rows: list[dict]) -> None:
         """Insert ``rows``, or replace the row with the same key (what an ORM merge did)."""
-        keys = [col.name for col in table.primary_key]
-        dialect = c.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            stmt = self._upserts.get(table.name)
-            if stmt is None:
-                ins = (sqlite_insert if dialect == "sqlite" else pg_insert)(table)
-                others = [col.name for col in table.columns if col.name not in keys]
-                stmt = ins.on_conflict_do_update(
-                    index_elements=keys, set_={k: ins.excluded[k] for k in others}
-                )
-                self._upserts[table.name] = stmt
-            c.execute(stmt, rows)
-            return
-        for row in rows:
-            where = and_(*(table.c[k] == row[k] for k in keys))
-            values = {k: v for k, v in row.items() if k not in keys}
-            if c.execute(update(table).where(where).values(**values)).rowcount == 0:
-                c.execute(insert(table).values(**row))
+        stmt = self._upserts.get(table.name)
+        if stmt is None:
+            ins = dialect_insert(c.dialect.name)(table)
+            keys = [col.name for col in table.primary_key]
+            others = [col.name for col in table.columns if col.name not in keys]
+            stmt = ins.on_conflict_do_update(
+                index_elements=keys, set_={k: ins.excluded[k] for k in others}
+            )
+            self._upserts[table.name] = stmt
+        c.execute(stmt, rows)
 
     def put_input(
         self, dataset: str, digest: bytes, producer: str, rows: int, shares: bytes
@@ -212,17 +200,7 @@ class AnalyticsStore:
         ]
         digests = [d for d, _c, _r in points]
         with self.engine.begin() as c:
-            dialect = c.dialect.name
-            if dialect in ("sqlite", "postgresql"):
-                ins = sqlite_insert if dialect == "sqlite" else pg_insert
-                c.execute(ins(_points).on_conflict_do_nothing(), rows)
-            else:
-                for row in rows:
-                    found = c.execute(
-                        _POINTS.where(_points.c.x == x), {"ds": dataset, "d": row["digest"]}
-                    ).first()
-                    if found is None:
-                        c.execute(insert(_points).values(**row))
+            c.execute(dialect_insert(c.dialect.name)(_points).on_conflict_do_nothing(), rows)
             counts = c.execute(
                 select(_points.c.digest, func.count())
                 .where(_points.c.dataset == dataset, _points.c.digest.in_(digests))

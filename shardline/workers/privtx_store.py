@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, func, inspect, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import Engine
 
 from shardline.core.logpoller import BlockRef
@@ -47,7 +58,7 @@ _txs = Table(
     Column("snapshot", String(80)),
     Column("old_root", LargeBinary),
     Column("new_root", LargeBinary),
-    Column("deadline", Integer),
+    Column("deadline", BigInteger),  # unix seconds: past 2038 on PostgreSQL too
     Column("note", String(400)),
 )
 

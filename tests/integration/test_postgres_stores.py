@@ -322,6 +322,24 @@ def test_a_contact_field_longer_than_its_column_is_that_rows_error_on_every_data
     assert [c.given_name for c in store.contacts()] == ["eva"]
 
 
+def test_a_control_character_in_a_contact_field_is_that_rows_error_on_every_database(url):
+    """PostgreSQL refuses NUL in text: the row that holds one is named, the others import."""
+    store = ContactStore(url)
+    mapping = {"given_name": "First", "email": "Mail", "external_id": "Ref"}
+    text = "First,Mail,Ref\nAna,a\x00@b.co,1\nRui,r@b.co,R\x072\nEva,e@b.co,3\n"
+    report = store.import_result(
+        read_csv(text, mapping),
+        file_name="nul.csv",
+        file_sha256="ce" * 32,
+        fmt="csv",
+        mapping=mapping,
+        secret=contact_secret(b"\x02" * 32),
+    )
+    assert [(e.line, e.field) for e in report.errors] == [(2, "email"), (3, "external_id")]
+    assert "U+0000" in str(report.errors[0]) and "U+0007" in str(report.errors[1])
+    assert [c.given_name for c in store.contacts()] == ["eva"]
+
+
 def test_contact_store_migrations_go_down_and_up_again(url):
     store = ContactStore(url)
     migrate.downgrade(store.engine, "base")
@@ -381,7 +399,15 @@ def test_privtx_store_keeps_groups_in_join_order_and_replaces_transactions(url):
     assert store.groups()["ff" * 32] == (2, "0x" + "44" * 20)
 
     row = TxRow(
-        "aa" * 32, "ff" * 32, 1, 2, "executed", "0x1", ALL_BYTES, b"\x02" * 32, 1_900_000_000
+        "aa" * 32,
+        "ff" * 32,
+        1,
+        2,
+        "executed",
+        "0x1",
+        ALL_BYTES,
+        b"\x02" * 32,
+        4_102_444_800,  # 2100: past 2**31 s
     )
     store.put_tx(row)
     store.put_tx(TxRow("bb" * 32, "00" * 32, 1, 1, "pre", "0x2", b"", b"\x03" * 32, 5, "ahead"))
