@@ -227,7 +227,12 @@ def open_job(
 def result(
     job: Annotated[int, typer.Argument(help="The job id.")],
     as_: AsOpt,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for the servers.")] = 120,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", "--wait", help="Seconds to wait for the servers (--wait: old name)."
+        ),
+    ] = 120,
     config: ConfigOpt = None,
 ) -> None:
     """Decode the result, name any cheating server on chain, and settle the job."""
@@ -240,7 +245,7 @@ def result(
     except FileNotFoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    out = _run(cfg, lambda c: c.result(Account.from_key(keys.chain_key), secret, timeout_s=wait))
+    out = _run(cfg, lambda c: c.result(Account.from_key(keys.chain_key), secret, timeout_s=timeout))
     console.print_json(json.dumps(out.to_dict()))
 
 

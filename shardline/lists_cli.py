@@ -92,8 +92,13 @@ def show_cmd(
         str | None,
         typer.Option(help="Print the agreement document with this peer (to show anyone)."),
     ] = None,
-    wait: Annotated[
-        float, typer.Option(help="Wait up to this many seconds for every pair to be recorded.")
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            "--wait",
+            help="Seconds to wait for every pair to be recorded; 0: do not wait (--wait: old name).",
+        ),
     ] = 0.0,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
@@ -116,7 +121,7 @@ def show_cmd(
         doc = _run(lists_client.agreement, cfg, org, list_id, agreement)
         print(json.dumps(doc, sort_keys=True, separators=(",", ":")))
         return
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + timeout
     while True:
         out = _run(lists_client.show, cfg, org, list_id, contacts=contacts)
         members = len(out["members"])
