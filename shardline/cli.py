@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from shardline import stack
@@ -90,6 +91,14 @@ def up(
             "after it; a responder's client fails over between them (docs/reliability.md)."
         ),
     ] = 1,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Each org's own database, from a URL with {org} for the org's id, e.g. "
+            "'postgresql://shardline@db/shardline_{org}'; each must exist and be empty "
+            "(default: a SQLite file per org under the run dir; docs/deploy.md)."
+        ),
+    ] = None,
     run_dir: RunDir = DEFAULT_RUN_DIR,
 ) -> None:
     """Start nats-server, redis-server and anvil, deploy the contracts, start org nodes and the gateway."""
@@ -117,9 +126,10 @@ def up(
             block_time=block_time,
             records_freshness=records_freshness,
             gateway_count=gateways,
+            database_url=database_url,
         )
     except (stack.StackError, OSError, RuntimeError) as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{escape(str(exc))}[/red]")  # a driver's words may hold [brackets]
         raise typer.Exit(1) from None
     if run_dir.resolve() == DEFAULT_RUN_DIR.resolve():
         console.print(

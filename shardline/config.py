@@ -152,6 +152,10 @@ class StackConfig(BaseModel):
     admin_key_file: Path
     deployment: dict | None = None
     orgs: list[OrgNodeConfig] = Field(default_factory=list)
+    # The `{org}` template `shardline up --database-url` was given (each org's database_url is
+    # it with the org's id): `shardline org add` gives a new org its database the same way.
+    # None: each org's is a SQLite file under run_dir/data.
+    database_url_template: str | None = None
     gateway: GatewayConfig
     contacts_api_port: int = 18090
     # Metrics and trace headers; off only to measure their cost (bench/ops_overhead.py).

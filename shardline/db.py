@@ -10,10 +10,12 @@ left as it is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import sqlalchemy
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 POSTGRES_DRIVER = "postgresql+psycopg"
 _PLAIN_POSTGRES = ("postgresql", "postgres")
@@ -44,3 +46,16 @@ def dialect_insert(dialect: str) -> Callable:
     else:
         raise ValueError(f"database {dialect!r}: an org node's stores speak SQLite or PostgreSQL")
     return insert
+
+
+def shown_url(url: str | URL) -> str:
+    """``url`` fit for a message or a log: its password masked (``***``). A ``{org}`` template
+    (``shardline up --database-url``) keeps its ``{org}``; text that is no URL at all has any
+    ``user:password@`` masked all the same."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=True)
+    marker = "ORGPLACEHOLDER"
+    try:
+        shown = make_url(text.replace("{org}", marker)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", text)
+    return shown.replace(marker, "{org}")

@@ -35,10 +35,11 @@ def start_sample_stack(
     policy: str = CHAIN_CONFIRMED,
     say=lambda _m: None,
     gateway_count: int = 1,
+    database_url: str | None = None,
 ) -> StackConfig:
     """A local stack of 4 org nodes at threshold 2 (and ``gateway_count`` gateways) on free
     ports, ``sheets`` registered and every share stored; the stack is taken down again if that
-    fails."""
+    fails. ``database_url``: the orgs' databases, a ``{org}`` template (default: SQLite files)."""
     from shardline import stack, transports
 
     cfg = stack.up(
@@ -50,6 +51,7 @@ def start_sample_stack(
         deadline_s=deadline_s,
         say=say,
         gateway_count=gateway_count,
+        database_url=database_url,
     )
     try:
         asyncio.run(transports.register(cfg, list(sheets)))

@@ -66,6 +66,10 @@ def add_org(
         raise OrgError(
             "the stack's nats-server is not running: start the stack with `shardline up`"
         )
+    # as `up` gave the others: a SQLite file, or its own database from the stack's {org} template
+    database_url = stack.org_database_urls(cfg.run_dir, [org_id], cfg.database_url_template)[org_id]
+    if cfg.database_url_template is not None:  # it must exist and be empty, as at `up`
+        stack.check_databases({org_id: database_url})
     keys_dir = cfg.run_dir / "keys"
     keys = ParticipantKeys.generate(org_id)
     keys.save(keys_dir / f"{org_id}.json")
@@ -77,7 +81,7 @@ def add_org(
         name=name or f"Org {org_id}",
         policy=policy,  # type: ignore[arg-type]
         key_file=keys_dir / f"{org_id}.json",
-        database_url=f"sqlite:///{cfg.run_dir / 'data' / f'{org_id}.db'}",
+        database_url=database_url,
         metrics_port=servers.free_port(),
         nats_seed_file=seed,
     )

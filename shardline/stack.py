@@ -23,8 +23,9 @@ import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
+from sqlalchemy.engine import URL
 
-from shardline import bus_access, gateways, servers
+from shardline import bus_access, db, gateways, servers
 from shardline.config import (
     AUDIT_AFTER,
     CHAIN_CONFIRMED,
@@ -246,6 +247,101 @@ def start_workers(cfg: StackConfig, names: list[str]) -> None:
     wait_ready(cfg, names, procs)
 
 
+# ---- the org nodes' databases -------------------------------------------------------------
+ORG_PLACEHOLDER = "{org}"
+DATABASE_URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/shardline_{org}"
+
+
+def org_database_url(template: str, org_id: str) -> str:
+    """An org's database from a ``{org}`` template (``shardline up --database-url``)."""
+    if ORG_PLACEHOLDER not in template:
+        raise StackError(
+            f"--database-url {db.shown_url(template)} names one database for every org: each org "
+            "node needs a database of its own, since every org keeps its shares, served log and "
+            "chain cursor in tables of the same names (orgs sharing one would overwrite each "
+            "other's), and one database holding every org's shares is the single place the "
+            "threshold split is there to avoid. Put {org} where the org's id goes: "
+            f"{DATABASE_URL_FORM} (shardline_org1, shardline_org2, ...; create each beforehand)"
+        )
+    return template.replace(ORG_PLACEHOLDER, org_id)
+
+
+def org_database_urls(run_dir: Path, org_ids: list[str], template: str | None) -> dict[str, str]:
+    """Each org's ``database_url``: a SQLite file under ``run_dir/data`` (the default, made anew
+    by every ``up``), or the org's own database from a ``{org}`` template."""
+    if template is None:
+        return {o: f"sqlite:///{run_dir / 'data' / f'{o}.db'}" for o in org_ids}
+    return {o: org_database_url(template, o) for o in org_ids}
+
+
+def _db_error(exc: BaseException, url: URL) -> str:
+    """What the driver said, on one line, without the URL's password."""
+    said = str(getattr(exc, "orig", None) or exc)
+    said = " ".join(said.split())
+    if url.password:
+        said = said.replace(str(url.password), "***")
+    return said
+
+
+def check_databases(urls: dict[str, str], connect_timeout_s: int = 5) -> None:
+    """Open each org's database before anything starts: it must exist, be reachable and be
+    empty. A new stack has a new chain and new keys: an org node on an earlier stack's tables
+    would keep that stack's shares (sealed to a key that is gone, and at the same version a new
+    registration has, so the new share would be refused) and its chain cursor."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    for org, url in urls.items():
+        shown = db.shown_url(url)
+        try:
+            u = db.engine_url(url)
+        except ArgumentError as exc:
+            raise StackError(
+                f"org {org}'s database URL {shown} is not a database URL ({exc}); "
+                f"the form is {DATABASE_URL_FORM}"
+            ) from None
+        backend = u.get_backend_name()
+        if backend not in ("postgresql", "sqlite"):
+            raise StackError(
+                f"org {org}'s database {shown}: an org node's stores speak PostgreSQL or SQLite, "
+                f"not {backend}; the form is {DATABASE_URL_FORM}"
+            )
+        args = {"connect_timeout": connect_timeout_s} if backend == "postgresql" else {}
+        try:
+            engine = db.create_engine(u, poolclass=NullPool, connect_args=args)
+            try:
+                with engine.connect() as c:
+                    tables = sorted(inspect(c).get_table_names())
+            finally:
+                engine.dispose()
+        except (SQLAlchemyError, ImportError, OSError) as exc:
+            said = _db_error(exc, u)
+            if "does not exist" in said:
+                todo = (
+                    "the org's database must exist before `shardline up`: create it "
+                    f"(e.g. `createdb {u.database}`, owned by or open to the URL's user), "
+                    "or correct the URL"
+                )
+            else:
+                todo = (
+                    "check that the server runs and the URL's host, port, user and password; "
+                    "each org's database must exist before `shardline up`"
+                )
+            raise StackError(
+                f"cannot open org {org}'s database {shown}: {said}. Nothing was started: {todo}"
+            ) from None
+        if tables:
+            listed = ", ".join(tables[:6]) + (", ..." if len(tables) > 6 else "")
+            raise StackError(
+                f"org {org}'s database {shown} is not empty (tables {listed}), perhaps from an "
+                "earlier `shardline up`: a new stack has a new chain and new keys, and its org "
+                "node would keep the old shares and chain cursor. Nothing was started: drop and "
+                f"create it again (e.g. `dropdb {u.database} && createdb {u.database}`), "
+                "or give another"
+            )
+
+
 # ---- up -----------------------------------------------------------------------------------
 async def _provision(
     cfg: StackConfig,
@@ -334,7 +430,12 @@ def up(
     block_time: float | None = None,
     records_freshness: str = "pushed",
     gateway_count: int = 1,
+    database_url: str | None = None,
 ) -> StackConfig:
+    """Start a stack in ``run_dir``. Each org keeps its stores in a SQLite file under
+    ``run_dir/data``, or with ``database_url``, a template with ``{org}``
+    (``postgresql://shardline@db/shardline_{org}``), in a database of its own: each must exist
+    and be empty, and is checked before anything starts."""
     live = running(run_dir)
     if live:
         raise StackError(
@@ -349,12 +450,15 @@ def up(
     if not ports.any_free and gateway_count > 9:  # gateway + 10 is the contacts API's port
         raise StackError(f"--gateways {gateway_count}: at most 9 on the default ports")
     run_dir = run_dir.resolve()
+    org_ids = [f"org{i}" for i in range(1, orgs + 1)]
+    database_urls = org_database_urls(run_dir, org_ids, database_url)
+    if database_url is not None:  # before anything starts or an earlier stack's files go
+        check_databases(database_urls)
     for sub in ("data", "logs", "pids", "keys"):
         shutil.rmtree(run_dir / sub, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     started: list[str] = []
-    org_ids = [f"org{i}" for i in range(1, orgs + 1)]
     try:
         bus = bus_access.provision(run_dir, org_ids)
         for spec in (
@@ -415,13 +519,14 @@ def up(
             confirmations=confirmations,
             threshold=threshold,
             admin_key_file=keys_dir / "admin.key",
+            database_url_template=database_url,
             orgs=[
                 OrgNodeConfig(
                     id=o,
                     name=f"Org {o[3:]}",
                     policy=policy,
                     key_file=keys_dir / f"{o}.json",
-                    database_url=f"sqlite:///{run_dir / 'data' / f'{o}.db'}",
+                    database_url=database_urls[o],
                     metrics_port=ports.metrics(i),
                     nats_seed_file=bus.org_seeds[o],
                     records_freshness=records_freshness,

@@ -73,10 +73,14 @@ def start_stack(
     sheets: list[CargoSheet],
     policy: str = CHAIN_CONFIRMED,
     deadline_s: float = 2.0,
+    database_url: str | None = None,
 ) -> StackConfig:
+    """``database_url``: the orgs' databases, a ``{org}`` template (default: SQLite files)."""
     from shardline import loadgen
 
-    return loadgen.start_sample_stack(run_dir, sheets, deadline_s=deadline_s, policy=policy)
+    return loadgen.start_sample_stack(
+        run_dir, sheets, deadline_s=deadline_s, policy=policy, database_url=database_url
+    )
 
 
 @pytest.fixture(scope="session")

@@ -97,7 +97,9 @@ def servers(cfg, org: str, list_id: str) -> dict[int, str]:
 
 
 def show(cfg, org: str, list_id: str) -> dict:
-    return json.loads(_ok(lists_cli(cfg, "show", list_id, "--org", org, "--timeout", "180", "--json")))
+    return json.loads(
+        _ok(lists_cli(cfg, "show", list_id, "--org", org, "--timeout", "180", "--json"))
+    )
 
 
 async def _stream_bodies(cfg) -> list[dict]:
