@@ -104,8 +104,10 @@ class ShareNode(Worker):
             org_consumer(org, f"lookups-{org}"),
             self.on_lookup_requested,
         )
-        # One member of the org's queue group takes each intent: an org may run several. The
-        # intents to this org only: one that names others reaches it only to say so.
+        # The intents to this org only: one that names others reaches it only to say so. The
+        # queue group keeps a restarted node's overlap with its predecessor to one taker; an
+        # org runs one org-node process (docs/deploy.md, "Org nodes": several would each keep
+        # their own "left to others" and reply subjects while the chain event reaches another).
         self.listen(
             subjects.LOOKUP_INTENT.format(org=org, guid="*"),
             "lookup.intent",
