@@ -165,8 +165,13 @@ def status(
     except ConfigError:
         cfg = None
     metrics = endpoints(cfg) if cfg else {}
+    from shardline.db import shown_url
+
+    databases = {f"node-{o.id}": shown_url(o.database_url) for o in (cfg.orgs if cfg else [])}
     for r in rows:
         r["metrics"] = metrics.get(r["name"], "")
+        if r["name"] in databases:
+            r["database"] = databases[r["name"]]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -183,6 +188,9 @@ def status(
             r["metrics"],
         )
     console.print(table)
+    if cfg is not None and cfg.database_url_template is not None:  # not the SQLite files
+        for name, url in databases.items():
+            console.print(f"{name} keeps its stores in {url}")
     stopped = [r["name"] for r in rows if not r["running"]]
     if len(stopped) == len(rows):
         console.print(f"the stack in {run_dir} is down: `shardline up --run-dir {run_dir}`")

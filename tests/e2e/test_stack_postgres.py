@@ -23,6 +23,7 @@ import pytest
 
 from shardline import servers, stack
 from shardline.config import StackConfig
+from shardline.db import shown_url
 
 from ..conftest import start_stack
 from .test_lookup import do_lookup
@@ -126,6 +127,18 @@ def test_a_lookup_and_its_audit_on_a_stack_whose_orgs_keep_their_stores_in_postg
         time.sleep(0.1)
     assert {org for org, rows in served.items() if rows} == asked, served
     assert all(served[org][0][0] == "chain" for org in asked), served
+
+    # status says where each org keeps its stores, its password masked
+    listed = subprocess.run(
+        [sys.executable, "-m", "shardline", "status", "--run-dir", str(cfg.run_dir), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert {o: rows[f"node-{o}"]["database"] for o in urls} == {
+        o: shown_url(u) for o, u in urls.items()
+    }
 
     done = cli(cfg, "audit", "--format", "json", "--grace", "0")
     assert done.returncode == 0, done.stdout + done.stderr
