@@ -331,24 +331,13 @@ class Chain:
         With ``wait`` the receipt is awaited and a reverted transaction raises ChainRevert with
         the contract's reason; without, the result holds only the hash (see :meth:`wait`).
         """
-        max_fee, priority_fee = await self._current_fees()
-        params = {
-            "from": account.address,
-            "gas": gas,
-            "value": value,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": priority_fee,
-            "chainId": self.chain_id,
-            "nonce": 0,  # replaced under the account's lock
-        }
         data = _calldata(fn, value)
         if data is not None:  # 0.2 ms to encode and sign, against 2 ms through web3
-            tx_hash = await self._send(
-                account, {**params, "to": fn.address, "data": data}, fast=True
-            )
+            tx_hash = await self.send_call(account, fn.address, data, gas=gas, value=value)
         else:
+            fields = await self._tx_fields(gas, value)
             async with self._rpc_errors():
-                tx = await fn.build_transaction(params)  # type: ignore[arg-type]
+                tx = await fn.build_transaction({"from": account.address, **fields})
             tx_hash = await self._send(account, tx)
         result = TxResult(tx_hash)
         if wait:
@@ -427,11 +416,13 @@ class Chain:
         The cheap path for a transaction sent many times a second: no ABI formatting, no
         estimate, fees and nonce from the local caches.
         """
+        tx = {"type": 2, "to": to, "data": data, **await self._tx_fields(gas, value)}
+        return await self._send(account, tx, fast=True)  # type: ignore[arg-type]
+
+    async def _tx_fields(self, gas: int, value: int) -> dict[str, Any]:
+        """Gas, value, the cached fees and the chain id of a transaction to sign."""
         max_fee, priority_fee = await self._current_fees()
-        tx = {
-            "type": 2,
-            "to": to,
-            "data": data,
+        return {
             "gas": gas,
             "value": value,
             "maxFeePerGas": max_fee,
@@ -439,7 +430,6 @@ class Chain:
             "chainId": self.chain_id,
             "nonce": 0,  # replaced under the account's lock
         }
-        return await self._send(account, tx, fast=True)  # type: ignore[arg-type]
 
     # -- internals --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ SQLite in memory (the SQLAlchemy statements those fast paths stand in for) and P
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 
@@ -304,19 +305,25 @@ def test_contact_store_migrates_and_keeps_contacts(url):
     assert lists.get(dl.id).capacity == 40
 
 
+def import_text(store: ContactStore, text: str, mapping: dict[str, str]):
+    """Import a CSV text as a file of its own (named by its hash)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return store.import_result(
+        read_csv(text, mapping),
+        file_name=f"{digest[:8]}.csv",
+        file_sha256=digest,
+        fmt="csv",
+        mapping=mapping,
+        secret=contact_secret(b"\x02" * 32),
+    )
+
+
 def test_a_contact_field_longer_than_its_column_is_that_rows_error_on_every_database(url):
     assert FIELD_MAX == {f: Contact.__table__.c[f].type.length for f in FIELDS}
     store = ContactStore(url)
     mapping = {"given_name": "First", "address": "Street", "phone": "Tel"}
     text = f"First,Street,Tel\nAna,{'x' * 301},1\nRui,{'y' * 300},{'9' * 33}\nEva,Rua 1,2\n"
-    report = store.import_result(
-        read_csv(text, mapping),
-        file_name="long.csv",
-        file_sha256="cd" * 32,
-        fmt="csv",
-        mapping=mapping,
-        secret=contact_secret(b"\x02" * 32),
-    )
+    report = import_text(store, text, mapping)
     assert [(e.line, e.field) for e in report.errors] == [(2, "address"), (3, "phone")]
     assert "301 characters long, 300 at most" in str(report.errors[0])
     assert [c.given_name for c in store.contacts()] == ["eva"]
@@ -327,14 +334,7 @@ def test_a_control_character_in_a_contact_field_is_that_rows_error_on_every_data
     store = ContactStore(url)
     mapping = {"given_name": "First", "email": "Mail", "external_id": "Ref"}
     text = "First,Mail,Ref\nAna,a\x00@b.co,1\nRui,r@b.co,R\x072\nEva,e@b.co,3\n"
-    report = store.import_result(
-        read_csv(text, mapping),
-        file_name="nul.csv",
-        file_sha256="ce" * 32,
-        fmt="csv",
-        mapping=mapping,
-        secret=contact_secret(b"\x02" * 32),
-    )
+    report = import_text(store, text, mapping)
     assert [(e.line, e.field) for e in report.errors] == [(2, "email"), (3, "external_id")]
     assert "U+0000" in str(report.errors[0]) and "U+0007" in str(report.errors[1])
     assert [c.given_name for c in store.contacts()] == ["eva"]
