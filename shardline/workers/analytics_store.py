@@ -112,6 +112,19 @@ _POINTS = select(_points.c.x, _points.c.consistency, _points.c.rules).where(
     _points.c.dataset == bindparam("ds"), _points.c.digest == bindparam("d")
 )
 _JOB = select(_jobs.c.state, _jobs.c.detail).where(_jobs.c.job == bindparam("j"))
+_POINT_COUNTS = (
+    select(_points.c.digest, func.count())
+    .where(
+        _points.c.dataset == bindparam("ds"),
+        _points.c.digest.in_(bindparam("ds_digests", expanding=True)),
+    )
+    .group_by(_points.c.digest)
+)
+# a few digests: by key; many (more than IN_LIST_MAX): one pass over the data set's rows
+_VERDICTS = select(_verdicts.c.digest, _verdicts.c.ok).where(_verdicts.c.dataset == bindparam("ds"))
+_VERDICTS_OF = _VERDICTS.where(_verdicts.c.digest.in_(bindparam("ds_digests", expanding=True)))
+_INPUTS = select(_inputs.c.digest, _inputs.c.shares).where(_inputs.c.dataset == bindparam("ds"))
+_INPUTS_OF = _INPUTS.where(_inputs.c.digest.in_(bindparam("ds_digests", expanding=True)))
 
 
 class AnalyticsStore:
@@ -123,6 +136,7 @@ class AnalyticsStore:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
         self._upserts: dict[str, object] = {}
+        self._keep_first = None  # insert a server's first point per contribution, ignore others
 
     def _upsert(self, c: Connection, table: Table, rows: list[dict]) -> None:
         """Insert ``rows``, or replace the row with the same key (what an ORM merge did)."""
@@ -153,11 +167,9 @@ class AnalyticsStore:
     def inputs(self, dataset: str, digests: list[bytes]) -> dict[bytes, bytes]:
         """The stored sums for ``digests`` (missing ones are absent)."""
         wanted = set(digests)
-        query = select(_inputs.c.digest, _inputs.c.shares).where(_inputs.c.dataset == dataset)
-        if len(wanted) <= IN_LIST_MAX:
-            query = query.where(_inputs.c.digest.in_(wanted))
+        query, params = self._of(_INPUTS, _INPUTS_OF, dataset, wanted)
         with self.engine.connect() as c:
-            return {bytes(d): bytes(sh) for d, sh in c.execute(query) if bytes(d) in wanted}
+            return {bytes(d): bytes(sh) for d, sh in c.execute(query, params) if bytes(d) in wanted}
 
     def add_contribution(
         self, dataset: str, index: int, digest: bytes, rows: int, block_hash: bytes | None = None
@@ -200,12 +212,10 @@ class AnalyticsStore:
         ]
         digests = [d for d, _c, _r in points]
         with self.engine.begin() as c:
-            c.execute(dialect_insert(c.dialect.name)(_points).on_conflict_do_nothing(), rows)
-            counts = c.execute(
-                select(_points.c.digest, func.count())
-                .where(_points.c.dataset == dataset, _points.c.digest.in_(digests))
-                .group_by(_points.c.digest)
-            )
+            if self._keep_first is None:
+                self._keep_first = dialect_insert(c.dialect.name)(_points).on_conflict_do_nothing()
+            c.execute(self._keep_first, rows)
+            counts = c.execute(_POINT_COUNTS, {"ds": dataset, "ds_digests": digests})
             return {bytes(d): n for d, n in counts}
 
     def points_of(
@@ -238,11 +248,15 @@ class AnalyticsStore:
 
     def verdicts(self, dataset: str, digests: list[bytes]) -> dict[bytes, bool]:
         wanted = set(digests)
-        query = select(_verdicts.c.digest, _verdicts.c.ok).where(_verdicts.c.dataset == dataset)
-        if len(wanted) <= IN_LIST_MAX:  # a few: by key; many: one pass over the data set
-            query = query.where(_verdicts.c.digest.in_(wanted))
+        query, params = self._of(_VERDICTS, _VERDICTS_OF, dataset, wanted)
         with self.engine.connect() as c:
-            return {bytes(d): bool(ok) for d, ok in c.execute(query) if bytes(d) in wanted}
+            return {bytes(d): bool(ok) for d, ok in c.execute(query, params) if bytes(d) in wanted}
+
+    @staticmethod
+    def _of(every, by_key, dataset: str, wanted: set[bytes]) -> tuple[object, dict]:
+        if len(wanted) <= IN_LIST_MAX:
+            return by_key, {"ds": dataset, "ds_digests": list(wanted)}
+        return every, {"ds": dataset}
 
     def save_job(self, job: int, state: str, **detail) -> None:
         with self.engine.begin() as c:
