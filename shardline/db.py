@@ -11,9 +11,11 @@ left as it is.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable
 
 import sqlalchemy
+from sqlalchemy import Table
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -34,6 +36,24 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
     sums and keys, and an error's text goes to the logs and to a dead letter's reason."""
     kwargs.setdefault("hide_parameters", True)
     return sqlalchemy.create_engine(engine_url(url), **kwargs)
+
+
+def direct_sqlite(engine: Engine) -> sqlite3.Connection | None:
+    """A plain sqlite3 connection to the engine's file, for statements on a hot path:
+    SQLAlchemy costs several times the statement itself there (None: not a SQLite file)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    db = sqlite3.connect(engine.url.database, isolation_level=None, timeout=5.0)
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL (set by the engine): survives a process crash
+    return db
+
+
+def upsert(dialect: str, table: Table):
+    """Insert rows of ``table``, or replace the row with the same primary key."""
+    ins = dialect_insert(dialect)(table)
+    keys = [col.name for col in table.primary_key]
+    others = [col.name for col in table.columns if col.name not in keys]
+    return ins.on_conflict_do_update(index_elements=keys, set_={k: ins.excluded[k] for k in others})
 
 
 def dialect_insert(dialect: str) -> Callable:

@@ -67,9 +67,7 @@ def add_org(
             "the stack's nats-server is not running: start the stack with `shardline up`"
         )
     # as `up` gave the others: a SQLite file, or its own database from the stack's {org} template
-    database_url = stack.org_database_urls(cfg.run_dir, [org_id], cfg.database_url_template)[org_id]
-    if cfg.database_url_template is not None:  # it must exist and be empty, as at `up`
-        stack.check_databases({org_id: database_url})
+    database_url = stack.org_databases(cfg.run_dir, [org_id], cfg.database_url_template)[org_id]
     keys_dir = cfg.run_dir / "keys"
     keys = ParticipantKeys.generate(org_id)
     keys.save(keys_dir / f"{org_id}.json")

@@ -356,9 +356,7 @@ def start_postgres(
     system's temporary folder instead (a test's own tmp folder is root's alone, and that user
     could not reach into it), removed by ``stop``."""
     bin_dir = postgres_bin_dir()
-    user = _postgres_user()
-    if port_open(port):
-        raise ServerError(f"cannot start postgres: port {port} is already in use")
+    user = _postgres_user()  # no TCP: ``port`` only names the socket in the cluster's folder
     own_dir = None
     if user is None:
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -266,12 +266,15 @@ def org_database_url(template: str, org_id: str) -> str:
     return template.replace(ORG_PLACEHOLDER, org_id)
 
 
-def org_database_urls(run_dir: Path, org_ids: list[str], template: str | None) -> dict[str, str]:
+def org_databases(run_dir: Path, org_ids: list[str], template: str | None) -> dict[str, str]:
     """Each org's ``database_url``: a SQLite file under ``run_dir/data`` (the default, made anew
-    by every ``up``), or the org's own database from a ``{org}`` template."""
+    by every ``up``), or the org's own database from a ``{org}`` template, checked
+    (``check_databases``) before anything starts: ``up`` and ``shardline org add`` alike."""
     if template is None:
         return {o: f"sqlite:///{run_dir / 'data' / f'{o}.db'}" for o in org_ids}
-    return {o: org_database_url(template, o) for o in org_ids}
+    urls = {o: org_database_url(template, o) for o in org_ids}
+    check_databases(urls)
+    return urls
 
 
 def _db_error(exc: BaseException, url: URL) -> str:
@@ -451,9 +454,8 @@ def up(
         raise StackError(f"--gateways {gateway_count}: at most 9 on the default ports")
     run_dir = run_dir.resolve()
     org_ids = [f"org{i}" for i in range(1, orgs + 1)]
-    database_urls = org_database_urls(run_dir, org_ids, database_url)
-    if database_url is not None:  # before anything starts or an earlier stack's files go
-        check_databases(database_urls)
+    # before anything starts or an earlier stack's files go
+    database_urls = org_databases(run_dir, org_ids, database_url)
     for sub in ("data", "logs", "pids", "keys"):
         shutil.rmtree(run_dir / sub, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)

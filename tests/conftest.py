@@ -39,8 +39,9 @@ def redis_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory) -> servers.PostgresServer:
-    """A real PostgreSQL server (Debian's package, which `make test` installs when missing) on a
-    free loopback port; its log is kept in the session's tmp folder. Not durable: fsync off."""
+    """A real PostgreSQL server (Debian's package, which `make test` installs when missing), on
+    a unix socket in its own folder only; its log is kept in the session's tmp folder. Not
+    durable: fsync off."""
     d = tmp_path_factory.mktemp("postgres")
     try:
         server = servers.start_postgres(

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from shardline.bus.seen_ids import position_key
-from shardline.db import create_engine
+from shardline.db import create_engine, dialect_insert, direct_sqlite
 
 TRIM_EVERY_S = 10.0
 
@@ -69,24 +69,12 @@ class SqlSeenIds:
         self.clock = clock
         self._trimmed = 0.0
         self.engine = _engine(url)  # creates the table, whatever the database
-        self._sqlite: sqlite3.Connection | None = None
-        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (
-            None,
-            "",
-            ":memory:",
-        ):
-            self._sqlite = sqlite3.connect(
-                self.engine.url.database, isolation_level=None, timeout=5.0
-            )
-            self._sqlite.execute("PRAGMA synchronous=NORMAL")
+        self._sqlite: sqlite3.Connection | None = direct_sqlite(self.engine)
+        if self._sqlite is not None:
             self.engine.dispose()
             return
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         # an id already there keeps its first position: the insert does nothing
-        self._insert = insert(_seen).on_conflict_do_nothing()
+        self._insert = dialect_insert(self.engine.dialect.name)(_seen).on_conflict_do_nothing()
         self._first = select(_seen.c.position).where(
             _seen.c.scope == bindparam("scope"), _seen.c.id == bindparam("id")
         )

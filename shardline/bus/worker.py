@@ -157,7 +157,6 @@ class Worker:
         await self.setup()
         schemas.warm(  # before the first message, not during it
             [
-                "envelope",
                 *(s.message_type for s, _h in self._subs),
                 *(p[1] for p in self._plain),
                 *self.publishes,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shardline.core.contacts import FIELD_MAX
+
 
 class ContactsBase(DeclarativeBase):
     pass
@@ -34,19 +36,19 @@ class Contact(ContactsBase):
     import_id: Mapped[int] = mapped_column(ForeignKey("contact_imports.id"), index=True)
     line: Mapped[int] = mapped_column(Integer)
     anon_id: Mapped[str] = mapped_column(String(64), index=True)
-    external_id: Mapped[str] = mapped_column(String(128), default="")
-    given_name: Mapped[str] = mapped_column(String(200), default="")
-    family_name: Mapped[str] = mapped_column(String(200), default="")
-    birth_date: Mapped[str] = mapped_column(String(10), default="")
-    sex: Mapped[str] = mapped_column(String(1), default="")
-    phone: Mapped[str] = mapped_column(String(32), default="")
-    email: Mapped[str] = mapped_column(String(200), default="")
-    street_number: Mapped[str] = mapped_column(String(32), default="")
-    address: Mapped[str] = mapped_column(String(300), default="")
-    locality: Mapped[str] = mapped_column(String(200), default="")
-    postcode: Mapped[str] = mapped_column(String(16), default="")
-    region: Mapped[str] = mapped_column(String(100), default="")
-    id_number: Mapped[str] = mapped_column(String(64), default="")
+    external_id: Mapped[str] = mapped_column(String(FIELD_MAX["external_id"]), default="")
+    given_name: Mapped[str] = mapped_column(String(FIELD_MAX["given_name"]), default="")
+    family_name: Mapped[str] = mapped_column(String(FIELD_MAX["family_name"]), default="")
+    birth_date: Mapped[str] = mapped_column(String(FIELD_MAX["birth_date"]), default="")
+    sex: Mapped[str] = mapped_column(String(FIELD_MAX["sex"]), default="")
+    phone: Mapped[str] = mapped_column(String(FIELD_MAX["phone"]), default="")
+    email: Mapped[str] = mapped_column(String(FIELD_MAX["email"]), default="")
+    street_number: Mapped[str] = mapped_column(String(FIELD_MAX["street_number"]), default="")
+    address: Mapped[str] = mapped_column(String(FIELD_MAX["address"]), default="")
+    locality: Mapped[str] = mapped_column(String(FIELD_MAX["locality"]), default="")
+    postcode: Mapped[str] = mapped_column(String(FIELD_MAX["postcode"]), default="")
+    region: Mapped[str] = mapped_column(String(FIELD_MAX["region"]), default="")
+    id_number: Mapped[str] = mapped_column(String(FIELD_MAX["id_number"]), default="")
     original_json: Mapped[str] = mapped_column(Text)
     keys_json: Mapped[str] = mapped_column(Text)
     registered_at: Mapped[float] = mapped_column(Float)

@@ -1,10 +1,11 @@
 """A small async client for shardline's contracts: local signing, a nonce manager, clear reverts.
 
 Transactions are signed here (contract calls with ``txsign``, what web3 must build with
-eth-account) and sent with ``eth_sendRawTransaction``; the node never holds a key. To keep many transactions per second cheap, nothing is asked of the node per
-call beyond the send itself: the nonce is counted locally (fetched once per account, resynced
-after a nonce error), fees are cached from the latest base fee and refreshed every few seconds,
-and the gas limit is a fixed argument instead of an estimate.
+eth-account) and sent with ``eth_sendRawTransaction``; the node never holds a key. To keep many
+transactions per second cheap, nothing is asked of the node per call beyond the send itself:
+the nonce is counted locally (fetched once per account, resynced after a nonce error), fees are
+cached from the latest base fee and refreshed every few seconds, and the gas limit is a fixed
+argument instead of an estimate.
 """
 
 from __future__ import annotations

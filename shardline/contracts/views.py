@@ -1,4 +1,4 @@
-"""View calls as plain ``eth_call``: the calldata encoded and the answer decoded with eth-abi.
+"""Contract calls without web3's call path: calldata encoded and answers decoded with eth-abi.
 
 web3's ``ContractFunction.call`` validates the ABI, runs the call through its formatters and
 middleware and maps every output through its normalizers: about 2 ms of CPU per read, four
@@ -13,6 +13,7 @@ deployed contracts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,22 +26,23 @@ from eth_utils.abi import collapse_if_tuple
 @dataclass(frozen=True)
 class ViewCodec:
     selector: bytes
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # the ABI types, as eth-abi takes them (made once, not per call)
+    input_params: tuple[dict, ...]
     outputs: tuple[str, ...]
     output_params: tuple[dict, ...]
-    input_params: tuple[dict, ...] = ()
 
     @classmethod
     def of(cls, fn: Any) -> ViewCodec:
         abi = fn.abi
         if abi.get("type") != "function":  # receive and fallback: web3 sends no selector
             raise ValueError(f"{abi.get('type')} is not a function call")
+        inputs, outputs = tuple(abi.get("inputs", [])), tuple(abi.get("outputs", []))
         return cls(
             bytes.fromhex(fn.selector.removeprefix("0x")),
-            tuple(collapse_if_tuple(p) for p in abi.get("inputs", [])),
-            tuple(collapse_if_tuple(p) for p in abi.get("outputs", [])),
-            tuple(abi.get("outputs", [])),
-            tuple(abi.get("inputs", [])),
+            tuple(collapse_if_tuple(p) for p in inputs),
+            inputs,
+            tuple(collapse_if_tuple(p) for p in outputs),
+            outputs,
         )
 
     def calldata(self, arguments: Any) -> bytes:
@@ -50,39 +52,38 @@ class ViewCodec:
         convert or refuse."""
         args = tuple(arguments or ())
         for param, value in zip(self.input_params, args, strict=False):
-            _check_addresses(param, value)
+            _map(param, value, _checksummed)
         return self.selector + abi_encode(self.inputs, args)
 
     def result(self, raw: bytes) -> Any:
         """Raises eth-abi's DecodingError when ``raw`` does not decode (no contract there)."""
         values = abi_decode(self.outputs, raw)
-        out = [_normal(p, v) for p, v in zip(self.output_params, values, strict=True)]
+        out = [_map(p, v, _as_web3) for p, v in zip(self.output_params, values, strict=True)]
         return out[0] if len(out) == 1 else out
 
 
-def _check_addresses(param: dict, value: Any) -> None:
+def _map(param: dict, value: Any, leaf: Callable[[str, Any], Any]) -> Any:
+    """``value`` of ABI ``param`` with ``leaf(type, v)`` applied to each scalar in it: arrays
+    come back as lists, tuples as tuples."""
     kind = param["type"]
     if kind.endswith("]"):
         inner = dict(param, type=kind[: kind.rindex("[")])
-        for v in value:
-            _check_addresses(inner, v)
-    elif kind == "tuple":
-        for c, v in zip(param["components"], value, strict=True):
-            _check_addresses(c, v)
-    elif kind == "address" and not (isinstance(value, str) and is_checksum_address(value)):
-        raise ValueError(f"{value!r} is not a checksummed address")
-
-
-def _normal(param: dict, value: Any) -> Any:
-    kind = param["type"]
-    if kind.endswith("]"):
-        inner = dict(param, type=kind[: kind.rindex("[")])
-        return [_normal(inner, v) for v in value]
+        return [_map(inner, v, leaf) for v in value]
     if kind == "tuple":
-        return tuple(_normal(c, v) for c, v in zip(param["components"], value, strict=True))
-    if kind == "address":
-        return to_checksum_address(value)
+        return tuple(_map(c, v, leaf) for c, v in zip(param["components"], value, strict=True))
+    return leaf(kind, value)
+
+
+def _checksummed(kind: str, value: Any) -> Any:
+    """An argument as web3 takes it: an address must be checksummed."""
+    if kind == "address" and not (isinstance(value, str) and is_checksum_address(value)):
+        raise ValueError(f"{value!r} is not a checksummed address")
     return value
+
+
+def _as_web3(kind: str, value: Any) -> Any:
+    """An answer as web3 gives it: addresses checksummed."""
+    return to_checksum_address(value) if kind == "address" else value
 
 
 _CODECS: dict[tuple[str, str], ViewCodec] = {}

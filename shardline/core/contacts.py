@@ -38,8 +38,9 @@ FIELDS = (
     "region",
     "id_number",
 )
-# The longest value each field keeps (the contact store's columns: PostgreSQL holds a database to
-# them, SQLite does not): a longer one, once normalised, is the row's error on every database.
+# The longest value each field keeps, and the contact store's column widths (contacts/models.py;
+# PostgreSQL holds a database to them, SQLite does not): a longer one, once normalised, is the
+# row's error on every database.
 FIELD_MAX = {
     "external_id": 128,
     "given_name": 200,
@@ -55,6 +56,7 @@ FIELD_MAX = {
     "region": 100,
     "id_number": 64,
 }
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A row must give at least one name (registrations often miss one of the two).
 NAME_FIELDS = ("given_name", "family_name")
 DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%d %b %Y")
@@ -222,10 +224,10 @@ def normalise_row(
             errors.append(
                 RowError(line, f, f"is {len(values[f])} characters long, {FIELD_MAX[f]} at most")
             )
-        elif bad := next((ch for ch in values[f] if ord(ch) < 32 or ord(ch) == 127), None):
+        elif bad := CONTROL.search(values[f]):
             # PostgreSQL refuses NUL in text; no name, phone or address holds a control code
             errors.append(
-                RowError(line, f, f"holds the control character U+{ord(bad):04X}; remove it")
+                RowError(line, f, f"holds the control character U+{ord(bad[0]):04X}; remove it")
             )
     if not errors and not any(values.get(f) for f in NAME_FIELDS):
         present = [f for f in NAME_FIELDS if f in mapping]

@@ -46,9 +46,10 @@ def _validator(name: str):
 
 
 def warm(names: list[str]) -> None:
-    """Compile these validators now (a worker, before it takes messages): compiling one costs
-    tens of milliseconds, which the first message of its type would otherwise wait for."""
-    for name in dict.fromkeys(names):
+    """Compile the envelope's and these types' validators now (a worker, before it takes
+    messages): compiling one costs tens of milliseconds, which the first message of its type
+    would otherwise wait for."""
+    for name in ("envelope", *names):
         _validator(name)
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shardline.core.logpoller import BlockRef
-from shardline.db import dialect_insert
+from shardline.db import dialect_insert, upsert
 from shardline.workers.store import load_cursor, make_engine, save_cursor
 
 IN_LIST_MAX = 500  # digests looked up by key at once; more, and one scan of the data set
@@ -135,21 +135,16 @@ class AnalyticsStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
-        self._upserts: dict[str, object] = {}
-        self._keep_first = None  # insert a server's first point per contribution, ignore others
+        dialect = self.engine.dialect.name
+        self._upserts = {
+            t.name: upsert(dialect, t) for t in (_inputs, _contributions, _blocks, _verdicts, _jobs)
+        }
+        # a server's first point per contribution is kept, any other ignored
+        self._keep_first = dialect_insert(dialect)(_points).on_conflict_do_nothing()
 
     def _upsert(self, c: Connection, table: Table, rows: list[dict]) -> None:
         """Insert ``rows``, or replace the row with the same key (what an ORM merge did)."""
-        stmt = self._upserts.get(table.name)
-        if stmt is None:
-            ins = dialect_insert(c.dialect.name)(table)
-            keys = [col.name for col in table.primary_key]
-            others = [col.name for col in table.columns if col.name not in keys]
-            stmt = ins.on_conflict_do_update(
-                index_elements=keys, set_={k: ins.excluded[k] for k in others}
-            )
-            self._upserts[table.name] = stmt
-        c.execute(stmt, rows)
+        c.execute(self._upserts[table.name], rows)
 
     def put_input(
         self, dataset: str, digest: bytes, producer: str, rows: int, shares: bytes
@@ -212,8 +207,6 @@ class AnalyticsStore:
         ]
         digests = [d for d, _c, _r in points]
         with self.engine.begin() as c:
-            if self._keep_first is None:
-                self._keep_first = dialect_insert(c.dialect.name)(_points).on_conflict_do_nothing()
             c.execute(self._keep_first, rows)
             counts = c.execute(_POINT_COUNTS, {"ds": dataset, "ds_digests": digests})
             return {bytes(d): n for d, n in counts}

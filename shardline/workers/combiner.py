@@ -47,6 +47,7 @@ def open_share(
 
 class Combiner(Worker):
     kind = "combiner"
+    publishes = ("lookup.result", "lookup.progress")
 
     def __init__(
         self, *args, redis: Redis, gateway_id: str, share_cost_s: float = 0.0, **kwargs

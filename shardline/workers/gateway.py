@@ -81,6 +81,7 @@ CHAIN_CHECK_S = 5.0
 SLOW_FOR_S = 10.0
 # lookups named in one notice to an org node not asked: the schema's limit
 LEFT_MAX = schemas.schema("lookup.left")["properties"]["guids"]["maxItems"]
+GATEWAY_PUBLISHES = ("lookup.intent", "lookup.left")
 SWEEP_S = 1.0  # finished lookups are forgotten within this of ``keep_finished_s``
 MAX_CHAIN_ATTEMPTS = 3
 # A chain request the node could not take or answer for (the node away, the account out of
@@ -246,8 +247,8 @@ class Gateway:
     async def start(self) -> None:
         from shardline.runtime import account, chain_view, ws_url
 
-        # compiled before the first lookup rather than during it
-        schemas.warm(["envelope", "lookup.intent", "lookup.left", "lookup.share"])
+        # what it reads and sends, compiled before the first lookup rather than during it
+        schemas.warm(["lookup.progress", "lookup.result", "lookup.share", *GATEWAY_PUBLISHES])
         self.view = await chain_view(self.cfg.chain_rpc, self.cfg)
         self.directory = await self.view.directory()
         self.gatekeeper = await registry.current_gatekeeper(self.view.chain, self.view.deployment)

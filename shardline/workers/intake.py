@@ -52,6 +52,7 @@ def decode_lookup(lg: RawLog) -> dict:
 
 class ChainIntake(Worker):
     kind = "intake"
+    publishes = ("lookup.requested",)
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class ChainIntake(Worker):
         # (its notice on the way) gave a share to a lookup the gateway had left to others. So
         # it takes no push: its reader reads every LAZY_READ_S, confirms what the intents
         # served, and serves through the stream what no intent reached, or one that failed.
-        self.lazy = confirmations == 0
+        self.intents_serve = confirmations == 0 and not push
         self.pushed: LogWatch | None = None
         if confirmations == 0 and push:
             self.pushed = LogWatch(ws_url, [LOOKUP_REQUESTED], self._on_pushed, lambda: None)
@@ -139,8 +140,7 @@ class ChainIntake(Worker):
                 await asyncio.sleep(0.5)
             if self.reader.caught_up:
                 # the push (while live) or the intents (no push taken) serve: this confirms
-                served_elsewhere = self.pushed.live if self.pushed is not None else self.lazy
-                if served_elsewhere:
+                if self.intents_serve or (self.pushed is not None and self.pushed.live):
                     await asyncio.sleep(LAZY_READ_S)
                 else:
                     await self.reader.next_head()

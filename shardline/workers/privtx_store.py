@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from shardline.core.logpoller import BlockRef
-from shardline.db import dialect_insert
+from shardline.db import dialect_insert, upsert
 from shardline.workers.store import load_cursor, make_engine, save_cursor
 
 meta = MetaData()
@@ -102,13 +102,9 @@ class FacilitatorStore:
         if self.engine.dialect.name == "sqlite":
             _add_joined(self.engine)
         self._raw = None
-        insert = dialect_insert(self.engine.dialect.name)
-        self._add_group = insert(_groups).on_conflict_do_nothing()
-        put = insert(_txs)
-        self._put_tx = put.on_conflict_do_update(  # INSERT OR REPLACE, elsewhere than SQLite
-            index_elements=["payload_hash"],
-            set_={c: put.excluded[c] for c in _TX_COLUMNS if c != "payload_hash"},
-        )
+        dialect = self.engine.dialect.name
+        self._add_group = dialect_insert(dialect)(_groups).on_conflict_do_nothing()
+        self._put_tx = upsert(dialect, _txs)  # INSERT OR REPLACE, elsewhere than SQLite
 
     def cursor_blocks(self) -> list[BlockRef]:
         return load_cursor(self.engine, _cursor)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.schema import Table
 
 from shardline.core.logpoller import BlockRef
-from shardline.db import create_engine
+from shardline.db import create_engine, direct_sqlite
 
 
 class Base(DeclarativeBase):
@@ -124,16 +124,6 @@ _MARK_ON_CHAIN = (  # the first block it was seen in stays
     .where(func.lower(_served.c.requester) == func.lower(bindparam("by")))
     .values(on_chain_block=func.coalesce(_served.c.on_chain_block, bindparam("block")))
 )
-
-
-def direct_sqlite(engine: Engine) -> sqlite3.Connection | None:
-    """A plain sqlite3 connection to the engine's file, for the statements of a lookup's hot
-    path: SQLAlchemy costs several times the statement itself there (None: not a SQLite file)."""
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
-        return None
-    db = sqlite3.connect(engine.url.database, isolation_level=None, timeout=5.0)
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL (set by the engine): survives a process crash
-    return db
 
 
 _SQL_GET_SHARE = (

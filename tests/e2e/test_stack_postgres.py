@@ -129,12 +129,8 @@ def test_a_lookup_and_its_audit_on_a_stack_whose_orgs_keep_their_stores_in_postg
     assert all(served[org][0][0] == "chain" for org in asked), served
 
     # status says where each org keeps its stores, its password masked
-    listed = subprocess.run(
-        [sys.executable, "-m", "shardline", "status", "--run-dir", str(cfg.run_dir), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    listed = shardline("status", "--run-dir", str(cfg.run_dir), "--json")
+    assert listed.returncode == 0, said(listed)
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert {o: rows[f"node-{o}"]["database"] for o in urls} == {
         o: shown_url(u) for o, u in urls.items()
