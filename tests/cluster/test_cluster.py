@@ -112,7 +112,11 @@ class Cluster:
         lab.run(
             chain,
             "anvil",
-            [servers.anvil_bin(), "--host", chain.ip, "--port", "8545", "--silent"],
+            [
+                servers.anvil_bin(),
+                *("--host", chain.ip, "--port", "8545", "--silent"),
+                *("--hardfork", servers.ANVIL_HARDFORK),
+            ],
         )
         lab.run(
             gw,

@@ -748,3 +748,22 @@ async def test_a_read_the_node_cannot_run_is_the_nodes_error_not_a_revert(
         await chain.read(fn, block=10**9)
     assert not isinstance(exc.value, ChainRevert)
     assert chain.rpc_url in str(exc.value)
+
+
+# EIP-2935's block-hash history contract (prague): where a prague chain stores each block's parent
+# hash, in slot (number - 1) % 8191.
+HISTORY_STORAGE = "0x0000F90827F1C53a10cb7A02335B175320002935"
+
+
+async def test_the_chain_keeps_no_block_hash_history_in_state(chain: Chain) -> None:
+    """The embedded chain runs cancun (servers.ANVIL_HARDFORK): no history contract, so its
+    state, which anvil hashes whole at every block, does not grow by a slot with each block."""
+    rpc = chain.w3.provider.make_request
+    await rpc("anvil_mine", ["0x4"])
+    head = int((await rpc("eth_blockNumber", []))["result"], 16)
+    code = (await rpc("eth_getCode", [HISTORY_STORAGE, "latest"]))["result"]
+    kept = (await rpc("eth_getStorageAt", [HISTORY_STORAGE, hex((head - 1) % 8191), "latest"]))[
+        "result"
+    ]
+    assert code in ("0x", "0x0"), f"a history contract is deployed at {HISTORY_STORAGE}"
+    assert int(kept, 16) == 0, f"block {head - 1}'s hash is kept in state"

@@ -75,3 +75,14 @@ def test_load_artifact_reads_abi_and_bytecode() -> None:
     names = {e.get("name") for e in artifact.abi}
     assert {"requestLookup", "requestLookups", "LookupRequested", "grantRole"} <= names
     assert artifact.bytecode.startswith("0x")
+
+
+def test_the_embedded_chain_runs_the_evm_the_contracts_are_compiled_for(tmp_path: Path) -> None:
+    """anvil is started with the hardfork of compile.mjs's ``evmVersion``: a newer default
+    (prague) would make every block dearer as the chain grows (servers.ANVIL_HARDFORK)."""
+    from shardline import servers
+
+    settings = COMPILE.read_text(encoding="utf-8")
+    compiled_for = settings.split('evmVersion: "', 1)[1].split('"', 1)[0]
+    argv = servers.anvil_spec(tmp_path, 1).argv
+    assert argv[argv.index("--hardfork") + 1] == compiled_for
