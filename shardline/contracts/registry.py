@@ -65,7 +65,8 @@ def role_id(role_name: str) -> bytes:
 
 
 def _transport_gas(org_count: int) -> int:
-    # Each org in the set costs a storage slot plus a registry check.
+    # A limit, not the cost: each org is a registry check, and an org set no transport had
+    # before is stored once, a slot per org (a transport itself takes two slots).
     return 150_000 + 60_000 * max(org_count, 1)
 
 

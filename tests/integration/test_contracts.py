@@ -222,6 +222,32 @@ async def test_an_org_registers_a_transport(
     assert exc.value.reason == "transport already registered"
 
 
+async def test_a_transport_takes_two_new_storage_slots_once_its_org_set_is_known(
+    chain: Chain, deployment: Deployment, orgs: dict[str, LocalAccount]
+) -> None:
+    """A transport stores its commitment and one packed word; its org set is stored once for
+    all the transports that share it, in its order (a share's x is its org's place). Gas is
+    the chain's own count, the same on every run: a new storage slot costs 22,100, so with the
+    transaction's base, the checks and the event a transport stays under 100,000 gas (87,329;
+    when it took eight slots, 173,140)."""
+    sets = [["org3", "org1"], ["org1", "org3"]]  # the same orgs, another order: another set
+    for org_ids in sets:  # each set known after its first transport
+        await register_transport(
+            chain, orgs["org1"], deployment, fresh_key(), os.urandom(32), 1, org_ids
+        )
+    for org_ids in sets:
+        key, commitment = fresh_key(), os.urandom(32)
+        result = await register_transport(
+            chain, orgs["org1"], deployment, key, commitment, 2, org_ids
+        )
+        assert result.receipt is not None
+        assert result.receipt["gasUsed"] < 100_000, result.receipt["gasUsed"]
+        info = await get_transport(chain, deployment, key)
+        assert info is not None
+        assert (info.commitment, info.threshold, info.org_ids) == (commitment, 2, org_ids)
+        assert (info.company, info.version, info.active) == (orgs["org1"].address, 1, True)
+
+
 @pytest.mark.parametrize(
     ("threshold", "org_ids", "reason"),
     [
