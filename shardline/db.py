@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 
 import sqlalchemy
-from sqlalchemy import Table
+from sqlalchemy import Table, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -31,11 +31,30 @@ def engine_url(url: str | URL) -> URL:
     return u
 
 
+# An org's SQLite file is written by several of its stores and processes: a writer waits this
+# long for another's lock before it fails.
+SQLITE_BUSY_MS = 10_000
+
+
 def create_engine(url: str | URL, **kwargs) -> Engine:
     """An engine whose errors name the statement but not its parameters: those are shares,
-    sums and keys, and an error's text goes to the logs and to a dead letter's reason."""
+    sums and keys, and an error's text goes to the logs and to a dead letter's reason. On
+    SQLite, every connection is set up by ``_sqlite_pragmas``."""
     kwargs.setdefault("hide_parameters", True)
-    return sqlalchemy.create_engine(engine_url(url), **kwargs)
+    engine = sqlalchemy.create_engine(engine_url(url), **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    """WAL, so that readers never block the writer; synchronous NORMAL, which survives a
+    process crash (fsync at checkpoints); and a writer waits for another's lock."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    cur.close()
 
 
 def direct_sqlite(engine: Engine) -> sqlite3.Connection | None:
@@ -43,7 +62,7 @@ def direct_sqlite(engine: Engine) -> sqlite3.Connection | None:
     SQLAlchemy costs several times the statement itself there (None: not a SQLite file)."""
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return None
-    db = sqlite3.connect(engine.url.database, isolation_level=None, timeout=5.0)
+    db = sqlite3.connect(engine.url.database, isolation_level=None, timeout=SQLITE_BUSY_MS / 1000)
     db.execute("PRAGMA synchronous=NORMAL")  # WAL (set by the engine): survives a process crash
     return db
 

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
-    event,
     func,
     select,
 )
@@ -42,18 +41,6 @@ _seen = Table(
 
 def _engine(url: str) -> Engine:
     engine = create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(
-                "PRAGMA synchronous=NORMAL"
-            )  # survives a process crash; fsync at checkpoint
-            cur.execute("PRAGMA busy_timeout=5000")  # the org node's other processes write too
-            cur.close()
-
     _metadata.create_all(engine)
     return engine
 

@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     bindparam,
     delete,
-    event,
     func,
     insert,
     select,
@@ -79,15 +78,6 @@ class ServedRecord:
 
 def make_engine(url: str) -> Engine:
     engine = create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # WAL: readers never block the writer
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
     Base.metadata.create_all(engine)
     return engine
 

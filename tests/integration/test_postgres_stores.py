@@ -24,7 +24,7 @@ from shardline.contacts.models import Contact, ContactsBase
 from shardline.contacts.store import ContactStore, StoreError, contact_secret
 from shardline.core.contacts import FIELD_MAX, FIELDS, read_csv
 from shardline.core.logpoller import BlockRef
-from shardline.db import engine_url
+from shardline.db import SQLITE_BUSY_MS, engine_url
 from shardline.workers.analytics_store import IN_LIST_MAX, AnalyticsStore
 from shardline.workers.privtx_store import FacilitatorStore, TxRow
 from shardline.workers.records_store import ProxyStore
@@ -83,6 +83,20 @@ def test_every_store_opens_postgresql_through_psycopg_whatever_the_url_says(stor
         engine = store(url).engine
         assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
     assert OrgStore(postgres_url)._db is None  # no SQLite fast path there
+
+
+@pytest.mark.parametrize(
+    "store", [OrgStore, AnalyticsStore, SqlSeenIds, ContactStore, ProxyStore, FacilitatorStore]
+)
+def test_every_store_sets_up_a_sqlite_file_the_same_way(store, tmp_path):
+    """One org's SQLite file is shared by all these stores and by several processes: each opens
+    it in WAL mode, syncs at checkpoints and waits for another writer's lock (db.py)."""
+    engine = store(f"sqlite:///{tmp_path / 'org.db'}").engine
+    with engine.connect() as conn:
+        pragma = conn.exec_driver_sql
+        assert pragma("PRAGMA journal_mode").scalar() == "wal"
+        assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert pragma("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_MS
 
 
 # ---- the org node's own store -----------------------------------------------------------
