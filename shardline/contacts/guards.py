@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Header, HTTPException, Path
 
 from shardline.contacts import auth
+from shardline.core import bearer
 
 
 def make(secrets_: dict[str, bytes]):
@@ -16,7 +17,7 @@ def make(secrets_: dict[str, bytes]):
     ) -> auth.Principal:
         if org not in secrets_:
             raise HTTPException(404, f"org {org} is not served by this node")
-        token = (authorization or "").removeprefix("Bearer ").strip()
+        token = bearer.presented(authorization)
         if not token:
             raise HTTPException(
                 401,

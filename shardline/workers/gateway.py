@@ -52,8 +52,8 @@ from shardline.contracts.artifacts import event_topic
 from shardline.contracts.client import ChainError, ChainRevert, TxDropped
 from shardline.contracts.cursor import RawLog
 from shardline.contracts.watch import LogWatch
+from shardline.core import bearer, ids, protocol, sealing, shamir
 from shardline.core import commitment as cm
-from shardline.core import ids, protocol, sealing, shamir
 from shardline.core.keys import ParticipantKeys
 from shardline.core.protocol import BadShare, RebuildError, Terms
 from shardline.workers import webapp
@@ -1108,9 +1108,7 @@ def create_app(cfg: StackConfig) -> FastAPI:
         their annotations again on every request (40-80 us of CPU a request, measured alone).
         The routes that take it document the headers (``RESPONDER_HEADERS``)."""
         h = request.headers
-        return auth.identify(
-            h.get("x-api-key") or (h.get("authorization") or "").removeprefix("Bearer ")
-        )
+        return auth.identify(bearer.presented(h.get("authorization"), h.get("x-api-key")))
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from shardline.config import Operator, StackConfig
+from shardline.core import bearer
 
 PAGE = Path(__file__).resolve().parents[1] / "ops" / "ops.html"
 SNAPSHOT_MAX_AGE_S = 0.5  # several open pages share one reading of the stack
@@ -35,7 +36,7 @@ def ops_router(cfg: StackConfig) -> APIRouter:
         authorization: str | None = Header(default=None),
         x_api_key: str | None = Header(default=None),
     ) -> Operator:
-        presented = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+        presented = bearer.presented(authorization, x_api_key)
         if presented:
             found = cfg.gateway.operator_for(presented)
             if found is not None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from shardline.config import StackConfig
 from shardline.contracts.client import ChainError
+from shardline.core import bearer
 from shardline.core import records as rc
 from shardline.core.keys import KeyFileError
 from shardline.workers.records_client import RecordsClient
@@ -78,7 +79,7 @@ def records_router(cfg: StackConfig) -> APIRouter:
             return state["client"]
 
     def party(authorization: str | None = Header(default=None)) -> rc.PartyKeys:
-        presented = (authorization or "").removeprefix("Bearer ").strip()
+        presented = bearer.presented(authorization)
         digest = hashlib.sha256(presented.encode()).digest()
         found: Path | None = None
         for f in sorted(keys_dir.glob("*.apikey")) if presented else []:

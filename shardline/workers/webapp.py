@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from shardline import gateways
 from shardline.config import StackConfig
+from shardline.core import bearer
 
 STATIC = Path(str(resources.files("shardline") / "webapp" / "static"))
 
@@ -50,7 +51,7 @@ def router(cfg: StackConfig) -> APIRouter:
     @r.get("/session", responses={401: {"description": "missing or unknown API key"}})
     async def session(authorization: str | None = Header(default=None)) -> dict:
         """Which responder this API key belongs to: the app's sign-in check."""
-        presented = (authorization or "").removeprefix("Bearer ").strip()
+        presented = bearer.presented(authorization)
         found = cfg.gateway.responder_for(presented) if presented else None
         if found is None:
             raise HTTPException(
