@@ -4,8 +4,9 @@ anvil hashes its whole state again at every block, so a block costs more the mor
 the chain holds. On anvil's default EVM (prague) the block-hash history contract (EIP-2935)
 adds a slot with every block, up to 8,191; the embedded chain runs cancun, the EVM the contracts
 are compiled for (``servers.ANVIL_HARDFORK``), which keeps no such history. For each EVM this
-starts a fresh anvil as the stack does, times ``--txs`` plain transfers (sign, send, poll for the
-receipt) on the young chain, mines ``--blocks`` empty blocks, and times them again.
+starts a fresh anvil as the stack does, times ``--txs`` plain transfers (sign, send, poll for
+the receipt: the lookup bench's baseline) on the young chain, mines ``--blocks`` empty blocks,
+and times them again.
 
     .venv/bin/python bench/chain_growth.py                 # 4,000 blocks: about half a minute
     .venv/bin/python bench/chain_growth.py --blocks 8200   # past the history's 8,191 slots
@@ -17,83 +18,43 @@ of its own run.
 from __future__ import annotations
 
 import argparse
-import statistics
+import asyncio
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from eth_account import Account
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lookup import chain_tx_round_trips
 
 from shardline import servers
-from shardline.stack import ANVIL_ADMIN_KEY
 
-
-def _rpc(url: str, method: str, params: list) -> object:
-    return servers._json_rpc(url, method, params, timeout=600)
-
-
-def _round_trips(url: str, n: int) -> list[float]:
-    """``n`` sequential 0-wei transfers: send, then poll until the receipt is there (ms)."""
-    acct = Account.from_key(ANVIL_ADMIN_KEY)
-    nonce = int(_rpc(url, "eth_getTransactionCount", [acct.address, "pending"]), 16)
-    chain_id = int(_rpc(url, "eth_chainId", []), 16)
-    out = []
-    for i in range(n):
-        tx = acct.sign_transaction(
-            {
-                "to": acct.address,
-                "value": 0,
-                "gas": 21_000,
-                "maxFeePerGas": 10**11,
-                "maxPriorityFeePerGas": 1,
-                "nonce": nonce + i,
-                "chainId": chain_id,
-                "type": 2,
-            }
-        )
-        t0 = time.perf_counter()
-        h = _rpc(url, "eth_sendRawTransaction", [tx.raw_transaction.to_0x_hex()])
-        while _rpc(url, "eth_getTransactionReceipt", [h]) is None:
-            pass
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+CHAIN_ID = 31337
 
 
 def measure(hardfork: str | None, blocks: int, txs: int) -> dict:
     """One fresh anvil (as ``servers.anvil_spec`` starts it, on ``hardfork``; None: anvil's
-    default): p50 round trip on the young chain, the time to mine ``blocks``, p50 again."""
+    default): the p50 round trip on the young chain, the time to mine ``blocks``, p50 again.
+    The round trip is the lookup bench's baseline (``chain_tx_round_trips``)."""
     with tempfile.TemporaryDirectory(prefix="chain-growth-") as d:
         port = servers.free_port()
-        spec = servers.anvil_spec(Path(d), port)
-        argv = list(spec.argv)
-        i = argv.index("--hardfork")
-        if hardfork is None:
-            del argv[i : i + 2]
-        else:
-            argv[i + 1] = hardfork
-        proc = servers.spawn(
-            servers.ServerSpec(spec.name, argv, spec.healthy, spec.ports), Path(d) / "anvil.log"
-        )
+        spec = servers.anvil_spec(Path(d), port, chain_id=CHAIN_ID, hardfork=hardfork)
+        proc = servers.spawn(spec, Path(d) / "anvil.log")
+        url = f"http://127.0.0.1:{port}"
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while not spec.healthy():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"anvil did not start: {Path(d) / 'anvil.log'}")
-                time.sleep(0.05)
-            young = _round_trips(url, txs)
+            young = asyncio.run(chain_tx_round_trips(url, CHAIN_ID, txs))[0]
             t0 = time.perf_counter()
-            _rpc(url, "anvil_mine", [hex(blocks)])
+            servers._json_rpc(url, "anvil_mine", [hex(blocks)], timeout=600)
             mined_s = time.perf_counter() - t0
-            old = _round_trips(url, txs)
-            head = int(_rpc(url, "eth_blockNumber", []), 16)
+            old = asyncio.run(chain_tx_round_trips(url, CHAIN_ID, txs))[0]
+            head = int(str(servers._json_rpc(url, "eth_blockNumber")), 16)
         finally:
             servers.stop_pid(proc.pid)
     return {
         "hardfork": hardfork or "anvil's default",
-        "young_p50_ms": statistics.median(young),
-        "old_p50_ms": statistics.median(old),
+        "young_p50_ms": young.p50,
+        "old_p50_ms": old.p50,
         "blocks": head,
         "mine_s": mined_s,
     }

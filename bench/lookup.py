@@ -123,7 +123,9 @@ class Baselines:
     http_healthz: Stats  # the gateway's GET /healthz: HTTP + FastAPI, no work
 
 
-async def chain_tx_round_trips(cfg: StackConfig, n: int, warmup: int = 5) -> tuple[Stats, Stats]:
+async def chain_tx_round_trips(
+    rpc_url: str, chain_id: int, n: int, warmup: int = 5
+) -> tuple[Stats, Stats]:
     """A 0-wei transfer from the dev admin to itself: sign, eth_sendRawTransaction, receipt.
 
     The fastest way this code base has to do it, and the way the gateway sends its Gatekeeper
@@ -132,7 +134,7 @@ async def chain_tx_round_trips(cfg: StackConfig, n: int, warmup: int = 5) -> tup
     (``Chain.mined``). Signing alone is timed too. It changes nothing but the admin's nonce.
     """
     admin = Account.from_key(stack.ANVIL_ADMIN_KEY)
-    async with await Chain.connect(cfg.chain_rpc, expected_chain_id=cfg.chain_id) as chain:
+    async with await Chain.connect(rpc_url, expected_chain_id=chain_id) as chain:
         max_fee, priority = await chain._current_fees()
         total, signing = [], []
         for i in range(warmup + n):
@@ -531,7 +533,7 @@ async def measure(cfg: StackConfig, policy: str, args: argparse.Namespace, say) 
     ids = [s.transport_id for s in sheets]
     say(f"registered {len(report.registered)} transports ({time.perf_counter() - t:.1f} s)")
 
-    chain_tx, signing = await chain_tx_round_trips(cfg, args.chain_samples)
+    chain_tx, signing = await chain_tx_round_trips(cfg.chain_rpc, cfg.chain_id, args.chain_samples)
     eth_call = await eth_call_round_trips(cfg, ids, args.chain_samples)
     nats_req = await nats_round_trips(cfg.nats_url, args.nats_samples)
     key = api_key(cfg)

@@ -62,8 +62,8 @@ def direct_sqlite(engine: Engine) -> sqlite3.Connection | None:
     SQLAlchemy costs several times the statement itself there (None: not a SQLite file)."""
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return None
-    db = sqlite3.connect(engine.url.database, isolation_level=None, timeout=SQLITE_BUSY_MS / 1000)
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL (set by the engine): survives a process crash
+    db = sqlite3.connect(engine.url.database, isolation_level=None)
+    _sqlite_pragmas(db, None)
     return db
 
 

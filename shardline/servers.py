@@ -112,6 +112,14 @@ def _http_get(url: str, timeout: float = 1.0) -> bytes:
         return resp.read()
 
 
+TAIL_CHARS = 2000  # of a server's log, in the error when it fails to start
+
+
+def _tail(log: Path | None) -> str:
+    """The end of a server's log, for the error that says it failed ("" when there is none)."""
+    return log.read_text(errors="replace")[-TAIL_CHARS:] if log and log.exists() else ""
+
+
 def _json_rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0) -> object:
     payload = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
     req = urllib.request.Request(  # noqa: S310 (loopback only)
@@ -223,8 +231,13 @@ ANVIL_HARDFORK = "cancun"
 
 
 def anvil_spec(
-    data_dir: Path, port: int, chain_id: int = 31337, block_time: float | None = None
+    data_dir: Path,
+    port: int,
+    chain_id: int = 31337,
+    block_time: float | None = None,
+    hardfork: str | None = ANVIL_HARDFORK,
 ) -> ServerSpec:
+    """anvil as the stack runs it; ``hardfork`` None leaves anvil's default EVM (for a bench)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         anvil_bin(),
@@ -237,9 +250,9 @@ def anvil_spec(
         "--silent",
         "--prune-history",
         str(ANVIL_STATES_KEPT),
-        "--hardfork",
-        ANVIL_HARDFORK,
     ]
+    if hardfork:
+        argv += ["--hardfork", hardfork]
     if block_time:
         argv += ["--block-time", str(block_time)]
     url = f"http://127.0.0.1:{port}"
@@ -346,10 +359,9 @@ def _run_postgres(
         argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, check=False
     )
     if check and done.returncode != 0:
-        tail = server.log.read_text(errors="replace")[-2000:] if server.log.exists() else ""
         raise ServerError(
             f"{name} failed with code {done.returncode}:\n"
-            f"{(done.stdout + done.stderr)[-2000:]}{tail}"
+            f"{(done.stdout + done.stderr)[-TAIL_CHARS:]}{_tail(server.log)}"
         )
     return done
 
@@ -429,9 +441,8 @@ def wait_healthy(
         if spec.healthy():
             return
         if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise ServerError(
-                f"{spec.name} exited with code {proc.returncode} while starting:\n{tail}"
+                f"{spec.name} exited with code {proc.returncode} while starting:\n{_tail(log)}"
             )
         time.sleep(0.05)
     raise ServerError(

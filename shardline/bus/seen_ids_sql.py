@@ -40,7 +40,7 @@ _seen = Table(
 
 
 def _engine(url: str) -> Engine:
-    engine = create_engine(url, future=True)
+    engine = create_engine(url)
     _metadata.create_all(engine)
     return engine
 

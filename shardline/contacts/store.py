@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from shardline.contacts import migrate
@@ -44,10 +43,6 @@ def contact_secret(signing_seed: bytes) -> bytes:
     return hmac.new(signing_seed, b"shardline contacts anonymous id v1", hashlib.sha256).digest()
 
 
-def make_engine(url: str) -> Engine:
-    return create_engine(url, future=True)
-
-
 @dataclass(frozen=True)
 class ImportReport:
     import_id: int
@@ -64,7 +59,7 @@ def to_record(c: Contact) -> ContactRecord:
 class ContactStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = create_engine(url)
         migrate.upgrade(self.engine)
 
     def session(self) -> Session:

@@ -77,7 +77,7 @@ class ServedRecord:
 
 
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url, future=True)
+    engine = create_engine(url)
     Base.metadata.create_all(engine)
     return engine
 

@@ -29,6 +29,7 @@ from shardline.workers.analytics_store import IN_LIST_MAX, AnalyticsStore
 from shardline.workers.privtx_store import FacilitatorStore, TxRow
 from shardline.workers.records_store import ProxyStore
 from shardline.workers.store import OrgStore, ShareRow
+from tests.unit.test_contacts_import import MAPPING  # the columns of CSV below
 
 pytestmark = pytest.mark.integration
 
@@ -258,13 +259,6 @@ CSV = (
     "  JOSÉ ,Núñez,04/03/1980,,Calle 5,Sevilla\n"
     "محمد,حسن,1979-13-01,,x,y\n"
 )
-MAPPING = {
-    "given_name": "First",
-    "family_name": "Last",
-    "birth_date": "Born",
-    "phone": "Tel",
-    "address": ["Street", "Town"],
-}
 
 
 def test_contact_store_migrates_and_keeps_contacts(url):
