@@ -612,15 +612,28 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT MET")
 
 
-def targets(runs: dict[str, PolicyRun], floor: list[tuple[float, float]] | None = None) -> dict:
+Floors = dict[str, list[tuple[float, float]]]  # policy -> rounds of (floor p50, baseline p50)
+
+
+def targets(runs: dict[str, PolicyRun], floors: Floors | None = None) -> dict:
     cc, aa = runs.get(CHAIN_CONFIRMED), runs.get(AUDIT_AFTER)
     out: dict[str, Any] = {}
-    if floor:
-        out["audit_after_floor_over_nats_request"] = {
-            "rounds": [{"floor_p50": f, "nats_p50": n, "ratio": f / n} for f, n in floor],
-            "median_ratio": statistics.median(f / n for f, n in floor),
-            "of": NATS_RATIO_TARGET,
-        }
+    for policy, key, base, of in (
+        (AUDIT_AFTER, "audit_after_floor_over_nats_request", "nats_p50", NATS_RATIO_TARGET),
+        (
+            CHAIN_CONFIRMED,
+            "chain_confirmed_floor_over_chain_tx",
+            "chain_tx_p50",
+            CHAIN_RATIO_TARGET,
+        ),
+    ):
+        rounds = (floors or {}).get(policy)
+        if rounds:
+            out[key] = {
+                "rounds": [{"floor_p50": f, base: b, "ratio": f / b} for f, b in rounds],
+                "median_ratio": statistics.median(f / b for f, b in rounds),
+                "of": of,
+            }
     if cc:
         r = ratio(cc.sequential.lookups.p50, cc.baselines.chain_tx.p50)
         out["chain_confirmed_p50_over_chain_tx_p50"] = {
@@ -649,7 +662,7 @@ def targets(runs: dict[str, PolicyRun], floor: list[tuple[float, float]] | None 
 def print_report(
     args: argparse.Namespace,
     runs: dict[str, PolicyRun],
-    floor: list[tuple[float, float]] | None = None,
+    floors: Floors | None = None,
 ) -> None:
     names = [p for p in POLICIES if p in runs]
     rows: list[tuple[str, list[str]]] = []
@@ -752,7 +765,17 @@ def print_report(
 
     print()
     print("targets (ratios against the baselines of the same run)")
-    t = targets(runs, floor)
+    t = targets(runs, floors)
+
+    def floor_line(key: str, digits: int) -> None:
+        if key in t:
+            x = t[key]
+            print(
+                "    beside it, the floor (bench/lookup_floor.py: only what any lookup must do, "
+                f"its own processes): {fmt(x['median_ratio'], digits)}x of the {x['of']:g}x "
+                f"(rounds: {', '.join(fmt(r['ratio'], digits) + 'x' for r in x['rounds'])})"
+            )
+
     if "chain_confirmed_p50_over_chain_tx_p50" in t:
         x, cc = t["chain_confirmed_p50_over_chain_tx_p50"], runs[CHAIN_CONFIRMED]
         print(
@@ -760,6 +783,7 @@ def print_report(
             f"{fmt(cc.baselines.chain_tx.p50)} ms = {fmt(x['ratio'])}x "
             f"(target {x['target']}x): {verdict(x['met'])}"
         )
+    floor_line("chain_confirmed_floor_over_chain_tx", 2)
     if "audit_after_p50_over_nats_request_p50" in t:
         x, aa = t["audit_after_p50_over_nats_request_p50"], runs[AUDIT_AFTER]
         print(
@@ -767,13 +791,7 @@ def print_report(
             f"{fmt(aa.baselines.nats_request.p50, 3)} ms = {fmt(x['ratio'], 1)}x "
             f"(target {x['target']}x): {verdict(x['met'])}"
         )
-    if "audit_after_floor_over_nats_request" in t:
-        x = t["audit_after_floor_over_nats_request"]
-        print(
-            "    beside it, the floor (bench/lookup_floor.py: only what any lookup must do, "
-            f"its own processes): {fmt(x['median_ratio'], 1)}x of the {x['of']:g}x "
-            f"(rounds: {', '.join(fmt(r['ratio'], 1) + 'x' for r in x['rounds'])})"
-        )
+    floor_line("audit_after_floor_over_nats_request", 1)
     if "audit_after_sustained" in t:
         x = t["audit_after_sustained"]
         beside = (
@@ -810,7 +828,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-floor",
         action="store_true",
-        help="skip the audit-after floor (bench/lookup_floor.py, about 20 s) after the runs",
+        help="skip the floors of the policies run (bench/lookup_floor.py, about 20 s each) "
+        "after the runs",
     )
     return p.parse_args(argv)
 
@@ -832,20 +851,27 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             traceback.print_exc()
             failures[policy] = f"{type(exc).__name__}: {exc}"
-    floor = None
-    if AUDIT_AFTER in runs and not args.no_floor:
+    floors: Floors = {}
+    for policy in [p for p in POLICIES if p in runs and not args.no_floor]:
         import lookup_floor  # beside this file
 
-        print("the floor of an audit-after lookup (bench/lookup_floor.py)", flush=True)
+        # the fewest org nodes a lookup can have (the threshold): the lowest floor there is
+        print(f"the floor of a {policy} lookup (bench/lookup_floor.py)", flush=True)
         try:
-            floor = lookup_floor.measure(min(args.orgs, args.threshold), args.threshold, 300, 3)
+            floors[policy] = lookup_floor.measure(
+                min(args.orgs, args.threshold),
+                args.threshold,
+                300,
+                3,
+                chained=policy == CHAIN_CONFIRMED,
+            )
         except Exception as exc:
             traceback.print_exc()
-            failures["floor"] = f"{type(exc).__name__}: {exc}"
+            failures[f"floor {policy}"] = f"{type(exc).__name__}: {exc}"
     if runs:
-        print_report(args, runs, floor)
-    for policy, why in failures.items():
-        what = "the floor" if policy == "floor" else f"policy {policy}"
+        print_report(args, runs, floors)
+    for what, why in failures.items():
+        what = what if what.startswith("floor") else f"policy {what}"
         print(f"{what} crashed: {why}", file=sys.stderr)
     total = time.perf_counter() - started
     print(f"\ntotal run time {total:.0f} s")
@@ -858,7 +884,7 @@ def main(argv: list[str] | None = None) -> int:
                 "platform": platform.platform(),
             },
             "runs": {p: asdict(r) for p, r in runs.items()},
-            "targets": targets(runs, floor),
+            "targets": targets(runs, floors),
             "failures": failures,
             "total_s": round(total, 1),
         }

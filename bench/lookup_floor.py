@@ -1,4 +1,4 @@
-"""The floor of an audit-after lookup on this machine: only what any lookup must do, nothing else.
+"""The floor of a lookup on this machine: only what any lookup must do, nothing else.
 
 ``bench/lookup.py`` compares an audit-after lookup's p50 with a bare NATS request/reply (target:
 at most 10x). This measures how much of that budget the bare minimum of a lookup takes here, in
@@ -23,8 +23,25 @@ nothing else running beside it (the real bench runs the whole stack, anvil and R
 The NATS baseline is measured the same way as in ``bench/lookup.py`` (an echo responder on its
 own connection, in the timing process), alternating with the floor's rounds.
 
+With ``--policy chain-confirmed`` it measures the floor of a chain-confirmed lookup against a
+bare anvil transaction (``bench/lookup.py``'s baseline: sign, send, receipt; target 1.5x), on its
+own anvil beside the nats-server, run as the stack runs it:
+
+- the responder's HTTP POST to the bare ASGI gateway, as above;
+- the gateway makes an ephemeral key pair and sends one transaction carrying the lookup's guid
+  and public key (``Chain.send_call``, the gateway's own fast path) to a contract that does
+  nothing but log its calldata (41 bytes of EVM code: no authorisation, no registry read, which
+  the Gatekeeper does), and does not wait for its receipt;
+- each org-node process has the log pushed by anvil (``eth_subscribe("logs")`` over a websocket,
+  ``shardline.contracts.watch.LogWatch``: no cursor, no confirmations, no reorg check, no
+  second read), seals its share to the key in it, signs its answer and publishes it to the
+  gateway's subject;
+- the gateway checks, opens and hash-checks the first ``--threshold`` answers, rebuilds the
+  sheet and answers the POST.
+
     .venv/bin/python bench/lookup_floor.py            # 3 rounds of 500 lookups
     .venv/bin/python bench/lookup_floor.py --asked 3  # a spare asked at once too
+    .venv/bin/python bench/lookup_floor.py --policy chain-confirmed
 """
 
 from __future__ import annotations
@@ -45,6 +62,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SHEET_BYTES = 900  # about a cargo sheet's JSON
+FLOOR_TOPIC = "0x" + "f1" * 32  # the emitter's one event
+EMIT_GAS = 30_000  # a 48-byte LOG1: about 23,500
+# A contract that logs its calldata under FLOOR_TOPIC and does nothing else (cancun, PUSH0):
+# CALLDATASIZE PUSH0 PUSH0 CALLDATACOPY PUSH32 topic CALLDATASIZE PUSH0 LOG1 STOP, behind the
+# usual constructor that copies it out (CODECOPY, RETURN).
+EMITTER_RUNTIME = bytes.fromhex("365f5f377f" + "f1" * 32 + "365fa100")
+EMITTER_INIT = (
+    bytes.fromhex(f"60{len(EMITTER_RUNTIME):02x}600a5f3960{len(EMITTER_RUNTIME):02x}5ff3")
+    + EMITTER_RUNTIME
+)
 
 
 def signing_key(name: str):
@@ -79,8 +106,50 @@ async def responder(nats_url: str, org: str, share: bytes) -> None:
     await asyncio.Event().wait()
 
 
+async def chain_responder(nats_url: str, ws_url: str, emitter: str, org: str, share: bytes) -> None:
+    """The org node of a chain-confirmed lookup: it serves on the log its node pushes."""
+    import nats
+
+    from shardline.bus.envelope import canonical
+    from shardline.contracts.watch import LogWatch
+    from shardline.core import sealing
+
+    key = signing_key(org)
+    nc = await nats.connect(nats_url)
+    tasks: set[asyncio.Task] = set()
+
+    async def serve(guid: bytes, epk: bytes) -> None:
+        sealed = sealing.seal(share, epk)
+        out = {"guid": guid.hex(), "org": org, "sealed": sealed.hex()}
+        await nc.publish(
+            f"floor.reply.{guid.hex()}",
+            json.dumps({"body": out, "sig": sealing.sign(canonical(out), key).hex()}).encode(),
+        )
+
+    def on_log(raw) -> None:
+        if raw.address != emitter or raw.removed or len(raw.data) != 48:
+            return
+        task = asyncio.create_task(serve(raw.data[:16], raw.data[16:]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    watch = LogWatch(ws_url, [FLOOR_TOPIC], on_log, lambda: None)
+    watch.start()
+    if not await watch.started():
+        raise RuntimeError(f"no log subscription at {ws_url}")
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
 # ---- the gateway process -----------------------------------------------------------------
-def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[str, str]):
+def gateway_app(
+    nats_url: str,
+    orgs: list[str],
+    threshold: int,
+    digests: dict[str, str],
+    chain_at: tuple[str, str, str] | None = None,
+):
+    """``chain_at`` (rpc url, emitter, key): chain-confirmed, the request goes on chain."""
     import hashlib
     import hmac
 
@@ -115,6 +184,13 @@ def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[st
             while True:
                 m = await receive()
                 if m["type"] == "lifespan.startup":
+                    if chain_at is not None:
+                        from eth_account import Account
+
+                        from shardline.contracts.client import Chain
+
+                        state["chain"] = await Chain.connect(chain_at[0], expected_chain_id=31337)
+                        state["acct"] = Account.from_key(chain_at[2])
                     state["nc"] = await nats.connect(nats_url)
                     await state["nc"].subscribe("floor.reply.*", cb=on_reply)
                     await send({"type": "lifespan.startup.complete"})
@@ -130,6 +206,15 @@ def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[st
         transport_id = json.loads(body)["transport_id"]
         guid = secrets.token_hex(16)
         esk, epk = sealing.ephemeral_keypair()
+        if chain_at is not None:  # the request on chain; the org nodes serve on its log
+            done = asyncio.get_running_loop().create_future()
+            state["pending"][guid] = (done, [], esk)
+            await state["chain"].send_call(
+                state["acct"], chain_at[1], bytes.fromhex(guid) + epk, gas=EMIT_GAS
+            )
+            await done
+            await answer(send, guid)
+            return
         intent = {"guid": guid, "transport": transport_id, "epk": epk.hex(), "orgs": orgs}
         data = json.dumps({"body": intent, "sig": sealing.sign(canonical(intent), key).hex()})
         done = asyncio.get_running_loop().create_future()
@@ -139,6 +224,9 @@ def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[st
                 f"floor.intent.{org}.{guid}", data.encode(), reply=f"floor.reply.{guid}"
             )
         await done
+        await answer(send, guid)
+
+    async def answer(send, guid: str) -> None:
         sheet = shamir.combine(state["pending"].pop(guid)[1])
         out = json.dumps({"guid": guid, "sheet": sheet.hex()}).encode()
         await send(
@@ -153,7 +241,14 @@ def gateway_app(nats_url: str, orgs: list[str], threshold: int, digests: dict[st
     return app
 
 
-def run_gateway(nats_url: str, orgs: list[str], threshold: int, port: int, shares: str) -> None:
+def run_gateway(
+    nats_url: str,
+    orgs: list[str],
+    threshold: int,
+    port: int,
+    shares: str,
+    chain_at: tuple[str, str, str] | None = None,
+) -> None:
     import hashlib
 
     import uvicorn
@@ -162,7 +257,7 @@ def run_gateway(nats_url: str, orgs: list[str], threshold: int, port: int, share
         o: hashlib.sha256(bytes.fromhex((Path(shares) / o).read_text())).hexdigest() for o in orgs
     }
     uvicorn.run(
-        gateway_app(nats_url, orgs, threshold, digests),
+        gateway_app(nats_url, orgs, threshold, digests, chain_at),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -208,7 +303,14 @@ async def wait_http(url: str, within_s: float = 20.0) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--asked", type=int, default=2, help="org nodes asked (the threshold)")
+    ap.add_argument("--policy", choices=["audit-after", "chain-confirmed"], default="audit-after")
+    ap.add_argument(
+        "--asked",
+        type=int,
+        default=2,
+        help="org nodes asked (audit-after: the threshold), or that serve on the log "
+        "(chain-confirmed: every org node of the transport's set)",
+    )
     ap.add_argument("--threshold", type=int, default=2)
     ap.add_argument("--lookups", type=int, default=500, help="sequential lookups per round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -217,40 +319,80 @@ def main() -> None:
     ap.add_argument("--org", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--shares", help=argparse.SUPPRESS)
+    ap.add_argument("--chain", help=argparse.SUPPRESS)  # rpc url, emitter, gateway key
     args = ap.parse_args()
     orgs = [f"org{i + 1}" for i in range(args.asked)]
+    chain_at = tuple(args.chain.split(",")) if args.chain else None
     if args.role == "responder":
         import uvloop
 
         share = bytes.fromhex((Path(args.shares) / args.org).read_text())
-        uvloop.run(responder(args.nats, args.org, share))
+        if chain_at:
+            ws_url = chain_at[0].replace("http://", "ws://", 1)
+            uvloop.run(chain_responder(args.nats, ws_url, chain_at[1], args.org, share))
+        else:
+            uvloop.run(responder(args.nats, args.org, share))
         return
     if args.role == "gateway":
-        run_gateway(args.nats, orgs, args.threshold, args.port, args.shares)
+        run_gateway(args.nats, orgs, args.threshold, args.port, args.shares, chain_at)
         return
     if not args.threshold <= args.asked:
         ap.error("--asked must be at least --threshold")
+    chained = args.policy == "chain-confirmed"
     print(
-        f"floor of an audit-after lookup: {args.asked} org-node processes asked, "
+        f"floor of a {args.policy} lookup: {args.asked} org-node processes "
+        f"{'serving on the log' if chained else 'asked'}, "
         f"threshold {args.threshold}, {args.lookups} sequential lookups a round"
     )
-    rounds = measure(args.asked, args.threshold, args.lookups, args.rounds)
+    rounds = measure(args.asked, args.threshold, args.lookups, args.rounds, chained=chained)
+    base = "bare anvil tx round trip" if chained else "bare NATS request/reply"
     for i, (p50, rtt) in enumerate(rounds, 1):
-        print(
-            f"round {i}: floor p50 {p50:.3f} ms, bare NATS request/reply p50 {rtt:.3f} ms: "
-            f"{p50 / rtt:.1f}x"
-        )
+        print(f"round {i}: floor p50 {p50:.3f} ms, {base} p50 {rtt:.3f} ms: {p50 / rtt:.2f}x")
+    target = "1.5x" if chained else "10x"
     print(
-        f"floor / NATS, median of {args.rounds} rounds: "
-        f"{statistics.median(p / r for p, r in rounds):.1f}x "
-        "(the audit-after target is 10x for the whole lookup)"
+        f"floor / {'anvil tx' if chained else 'NATS'}, median of {args.rounds} rounds: "
+        f"{statistics.median(p / r for p, r in rounds):.2f}x "
+        f"(the {args.policy} target is {target} for the whole lookup)"
     )
 
 
-def measure(asked: int, threshold: int, lookups: int, rounds: int) -> list[tuple[float, float]]:
-    """Start the floor's nats-server and processes, and return each round's (floor p50, NATS
-    request/reply p50) in ms; everything started is stopped on the way out."""
-    from lookup import Stats, nats_round_trips  # bench/lookup.py: the same baseline
+async def deploy_emitter(rpc_url: str, gateway: str) -> str:
+    """The emitter, deployed by anvil's first dev account; ``gateway`` funded. Its address."""
+    import aiohttp
+
+    from shardline import stack
+
+    admin = __import__("eth_account").Account.from_key(stack.ANVIL_ADMIN_KEY).address
+
+    async def rpc(session, method: str, params: list):
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        async with session.post(rpc_url, json=body) as resp:
+            got = await resp.json()
+        if "error" in got:
+            raise RuntimeError(f"{method}: {got['error']}")
+        return got["result"]
+
+    async with aiohttp.ClientSession() as session:
+        tx = await rpc(
+            session, "eth_sendTransaction", [{"from": admin, "data": "0x" + EMITTER_INIT.hex()}]
+        )
+        receipt = await rpc(session, "eth_getTransactionReceipt", [tx])
+        address = receipt["contractAddress"].lower()
+        code = await rpc(session, "eth_getCode", [address, "latest"])
+        if bytes.fromhex(code[2:]) != EMITTER_RUNTIME:
+            raise RuntimeError(f"the emitter at {address} has code {code}")
+        await rpc(session, "anvil_setBalance", [gateway, hex(10**21)])
+    return address
+
+
+def measure(
+    asked: int, threshold: int, lookups: int, rounds: int, *, chained: bool = False
+) -> list[tuple[float, float]]:
+    """Start the floor's nats-server (and anvil, ``chained``) and processes, and return each
+    round's (floor p50, baseline p50) in ms, the baseline a bare NATS request/reply or, chained,
+    a bare anvil transaction round trip; everything started is stopped on the way out."""
+    from eth_account import Account
+    from lookup import Stats, chain_tx_round_trips, nats_round_trips  # bench/lookup.py's own
 
     from shardline import servers
     from shardline.core import shamir
@@ -270,6 +412,17 @@ def measure(asked: int, threshold: int, lookups: int, rounds: int) -> list[tuple
                 *(sys.executable, __file__, "--nats", nats_url),
                 *("--asked", str(asked), "--shares", tmp),
             ]
+            if chained:  # anvil as the stack runs it, with the emitter on it
+                anvil_port = servers.free_port()
+                rpc_url = f"http://127.0.0.1:{anvil_port}"
+                procs.append(
+                    servers.spawn(
+                        servers.anvil_spec(Path(tmp) / "anvil", anvil_port), Path(tmp) / "anvil.log"
+                    )
+                )
+                gateway = Account.create()
+                emitter = asyncio.run(deploy_emitter(rpc_url, gateway.address))
+                me += ["--chain", f"{rpc_url},{emitter},{gateway.key.hex()}"]
             for org in orgs:
                 p = subprocess.Popen(
                     [*me, "--role", "responder", "--org", org],
@@ -296,11 +449,17 @@ def measure(asked: int, threshold: int, lookups: int, rounds: int) -> list[tuple
             )
             url = f"http://127.0.0.1:{http_port}/lookups"
             asyncio.run(wait_http(url))
+
+            def baseline() -> float:
+                if chained:
+                    return asyncio.run(chain_tx_round_trips(rpc_url, 31337, 100))[0].p50
+                return asyncio.run(nats_round_trips(nats_url, 300)).p50
+
             out = []
             for _ in range(rounds):
-                rtt = asyncio.run(nats_round_trips(nats_url, 300)).p50
+                rtt = baseline()
                 p50 = Stats.of(asyncio.run(floor_lookups(url, lookups))).p50
-                out.append((p50, (rtt + asyncio.run(nats_round_trips(nats_url, 300)).p50) / 2))
+                out.append((p50, (rtt + baseline()) / 2))
             return out
         except Exception:
             for log in sorted(Path(tmp).glob("*.log")):  # what the floor's processes said
