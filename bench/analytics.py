@@ -557,6 +557,10 @@ def plots(sc: dict, head: dict | None) -> list[str]:
     return names
 
 
+def _ratios(floor: dict) -> str:
+    return ", ".join(f"{r['ratio']:.2f}x" for r in floor["rounds"])
+
+
 def report(head: dict | None, sc: dict, args) -> str:
     lines = ["# Analytics: how time and bytes grow", ""]
     lines += [
@@ -585,6 +589,13 @@ def report(head: dict | None, sc: dict, args) -> str:
                     f"| the computation alone, in one process (sharing, sealing and unsealing every part, hashing, the four servers' range checks and sums: {fl['total']:.2f} CPU-s), spread perfectly over {fl['cores']} cores: a floor under the pipeline | {fl['floor_s']:.2f} | {fl['floor_s'] / head['mpyc']:.2f}x |"
                 ]
                 if (fl := head.get("floor"))
+                else []
+            ),
+            *(
+                [
+                    f"| the computation and the bus alone (`bench/analytics_floor.py`: the same sharing, sealing, object store, range checks, sums and check values between four server processes, with no chain, signatures, schema checks or database), submission only; rounds {_ratios(bf)} (MPyC alone measured beside each round) | {bf['median_s']:.2f} | {bf['median_ratio']:.2f}x |"
+                ]
+                if (bf := head.get("bus_floor"))
                 else []
             ),
             "",
@@ -705,6 +716,11 @@ def main() -> None:
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--logs", type=Path, help="copy the stack's worker logs here")
+    ap.add_argument(
+        "--no-bus-floor",
+        action="store_true",
+        help="skip the floor with the bus (bench/analytics_floor.py, about 30 s)",
+    )
     args = ap.parse_args()
     head = {"plain": plaintext(args.rows), "load": ", ".join(f"{v:.2f}" for v in os.getloadavg())}
     print(f"load average {head['load']}", flush=True)
@@ -753,6 +769,27 @@ def main() -> None:
         f"{fl['floor_s'] / head['mpyc']:.2f}x MPyC alone, a floor under the pipeline",
         flush=True,
     )
+    if not args.no_bus_floor:
+        import analytics_floor  # beside this file
+
+        used: list[dict[str, float]] = []
+        rounds = analytics_floor.measure(args.rows, args.collectors, 3, used)
+        head["bus_floor"] = bf = {
+            "rounds": [
+                {"floor_s": f, "mpyc_s": m, "ratio": f / m, "cpu": c}
+                for (f, m), c in zip(rounds, used, strict=True)
+            ],
+            "median_ratio": statistics.median(f / m for f, m in rounds),
+            "median_s": statistics.median(f for f, _m in rounds),
+        }
+        print(
+            "the computation and the bus alone (bench/analytics_floor.py: four server processes "
+            "and the object store, no chain, signatures or database), submission only: "
+            f"{bf['median_s']:.2f} s, {bf['median_ratio']:.2f}x MPyC alone (rounds: "
+            + ", ".join(f"{r['ratio']:.2f}x" for r in bf["rounds"])
+            + "), a floor under the pipeline's submission",
+            flush=True,
+        )
     cpu = p["cpu"]
     print(
         f"CPU seconds during submission + job ({p['cold']:.2f} s wall, {os.cpu_count()} cores): "
