@@ -185,58 +185,30 @@ def measure(
 ) -> list[tuple[float, float]]:
     """Start the floor's nats-server and servers; each round's (floor s, MPyC alone s), and
     into ``cpu`` each round's CPU seconds by process."""
-    cpu = [] if cpu is None else cpu
     from analytics import mpyc_alone
+    from lookup_floor import processes, start_ready
 
     from shardline import servers
 
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="analytics-floor-") as tmp:
+    cpu = [] if cpu is None else cpu
+
+    with tempfile.TemporaryDirectory(prefix="analytics-floor-") as tmp, processes(tmp) as procs:
         port = servers.free_port()
         nats_url = f"nats://127.0.0.1:{port}"
         spec = servers.nats_spec(Path(tmp) / "nats", port, servers.free_port())
-        try:
-            procs.append(servers.spawn(spec, Path(tmp) / "nats.log"))
-            for x in SERVERS:
-                p = subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--role",
-                        "server",
-                        "--nats",
-                        nats_url,
-                        "--x",
-                        str(x),
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=open(Path(tmp) / f"server{x}.log", "w"),
-                    text=True,
-                )
-                procs.append(p)
-                if p.stdout.readline().strip() != "ready":
-                    raise RuntimeError(f"the floor's server {x} did not start")
-            asyncio.run(submit(nats_url, min(n, 10_000), batches))  # warm: imports, buckets
-            out = []
-            for _ in range(rounds):
-                mpc = mpyc_alone(n)["seconds"]
-                before = cpu_seconds(procs)
-                took = asyncio.run(submit(nats_url, n, batches))
-                cpu.append({k: v - before[k] for k, v in cpu_seconds(procs).items()})
-                out.append((took, mpc))
-            return out
-        except Exception:
-            for log in sorted(Path(tmp).glob("*.log")):
-                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
-            raise
-        finally:
-            for p in reversed(procs):
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        procs.append(servers.spawn(spec, Path(tmp) / "nats.log"))
+        for x in SERVERS:
+            argv = [sys.executable, __file__, "--role", "server", "--nats", nats_url, "--x", str(x)]
+            start_ready(procs, argv, Path(tmp) / f"server{x}")
+        asyncio.run(submit(nats_url, min(n, 10_000), batches))  # warm: imports, buckets
+        out = []
+        for _ in range(rounds):
+            mpc = mpyc_alone(n)["seconds"]
+            before = cpu_seconds(procs)
+            took = asyncio.run(submit(nats_url, n, batches))
+            cpu.append({k: v - before[k] for k, v in cpu_seconds(procs).items()})
+            out.append((took, mpc))
+        return out
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -56,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,6 +387,36 @@ async def deploy_emitter(rpc_url: str, gateway: str) -> str:
     return address
 
 
+@contextlib.contextmanager
+def processes(tmp: str) -> Iterator[list[subprocess.Popen]]:
+    """The floor's processes, started into the list: their logs (in ``tmp``) printed if the
+    measurement fails, and each stopped on the way out, the last started first."""
+    procs: list[subprocess.Popen] = []
+    try:
+        yield procs
+    except Exception:
+        for log in sorted(Path(tmp).glob("*.log")):  # what the floor's processes said
+            print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
+        raise
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start_ready(procs: list[subprocess.Popen], argv: list[str], log: Path) -> None:
+    """Start one of the floor's processes (its stderr to ``log``.log) and wait until it says
+    it is ready."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(f"{log}.log", "w"), text=True)
+    procs.append(p)
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the floor's {log.name} did not start")
+
+
 def measure(
     asked: int, threshold: int, lookups: int, rounds: int, *, chained: bool = False
 ) -> list[tuple[float, float]]:
@@ -398,81 +430,60 @@ def measure(
     from shardline.core import shamir
 
     orgs = [f"org{i + 1}" for i in range(asked)]
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp, processes(tmp) as procs:
         sheet = os.urandom(SHEET_BYTES)
         for org, share in zip(orgs, shamir.split(sheet, threshold, asked), strict=True):
             (Path(tmp) / org).write_text(share.to_bytes().hex())
         nats_port, http_port = servers.free_port(), servers.free_port()
         nats_url = f"nats://127.0.0.1:{nats_port}"
         spec = servers.nats_spec(Path(tmp) / "nats", nats_port, servers.free_port())
-        try:  # started as the stack starts it, and healthy before anything connects
-            procs.append(servers.spawn(spec, Path(tmp) / "nats.log"))
-            me = [
-                *(sys.executable, __file__, "--nats", nats_url),
-                *("--asked", str(asked), "--shares", tmp),
-            ]
-            if chained:  # anvil as the stack runs it, with the emitter on it
-                anvil_port = servers.free_port()
-                rpc_url = f"http://127.0.0.1:{anvil_port}"
-                procs.append(
-                    servers.spawn(
-                        servers.anvil_spec(Path(tmp) / "anvil", anvil_port), Path(tmp) / "anvil.log"
-                    )
-                )
-                gateway = Account.create()
-                emitter = asyncio.run(deploy_emitter(rpc_url, gateway.address))
-                me += ["--chain", f"{rpc_url},{emitter},{gateway.key.hex()}"]
-            for org in orgs:
-                p = subprocess.Popen(
-                    [*me, "--role", "responder", "--org", org],
-                    stdout=subprocess.PIPE,
-                    stderr=open(Path(tmp) / f"{org}.log", "w"),
-                    text=True,
-                )
-                procs.append(p)
-                if p.stdout.readline().strip() != "ready":
-                    raise RuntimeError(f"the floor's {org} did not start")
+        # started as the stack starts it, and healthy before anything connects
+        procs.append(servers.spawn(spec, Path(tmp) / "nats.log"))
+        me = [
+            *(sys.executable, __file__, "--nats", nats_url),
+            *("--asked", str(asked), "--shares", tmp),
+        ]
+        if chained:  # anvil as the stack runs it, with the emitter on it
+            anvil_port = servers.free_port()
+            rpc_url = f"http://127.0.0.1:{anvil_port}"
             procs.append(
-                subprocess.Popen(
-                    [
-                        *me,
-                        "--role",
-                        "gateway",
-                        "--threshold",
-                        str(threshold),
-                        "--port",
-                        str(http_port),
-                    ],
-                    stderr=open(Path(tmp) / "gateway.log", "w"),
+                servers.spawn(
+                    servers.anvil_spec(Path(tmp) / "anvil", anvil_port), Path(tmp) / "anvil.log"
                 )
             )
-            url = f"http://127.0.0.1:{http_port}/lookups"
-            asyncio.run(wait_http(url))
+            gateway = Account.create()
+            emitter = asyncio.run(deploy_emitter(rpc_url, gateway.address))
+            me += ["--chain", f"{rpc_url},{emitter},{gateway.key.hex()}"]
+        for org in orgs:
+            start_ready(procs, [*me, "--role", "responder", "--org", org], Path(tmp) / org)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *me,
+                    "--role",
+                    "gateway",
+                    "--threshold",
+                    str(threshold),
+                    "--port",
+                    str(http_port),
+                ],
+                stderr=open(Path(tmp) / "gateway.log", "w"),
+            )
+        )
+        url = f"http://127.0.0.1:{http_port}/lookups"
+        asyncio.run(wait_http(url))
 
-            def baseline() -> float:
-                if chained:
-                    return asyncio.run(chain_tx_round_trips(rpc_url, 31337, 100))[0].p50
-                return asyncio.run(nats_round_trips(nats_url, 300)).p50
+        def baseline() -> float:
+            if chained:
+                return asyncio.run(chain_tx_round_trips(rpc_url, 31337, 100))[0].p50
+            return asyncio.run(nats_round_trips(nats_url, 300)).p50
 
-            out = []
-            for _ in range(rounds):
-                rtt = baseline()
-                p50 = Stats.of(asyncio.run(floor_lookups(url, lookups))).p50
-                out.append((p50, (rtt + baseline()) / 2))
-            return out
-        except Exception:
-            for log in sorted(Path(tmp).glob("*.log")):  # what the floor's processes said
-                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
-            raise
-        finally:
-            for p in reversed(procs):
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        out = []
+        for _ in range(rounds):
+            rtt = baseline()
+            p50 = Stats.of(asyncio.run(floor_lookups(url, lookups))).p50
+            out.append((p50, (rtt + baseline()) / 2))
+        return out
 
 
 if __name__ == "__main__":
