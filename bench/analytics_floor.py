@@ -87,9 +87,8 @@ async def server(nats_url: str, x: int) -> None:
         body, w, eta = ab.split_part(lay, part, m["rows"], m["seeded"])
         point, _sums = AnalyticsServer.check_and_sum(lay, body, m["rows"], x, w, eta, b"\0" * 32)
         mine.add(m["batch"])
-        point_msg = {"batch": m["batch"], "x": x, "c": str(point.consistency)}
-        point_msg["r"] = str(point.rules)
-        await nc.publish("floor.point", json.dumps(point_msg).encode())
+        values = {"batch": m["batch"], "x": x, "c": str(point.consistency), "r": str(point.rules)}
+        await nc.publish("floor.point", json.dumps(values).encode())
 
     async def on_point(msg) -> None:
         m = json.loads(msg.data)
@@ -128,10 +127,13 @@ async def submit(nats_url: str, n: int, batches: int) -> float:
 
     async def on_done(msg) -> None:
         nonlocal done
-        if not json.loads(msg.data)["ok"]:
-            raise RuntimeError("an honest batch was rejected")
+        if all_done.done():
+            return
+        if not json.loads(msg.data)["ok"]:  # the round ends here, not at its timeout
+            all_done.set_exception(RuntimeError("a server rejected an honest batch"))
+            return
         done += 1
-        if done == expected and not all_done.done():
+        if done == expected:
             all_done.set_result(None)
 
     await nc.subscribe("floor.done", cb=on_done)

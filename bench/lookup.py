@@ -851,10 +851,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             traceback.print_exc()
             failures[policy] = f"{type(exc).__name__}: {exc}"
+    import lookup_floor  # beside this file
+
     floors: Floors = {}
     for policy in [p for p in POLICIES if p in runs and not args.no_floor]:
-        import lookup_floor  # beside this file
-
         # the fewest org nodes a lookup can have (the threshold): the lowest floor there is
         print(f"the floor of a {policy} lookup (bench/lookup_floor.py)", flush=True)
         try:

@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 SHEET_BYTES = 900  # about a cargo sheet's JSON
 FLOOR_TOPIC = "0x" + "f1" * 32  # the emitter's one event
 EMIT_GAS = 30_000  # a 48-byte LOG1: about 23,500
+CHAIN_ID = 31337  # the floor's own anvil
 # A contract that logs its calldata under FLOOR_TOPIC and does nothing else (cancun, PUSH0):
 # CALLDATASIZE PUSH0 PUSH0 CALLDATACOPY PUSH32 topic CALLDATASIZE PUSH0 LOG1 STOP, behind the
 # usual constructor that copies it out (CODECOPY, RETURN).
@@ -191,7 +192,9 @@ def gateway_app(
 
                         from shardline.contracts.client import Chain
 
-                        state["chain"] = await Chain.connect(chain_at[0], expected_chain_id=31337)
+                        state["chain"] = await Chain.connect(
+                            chain_at[0], expected_chain_id=CHAIN_ID
+                        )
                         state["acct"] = Account.from_key(chain_at[2])
                     state["nc"] = await nats.connect(nats_url)
                     await state["nc"].subscribe("floor.reply.*", cb=on_reply)
@@ -208,27 +211,20 @@ def gateway_app(
         transport_id = json.loads(body)["transport_id"]
         guid = secrets.token_hex(16)
         esk, epk = sealing.ephemeral_keypair()
+        done = asyncio.get_running_loop().create_future()
+        state["pending"][guid] = (done, [], esk)
         if chain_at is not None:  # the request on chain; the org nodes serve on its log
-            done = asyncio.get_running_loop().create_future()
-            state["pending"][guid] = (done, [], esk)
             await state["chain"].send_call(
                 state["acct"], chain_at[1], bytes.fromhex(guid) + epk, gas=EMIT_GAS
             )
-            await done
-            await answer(send, guid)
-            return
-        intent = {"guid": guid, "transport": transport_id, "epk": epk.hex(), "orgs": orgs}
-        data = json.dumps({"body": intent, "sig": sealing.sign(canonical(intent), key).hex()})
-        done = asyncio.get_running_loop().create_future()
-        state["pending"][guid] = (done, [], esk)
-        for org in orgs:
-            await state["nc"].publish(
-                f"floor.intent.{org}.{guid}", data.encode(), reply=f"floor.reply.{guid}"
-            )
+        else:
+            intent = {"guid": guid, "transport": transport_id, "epk": epk.hex(), "orgs": orgs}
+            data = json.dumps({"body": intent, "sig": sealing.sign(canonical(intent), key).hex()})
+            for org in orgs:
+                await state["nc"].publish(
+                    f"floor.intent.{org}.{guid}", data.encode(), reply=f"floor.reply.{guid}"
+                )
         await done
-        await answer(send, guid)
-
-    async def answer(send, guid: str) -> None:
         sheet = shamir.combine(state["pending"].pop(guid)[1])
         out = json.dumps({"guid": guid, "sheet": sheet.hex()}).encode()
         await send(
@@ -360,30 +356,31 @@ def main() -> None:
 
 async def deploy_emitter(rpc_url: str, gateway: str) -> str:
     """The emitter, deployed by anvil's first dev account; ``gateway`` funded. Its address."""
-    import aiohttp
+    from eth_account import Account
 
     from shardline import stack
+    from shardline.contracts.rpc import JsonRpc
 
-    admin = __import__("eth_account").Account.from_key(stack.ANVIL_ADMIN_KEY).address
-
-    async def rpc(session, method: str, params: list):
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        async with session.post(rpc_url, json=body) as resp:
-            got = await resp.json()
-        if "error" in got:
-            raise RuntimeError(f"{method}: {got['error']}")
-        return got["result"]
-
-    async with aiohttp.ClientSession() as session:
-        tx = await rpc(
-            session, "eth_sendTransaction", [{"from": admin, "data": "0x" + EMITTER_INIT.hex()}]
+    admin = Account.from_key(stack.ANVIL_ADMIN_KEY).address
+    rpc = JsonRpc(rpc_url)
+    try:
+        tx = await rpc.call(
+            "eth_sendTransaction", [{"from": admin, "data": "0x" + EMITTER_INIT.hex()}]
         )
-        receipt = await rpc(session, "eth_getTransactionReceipt", [tx])
+        for _ in range(500):  # mined at once (anvil automines): the receipt follows shortly
+            receipt = await rpc.call("eth_getTransactionReceipt", [tx])
+            if receipt is not None:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError(f"the emitter's deployment {tx} was not mined")
         address = receipt["contractAddress"].lower()
-        code = await rpc(session, "eth_getCode", [address, "latest"])
+        code = await rpc.call("eth_getCode", [address, "latest"])
         if bytes.fromhex(code[2:]) != EMITTER_RUNTIME:
             raise RuntimeError(f"the emitter at {address} has code {code}")
-        await rpc(session, "anvil_setBalance", [gateway, hex(10**21)])
+        await rpc.call("anvil_setBalance", [gateway, hex(10**21)])
+    finally:
+        await rpc.close()
     return address
 
 
@@ -446,11 +443,8 @@ def measure(
         if chained:  # anvil as the stack runs it, with the emitter on it
             anvil_port = servers.free_port()
             rpc_url = f"http://127.0.0.1:{anvil_port}"
-            procs.append(
-                servers.spawn(
-                    servers.anvil_spec(Path(tmp) / "anvil", anvil_port), Path(tmp) / "anvil.log"
-                )
-            )
+            anvil = servers.anvil_spec(Path(tmp) / "anvil", anvil_port, chain_id=CHAIN_ID)
+            procs.append(servers.spawn(anvil, Path(tmp) / "anvil.log"))
             gateway = Account.create()
             emitter = asyncio.run(deploy_emitter(rpc_url, gateway.address))
             me += ["--chain", f"{rpc_url},{emitter},{gateway.key.hex()}"]
@@ -475,7 +469,7 @@ def measure(
 
         def baseline() -> float:
             if chained:
-                return asyncio.run(chain_tx_round_trips(rpc_url, 31337, 100))[0].p50
+                return asyncio.run(chain_tx_round_trips(rpc_url, CHAIN_ID, 100))[0].p50
             return asyncio.run(nats_round_trips(nats_url, 300)).p50
 
         out = []

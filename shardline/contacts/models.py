@@ -13,6 +13,11 @@ class ContactsBase(DeclarativeBase):
     pass
 
 
+def _field(name: str) -> Mapped[str]:
+    """A contact field's column: as wide as the longest value the field keeps (FIELD_MAX)."""
+    return mapped_column(String(FIELD_MAX[name]), default="")
+
+
 class ImportBatch(ContactsBase):
     """One imported file: what came in, what was refused and why."""
 
@@ -36,19 +41,19 @@ class Contact(ContactsBase):
     import_id: Mapped[int] = mapped_column(ForeignKey("contact_imports.id"), index=True)
     line: Mapped[int] = mapped_column(Integer)
     anon_id: Mapped[str] = mapped_column(String(64), index=True)
-    external_id: Mapped[str] = mapped_column(String(FIELD_MAX["external_id"]), default="")
-    given_name: Mapped[str] = mapped_column(String(FIELD_MAX["given_name"]), default="")
-    family_name: Mapped[str] = mapped_column(String(FIELD_MAX["family_name"]), default="")
-    birth_date: Mapped[str] = mapped_column(String(FIELD_MAX["birth_date"]), default="")
-    sex: Mapped[str] = mapped_column(String(FIELD_MAX["sex"]), default="")
-    phone: Mapped[str] = mapped_column(String(FIELD_MAX["phone"]), default="")
-    email: Mapped[str] = mapped_column(String(FIELD_MAX["email"]), default="")
-    street_number: Mapped[str] = mapped_column(String(FIELD_MAX["street_number"]), default="")
-    address: Mapped[str] = mapped_column(String(FIELD_MAX["address"]), default="")
-    locality: Mapped[str] = mapped_column(String(FIELD_MAX["locality"]), default="")
-    postcode: Mapped[str] = mapped_column(String(FIELD_MAX["postcode"]), default="")
-    region: Mapped[str] = mapped_column(String(FIELD_MAX["region"]), default="")
-    id_number: Mapped[str] = mapped_column(String(FIELD_MAX["id_number"]), default="")
+    external_id: Mapped[str] = _field("external_id")
+    given_name: Mapped[str] = _field("given_name")
+    family_name: Mapped[str] = _field("family_name")
+    birth_date: Mapped[str] = _field("birth_date")
+    sex: Mapped[str] = _field("sex")
+    phone: Mapped[str] = _field("phone")
+    email: Mapped[str] = _field("email")
+    street_number: Mapped[str] = _field("street_number")
+    address: Mapped[str] = _field("address")
+    locality: Mapped[str] = _field("locality")
+    postcode: Mapped[str] = _field("postcode")
+    region: Mapped[str] = _field("region")
+    id_number: Mapped[str] = _field("id_number")
     original_json: Mapped[str] = mapped_column(Text)
     keys_json: Mapped[str] = mapped_column(Text)
     registered_at: Mapped[float] = mapped_column(Float)
